@@ -1,4 +1,7 @@
-//! Compute kernels of npuwhisper. Every entry point is a plain function on slices, so an
-//! accelerator backend can replace it one kernel at a time.
+//! Compute kernels of npuwhisper. Every entry point is a plain function on row-major slices,
+//! so an accelerator backend can replace it one kernel at a time.
 
+pub mod attention;
+pub mod gemm;
 pub mod mel;
+pub mod ops;
