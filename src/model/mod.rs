@@ -1,7 +1,18 @@
 //! Whisper model: CTranslate2 directory loading, encoder and decoder forward passes.
+//! Usable without GStreamer: `Model::load(dir)?.encode_batch(&[&mel])`, then a
+//! [`DecoderSession`] per window.
 
+mod ct2;
+mod decoder;
+mod encoder;
+pub mod tokenizer;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
+
+pub use decoder::DecoderSession;
+use tokenizer::Tokenizer;
 
 /// Frames of log-mel per 30 s window (10 ms hop).
 pub const MEL_FRAMES: usize = 3000;
@@ -9,6 +20,7 @@ pub const MEL_FRAMES: usize = 3000;
 pub const ENCODER_FRAMES: usize = 1500;
 /// Seconds of audio per encoder position / timestamp token step.
 pub const SECONDS_PER_TIMESTAMP: f64 = 0.02;
+const LN_EPS: f32 = 1e-5;
 
 /// A model file that could not be used: names the file and what is wrong with it.
 #[derive(Debug, Clone)]
@@ -37,14 +49,204 @@ pub struct Dims {
     pub max_text_positions: usize,
 }
 
+/// Options of `config.json` that decoding needs.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub alignment_heads: Vec<(usize, usize)>,
+    pub suppress_ids: Vec<u32>,
+    pub suppress_ids_begin: Vec<u32>,
+}
+
+/// `y = x·Wᵀ + b`, W stored `[n_out, n_in]`.
+pub(crate) struct Linear {
+    pub w: Vec<f32>,
+    pub b: Option<Vec<f32>>,
+    pub n_out: usize,
+    pub n_in: usize,
+}
+
+impl Linear {
+    pub fn forward(&self, m: usize, x: &[f32], y: &mut Vec<f32>) {
+        y.resize(m * self.n_out, 0.0);
+        npuwhisper_kernels::gemm::linear(m, self.n_out, self.n_in, x, &self.w, self.b.as_deref(), y);
+    }
+}
+
+pub(crate) struct LayerNorm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+}
+
+impl LayerNorm {
+    pub fn forward_into(&self, x: &[f32], out: &mut Vec<f32>) {
+        npuwhisper_kernels::ops::layer_norm_into(x, &self.gamma, &self.beta, LN_EPS, out);
+    }
+}
+
 pub struct Model {
     pub dims: Dims,
     pub dir: PathBuf,
+    pub config: Config,
+    pub tokenizer: Tokenizer,
+    pub(crate) encoder: encoder::Encoder,
+    pub(crate) decoder: decoder::Decoder,
+}
+
+/// Takes tensors out of a parsed `model.bin`, with errors that name the tensor.
+pub(crate) struct Weights {
+    bin: ct2::ModelBin,
+}
+
+impl Weights {
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+        let t = self.bin.get(name).ok_or_else(|| format!("tensor {name} is missing"))?;
+        if t.shape != shape {
+            return Err(format!("tensor {name} has shape {:?}, expected {shape:?}", t.shape));
+        }
+        Ok(t.data.clone())
+    }
+
+    pub fn shape(&self, name: &str) -> Result<&[usize], String> {
+        self.bin.get(name).map(|t| t.shape.as_slice()).ok_or_else(|| format!("tensor {name} is missing"))
+    }
+
+    pub fn scalar(&self, name: &str) -> Result<f32, String> {
+        let t = self.bin.get(name).ok_or_else(|| format!("tensor {name} is missing"))?;
+        t.data.first().copied().filter(|_| t.data.len() == 1).ok_or_else(|| format!("tensor {name} is not a scalar"))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.bin.get(name).is_some()
+    }
+
+    pub fn linear(&self, prefix: &str, n_out: usize, n_in: usize) -> Result<Linear, String> {
+        let w = self.tensor(&format!("{prefix}/weight"), &[n_out, n_in])?;
+        let b = if self.has(&format!("{prefix}/bias")) { Some(self.tensor(&format!("{prefix}/bias"), &[n_out])?) } else { None };
+        Ok(Linear { w, b, n_out, n_in })
+    }
+
+    pub fn layer_norm(&self, prefix: &str, d: usize) -> Result<LayerNorm, String> {
+        Ok(LayerNorm { gamma: self.tensor(&format!("{prefix}/gamma"), &[d])?, beta: self.tensor(&format!("{prefix}/beta"), &[d])? })
+    }
+
+    fn count_layers(&self, prefix: &str) -> usize {
+        (0..).take_while(|i| self.has(&format!("{prefix}/layer_{i}/ffn/layer_norm/gamma"))).count()
+    }
+}
+
+fn derive_dims(w: &Weights, vocab_size: usize) -> Result<Dims, String> {
+    let conv1 = w.shape("encoder/conv1/weight")?;
+    if conv1.len() != 3 || conv1[2] != 3 {
+        return Err(format!("encoder/conv1/weight has shape {conv1:?}, expected [d, n_mels, 3]"));
+    }
+    let (d_model, n_mels) = (conv1[0], conv1[1]);
+    let emb = w.shape("decoder/embeddings/weight")?;
+    let pos = w.shape("decoder/position_encodings/encodings")?;
+    if emb.len() != 2 || pos.len() != 2 {
+        return Err("decoder embeddings are not matrices".into());
+    }
+    let n_heads = w.scalar("encoder/num_heads")? as usize;
+    if n_heads == 0 || d_model % n_heads != 0 {
+        return Err(format!("encoder/num_heads {n_heads} does not divide width {d_model}"));
+    }
+    let dims = Dims {
+        n_mels,
+        d_model,
+        n_heads,
+        encoder_layers: w.count_layers("encoder"),
+        decoder_layers: w.count_layers("decoder"),
+        vocab_size: emb[0],
+        max_text_positions: pos[0],
+    };
+    if dims.encoder_layers == 0 || dims.decoder_layers == 0 {
+        return Err("no encoder or decoder layers found".into());
+    }
+    if dims.vocab_size != vocab_size {
+        return Err(format!(
+            "the embeddings have {} rows but vocabulary.txt has {vocab_size} tokens (files of different models?)",
+            dims.vocab_size
+        ));
+    }
+    Ok(dims)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, ModelError> {
+    std::fs::read(path).map_err(|e| ModelError { file: path.to_path_buf(), reason: format!("cannot read: {e}") })
+}
+
+fn parse_config(bytes: &[u8]) -> Result<Config, String> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+    let ids = |key: &str| -> Result<Vec<u32>, String> {
+        match v.get(key) {
+            None => Ok(Vec::new()),
+            Some(a) => serde_json::from_value(a.clone()).map_err(|e| format!("{key}: {e}")),
+        }
+    };
+    let heads: Vec<(usize, usize)> = match v.get("alignment_heads") {
+        None => Vec::new(),
+        Some(a) => serde_json::from_value(a.clone()).map_err(|e| format!("alignment_heads: {e}"))?,
+    };
+    if !v.is_object() {
+        return Err("is not a JSON object".into());
+    }
+    Ok(Config { alignment_heads: heads, suppress_ids: ids("suppress_ids")?, suppress_ids_begin: ids("suppress_ids_begin")? })
+}
+
+fn parse_added_tokens(bytes: &[u8]) -> Result<Vec<(String, u32)>, String> {
+    #[derive(serde::Deserialize)]
+    struct Added {
+        id: u32,
+        content: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct TokenizerJson {
+        #[serde(default)]
+        added_tokens: Vec<Added>,
+        model: serde_json::Value,
+    }
+    let t: TokenizerJson = serde_json::from_slice(bytes).map_err(|e| format!("invalid tokenizer JSON: {e}"))?;
+    if !t.model.is_object() {
+        return Err("has no tokenizer model".into());
+    }
+    Ok(t.added_tokens.into_iter().map(|a| (a.content, a.id)).collect())
 }
 
 impl Model {
+    /// Loads a CTranslate2 Whisper directory. The architecture is read off the tensors, so any
+    /// Whisper size loads.
     pub fn load(dir: &Path) -> Result<Model, ModelError> {
-        todo!()
+        let err = |file: &str, reason: String| ModelError { file: dir.join(file), reason };
+        if !dir.is_dir() {
+            return Err(ModelError { file: dir.to_path_buf(), reason: "model directory does not exist".into() });
+        }
+        let config = parse_config(&read_file(&dir.join("config.json"))?).map_err(|e| err("config.json", e))?;
+        let added = parse_added_tokens(&read_file(&dir.join("tokenizer.json"))?).map_err(|e| err("tokenizer.json", e))?;
+        let vocab_bytes = read_file(&dir.join("vocabulary.txt"))?;
+        let vocab = std::str::from_utf8(&vocab_bytes).map_err(|_| err("vocabulary.txt", "is not UTF-8".into()))?;
+        let tokenizer = Tokenizer::new(vocab, &added).map_err(|e| err("vocabulary.txt", e))?;
+
+        let bin_path = dir.join("model.bin");
+        let file = std::fs::File::open(&bin_path).map_err(|e| err("model.bin", format!("cannot open: {e}")))?;
+        // SAFETY: the map is read once here and dropped before returning; the file is not ours to
+        // change, and a concurrent truncation would at worst fault this read.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| err("model.bin", format!("cannot map: {e}")))?;
+        let bin = ct2::parse(&map).map_err(|e| err("model.bin", e))?;
+        drop(map);
+        if !bin.spec.is_empty() && bin.spec != "WhisperSpec" {
+            return Err(err("model.bin", format!("is a {} model, not Whisper", bin.spec)));
+        }
+        let w = Weights { bin };
+        let dims = derive_dims(&w, tokenizer.vocab_size()).map_err(|e| err("model.bin", e))?;
+        let encoder = encoder::Encoder::load(&w, &dims).map_err(|e| err("model.bin", e))?;
+        let decoder = decoder::Decoder::load(&w, &dims).map_err(|e| err("model.bin", e))?;
+        let bad_id = config.suppress_ids.iter().chain(&config.suppress_ids_begin).find(|&&id| id as usize >= dims.vocab_size);
+        if let Some(id) = bad_id {
+            return Err(err("config.json", format!("token id {id} is outside the vocabulary of {}", dims.vocab_size)));
+        }
+        if let Some(&(l, h)) = config.alignment_heads.iter().find(|&&(l, h)| l >= dims.decoder_layers || h >= dims.n_heads) {
+            return Err(err("config.json", format!("alignment head [{l}, {h}] does not exist in this model")));
+        }
+        Ok(Model { dims, dir: dir.to_path_buf(), config, tokenizer, encoder, decoder })
     }
 
     pub fn n_mels(&self) -> usize {
@@ -55,32 +257,61 @@ impl Model {
         self.dims.d_model
     }
 
+    /// Whisper's rule: multilingual vocabularies have 51865 tokens or more.
     pub fn is_multilingual(&self) -> bool {
-        todo!()
+        self.dims.vocab_size >= 51865
     }
 
     /// Encodes a batch of log-mel windows, each `n_mels × MEL_FRAMES` (mel-major).
     /// Returns one `ENCODER_FRAMES × d_model` state matrix per window.
     pub fn encode_batch(&self, mels: &[&[f32]]) -> Vec<Vec<f32>> {
-        todo!()
+        self.encoder.forward_batch(mels)
+    }
+
+    /// A decoder for one window's encoder states.
+    pub fn decoder_session(&self, states: &[f32]) -> DecoderSession<'_> {
+        DecoderSession::new(self, states)
     }
 }
 
 /// Directory holding the models fetched by the set-up: `$NPUWHISPER_MODELS_DIR`, else
 /// `$XDG_DATA_HOME/npuwhisper/models` (`~/.local/share/npuwhisper/models`).
 pub fn models_dir() -> PathBuf {
-    todo!()
+    if let Some(dir) = std::env::var_os("NPUWHISPER_MODELS_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/".into())).join(".local/share"));
+    data.join("npuwhisper/models")
 }
 
 /// The `model` property value: a directory path, or a model name inside [`models_dir`].
 pub fn resolve_model_path(name_or_path: &str) -> PathBuf {
-    todo!()
+    let p = Path::new(name_or_path);
+    if p.is_absolute() || name_or_path.contains('/') {
+        p.to_path_buf()
+    } else {
+        models_dir().join(name_or_path)
+    }
 }
 
 /// Default `model` property value.
 pub const DEFAULT_MODEL: &str = "tiny.en";
 
-/// Loads a model once per process: every element naming the same directory shares it.
+/// Loads a model once per process: every element naming the same directory shares it while
+/// any of them holds it.
 pub fn load_shared(dir: &Path) -> Result<Arc<Model>, ModelError> {
-    todo!()
+    static CACHE: LazyLock<Mutex<HashMap<PathBuf, Weak<Model>>>> = LazyLock::new(Default::default);
+    let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    // Loading under the lock makes a second element wait for the first load instead of repeating it.
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(model) = cache.get(&key).and_then(Weak::upgrade) {
+        return Ok(model);
+    }
+    let model = Arc::new(Model::load(dir)?);
+    cache.retain(|_, m| m.strong_count() > 0);
+    cache.insert(key, Arc::downgrade(&model));
+    Ok(model)
 }

@@ -1,0 +1,133 @@
+//! Whisper encoder: conv stem (as GEMMs over im2col), sinusoidal positions, pre-norm
+//! transformer blocks, final layer norm. Windows of a batch share every linear layer's GEMM.
+
+use npuwhisper_kernels::attention::{attention, Shape};
+use npuwhisper_kernels::ops::{add_in_place, gelu};
+
+use super::{Dims, LayerNorm, Linear, Weights, ENCODER_FRAMES, MEL_FRAMES};
+
+pub(crate) struct EncoderLayer {
+    attn_ln: LayerNorm,
+    qkv: Linear,
+    attn_out: Linear,
+    ffn_ln: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+pub(crate) struct Encoder {
+    /// Convolutions as linear layers over `[channel, tap]` columns.
+    conv1: Linear,
+    conv2: Linear,
+    positions: Vec<f32>,
+    layers: Vec<EncoderLayer>,
+    ln_post: LayerNorm,
+    n_mels: usize,
+    d: usize,
+    n_heads: usize,
+}
+
+fn conv(w: &Weights, prefix: &str, d_out: usize, d_in: usize) -> Result<Linear, String> {
+    let weight = w.tensor(&format!("{prefix}/weight"), &[d_out, d_in, 3])?;
+    let bias = w.tensor(&format!("{prefix}/bias"), &[d_out])?;
+    Ok(Linear { w: weight, b: Some(bias), n_out: d_out, n_in: d_in * 3 })
+}
+
+impl Encoder {
+    pub fn load(w: &Weights, dims: &Dims) -> Result<Encoder, String> {
+        let d = dims.d_model;
+        let layers = (0..dims.encoder_layers)
+            .map(|i| {
+                let p = format!("encoder/layer_{i}");
+                Ok(EncoderLayer {
+                    attn_ln: w.layer_norm(&format!("{p}/self_attention/layer_norm"), d)?,
+                    qkv: w.linear(&format!("{p}/self_attention/linear_0"), 3 * d, d)?,
+                    attn_out: w.linear(&format!("{p}/self_attention/linear_1"), d, d)?,
+                    ffn_ln: w.layer_norm(&format!("{p}/ffn/layer_norm"), d)?,
+                    fc1: w.linear(&format!("{p}/ffn/linear_0"), 4 * d, d)?,
+                    fc2: w.linear(&format!("{p}/ffn/linear_1"), d, 4 * d)?,
+                })
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Encoder {
+            conv1: conv(w, "encoder/conv1", d, dims.n_mels)?,
+            conv2: conv(w, "encoder/conv2", d, d)?,
+            positions: w.tensor("encoder/position_encodings/encodings", &[ENCODER_FRAMES, d])?,
+            layers,
+            ln_post: w.layer_norm("encoder/layer_norm", d)?,
+            n_mels: dims.n_mels,
+            d,
+            n_heads: dims.n_heads,
+        })
+    }
+
+    /// Each mel is `n_mels × MEL_FRAMES`; returns `ENCODER_FRAMES × d` per window.
+    pub fn forward_batch(&self, mels: &[&[f32]]) -> Vec<Vec<f32>> {
+        let (b, d, t) = (mels.len(), self.d, ENCODER_FRAMES);
+        if b == 0 {
+            return Vec::new();
+        }
+        let m = b * t;
+        // Stem: conv1 (stride 1) over the mel, conv2 (stride 2) over its output; padding 1.
+        let c1 = self.n_mels * 3;
+        let mut cols = vec![0f32; b * MEL_FRAMES * c1];
+        for (mel, cols) in mels.iter().zip(cols.chunks_mut(MEL_FRAMES * c1)) {
+            for (ti, row) in cols.chunks_mut(c1).enumerate() {
+                for c in 0..self.n_mels {
+                    for k in 0..3 {
+                        let src = ti as isize + k as isize - 1;
+                        if (0..MEL_FRAMES as isize).contains(&src) {
+                            row[c * 3 + k] = mel[c * MEL_FRAMES + src as usize];
+                        }
+                    }
+                }
+            }
+        }
+        let mut h1 = Vec::new();
+        self.conv1.forward(b * MEL_FRAMES, &cols, &mut h1);
+        gelu(&mut h1);
+        let c2 = d * 3;
+        let mut cols = vec![0f32; m * c2];
+        for (h, cols) in h1.chunks(MEL_FRAMES * d).zip(cols.chunks_mut(t * c2)) {
+            for (ti, row) in cols.chunks_mut(c2).enumerate() {
+                for k in 0..3 {
+                    let src = 2 * ti as isize + k as isize - 1;
+                    if (0..MEL_FRAMES as isize).contains(&src) {
+                        let frame = &h[src as usize * d..(src as usize + 1) * d];
+                        for (c, &v) in frame.iter().enumerate() {
+                            row[c * 3 + k] = v;
+                        }
+                    }
+                }
+            }
+        }
+        drop(h1);
+        let mut x = Vec::new();
+        self.conv2.forward(m, &cols, &mut x);
+        drop(cols);
+        gelu(&mut x);
+        for window in x.chunks_mut(t * d) {
+            add_in_place(window, &self.positions);
+        }
+
+        let (mut h, mut qkv, mut att, mut proj) = (Vec::new(), Vec::new(), vec![0f32; m * d], Vec::new());
+        let head_dim = d / self.n_heads;
+        for layer in &self.layers {
+            layer.attn_ln.forward_into(&x, &mut h);
+            layer.qkv.forward(m, &h, &mut qkv);
+            for (w_qkv, w_out) in qkv.chunks(t * 3 * d).zip(att.chunks_mut(t * d)) {
+                let s = Shape { tq: t, tk: t, n_heads: self.n_heads, head_dim, q_stride: 3 * d, k_stride: 3 * d, v_stride: 3 * d, causal: false };
+                attention(s, w_qkv, &w_qkv[d..], &w_qkv[2 * d..], w_out);
+            }
+            layer.attn_out.forward(m, &att, &mut proj);
+            add_in_place(&mut x, &proj);
+            layer.ffn_ln.forward_into(&x, &mut h);
+            layer.fc1.forward(m, &h, &mut qkv);
+            gelu(&mut qkv);
+            layer.fc2.forward(m, &qkv, &mut proj);
+            add_in_place(&mut x, &proj);
+        }
+        self.ln_post.forward_into(&x, &mut h);
+        h.chunks(t * d).map(<[f32]>::to_vec).collect()
+    }
+}
