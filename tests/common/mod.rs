@@ -1,0 +1,161 @@
+//! Shared helpers of the integration tests: where the eval audio, models and reference Python
+//! are, reading WAVs, running the real elements, and scoring WER with Whisper's normalizer.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Once;
+
+use gst::prelude::*;
+
+pub fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        gst::init().expect("GStreamer initialises");
+        gstnpuwhisper::plugin_register_static().expect("plugin registers");
+    });
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared/eval/public` beside the checkout (or `$NPUWHISPER_SHARED_DIR/eval/public`).
+pub fn eval_dir() -> PathBuf {
+    let shared = std::env::var_os("NPUWHISPER_SHARED_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared"));
+    let dir = shared.join("eval/public");
+    assert!(dir.is_dir(), "{} is missing: the tests read the shared eval audio from there", dir.display());
+    dir
+}
+
+pub fn eval_file(name: &str) -> PathBuf {
+    eval_dir().join(name)
+}
+
+/// A model fetched by `scripts/fetch-models.sh`.
+pub fn model_dir(name: &str) -> PathBuf {
+    let dir = gstnpuwhisper::model::resolve_model_path(name);
+    assert!(dir.join("model.bin").is_file(), "{} has no model.bin: run scripts/fetch-models.sh", dir.display());
+    dir
+}
+
+/// The Python with faster-whisper made by `scripts/setup-reference.sh`.
+pub fn reference_python() -> PathBuf {
+    let py = std::env::var_os("NPUWHISPER_REFERENCE_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));
+    assert!(py.is_file(), "{} is missing: run scripts/setup-reference.sh", py.display());
+    py
+}
+
+pub fn run_reference(script: &str, args: &[&Path]) -> String {
+    let out = Command::new(reference_python())
+        .arg(repo().join("tests/reference").join(script))
+        .args(args)
+        .output()
+        .expect("reference python runs");
+    assert!(out.status.success(), "{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+pub fn write_f32(path: &Path, data: &[f32]) {
+    std::fs::write(path, data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+}
+
+/// Samples of a 16-bit mono WAV as f32 in [-1, 1).
+pub fn read_wav(path: &Path) -> Vec<f32> {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut pos = 12;
+    while pos + 8 <= b.len() {
+        let len = u32::from_le_bytes(b[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        if &b[pos..pos + 4] == b"data" {
+            let end = (pos + 8 + len).min(b.len());
+            return b[pos + 8..end].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32 / 32768.0).collect();
+        }
+        pos += 8 + len + (len & 1);
+    }
+    panic!("{}: no data chunk", path.display());
+}
+
+/// `(file, duration, reference text)` rows of a manifest in the eval folder.
+pub fn manifest(name: &str) -> Vec<(String, f64, String)> {
+    std::fs::read_to_string(eval_file(name))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut f = l.splitn(3, '\t');
+            (f.next().unwrap().to_string(), f.next().unwrap().parse().unwrap(), f.next().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// Corpus WER in percent, after Whisper's English normalizer (tests/reference/score_wer.py).
+pub fn wer(pairs: &[(String, String)]) -> f64 {
+    let dir = tempfile_dir();
+    let json = dir.join("pairs.json");
+    let items: Vec<serde_json::Value> = pairs.iter().map(|(r, h)| serde_json::json!({"ref": r, "hyp": h})).collect();
+    std::fs::write(&json, serde_json::to_string(&items).unwrap()).unwrap();
+    let out = run_reference("score_wer.py", &[&json]);
+    out.trim().strip_prefix("WER ").and_then(|v| v.trim_end_matches('%').trim().parse().ok()).unwrap_or_else(|| panic!("score_wer.py said {out:?}"))
+}
+
+pub fn tempfile_dir() -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("npuwhisper-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// One text buffer from the decoder.
+#[derive(Debug, Clone)]
+pub struct Cue {
+    pub start: f64,
+    pub end: f64,
+    pub text: String,
+}
+
+/// Runs `filesrc ! decodebin ! npuwhisper props ! appsink` on a file and returns the text buffers.
+pub fn transcribe(path: &Path, props: &[(&str, &str)]) -> Vec<Cue> {
+    init();
+    let mut desc = format!("filesrc location=\"{}\" ! decodebin ! npuwhisper name=asr", path.display());
+    for (k, v) in props {
+        desc.push_str(&format!(" {k}={v}"));
+    }
+    desc.push_str(" ! appsink name=sink sync=false");
+    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    pipeline.set_state(gst::State::Playing).expect("pipeline plays");
+    let mut cues = Vec::new();
+    loop {
+        match sink.pull_sample() {
+            Ok(sample) => {
+                let buf = sample.buffer().unwrap();
+                let map = buf.map_readable().unwrap();
+                cues.push(Cue {
+                    start: buf.pts().unwrap().nseconds() as f64 / 1e9,
+                    end: (buf.pts().unwrap() + buf.duration().unwrap()).nseconds() as f64 / 1e9,
+                    text: String::from_utf8(map.to_vec()).unwrap(),
+                });
+            }
+            Err(_) => break,
+        }
+    }
+    let bus = pipeline.bus().unwrap();
+    let error = bus.pop_filtered(&[gst::MessageType::Error]);
+    pipeline.set_state(gst::State::Null).unwrap();
+    if let Some(msg) = error {
+        if let gst::MessageView::Error(e) = msg.view() {
+            panic!("pipeline error on {}: {} ({:?})", path.display(), e.error(), e.debug());
+        }
+    }
+    cues
+}
+
+pub fn joined_text(cues: &[Cue]) -> String {
+    cues.iter().map(|c| c.text.trim()).collect::<Vec<_>>().join(" ")
+}
