@@ -1,7 +1,7 @@
-//! Cutting a 16 kHz mono sample stream into Whisper windows (≤ 30 s) at pauses, the way a
-//! voice-activity detector would: a window ends in the first pause after some speech, so every
-//! utterance starts a window (its timestamps then start near the words), and stretches with no
-//! speech are marked so that nothing is decoded over them.
+//! Cutting a 16 kHz mono sample stream into Whisper windows (≤ 30 s) at pauses. Windows are kept
+//! long (Whisper is most accurate with the most context) and cut at the latest pause before 30 s;
+//! silence before and after speech is split off and marked, so nothing is decoded over it and
+//! speech windows start at the words.
 
 pub const SAMPLE_RATE: u32 = 16000;
 /// Samples in one 30 s window.
@@ -9,12 +9,14 @@ pub const WINDOW_SAMPLES: usize = 480_000;
 /// Energy is measured over 10 ms frames.
 const FRAME: usize = 160;
 const FRAMES_PER_WINDOW: usize = WINDOW_SAMPLES / FRAME;
-/// Speech needed in a window before a pause may end it (200 ms).
-const MIN_SPEECH_FRAMES: usize = 20;
+/// Silence before speech longer than this (1 s) is cut off into a window of its own.
+const LEAD_SILENCE_FRAMES: usize = 100;
+/// Silence after speech longer than this (2 s) ends a window.
+const END_SILENCE_FRAMES: usize = 200;
 /// A stretch of silence this long is closed as a window of its own (5 s), so time keeps moving.
 const MAX_SILENT_FRAMES: usize = 500;
-/// Where a full window without pauses is cut: the quietest 100 ms between 18 s and 29.5 s.
-const CUT_SEARCH: std::ops::Range<usize> = 1800..2950;
+/// A full window without pauses is cut at the quietest 100 ms of its last 10 s.
+const CUT_SEARCH_FRAMES: usize = 1000;
 const SMOOTH_FRAMES: usize = 10;
 
 /// What counts as speech and as a pause.
@@ -22,13 +24,16 @@ const SMOOTH_FRAMES: usize = 10;
 pub struct WindowerSettings {
     /// Frames below this level (dBFS) are silence.
     pub silence_threshold_db: f32,
-    /// Silence this long (ms) after speech ends a window.
+    /// Silence this long (ms) counts as a pause, where a window may end.
     pub min_pause_ms: u32,
+    /// Longest window (ms, at most 30 000). Whisper tends to leave out speech in the last
+    /// seconds of a full 30 s window, so windows stop short of it.
+    pub max_window_ms: u32,
 }
 
 impl Default for WindowerSettings {
     fn default() -> Self {
-        WindowerSettings { silence_threshold_db: -45.0, min_pause_ms: 500 }
+        WindowerSettings { silence_threshold_db: -45.0, min_pause_ms: 300, max_window_ms: 28_000 }
     }
 }
 
@@ -115,31 +120,52 @@ impl Windower {
     fn next_cut(&mut self) -> Option<usize> {
         self.scan_frames();
         let min_pause = (self.settings.min_pause_ms as usize / 10).max(1);
-        let mut speech_frames = 0;
+        let speech = &self.speech;
+        let first_speech = speech.iter().position(|&s| s);
+        match first_speech {
+            // Only silence so far: close it once it is long, so time keeps moving.
+            None => return (speech.len() >= MAX_SILENT_FRAMES).then(|| speech.len() - min_pause / 2),
+            // Silence before speech becomes a window of its own: the speech window then starts
+            // at the words, where Whisper's timestamps are most accurate.
+            Some(f) if f >= LEAD_SILENCE_FRAMES => return Some(f - min_pause / 2),
+            Some(_) => {}
+        }
+        let last_speech = speech.iter().rposition(|&s| s).unwrap_or(0);
+        if speech.len() - 1 - last_speech >= END_SILENCE_FRAMES {
+            // A long silence after speech ends the talk for now.
+            return Some(last_speech + 1 + min_pause / 2);
+        }
+        let max_frames = self.max_frames();
+        if speech.len() < max_frames {
+            return None;
+        }
+        // A full window: cut in the middle of its longest pause in the second half (the latest
+        // of equals): the longer the pause, the likelier it falls between sentences.
         let mut quiet_run = 0;
-        for (i, &is_speech) in self.speech.iter().enumerate().take(FRAMES_PER_WINDOW) {
+        let mut best: Option<(usize, usize)> = None;
+        for (i, &is_speech) in speech[..max_frames].iter().enumerate() {
             if is_speech {
-                speech_frames += 1;
+                let middle = i - quiet_run / 2;
+                if quiet_run >= min_pause && middle >= max_frames / 2 && best.is_none_or(|(len, _)| quiet_run >= len) {
+                    best = Some((quiet_run, middle));
+                }
                 quiet_run = 0;
-                continue;
-            }
-            quiet_run += 1;
-            if speech_frames >= MIN_SPEECH_FRAMES && quiet_run >= min_pause {
-                // Cut in the middle of the pause: both windows keep a little silence at the edge.
-                return Some(i + 1 - quiet_run / 2);
-            }
-            if speech_frames == 0 && quiet_run >= MAX_SILENT_FRAMES {
-                return Some(i + 1 - min_pause / 2);
+            } else {
+                quiet_run += 1;
             }
         }
-        (self.speech.len() >= FRAMES_PER_WINDOW).then(|| self.quietest_frame())
+        Some(best.map_or_else(|| self.quietest_frame(max_frames), |(_, middle)| middle))
     }
 
-    /// Centre of the quietest 100 ms in the cut search span of a full window; the latest on a tie.
-    fn quietest_frame(&self) -> usize {
+    fn max_frames(&self) -> usize {
+        ((self.settings.max_window_ms as usize / 10).clamp(200, FRAMES_PER_WINDOW)).max(CUT_SEARCH_FRAMES + SMOOTH_FRAMES)
+    }
+
+    /// Centre of the quietest 100 ms in the last part of a full window; the latest on a tie.
+    fn quietest_frame(&self, max_frames: usize) -> usize {
         let energy: Vec<f32> =
-            self.pending[..WINDOW_SAMPLES].chunks(FRAME).map(|f| f.iter().map(|s| s * s).sum::<f32>()).collect();
-        let (first, last) = (CUT_SEARCH.start, CUT_SEARCH.end - SMOOTH_FRAMES);
+            self.pending[..max_frames * FRAME].chunks(FRAME).map(|f| f.iter().map(|s| s * s).sum::<f32>()).collect();
+        let (first, last) = (max_frames - CUT_SEARCH_FRAMES, max_frames - SMOOTH_FRAMES);
         let mut sum: f32 = energy[first..first + SMOOTH_FRAMES].iter().sum();
         let mut best = (sum, first);
         for start in first + 1..=last {
@@ -193,32 +219,47 @@ mod tests {
     }
 
     #[test]
-    fn every_utterance_starts_a_window() {
-        // 3 s speech, 0.8 s pause, 4 s speech, 0.3 s pause (too short), 2 s speech.
-        let mut audio = tone(48000);
-        audio.extend(vec![0.0; 12800]);
-        audio.extend(tone(64000));
-        audio.extend(vec![0.0; 4800]);
-        audio.extend(tone(32000));
+    fn full_windows_end_at_their_latest_pause() {
+        // 10 s speech, 0.5 s pause, 12 s speech, 0.6 s pause, 10 s speech.
+        let mut audio = tone(160000);
+        audio.extend(vec![0.0; 8000]);
+        audio.extend(tone(192000));
+        audio.extend(vec![0.0; 9600]);
+        audio.extend(tone(160000));
         let windows = run(&audio, 1000);
         assert_tiles(&windows, &audio);
         assert_eq!(windows.len(), 2);
-        // The cut lies inside the first pause: 48000..60800.
-        assert!((48000..60800).contains(&(windows[1].start_sample as usize)));
+        // Cut inside the second pause: 360000..369600.
+        assert!((360000..369600).contains(&(windows[1].start_sample as usize)), "cut at {}", windows[1].start_sample);
         assert!(windows.iter().all(|w| w.has_speech));
     }
 
     #[test]
-    fn long_speech_without_pauses_is_cut_at_30_s_at_the_quietest_point() {
-        let mut audio = tone(24 * 16000);
-        // A dip too short to be a pause (80 ms), where the 30 s cut should land.
+    fn silence_around_speech_is_split_off() {
+        // 3 s silence, 4 s speech, 3 s silence, 2 s speech.
+        let mut audio = vec![0.0; 48000];
+        audio.extend(tone(64000));
+        audio.extend(vec![0.0; 48000]);
+        audio.extend(tone(32000));
+        let windows = run(&audio, 3000);
+        assert_tiles(&windows, &audio);
+        let speech: Vec<bool> = windows.iter().map(|w| w.has_speech).collect();
+        let spans: Vec<(u64, usize)> = windows.iter().map(|w| (w.start_sample, w.samples.len())).collect();
+        assert_eq!(speech, vec![false, true, false, true], "{spans:?}");
+        assert!((44000..48000).contains(&(windows[1].start_sample as usize)));
+    }
+
+    #[test]
+    fn long_speech_without_pauses_is_cut_at_the_quietest_point() {
+        let mut audio = tone(20 * 16000);
+        // A dip too short to be a pause (80 ms), where the cut should land.
         audio.extend(vec![0.0; 1280]);
         audio.extend(tone(20 * 16000));
         let windows = run(&audio, 4096);
         assert_tiles(&windows, &audio);
         assert_eq!(windows.len(), 2);
         let cut = windows[0].samples.len();
-        assert!((24 * 16000 - 800..24 * 16000 + 2080).contains(&cut), "cut at {cut}");
+        assert!((20 * 16000 - 800..20 * 16000 + 2080).contains(&cut), "cut at {cut}");
     }
 
     #[test]
