@@ -1,6 +1,7 @@
 //! Decoding policy: greedy search with Whisper's timestamp rules, language detection,
 //! splitting the tokens into timed segments. Knows nothing of GStreamer.
 
+pub mod alignment;
 mod rules;
 
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use npuwhisper_kernels::ops::{log_softmax, softmax};
 
 use crate::model::{DecoderSession, Model, SECONDS_PER_TIMESTAMP};
+pub use alignment::WordTiming;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Task {
@@ -27,6 +29,9 @@ pub struct DecodeOptions {
     /// below `logprob_threshold` is taken as silence.
     pub no_speech_threshold: f32,
     pub logprob_threshold: f32,
+    /// Time every word by cross-attention alignment, and cut segments into phrases at
+    /// punctuation and pauses, so that each piece of text starts where it is spoken.
+    pub word_timestamps: bool,
 }
 
 impl Default for DecodeOptions {
@@ -37,6 +42,7 @@ impl Default for DecodeOptions {
             condition_on_previous_text: true,
             no_speech_threshold: 0.6,
             logprob_threshold: -1.0,
+            word_timestamps: true,
         }
     }
 }
@@ -48,6 +54,8 @@ pub struct Segment {
     pub end: f64,
     pub text: String,
     pub avg_logprob: f32,
+    /// The segment's words with their times, when word timestamps are on.
+    pub words: Vec<WordTiming>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -61,6 +69,9 @@ pub struct WindowResult {
 
 /// Most tokens sampled per window (Whisper: half the text context).
 const SAMPLE_LEN: usize = 224;
+/// Text ending this long before the window does is taken to have left speech out.
+const UNCOVERED_TAIL_SECONDS: f64 = 1.5;
+const MAX_TAIL_PASSES: usize = 2;
 
 /// Decodes windows one after another, keeping the previous text as prompt.
 pub struct Transcriber {
@@ -91,7 +102,8 @@ impl Transcriber {
         } else {
             None
         };
-        let decoded = match self.decode(&model, &mut session, language.as_deref()) {
+        let prompt = if self.options.condition_on_previous_text { self.prompt.clone() } else { Vec::new() };
+        let mut decoded = match self.decode(&model, &mut session, language.as_deref(), &prompt, &[]) {
             Ok(d) => d,
             Err(_) => return WindowResult { language, ..Default::default() },
         };
@@ -100,7 +112,19 @@ impl Transcriber {
         if silent {
             return WindowResult { language, segments: Vec::new(), no_speech_prob: decoded.no_speech_prob, avg_logprob };
         }
-        let segments = split_segments(&model, &decoded.tokens, content_seconds, avg_logprob);
+        self.decode_uncovered_tail(&model, &mut session, language.as_deref(), &prompt, &mut decoded, content_seconds);
+        let mut segments = split_segments(&model, &decoded.tokens, content_seconds, avg_logprob);
+        if self.options.word_timestamps {
+            let text_tokens: Vec<u32> = segments.iter().flat_map(|s| s.words[0].tokens.clone()).collect();
+            if let Ok(words) = alignment::align_words(&model, &mut session, &decoded.sot_sequence, &text_tokens, content_seconds) {
+                segments = phrases(attach_words(segments, words));
+            }
+        }
+        for s in &mut segments {
+            if !self.options.word_timestamps {
+                s.words.clear();
+            }
+        }
         if self.options.condition_on_previous_text {
             self.prompt.extend(decoded.tokens.iter().filter(|&&t| t != model.tokenizer.eot));
             let keep = model.dims.max_text_positions / 2 - 1;
@@ -116,7 +140,49 @@ impl Transcriber {
         self.prompt.clear();
     }
 
-    fn decode(&self, model: &Model, session: &mut DecoderSession<'_>, language: Option<&str>) -> Result<Decoded, String> {
+    /// Whisper now and then stops before the end of the speech in its window (a habit learnt from
+    /// 30 s training windows whose last sentence was cut). Windows here end at pauses, so text
+    /// that ends well before the window does has left speech out: decode again from the last
+    /// timestamp, with what was decoded as prompt, and keep what comes with confidence.
+    fn decode_uncovered_tail(
+        &self,
+        model: &Model,
+        session: &mut DecoderSession<'_>,
+        language: Option<&str>,
+        prompt: &[u32],
+        decoded: &mut Decoded,
+        content_seconds: f64,
+    ) {
+        let tok = &model.tokenizer;
+        let keep = model.dims.max_text_positions / 2 - 1;
+        for _ in 0..MAX_TAIL_PASSES {
+            let Some(&last) = decoded.tokens.last().filter(|&&t| tok.is_timestamp(t)) else { return };
+            let covered = (last - tok.timestamp_begin) as f64 * SECONDS_PER_TIMESTAMP;
+            if content_seconds - covered < UNCOVERED_TAIL_SECONDS {
+                return;
+            }
+            let mut context: Vec<u32> = prompt.iter().chain(&decoded.tokens).copied().collect();
+            context.drain(..context.len().saturating_sub(keep));
+            let Ok(more) = self.decode(model, session, language, &context, &[last]) else { return };
+            let texts = more.tokens.iter().filter(|&&t| t < tok.eot).count();
+            let avg_logprob = more.sum_logprob / (more.tokens.len() + 1) as f32;
+            if texts == 0 || avg_logprob < self.options.logprob_threshold {
+                return;
+            }
+            decoded.tokens.extend_from_slice(&more.tokens);
+            decoded.sum_logprob += more.sum_logprob;
+        }
+    }
+
+    /// Greedy decoding after `prompt` (previous text), with `prefix` forced as the first tokens.
+    fn decode(
+        &self,
+        model: &Model,
+        session: &mut DecoderSession<'_>,
+        language: Option<&str>,
+        prompt: &[u32],
+        prefix: &[u32],
+    ) -> Result<Decoded, String> {
         let tok = &model.tokenizer;
         let mut sot_sequence = vec![tok.sot];
         if let Some(code) = language {
@@ -124,12 +190,13 @@ impl Transcriber {
             sot_sequence.push(if self.options.task == Task::Translate { tok.translate } else { tok.transcribe });
         }
         let mut initial = Vec::new();
-        if self.options.condition_on_previous_text && !self.prompt.is_empty() {
+        if !prompt.is_empty() {
             initial.push(tok.sot_prev);
-            initial.extend_from_slice(&self.prompt);
+            initial.extend_from_slice(prompt);
         }
         let sot_index = initial.len();
         initial.extend_from_slice(&sot_sequence);
+        initial.extend_from_slice(prefix);
 
         session.reset();
         let hidden = session.forward(&initial)?;
@@ -144,7 +211,7 @@ impl Transcriber {
         };
         let mut logits = session.logits(&hidden[hidden.len() - d..]);
         let rules = rules::Rules::new(model);
-        let (mut tokens, mut sum_logprob, mut logprobs) = (Vec::new(), 0f32, Vec::new());
+        let (mut tokens, mut sum_logprob, mut logprobs) = (prefix.to_vec(), 0f32, Vec::new());
         for _ in 0..SAMPLE_LEN {
             rules.apply(&tokens, &mut logits);
             log_softmax(&logits, &mut logprobs);
@@ -157,11 +224,12 @@ impl Transcriber {
             let h = session.forward(&[next])?;
             logits = session.logits(&h);
         }
-        Ok(Decoded { tokens, sum_logprob, no_speech_prob })
+        Ok(Decoded { tokens, sum_logprob, no_speech_prob, sot_sequence })
     }
 }
 
 struct Decoded {
+    sot_sequence: Vec<u32>,
     tokens: Vec<u32>,
     sum_logprob: f32,
     no_speech_prob: f32,
@@ -197,10 +265,13 @@ fn split_segments(model: &Model, tokens: &[u32], content_seconds: f64, avg_logpr
     let mut text: Vec<u32> = Vec::new();
     let mut push = |start: f64, end: f64, text: &mut Vec<u32>| {
         let s = tok.decode(text);
-        text.clear();
+        let tokens = std::mem::take(text);
         let start = start.min(content_seconds);
         if !s.trim().is_empty() && start < content_seconds {
-            segments.push(Segment { start, end: end.clamp(start, content_seconds), text: s, avg_logprob });
+            let end = end.clamp(start, content_seconds);
+            // Until words are aligned, the segment is one "word" holding all its tokens.
+            let words = vec![WordTiming { text: s.clone(), tokens, start, end }];
+            segments.push(Segment { start, end, text: s, avg_logprob, words });
         }
     };
     for &t in tokens {
@@ -220,4 +291,55 @@ fn split_segments(model: &Model, tokens: &[u32], content_seconds: f64, avg_logpr
         push(start, content_seconds, &mut text);
     }
     segments
+}
+
+/// Replaces each segment's placeholder word by its aligned words (taken in order, by token count),
+/// and its start and end by theirs.
+fn attach_words(segments: Vec<Segment>, words: Vec<WordTiming>) -> Vec<Segment> {
+    let mut words = words.into_iter().peekable();
+    segments
+        .into_iter()
+        .map(|mut seg| {
+            let mut need = seg.words[0].tokens.len();
+            let mut mine = Vec::new();
+            while need > 0 {
+                let Some(w) = words.next() else { break };
+                need = need.saturating_sub(w.tokens.len());
+                mine.push(w);
+            }
+            if let (Some(first), Some(last)) = (mine.first(), mine.last()) {
+                seg.start = first.start;
+                seg.end = last.end.max(first.start);
+                seg.words = mine;
+            }
+            seg
+        })
+        .collect()
+}
+
+/// A word lasting longer than this has swallowed a pause.
+const PAUSE_WORD_SECONDS: f64 = 1.0;
+
+/// Cuts segments into phrases after words that end a clause (punctuation) or hold a pause, so
+/// every phrase starts where it is spoken.
+fn phrases(segments: Vec<Segment>) -> Vec<Segment> {
+    let mut out = Vec::new();
+    for seg in segments {
+        let mut current: Vec<WordTiming> = Vec::new();
+        let flush = |current: &mut Vec<WordTiming>, out: &mut Vec<Segment>| {
+            if let (Some(first), Some(last)) = (current.first(), current.last()) {
+                let text: String = current.iter().map(|w| w.text.as_str()).collect();
+                out.push(Segment { start: first.start, end: last.end.max(first.start), text, avg_logprob: seg.avg_logprob, words: std::mem::take(current) });
+            }
+        };
+        for w in &seg.words {
+            current.push(w.clone());
+            let ends_clause = w.text.trim_end().ends_with(['.', ',', ';', ':', '?', '!']);
+            if ends_clause || w.end - w.start > PAUSE_WORD_SECONDS {
+                flush(&mut current, &mut out);
+            }
+        }
+        flush(&mut current, &mut out);
+    }
+    out
 }

@@ -2,8 +2,8 @@
 //! computed once per window.
 
 use npuwhisper_kernels::attention::{attention, Shape};
-use npuwhisper_kernels::gemm::gemm_nt;
-use npuwhisper_kernels::ops::{add_in_place, gelu};
+use npuwhisper_kernels::gemm::{dot, gemm_nt};
+use npuwhisper_kernels::ops::{add_in_place, gelu, softmax};
 
 use super::{Dims, LayerNorm, Linear, Model, Weights, ENCODER_FRAMES};
 
@@ -64,6 +64,20 @@ impl Decoder {
     }
 }
 
+/// Softmax of one head's scaled scores over the first `n_frames` keys, `t × n_frames`.
+fn head_weights(q: &[f32], kv: &[f32], t: usize, d: usize, off: usize, head_dim: usize, n_frames: usize) -> Vec<f32> {
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let mut w = vec![0f32; t * n_frames];
+    for (i, row) in w.chunks_mut(n_frames).enumerate() {
+        let qi = &q[i * d + off..i * d + off + head_dim];
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = dot(qi, &kv[j * 2 * d + off..j * 2 * d + off + head_dim]) * scale;
+        }
+        softmax(row);
+    }
+    w
+}
+
 /// Decoding state of one window: cross-attention K/V and the growing self-attention cache.
 pub struct DecoderSession<'m> {
     dec: &'m Decoder,
@@ -112,6 +126,29 @@ impl<'m> DecoderSession<'m> {
     /// Runs `tokens` after those already decoded; returns their final hidden states
     /// (`tokens.len() × d`), or an error if they do not fit in the context or are out of vocabulary.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
+        self.forward_capturing(tokens, None)
+    }
+
+    /// Runs `tokens` from an empty cache and returns, for each `(layer, head)` of `heads`, the
+    /// cross-attention weights of every token over the first `n_frames` encoder frames
+    /// (`tokens.len() × n_frames`, softmax over those frames only), for word alignment.
+    pub fn cross_attention_weights(
+        &mut self,
+        tokens: &[u32],
+        heads: &[(usize, usize)],
+        n_frames: usize,
+    ) -> Result<Vec<Vec<f32>>, String> {
+        self.reset();
+        let mut out = Vec::new();
+        self.forward_capturing(tokens, Some((heads, n_frames.clamp(1, ENCODER_FRAMES), &mut out)))?;
+        Ok(out)
+    }
+
+    fn forward_capturing(
+        &mut self,
+        tokens: &[u32],
+        mut capture: Option<(&[(usize, usize)], usize, &mut Vec<Vec<f32>>)>,
+    ) -> Result<Vec<f32>, String> {
         let (dec, d, t) = (self.dec, self.dec.d, tokens.len());
         if t == 0 || t > self.remaining() {
             return Err(format!("{t} tokens do not fit the {} positions left", self.remaining()));
@@ -145,6 +182,11 @@ impl<'m> DecoderSession<'m> {
             let kv = &self.cross_kv[l];
             let s = Shape { tq: t, tk: ENCODER_FRAMES, n_heads: dec.n_heads, head_dim, q_stride: d, k_stride: 2 * d, v_stride: 2 * d, causal: false };
             attention(s, &buf, kv, &kv[d..], &mut att);
+            if let Some((heads, n_frames, out)) = capture.as_mut() {
+                for &(_, h) in heads.iter().filter(|&&(hl, _)| hl == l) {
+                    out.push(head_weights(&buf, kv, t, d, h * head_dim, head_dim, *n_frames));
+                }
+            }
             layer.cross_out.forward(t, &att, &mut proj);
             add_in_place(&mut x, &proj);
 
