@@ -1,0 +1,600 @@
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use npuwhisper_kernels::mel::LogMel;
+
+use crate::audio::{AudioWindow, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES};
+use crate::f32buf;
+use crate::model::MEL_FRAMES;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "npumel",
+        gst::DebugColorFlags::empty(),
+        Some("Whisper log-mel spectrogram"),
+    )
+});
+
+/// Used when downstream accepts any `n-mels` (Whisper v1/v2 models).
+const DEFAULT_N_MELS: i32 = 80;
+/// Larger timestamp jumps are treated as a discontinuity; smaller ones as jitter.
+const MAX_PTS_DRIFT: gst::ClockTime = gst::ClockTime::from_mseconds(40);
+/// Audio held back before a window can be emitted.
+const WINDOW_LATENCY: gst::ClockTime = gst::ClockTime::from_seconds(30);
+
+/// The windower's settings; those without a property keep the audio module's defaults.
+#[derive(Debug, Clone, Copy, Default)]
+struct Settings {
+    windower: WindowerSettings,
+}
+
+/// A window as pushed downstream: a spectrogram, or a gap for a window without speech.
+enum Output {
+    Buffer(gst::Buffer),
+    Gap(gst::Event),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SampleFormat {
+    F32,
+    S16,
+}
+
+struct Negotiated {
+    format: SampleFormat,
+    n_mels: usize,
+    mel: LogMel,
+}
+
+#[derive(Default)]
+struct State {
+    negotiated: Option<Negotiated>,
+    windower: Windower,
+    /// PTS of sample 0 of the windower's count; `None` until the first buffer.
+    base_pts: Option<gst::ClockTime>,
+    /// Samples given to the windower since its last reset.
+    samples_seen: u64,
+    /// Mark the next output buffer DISCONT.
+    discont: bool,
+    /// Time-format segment start: the base when the first buffer has no PTS.
+    segment_start: Option<gst::ClockTime>,
+}
+
+impl State {
+    /// Restarts the sample count; timestamps rebase on the next buffer.
+    fn reset_stream(&mut self) {
+        self.windower.reset();
+        self.base_pts = None;
+        self.samples_seen = 0;
+        self.discont = true;
+    }
+}
+
+/// Time of sample `n` of a count starting at `base`.
+fn sample_time(base: gst::ClockTime, n: u64) -> Option<gst::ClockTime> {
+    gst::ClockTime::SECOND
+        .mul_div_floor(n, SAMPLE_RATE as u64)
+        .and_then(|off| base.checked_add(off))
+}
+
+pub struct NpuMel {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+}
+
+impl NpuMel {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic was already reported; keep the data.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Spectrogram buffers for `windows`, timestamped from the current base; windows without
+    /// speech become gaps, so nothing downstream decodes them.
+    fn window_outputs(
+        &self,
+        state: &mut State,
+        windows: Vec<AudioWindow>,
+    ) -> Result<Vec<Output>, gst::FlowError> {
+        let Some(neg) = state.negotiated.as_ref() else {
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        let base = state.base_pts.unwrap_or(gst::ClockTime::ZERO);
+        let mut out = Vec::with_capacity(windows.len());
+
+        for w in windows {
+            let len = w.samples.len();
+            if len > WINDOW_SAMPLES {
+                gst::warning!(CAT, imp = self, "Window of {len} samples exceeds 30 s, cut");
+            }
+            let start = sample_time(base, w.start_sample);
+            // From the end time rather than the length, so consecutive windows abut exactly.
+            let end = sample_time(base, w.start_sample + len.min(WINDOW_SAMPLES) as u64);
+            let duration = start.zip(end).map(|(s, e)| e.saturating_sub(s));
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Window of {:.2} s at {}{}",
+                len as f64 / SAMPLE_RATE as f64,
+                start.display(),
+                if w.has_speech { "" } else { ", no speech" }
+            );
+
+            if !w.has_speech {
+                if let Some(start) = start {
+                    out.push(Output::Gap(
+                        gst::event::Gap::builder(start).duration(duration).build(),
+                    ));
+                }
+                continue;
+            }
+
+            let mel = neg.mel.compute(&w.samples, WINDOW_SAMPLES);
+            if mel.len() != neg.n_mels * MEL_FRAMES {
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Failed,
+                    (
+                        "Log-mel kernel returned {} values, expected {}",
+                        mel.len(),
+                        neg.n_mels * MEL_FRAMES
+                    )
+                );
+                return Err(gst::FlowError::Error);
+            }
+
+            let mut buffer = f32buf::buffer_from_f32(&mel);
+            {
+                let buffer = buffer.get_mut().ok_or(gst::FlowError::Error)?;
+                buffer.set_pts(start);
+                buffer.set_duration(duration);
+                buffer.set_offset(w.start_sample);
+                buffer.set_offset_end(w.start_sample + len as u64);
+                if std::mem::take(&mut state.discont) {
+                    buffer.set_flags(gst::BufferFlags::DISCONT);
+                }
+            }
+            out.push(Output::Buffer(buffer));
+        }
+        Ok(out)
+    }
+
+    /// Pushes in order: consecutive buffers as one list (the encoder batches them), gaps as events.
+    fn push_outputs(&self, outputs: Vec<Output>) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut buffers = Vec::new();
+        for output in outputs {
+            match output {
+                Output::Buffer(b) => buffers.push(b),
+                Output::Gap(event) => {
+                    self.push_buffers(std::mem::take(&mut buffers))?;
+                    if !self.srcpad.push_event(event) {
+                        gst::debug!(CAT, imp = self, "Gap event not handled downstream");
+                    }
+                }
+            }
+        }
+        self.push_buffers(buffers)
+    }
+
+    /// Pushes one buffer alone, several as a list.
+    fn push_buffers(
+        &self,
+        mut buffers: Vec<gst::Buffer>,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        match buffers.len() {
+            0 => Ok(gst::FlowSuccess::Ok),
+            1 => self.srcpad.push(buffers.pop().unwrap()),
+            _ => {
+                let mut list = gst::BufferList::new_sized(buffers.len());
+                {
+                    let list = list.get_mut().unwrap();
+                    for b in buffers {
+                        list.add(b);
+                    }
+                }
+                self.srcpad.push_list(list)
+            }
+        }
+    }
+
+    fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mut state = self.state();
+        let Some(format) = state.negotiated.as_ref().map(|n| n.format) else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("Received a buffer before the caps")
+            );
+            return Err(gst::FlowError::NotNegotiated);
+        };
+
+        let samples = {
+            let map = buffer.map_readable().map_err(|_| {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Could not map input buffer")
+                );
+                gst::FlowError::Error
+            })?;
+            match format {
+                SampleFormat::F32 => f32buf::f32_from_bytes(&map),
+                SampleFormat::S16 => f32buf::f32_from_s16le(&map),
+            }
+        };
+        let Some(samples) = samples else {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "Input buffer of {} bytes is not a whole number of samples",
+                    buffer.size()
+                )
+            );
+            return Err(gst::FlowError::Error);
+        };
+
+        let mut out = Vec::new();
+        let pts = buffer.pts();
+        match state.base_pts {
+            None => {
+                state.base_pts = pts.or(state.segment_start).or(Some(gst::ClockTime::ZERO));
+                state.samples_seen = 0;
+                state.discont = true;
+            }
+            Some(base) => {
+                let expected = sample_time(base, state.samples_seen);
+                let jumped = match (pts, expected) {
+                    (Some(p), Some(e)) => {
+                        p.saturating_sub(e).max(e.saturating_sub(p)) > MAX_PTS_DRIFT
+                    }
+                    _ => false,
+                };
+                if jumped || buffer.flags().contains(gst::BufferFlags::DISCONT) {
+                    gst::debug!(
+                        CAT,
+                        imp = self,
+                        "Discontinuity: expected {}, got {}; ending the window early",
+                        expected.display(),
+                        pts.display()
+                    );
+                    // The pending audio closes a window on the old timeline.
+                    if let Some(w) = state.windower.flush() {
+                        out.extend(self.window_outputs(&mut state, vec![w])?);
+                    }
+                    state.reset_stream();
+                    state.base_pts = pts.or(expected);
+                }
+            }
+        }
+
+        let windows = state.windower.push(&samples);
+        state.samples_seen += samples.len() as u64;
+        out.extend(self.window_outputs(&mut state, windows)?);
+        drop(state);
+
+        self.push_outputs(out)
+    }
+
+    fn set_caps(&self, caps: &gst::CapsRef) -> bool {
+        let format = match gst_audio::AudioInfo::from_caps(caps) {
+            Ok(info) if info.rate() == SAMPLE_RATE && info.channels() == 1 => match info.format() {
+                gst_audio::AudioFormat::F32le => SampleFormat::F32,
+                gst_audio::AudioFormat::S16le => SampleFormat::S16,
+                _ => {
+                    gst::error!(CAT, imp = self, "Unsupported format in caps {caps}");
+                    return false;
+                }
+            },
+            _ => {
+                gst::error!(CAT, imp = self, "Unsupported caps {caps}");
+                return false;
+            }
+        };
+
+        // Downstream (the encoder) decides n-mels from its model.
+        let templ = self.srcpad.pad_template_caps();
+        let mut src_caps = self.srcpad.peer_query_caps(Some(&templ));
+        if src_caps.is_any() {
+            src_caps = templ;
+        }
+        if src_caps.is_empty() {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("Downstream accepts no audio/x-npuwhisper-mel caps")
+            );
+            return false;
+        }
+        src_caps.truncate();
+        if let Some(s) = src_caps.make_mut().structure_mut(0) {
+            s.fixate_field_nearest_int("n-mels", DEFAULT_N_MELS);
+        }
+        src_caps.fixate();
+        let n_mels = src_caps
+            .structure(0)
+            .and_then(|s| s.get::<i32>("n-mels").ok())
+            .filter(|n| (1..=256).contains(n));
+        let Some(n_mels) = n_mels.map(|n| n as usize) else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("Invalid n-mels in negotiated caps {}", src_caps)
+            );
+            return false;
+        };
+        gst::info!(CAT, imp = self, "Input {format:?}, output {src_caps}");
+
+        let mut state = self.state();
+        let mel_changed = state
+            .negotiated
+            .as_ref()
+            .is_some_and(|n| n.n_mels != n_mels);
+        // Audio pending for the old n-mels is spectrogrammed before switching.
+        let mut pending = Vec::new();
+        if mel_changed {
+            if let Some(w) = state.windower.flush() {
+                match self.window_outputs(&mut state, vec![w]) {
+                    Ok(b) => pending = b,
+                    Err(_) => return false,
+                }
+            }
+            state.reset_stream();
+        }
+        match state.negotiated.as_mut() {
+            Some(neg) if !mel_changed => neg.format = format,
+            _ => {
+                state.negotiated = Some(Negotiated {
+                    format,
+                    n_mels,
+                    mel: LogMel::new(n_mels),
+                })
+            }
+        }
+        drop(state);
+
+        if let Err(err) = self.push_outputs(pending) {
+            gst::warning!(CAT, imp = self, "Could not push the last window: {err:?}");
+        }
+        self.srcpad.push_event(gst::event::Caps::new(&src_caps))
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+
+        gst::log!(CAT, obj = pad, "Handling event {event:?}");
+        match event.view() {
+            EventView::Caps(c) => self.set_caps(c.caps()),
+            EventView::Eos(_) => {
+                let buffers = {
+                    let mut state = self.state();
+                    let last = state.windower.flush();
+                    match last {
+                        Some(w) if state.negotiated.is_some() => {
+                            self.window_outputs(&mut state, vec![w]).unwrap_or_default()
+                        }
+                        _ => Vec::new(),
+                    }
+                };
+                if let Err(err) = self.push_outputs(buffers) {
+                    gst::warning!(CAT, imp = self, "Could not push the last window: {err:?}");
+                }
+                self.srcpad.push_event(event)
+            }
+            EventView::FlushStop(_) => {
+                self.state().reset_stream();
+                gst::Pad::event_default(pad, Some(&*self.obj()), event)
+            }
+            EventView::Segment(s) => {
+                let segment = s.segment();
+                self.state().segment_start = segment
+                    .downcast_ref::<gst::ClockTime>()
+                    .and_then(|s| s.start());
+                gst::Pad::event_default(pad, Some(&*self.obj()), event)
+            }
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        use gst::QueryViewMut;
+
+        match query.view_mut() {
+            // Up to a whole window of audio is held back before it is output.
+            QueryViewMut::Latency(q) => {
+                let mut upstream = gst::query::Latency::new();
+                if !self.sinkpad.peer_query(&mut upstream) {
+                    return false;
+                }
+                let (live, min, max) = upstream.result();
+                q.set(
+                    live,
+                    min.saturating_add(WINDOW_LATENCY),
+                    max.map(|m| m.saturating_add(WINDOW_LATENCY)),
+                );
+                true
+            }
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for NpuMel {
+    const NAME: &'static str = "GstNpuMel";
+    type Type = super::NpuMel;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass.pad_template("sink").unwrap();
+        let sinkpad = gst::Pad::builder_from_template(&templ)
+            .chain_function(|_pad, parent, buffer| {
+                NpuMel::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain(buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                NpuMel::catch_panic_pad_function(parent, || false, |imp| imp.sink_event(pad, event))
+            })
+            .build();
+
+        let templ = klass.pad_template("src").unwrap();
+        let srcpad = gst::Pad::builder_from_template(&templ)
+            .query_function(|pad, parent, query| {
+                NpuMel::catch_panic_pad_function(parent, || false, |imp| imp.src_query(pad, query))
+            })
+            // Caps queries answer the negotiated caps once set.
+            .flags(gst::PadFlags::FIXED_CAPS)
+            .build();
+
+        Self {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(State::default()),
+        }
+    }
+}
+
+impl ObjectImpl for NpuMel {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let d = WindowerSettings::default();
+            vec![
+                glib::ParamSpecDouble::builder("silence-threshold")
+                    .nick("Silence threshold")
+                    .blurb("Level (dBFS) below which a 10 ms frame is silence: windows end at pauses and windows without speech are not decoded")
+                    .minimum(-120.0)
+                    .maximum(0.0)
+                    .default_value(d.silence_threshold_db as f64)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("min-pause")
+                    .nick("Minimum pause")
+                    .blurb("Shortest silence (ms) that counts as a pause, where a window may end")
+                    .minimum(10)
+                    .maximum(30_000)
+                    .default_value(d.min_pause_ms)
+                    .mutable_ready()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        // The windower is created when going to PAUSED.
+        if self.obj().current_state() > gst::State::Ready {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "Property {} can only be changed in NULL or READY state",
+                pspec.name()
+            );
+            return;
+        }
+        let mut settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        match pspec.name() {
+            "silence-threshold" => {
+                if let Ok(v) = value.get::<f64>() {
+                    settings.windower.silence_threshold_db = v as f32;
+                }
+            }
+            "min-pause" => {
+                if let Ok(v) = value.get::<u32>() {
+                    settings.windower.min_pause_ms = v;
+                }
+            }
+            other => gst::warning!(CAT, imp = self, "Unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
+        match pspec.name() {
+            "silence-threshold" => (settings.windower.silence_threshold_db as f64).to_value(),
+            "min-pause" => settings.windower.min_pause_ms.to_value(),
+            // GObject only asks for the properties declared above.
+            _ => pspec.default_value().clone(),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).unwrap();
+        obj.add_pad(&self.srcpad).unwrap();
+    }
+}
+
+impl GstObjectImpl for NpuMel {}
+
+impl ElementImpl for NpuMel {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Whisper log-mel spectrogram",
+                "Filter/Analyzer/Audio",
+                "Cuts 16 kHz mono audio into windows of up to 30 s and computes their Whisper log-mel spectrogram",
+                "npuwhisper developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let sink_caps = gst_audio::AudioCapsBuilder::new_interleaved()
+                .format_list([gst_audio::AudioFormat::F32le, gst_audio::AudioFormat::S16le])
+                .rate(SAMPLE_RATE as i32)
+                .channels(1)
+                .build();
+            let sink = gst::PadTemplate::new(
+                "sink",
+                gst::PadDirection::Sink,
+                gst::PadPresence::Always,
+                &sink_caps,
+            )
+            .unwrap();
+
+            let src_caps = gst::Caps::builder("audio/x-npuwhisper-mel")
+                .field("n-mels", gst::IntRange::new(1i32, 256))
+                .field("frames", MEL_FRAMES as i32)
+                .field("format", "F32LE")
+                .build();
+            let src = gst::PadTemplate::new(
+                "src",
+                gst::PadDirection::Src,
+                gst::PadPresence::Always,
+                &src_caps,
+            )
+            .unwrap();
+            vec![sink, src]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::ReadyToPaused {
+            let settings = *self.settings.lock().unwrap_or_else(|e| e.into_inner());
+            *self.state() = State {
+                windower: Windower::with_settings(settings.windower),
+                ..State::default()
+            };
+        }
+        let ret = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::PausedToReady {
+            // Caps are renegotiated after READY; start from scratch.
+            *self.state() = State::default();
+        }
+        Ok(ret)
+    }
+}

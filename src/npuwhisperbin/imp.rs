@@ -1,0 +1,244 @@
+use std::sync::{LazyLock, Mutex, MutexGuard};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use crate::model;
+use crate::npuwhisperdec::{self, NpuWhisperTask};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "npuwhisper",
+        gst::DebugColorFlags::empty(),
+        Some("Whisper speech-to-text bin"),
+    )
+});
+
+/// Windows each queue holds: enough to overlap the stages without hoarding memory.
+const QUEUE_BUFFERS: u32 = 2;
+
+/// The children that receive forwarded properties.
+struct Children {
+    enc: gst::Element,
+    dec: gst::Element,
+}
+
+pub struct NpuWhisperBin {
+    sinkpad: gst::GhostPad,
+    srcpad: gst::GhostPad,
+    children: Mutex<Option<Children>>,
+    /// Why the children could not be built; reported when going to READY.
+    build_error: Mutex<Option<String>>,
+}
+
+impl NpuWhisperBin {
+    fn children(&self) -> MutexGuard<'_, Option<Children>> {
+        self.children.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn build_error(&self) -> MutexGuard<'_, Option<String>> {
+        self.build_error.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn build(&self) -> Result<Children, String> {
+        let make = |factory: &str, name: &str| {
+            gst::ElementFactory::make(factory)
+                .name(name)
+                .build()
+                .map_err(|_| {
+                    format!("Element '{factory}' is not available (is its plugin installed?)")
+                })
+        };
+        let convert = make("audioconvert", "convert")?;
+        let resample = make("audioresample", "resample")?;
+        let mel = make("npumel", "mel")?;
+        let melqueue = make("queue", "melqueue")?;
+        let enc = make("npuwhisperenc", "enc")?;
+        let statesqueue = make("queue", "statesqueue")?;
+        let dec = make("npuwhisperdec", "dec")?;
+
+        for q in [&melqueue, &statesqueue] {
+            q.set_property("max-size-buffers", QUEUE_BUFFERS);
+            q.set_property("max-size-time", 0u64);
+            q.set_property("max-size-bytes", 0u32);
+        }
+
+        let chain = [
+            &convert,
+            &resample,
+            &mel,
+            &melqueue,
+            &enc,
+            &statesqueue,
+            &dec,
+        ];
+        let obj = self.obj();
+        obj.add_many(chain)
+            .map_err(|e| format!("Could not add the elements: {e}"))?;
+        gst::Element::link_many(chain).map_err(|e| format!("Could not link the elements: {e}"))?;
+
+        let target = convert
+            .static_pad("sink")
+            .ok_or("audioconvert has no sink pad")?;
+        self.sinkpad
+            .set_target(Some(&target))
+            .map_err(|e| format!("Could not set the sink pad target: {e}"))?;
+        let target = dec
+            .static_pad("src")
+            .ok_or("npuwhisperdec has no src pad")?;
+        self.srcpad
+            .set_target(Some(&target))
+            .map_err(|e| format!("Could not set the src pad target: {e}"))?;
+
+        Ok(Children { enc, dec })
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for NpuWhisperBin {
+    const NAME: &'static str = "GstNpuWhisper";
+    type Type = super::NpuWhisperBin;
+    type ParentType = gst::Bin;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass.pad_template("sink").unwrap();
+        let sinkpad = gst::GhostPad::builder_from_template(&templ)
+            .name("sink")
+            .build();
+        let templ = klass.pad_template("src").unwrap();
+        let srcpad = gst::GhostPad::builder_from_template(&templ)
+            .name("src")
+            .build();
+
+        Self {
+            sinkpad,
+            srcpad,
+            children: Mutex::new(None),
+            build_error: Mutex::new(None),
+        }
+    }
+}
+
+impl ObjectImpl for NpuWhisperBin {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb(crate::npuwhisperenc::MODEL_BLURB)
+                    .default_value(Some(model::DEFAULT_MODEL))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("language")
+                    .nick("Language")
+                    .blurb(npuwhisperdec::LANGUAGE_BLURB)
+                    .default_value(Some(npuwhisperdec::DEFAULT_LANGUAGE))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("task", NpuWhisperTask::default())
+                    .nick("Task")
+                    .blurb(npuwhisperdec::TASK_BLURB)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("condition-on-previous-text")
+                    .nick("Condition on previous text")
+                    .blurb(npuwhisperdec::CONDITION_BLURB)
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let children = self.children();
+        let Some(children) = children.as_ref() else {
+            gst::warning!(CAT, imp = self, "No children to set {} on", pspec.name());
+            return;
+        };
+        // The decoder holds every setting; the encoder needs the model too.
+        if pspec.name() == "model" {
+            children.enc.set_property_from_value("model", value);
+        }
+        children.dec.set_property_from_value(pspec.name(), value);
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match self.children().as_ref() {
+            Some(children) => children.dec.property_value(pspec.name()),
+            None => pspec.default_value().clone(),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).unwrap();
+        obj.add_pad(&self.srcpad).unwrap();
+
+        match self.build() {
+            Ok(children) => *self.children() = Some(children),
+            Err(err) => {
+                // No bus yet: reported when going to READY.
+                gst::error!(CAT, imp = self, "{err}");
+                *self.build_error() = Some(err);
+            }
+        }
+    }
+}
+
+impl GstObjectImpl for NpuWhisperBin {}
+
+impl ElementImpl for NpuWhisperBin {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Whisper speech-to-text bin",
+                "Filter/Analyzer/Audio",
+                "Transcribes speech to timed text with Whisper",
+                "npuwhisper developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let sink = gst::PadTemplate::new(
+                "sink",
+                gst::PadDirection::Sink,
+                gst::PadPresence::Always,
+                &gst::Caps::new_empty_simple("audio/x-raw"),
+            )
+            .unwrap();
+            let src = gst::PadTemplate::new(
+                "src",
+                gst::PadDirection::Src,
+                gst::PadPresence::Always,
+                &gst::Caps::builder("text/x-raw")
+                    .field("format", "utf8")
+                    .build(),
+            )
+            .unwrap();
+            vec![sink, src]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::NullToReady {
+            if let Some(err) = self.build_error().clone() {
+                gst::element_imp_error!(self, gst::CoreError::MissingPlugin, ("{}", err));
+                return Err(gst::StateChangeError);
+            }
+        }
+        self.parent_change_state(transition)
+    }
+}
+
+impl BinImpl for NpuWhisperBin {}

@@ -1,0 +1,668 @@
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use super::NpuWhisperTask;
+use crate::decoding::{DecodeOptions, Transcriber};
+use crate::f32buf;
+use crate::model::{self, Model, ENCODER_FRAMES};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "npuwhisperdec",
+        gst::DebugColorFlags::empty(),
+        Some("Whisper decoder"),
+    )
+});
+
+/// Whisper windows never exceed 30 s; also the length assumed when a buffer has none.
+const MAX_WINDOW: gst::ClockTime = gst::ClockTime::from_seconds(30);
+/// Shortest text buffer pushed.
+const MIN_DURATION: gst::ClockTime = gst::ClockTime::from_mseconds(1);
+
+#[derive(Debug, Clone)]
+struct Settings {
+    model: String,
+    language: String,
+    task: NpuWhisperTask,
+    condition_on_previous_text: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            model: model::DEFAULT_MODEL.to_string(),
+            language: super::DEFAULT_LANGUAGE.to_string(),
+            task: NpuWhisperTask::default(),
+            condition_on_previous_text: true,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Loaded from NULL to READY, dropped from READY to NULL.
+    model: Option<Arc<Model>>,
+    /// `model` property value `model` was loaded from.
+    model_name: String,
+    /// Cached `model.is_multilingual()`, set with the transcriber.
+    multilingual: bool,
+    /// Width of the negotiated input.
+    width: Option<usize>,
+    /// End of the previous window: the start of a window without PTS.
+    next_window_pts: Option<gst::ClockTime>,
+    /// End of the last text buffer or gap pushed; nothing is pushed before it.
+    last_end: Option<gst::ClockTime>,
+    /// Language of the last tag pushed.
+    language: Option<String>,
+    /// Mark the next text buffer DISCONT.
+    discont: bool,
+}
+
+impl State {
+    fn reset_timestamps(&mut self) {
+        self.next_window_pts = None;
+        self.last_end = None;
+        self.discont = true;
+    }
+}
+
+/// Seconds from the start of a window as a time, clamped to `[0, max]`.
+fn offset(seconds: f64, max: f64) -> gst::ClockTime {
+    let s = if seconds.is_nan() {
+        0.0
+    } else {
+        seconds.clamp(0.0, max)
+    };
+    gst::ClockTime::try_from_seconds_f64(s).unwrap_or(gst::ClockTime::ZERO)
+}
+
+/// What one window produced, pushed in order once the locks are released.
+enum Output {
+    Event(gst::Event),
+    Buffer(gst::Buffer),
+}
+
+pub struct NpuWhisperDec {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+    /// Apart from `state` so caps queries are not blocked while a window decodes.
+    transcriber: Mutex<Option<Transcriber>>,
+}
+
+impl NpuWhisperDec {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic was already reported; keep the data.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn settings(&self) -> MutexGuard<'_, Settings> {
+        self.settings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn transcriber(&self) -> MutexGuard<'_, Option<Transcriber>> {
+        self.transcriber.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads the model named by the `model` property unless it is already loaded.
+    fn ensure_model(&self) -> Result<Arc<Model>, gst::StateChangeError> {
+        let name = self.settings().model.clone();
+        {
+            let state = self.state();
+            if let Some(m) = state.model.as_ref().filter(|_| state.model_name == name) {
+                return Ok(m.clone());
+            }
+        }
+        let path = model::resolve_model_path(&name);
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Loading model {name:?} from {}",
+            path.display()
+        );
+        match model::load_shared(&path) {
+            Ok(m) => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "Loaded {}: width {}",
+                    path.display(),
+                    m.d_model()
+                );
+                let mut state = self.state();
+                state.model = Some(m.clone());
+                state.model_name = name;
+                Ok(m)
+            }
+            Err(err) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::OpenRead,
+                    ("Could not load Whisper model: {}", err),
+                    ["model property: {:?}", name]
+                );
+                Err(gst::StateChangeError)
+            }
+        }
+    }
+
+    /// Creates the transcriber from the current settings.
+    fn start(&self) -> Result<(), gst::StateChangeError> {
+        let model = self.ensure_model()?;
+        let settings = self.settings().clone();
+        let multilingual = model.is_multilingual();
+
+        let requested = settings.language.trim().to_lowercase();
+        let auto = requested.is_empty() || requested == "auto";
+        let language = if !multilingual {
+            // English-only models have no language token to choose.
+            if !auto && requested != "en" {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "Model {} is English-only: ignoring language {requested:?}",
+                    settings.model
+                );
+            }
+            None
+        } else if auto {
+            None
+        } else if model.tokenizer.language_token(&requested).is_some() {
+            Some(requested)
+        } else {
+            let known: Vec<&str> = model
+                .tokenizer
+                .languages
+                .iter()
+                .map(|(c, _)| c.as_str())
+                .collect();
+            gst::element_imp_error!(
+                self,
+                gst::LibraryError::Settings,
+                (
+                    "Unknown language {:?}; use \"auto\" or one of: {}",
+                    requested,
+                    known.join(", ")
+                )
+            );
+            return Err(gst::StateChangeError);
+        };
+        if !multilingual && settings.task == NpuWhisperTask::Translate {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "Model {} is English-only: translate does nothing",
+                settings.model
+            );
+        }
+
+        let options = DecodeOptions {
+            language,
+            task: settings.task.into(),
+            condition_on_previous_text: settings.condition_on_previous_text,
+            ..DecodeOptions::default()
+        };
+        gst::debug!(CAT, imp = self, "Decoding with {options:?}");
+        *self.transcriber() = Some(Transcriber::new(model, options));
+
+        let mut state = self.state();
+        state.multilingual = multilingual;
+        state.language = None;
+        state.reset_timestamps();
+        Ok(())
+    }
+
+    fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Caps(q) = query.view_mut() {
+            let model = self.state().model.clone();
+            if let Some(model) = model {
+                let mut caps = pad.pad_template_caps();
+                caps.make_mut().set("width", model.d_model() as i32);
+                let caps = match q.filter() {
+                    Some(filter) => {
+                        filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First)
+                    }
+                    None => caps,
+                };
+                gst::log!(CAT, obj = pad, "Answering caps query with {caps}");
+                q.set_result(&caps);
+                return true;
+            }
+        }
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
+    fn set_caps(&self, caps: &gst::CapsRef) -> bool {
+        let width = caps
+            .structure(0)
+            .and_then(|s| s.get::<i32>("width").ok())
+            .unwrap_or(0);
+        let mut state = self.state();
+        let Some(model) = state.model.clone() else {
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No model loaded"));
+            return false;
+        };
+        if width < 0 || width as usize != model.d_model() {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                (
+                    "Encoder states have width {} but model {} has width {}: the encoder and decoder must use the same model",
+                    width,
+                    model.dir.display(),
+                    model.d_model()
+                )
+            );
+            return false;
+        }
+        state.width = Some(width as usize);
+        drop(state);
+
+        let src_caps = gst::Caps::builder("text/x-raw")
+            .field("format", "utf8")
+            .build();
+        self.srcpad.push_event(gst::event::Caps::new(&src_caps))
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        gst::log!(CAT, obj = pad, "Handling event {event:?}");
+        match event.view() {
+            gst::EventView::Caps(c) => self.set_caps(c.caps()),
+            gst::EventView::FlushStop(_) => {
+                if let Some(t) = self.transcriber().as_mut() {
+                    t.reset();
+                }
+                self.state().reset_timestamps();
+                gst::Pad::event_default(pad, Some(&*self.obj()), event)
+            }
+            // A window without speech (from npumel): passed on, and text never goes before it.
+            gst::EventView::Gap(g) => {
+                let (pts, duration) = g.get();
+                if let Some(end) = duration.and_then(|d| pts.checked_add(d)) {
+                    let mut state = self.state();
+                    state.last_end = Some(state.last_end.map_or(end, |e| e.max(end)));
+                    state.next_window_pts = Some(end);
+                }
+                gst::Pad::event_default(pad, Some(&*self.obj()), event)
+            }
+            // Decoding is synchronous: nothing is pending at EOS.
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let Some(width) = self.state().width else {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                ("Received a buffer before the caps")
+            );
+            return Err(gst::FlowError::NotNegotiated);
+        };
+
+        let expected = ENCODER_FRAMES * width * 4;
+        if buffer.size() != expected {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "Encoder states buffer of {} bytes, expected {} ({} × {} F32LE)",
+                    buffer.size(),
+                    expected,
+                    ENCODER_FRAMES,
+                    width
+                )
+            );
+            return Err(gst::FlowError::Error);
+        }
+        let states = {
+            let map = buffer.map_readable().map_err(|_| {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("Could not map input buffer")
+                );
+                gst::FlowError::Error
+            })?;
+            f32buf::f32_from_bytes(&map).ok_or(gst::FlowError::Error)?
+        };
+
+        let (window_pts, window_duration) = {
+            let mut state = self.state();
+            let pts = buffer
+                .pts()
+                .or(state.next_window_pts)
+                .unwrap_or(gst::ClockTime::ZERO);
+            let duration = buffer.duration().unwrap_or(MAX_WINDOW).min(MAX_WINDOW);
+            state.next_window_pts = pts.checked_add(duration);
+            (pts, duration)
+        };
+        let content_seconds = window_duration.seconds_f64().min(MAX_WINDOW.seconds_f64());
+
+        let result = {
+            let mut transcriber = self.transcriber();
+            let Some(transcriber) = transcriber.as_mut() else {
+                // Only between PAUSED and READY, while the pad is being deactivated.
+                return Err(gst::FlowError::Flushing);
+            };
+            if buffer.flags().contains(gst::BufferFlags::DISCONT) {
+                transcriber.reset();
+            }
+            let start = std::time::Instant::now();
+            let result = transcriber.transcribe(&states, content_seconds);
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Decoded window at {} ({:.2} s) in {:?}: {} segments, no-speech {:.2}",
+                window_pts,
+                content_seconds,
+                start.elapsed(),
+                result.segments.len(),
+                result.no_speech_prob
+            );
+            result
+        };
+
+        let mut outputs = Vec::new();
+        {
+            let mut state = self.state();
+            let window_end = window_pts.saturating_add(window_duration);
+
+            let language = result
+                .language
+                .clone()
+                .or_else(|| (!state.multilingual).then(|| "en".to_string()));
+            if language.is_some() && language != state.language {
+                let mut tags = gst::TagList::new();
+                if let (Some(tags), Some(lang)) = (tags.get_mut(), language.as_deref()) {
+                    tags.add::<gst::tags::LanguageCode>(&lang, gst::TagMergeMode::Replace);
+                }
+                gst::info!(CAT, imp = self, "Language {language:?}");
+                outputs.push(Output::Event(gst::event::Tag::new(tags)));
+                state.language = language;
+            }
+
+            for seg in &result.segments {
+                let text = seg.text.trim();
+                if text.is_empty() {
+                    continue;
+                }
+                let mut start = window_pts.saturating_add(offset(seg.start, content_seconds));
+                let mut end = window_pts.saturating_add(offset(seg.end, content_seconds));
+                // No overlap with what was pushed: clip the start, never go backwards.
+                if let Some(last_end) = state.last_end {
+                    start = start.max(last_end);
+                }
+                end = end.min(window_end);
+                if end < start.saturating_add(MIN_DURATION) {
+                    // Passes the window end only if the previous text already reached it.
+                    end = start.saturating_add(MIN_DURATION);
+                }
+                gst::debug!(CAT, imp = self, "{start} - {end}: {text}");
+
+                let mut buffer = gst::Buffer::from_mut_slice(text.as_bytes().to_vec());
+                if let Some(b) = buffer.get_mut() {
+                    b.set_pts(start);
+                    b.set_duration(end - start);
+                    if std::mem::take(&mut state.discont) {
+                        b.set_flags(gst::BufferFlags::DISCONT);
+                    }
+                }
+                state.last_end = Some(end);
+                outputs.push(Output::Buffer(buffer));
+            }
+
+            if !outputs.iter().any(|o| matches!(o, Output::Buffer(_))) {
+                // No text: tell downstream the time passed.
+                let gap_start = state.last_end.map_or(window_pts, |e| e.max(window_pts));
+                if window_end > gap_start {
+                    outputs.push(Output::Event(
+                        gst::event::Gap::builder(gap_start)
+                            .duration(window_end - gap_start)
+                            .build(),
+                    ));
+                    state.last_end = Some(window_end);
+                }
+            }
+        }
+
+        for output in outputs {
+            match output {
+                Output::Event(event) => {
+                    if !self.srcpad.push_event(event) {
+                        gst::debug!(CAT, imp = self, "Downstream did not handle an event");
+                    }
+                }
+                Output::Buffer(buffer) => {
+                    self.srcpad.push(buffer)?;
+                }
+            }
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for NpuWhisperDec {
+    const NAME: &'static str = "GstNpuWhisperDec";
+    type Type = super::NpuWhisperDec;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass.pad_template("sink").unwrap();
+        let sinkpad = gst::Pad::builder_from_template(&templ)
+            .chain_function(|_pad, parent, buffer| {
+                NpuWhisperDec::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain(buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                NpuWhisperDec::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                NpuWhisperDec::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_query(pad, query),
+                )
+            })
+            .build();
+
+        let templ = klass.pad_template("src").unwrap();
+        let srcpad = gst::Pad::builder_from_template(&templ)
+            .flags(gst::PadFlags::FIXED_CAPS)
+            .build();
+
+        Self {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(State::default()),
+            transcriber: Mutex::new(None),
+        }
+    }
+}
+
+impl ObjectImpl for NpuWhisperDec {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("model")
+                    .nick("Model")
+                    .blurb(crate::npuwhisperenc::MODEL_BLURB)
+                    .default_value(Some(model::DEFAULT_MODEL))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("language")
+                    .nick("Language")
+                    .blurb(super::LANGUAGE_BLURB)
+                    .default_value(Some(super::DEFAULT_LANGUAGE))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("task", NpuWhisperTask::default())
+                    .nick("Task")
+                    .blurb(super::TASK_BLURB)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("condition-on-previous-text")
+                    .nick("Condition on previous text")
+                    .blurb(super::CONDITION_BLURB)
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        // Settings are read when going to PAUSED.
+        if self.obj().current_state() > gst::State::Ready {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "Property {} can only be changed in NULL or READY state",
+                pspec.name()
+            );
+            return;
+        }
+        let mut settings = self.settings();
+        match pspec.name() {
+            "model" => {
+                settings.model = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| model::DEFAULT_MODEL.to_string());
+            }
+            "language" => {
+                settings.language = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| super::DEFAULT_LANGUAGE.to_string());
+            }
+            "task" => {
+                if let Ok(task) = value.get::<NpuWhisperTask>() {
+                    settings.task = task;
+                }
+            }
+            "condition-on-previous-text" => {
+                if let Ok(b) = value.get::<bool>() {
+                    settings.condition_on_previous_text = b;
+                }
+            }
+            other => gst::warning!(CAT, imp = self, "Unknown property {other}"),
+        }
+        gst::info!(CAT, imp = self, "Settings now {settings:?}");
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let settings = self.settings();
+        match pspec.name() {
+            "model" => settings.model.to_value(),
+            "language" => settings.language.to_value(),
+            "task" => settings.task.to_value(),
+            "condition-on-previous-text" => settings.condition_on_previous_text.to_value(),
+            // GObject only asks for the properties declared above.
+            _ => pspec.default_value().clone(),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).unwrap();
+        obj.add_pad(&self.srcpad).unwrap();
+    }
+}
+
+impl GstObjectImpl for NpuWhisperDec {}
+
+impl ElementImpl for NpuWhisperDec {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Whisper decoder",
+                "Filter/Analyzer/Audio",
+                "Decodes Whisper encoder states into timed text segments",
+                "npuwhisper developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let sink_caps = gst::Caps::builder("application/x-npuwhisper-states")
+                .field("width", gst::IntRange::new(1i32, 4096))
+                .field("frames", ENCODER_FRAMES as i32)
+                .field("format", "F32LE")
+                .build();
+            let sink = gst::PadTemplate::new(
+                "sink",
+                gst::PadDirection::Sink,
+                gst::PadPresence::Always,
+                &sink_caps,
+            )
+            .unwrap();
+
+            let src_caps = gst::Caps::builder("text/x-raw")
+                .field("format", "utf8")
+                .build();
+            let src = gst::PadTemplate::new(
+                "src",
+                gst::PadDirection::Src,
+                gst::PadPresence::Always,
+                &src_caps,
+            )
+            .unwrap();
+            vec![sink, src]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        gst::trace!(CAT, imp = self, "Changing state {transition:?}");
+        match transition {
+            gst::StateChange::NullToReady => {
+                self.ensure_model()?;
+            }
+            gst::StateChange::ReadyToPaused => self.start()?,
+            _ => (),
+        }
+
+        let ret = self
+            .parent_change_state(transition)
+            .inspect_err(|_| match transition {
+                gst::StateChange::NullToReady => *self.state() = State::default(),
+                gst::StateChange::ReadyToPaused => *self.transcriber() = None,
+                _ => (),
+            })?;
+
+        match transition {
+            gst::StateChange::PausedToReady => {
+                *self.transcriber() = None;
+                let mut state = self.state();
+                state.width = None;
+                state.reset_timestamps();
+            }
+            gst::StateChange::ReadyToNull => *self.state() = State::default(),
+            _ => (),
+        }
+        Ok(ret)
+    }
+}

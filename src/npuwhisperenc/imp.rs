@@ -1,0 +1,492 @@
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+
+use crate::f32buf;
+use crate::model::{self, Model, ENCODER_FRAMES, MEL_FRAMES};
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "npuwhisperenc",
+        gst::DebugColorFlags::empty(),
+        Some("Whisper encoder"),
+    )
+});
+
+struct Settings {
+    model: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            model: model::DEFAULT_MODEL.to_string(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Loaded from NULL to READY, dropped from READY to NULL.
+    model: Option<Arc<Model>>,
+    /// `model` property value `model` was loaded from.
+    model_name: String,
+    /// Mel bins of the negotiated input.
+    n_mels: Option<usize>,
+}
+
+pub struct NpuWhisperEnc {
+    sinkpad: gst::Pad,
+    srcpad: gst::Pad,
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+}
+
+impl NpuWhisperEnc {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means a panic was already reported; keep the data.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn settings(&self) -> MutexGuard<'_, Settings> {
+        self.settings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads the model named by the `model` property unless it is already loaded.
+    fn ensure_model(&self) -> Result<(), gst::StateChangeError> {
+        let name = self.settings().model.clone();
+        {
+            let state = self.state();
+            if state.model.is_some() && state.model_name == name {
+                return Ok(());
+            }
+        }
+        let path = model::resolve_model_path(&name);
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Loading model {name:?} from {}",
+            path.display()
+        );
+        match model::load_shared(&path) {
+            Ok(m) => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "Loaded {}: {} mel bins, width {}",
+                    path.display(),
+                    m.n_mels(),
+                    m.d_model()
+                );
+                let mut state = self.state();
+                state.model = Some(m);
+                state.model_name = name;
+                Ok(())
+            }
+            Err(err) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::ResourceError::OpenRead,
+                    ("Could not load Whisper model: {}", err),
+                    ["model property: {:?}", name]
+                );
+                Err(gst::StateChangeError)
+            }
+        }
+    }
+
+    /// Template caps with the model's dimension fixed, if a model is loaded.
+    fn model_caps(
+        &self,
+        pad: &gst::Pad,
+        field: &str,
+        value: impl Fn(&Model) -> usize,
+    ) -> Option<gst::Caps> {
+        let model = self.state().model.clone()?;
+        let mut caps = pad.pad_template_caps();
+        caps.make_mut().set(field, value(&model) as i32);
+        Some(caps)
+    }
+
+    fn answer_caps_query(
+        &self,
+        pad: &gst::Pad,
+        query: &mut gst::query::Caps,
+        caps: gst::Caps,
+    ) -> bool {
+        let caps = match query.filter() {
+            Some(filter) => filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
+            None => caps,
+        };
+        gst::log!(CAT, obj = pad, "Answering caps query with {caps}");
+        query.set_result(&caps);
+        true
+    }
+
+    fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Caps(q) = query.view_mut() {
+            if let Some(caps) = self.model_caps(pad, "n-mels", Model::n_mels) {
+                return self.answer_caps_query(pad, q, caps);
+            }
+        }
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Caps(q) = query.view_mut() {
+            if let Some(caps) = self.model_caps(pad, "width", Model::d_model) {
+                return self.answer_caps_query(pad, q, caps);
+            }
+        }
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+
+    fn set_caps(&self, caps: &gst::CapsRef) -> bool {
+        let n_mels = caps
+            .structure(0)
+            .and_then(|s| s.get::<i32>("n-mels").ok())
+            .unwrap_or(0);
+        let mut state = self.state();
+        let Some(model) = state.model.clone() else {
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No model loaded"));
+            return false;
+        };
+        if n_mels < 0 || n_mels as usize != model.n_mels() {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Negotiation,
+                (
+                    "Spectrogram has {} mel bins but model {} expects {}",
+                    n_mels,
+                    model.dir.display(),
+                    model.n_mels()
+                )
+            );
+            return false;
+        }
+        state.n_mels = Some(n_mels as usize);
+        drop(state);
+
+        let src_caps = gst::Caps::builder("application/x-npuwhisper-states")
+            .field("width", model.d_model() as i32)
+            .field("frames", ENCODER_FRAMES as i32)
+            .field("format", "F32LE")
+            .build();
+        gst::debug!(CAT, imp = self, "Output caps {src_caps}");
+        self.srcpad.push_event(gst::event::Caps::new(&src_caps))
+    }
+
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        gst::log!(CAT, obj = pad, "Handling event {event:?}");
+        match event.view() {
+            gst::EventView::Caps(c) => self.set_caps(c.caps()),
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    /// The model and mel bins to encode with, or a negotiation error.
+    fn negotiated(&self) -> Result<(Arc<Model>, usize), gst::FlowError> {
+        let state = self.state();
+        match (state.model.clone(), state.n_mels) {
+            (Some(model), Some(n_mels)) => Ok((model, n_mels)),
+            _ => {
+                drop(state);
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("Received a buffer before the caps")
+                );
+                Err(gst::FlowError::NotNegotiated)
+            }
+        }
+    }
+
+    fn read_mel(&self, buffer: &gst::BufferRef, n_mels: usize) -> Result<Vec<f32>, gst::FlowError> {
+        let expected = n_mels * MEL_FRAMES * 4;
+        if buffer.size() != expected {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "Spectrogram buffer of {} bytes, expected {} ({} × {} F32LE)",
+                    buffer.size(),
+                    expected,
+                    n_mels,
+                    MEL_FRAMES
+                )
+            );
+            return Err(gst::FlowError::Error);
+        }
+        let map = buffer.map_readable().map_err(|_| {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Failed,
+                ("Could not map input buffer")
+            );
+            gst::FlowError::Error
+        })?;
+        f32buf::f32_from_bytes(&map).ok_or(gst::FlowError::Error)
+    }
+
+    /// One encoder output per input window, each of the expected size.
+    fn encode(&self, model: &Model, mels: &[&[f32]]) -> Result<Vec<Vec<f32>>, gst::FlowError> {
+        let start = std::time::Instant::now();
+        let states = model.encode_batch(mels);
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Encoded {} windows in {:?}",
+            mels.len(),
+            start.elapsed()
+        );
+
+        let expected = ENCODER_FRAMES * model.d_model();
+        if states.len() != mels.len() || states.iter().any(|s| s.len() != expected) {
+            gst::element_imp_error!(
+                self,
+                gst::LibraryError::Failed,
+                (
+                    "Encoder returned {} outputs of sizes {:?}, expected {} of {}",
+                    states.len(),
+                    states.iter().map(Vec::len).collect::<Vec<_>>(),
+                    mels.len(),
+                    expected
+                )
+            );
+            return Err(gst::FlowError::Error);
+        }
+        Ok(states)
+    }
+
+    /// Encoder states as a buffer carrying the timestamps and flags of its mel buffer.
+    fn states_buffer(&self, input: &gst::BufferRef, states: &[f32]) -> gst::Buffer {
+        let mut out = f32buf::buffer_from_f32(states);
+        if let Some(out) = out.get_mut() {
+            if let Err(err) = input.copy_into(
+                out,
+                gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::TIMESTAMPS,
+                ..,
+            ) {
+                gst::warning!(CAT, imp = self, "Could not copy buffer metadata: {err}");
+            }
+        }
+        out
+    }
+
+    fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let (model, n_mels) = self.negotiated()?;
+        let mel = self.read_mel(&buffer, n_mels)?;
+        let states = self.encode(&model, &[&mel])?;
+        let out = self.states_buffer(&buffer, &states[0]);
+        self.srcpad.push(out)
+    }
+
+    fn sink_chain_list(&self, list: gst::BufferList) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if list.is_empty() {
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let (model, n_mels) = self.negotiated()?;
+        let mels = list
+            .iter()
+            .map(|b| self.read_mel(b, n_mels))
+            .collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&[f32]> = mels.iter().map(Vec::as_slice).collect();
+        let states = self.encode(&model, &refs)?;
+
+        let mut out = gst::BufferList::new_sized(states.len());
+        {
+            let out = out.get_mut().ok_or(gst::FlowError::Error)?;
+            for (input, s) in list.iter().zip(&states) {
+                out.add(self.states_buffer(input, s));
+            }
+        }
+        self.srcpad.push_list(out)
+    }
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for NpuWhisperEnc {
+    const NAME: &'static str = "GstNpuWhisperEnc";
+    type Type = super::NpuWhisperEnc;
+    type ParentType = gst::Element;
+
+    fn with_class(klass: &Self::Class) -> Self {
+        let templ = klass.pad_template("sink").unwrap();
+        let sinkpad = gst::Pad::builder_from_template(&templ)
+            .chain_function(|_pad, parent, buffer| {
+                NpuWhisperEnc::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain(buffer),
+                )
+            })
+            .chain_list_function(|_pad, parent, list| {
+                NpuWhisperEnc::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.sink_chain_list(list),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                NpuWhisperEnc::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
+            })
+            .query_function(|pad, parent, query| {
+                NpuWhisperEnc::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_query(pad, query),
+                )
+            })
+            .build();
+
+        let templ = klass.pad_template("src").unwrap();
+        let srcpad = gst::Pad::builder_from_template(&templ)
+            .query_function(|pad, parent, query| {
+                NpuWhisperEnc::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_query(pad, query),
+                )
+            })
+            .build();
+
+        Self {
+            sinkpad,
+            srcpad,
+            settings: Mutex::new(Settings::default()),
+            state: Mutex::new(State::default()),
+        }
+    }
+}
+
+impl ObjectImpl for NpuWhisperEnc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![glib::ParamSpecString::builder("model")
+                .nick("Model")
+                .blurb(super::MODEL_BLURB)
+                .default_value(Some(model::DEFAULT_MODEL))
+                .mutable_ready()
+                .build()]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        match pspec.name() {
+            "model" => {
+                if self.obj().current_state() > gst::State::Ready {
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "The model can only be changed in NULL or READY state"
+                    );
+                    return;
+                }
+                let model = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| model::DEFAULT_MODEL.to_string());
+                gst::info!(CAT, imp = self, "Model set to {model:?}");
+                self.settings().model = model;
+            }
+            other => gst::warning!(CAT, imp = self, "Unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match pspec.name() {
+            "model" => self.settings().model.to_value(),
+            // GObject only asks for the properties declared above.
+            _ => pspec.default_value().clone(),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        let obj = self.obj();
+        obj.add_pad(&self.sinkpad).unwrap();
+        obj.add_pad(&self.srcpad).unwrap();
+    }
+}
+
+impl GstObjectImpl for NpuWhisperEnc {}
+
+impl ElementImpl for NpuWhisperEnc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static ELEMENT_METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "Whisper encoder",
+                "Filter/Analyzer/Audio",
+                "Runs the Whisper audio encoder on log-mel spectrogram windows",
+                "npuwhisper developers",
+            )
+        });
+        Some(&*ELEMENT_METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let sink_caps = gst::Caps::builder("audio/x-npuwhisper-mel")
+                .field("n-mels", gst::IntRange::new(1i32, 256))
+                .field("frames", MEL_FRAMES as i32)
+                .field("format", "F32LE")
+                .build();
+            let sink = gst::PadTemplate::new(
+                "sink",
+                gst::PadDirection::Sink,
+                gst::PadPresence::Always,
+                &sink_caps,
+            )
+            .unwrap();
+
+            let src_caps = gst::Caps::builder("application/x-npuwhisper-states")
+                .field("width", gst::IntRange::new(1i32, 4096))
+                .field("frames", ENCODER_FRAMES as i32)
+                .field("format", "F32LE")
+                .build();
+            let src = gst::PadTemplate::new(
+                "src",
+                gst::PadDirection::Src,
+                gst::PadPresence::Always,
+                &src_caps,
+            )
+            .unwrap();
+            vec![sink, src]
+        });
+        PAD_TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        gst::trace!(CAT, imp = self, "Changing state {transition:?}");
+        match transition {
+            gst::StateChange::NullToReady => self.ensure_model()?,
+            // Picks up a model changed in READY.
+            gst::StateChange::ReadyToPaused => self.ensure_model()?,
+            _ => (),
+        }
+
+        let ret = self.parent_change_state(transition).inspect_err(|_| {
+            if transition == gst::StateChange::NullToReady {
+                *self.state() = State::default();
+            }
+        })?;
+
+        match transition {
+            gst::StateChange::PausedToReady => self.state().n_mels = None,
+            gst::StateChange::ReadyToNull => *self.state() = State::default(),
+            _ => (),
+        }
+        Ok(ret)
+    }
+}

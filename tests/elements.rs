@@ -1,0 +1,464 @@
+//! Element-level tests of the GStreamer glue. The ones needing the real model live elsewhere;
+//! here only the model-less behaviour (npumel, model loading errors, bin construction).
+
+use std::path::PathBuf;
+use std::sync::Once;
+
+use gst::prelude::*;
+use gst_check::Harness;
+
+const RATE: u64 = 16000;
+const BUFFER_SAMPLES: usize = 1024;
+const MEL_CAPS_80: &str = "audio/x-npuwhisper-mel,n-mels=80,frames=3000,format=F32LE";
+
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstnpuwhisper::plugin_register_static().expect("registering the plugin");
+    });
+}
+
+/// 440 Hz bursts of 2 s separated by 0.5 s of silence.
+fn tone_bursts(seconds: u64) -> Vec<f32> {
+    (0..seconds * RATE)
+        .map(|i| {
+            let t = i as f64 / RATE as f64;
+            if t % 2.5 < 2.0 {
+                (0.5 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as f32
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+fn sample_time(n: u64) -> gst::ClockTime {
+    gst::ClockTime::from_nseconds(n * 1_000_000_000 / RATE)
+}
+
+/// Pushes `samples` through npumel in timestamped buffers, then EOS; returns the windows.
+fn run_npumel(
+    format: &str,
+    sink_caps: Option<&str>,
+    samples: &[f32],
+    to_bytes: fn(&[f32]) -> Vec<u8>,
+) -> Mel {
+    let mut h = Harness::new("npumel");
+    if let Some(caps) = sink_caps {
+        h.set_sink_caps_str(caps);
+    }
+    h.set_src_caps_str(&format!(
+        "audio/x-raw,format={format},rate=16000,channels=1,layout=interleaved"
+    ));
+
+    let mut seen = 0u64;
+    for chunk in samples.chunks(BUFFER_SAMPLES) {
+        let mut buffer = gst::Buffer::from_mut_slice(to_bytes(chunk));
+        {
+            let b = buffer.get_mut().unwrap();
+            b.set_pts(sample_time(seen));
+            b.set_duration(sample_time(seen + chunk.len() as u64) - sample_time(seen));
+        }
+        seen += chunk.len() as u64;
+        h.push(buffer).expect("pushing audio");
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let mut windows = Vec::new();
+    while let Some(b) = h.try_pull() {
+        windows.push(b);
+    }
+    let mut gaps = Vec::new();
+    while let Some(ev) = h.try_pull_event() {
+        if let gst::EventView::Gap(g) = ev.view() {
+            let (pts, duration) = g.get();
+            gaps.push((pts, duration.expect("gap without duration")));
+        }
+    }
+    let caps = h
+        .sinkpad()
+        .and_then(|p| p.current_caps())
+        .expect("npumel negotiated no output caps");
+    Mel {
+        windows,
+        gaps,
+        caps,
+    }
+}
+
+/// What npumel output: spectrogram windows, gaps for windows without speech, the caps.
+struct Mel {
+    windows: Vec<gst::Buffer>,
+    gaps: Vec<(gst::ClockTime, gst::ClockTime)>,
+    caps: gst::Caps,
+}
+
+impl Mel {
+    fn n_mels(&self) -> i32 {
+        self.caps
+            .structure(0)
+            .unwrap()
+            .get::<i32>("n-mels")
+            .unwrap()
+    }
+}
+
+fn f32le(samples: &[f32]) -> Vec<u8> {
+    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+}
+
+fn s16le(samples: &[f32]) -> Vec<u8> {
+    samples
+        .iter()
+        .flat_map(|s| ((s * 32767.0).round() as i16).to_le_bytes())
+        .collect()
+}
+
+/// At least two windows of the negotiated size, in order, from 0; with the gaps they tile
+/// `total`.
+fn check_windows(mel: &Mel, n_mels: usize, total: gst::ClockTime) {
+    let windows = &mel.windows;
+    assert!(
+        windows.len() >= 2,
+        "expected at least 2 windows, got {}",
+        windows.len()
+    );
+    assert_eq!(windows[0].pts(), Some(gst::ClockTime::ZERO));
+
+    let mut previous: Option<gst::ClockTime> = None;
+    let mut sum = gst::ClockTime::ZERO;
+    for (i, w) in windows.iter().enumerate() {
+        assert_eq!(w.size(), n_mels * 3000 * 4, "window {i} size");
+        let pts = w.pts().expect("window without PTS");
+        if let Some(p) = previous {
+            assert!(pts > p, "window {i} PTS {pts} not after {p}");
+        }
+        previous = Some(pts);
+        let duration = w.duration().expect("window without duration");
+        assert!(
+            duration <= gst::ClockTime::from_seconds(30),
+            "window {i} lasts {duration}"
+        );
+        assert!(!duration.is_zero(), "window {i} is empty");
+        sum += duration;
+    }
+    for (_, duration) in &mel.gaps {
+        sum += *duration;
+    }
+    let diff = sum.nseconds().abs_diff(total.nseconds());
+    assert!(
+        diff <= gst::ClockTime::MSECOND.nseconds(),
+        "windows and gaps sum to {sum}, expected {total}"
+    );
+}
+
+#[test]
+fn npumel_windows_f32() {
+    init();
+    let audio = tone_bursts(45);
+    let mel = run_npumel("F32LE", Some(MEL_CAPS_80), &audio, f32le);
+    assert_eq!(mel.n_mels(), 80);
+    check_windows(&mel, 80, gst::ClockTime::from_seconds(45));
+
+    // Windows and gaps abut: each starts where the previous ended.
+    let mut spans: Vec<(gst::ClockTime, gst::ClockTime)> = mel
+        .windows
+        .iter()
+        .map(|w| (w.pts().unwrap(), w.duration().unwrap()))
+        .chain(mel.gaps.iter().copied())
+        .collect();
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert_eq!(pair[0].0 + pair[0].1, pair[1].0);
+    }
+
+    // The values are a log-mel spectrogram: finite, with Whisper's (x + 4) / 4 scaling.
+    let map = mel.windows[0].map_readable().unwrap();
+    let values: Vec<f32> = map
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert!(values
+        .iter()
+        .all(|v| v.is_finite() && (-2.0..=3.0).contains(v)));
+}
+
+#[test]
+fn npumel_windows_s16() {
+    init();
+    let audio = tone_bursts(45);
+    let mel = run_npumel("S16LE", Some(MEL_CAPS_80), &audio, s16le);
+    check_windows(&mel, 80, gst::ClockTime::from_seconds(45));
+}
+
+#[test]
+fn npumel_n_mels_from_downstream() {
+    init();
+    let audio = tone_bursts(5);
+    // Downstream open: Whisper's usual 80.
+    let mel = run_npumel("F32LE", None, &audio, f32le);
+    assert_eq!(mel.n_mels(), 80);
+    assert!(!mel.windows.is_empty());
+    assert!(mel.windows.iter().all(|w| w.size() == 80 * 3000 * 4));
+
+    // Downstream asking for large-v3's 128.
+    let mel = run_npumel(
+        "F32LE",
+        Some("audio/x-npuwhisper-mel,n-mels=128,frames=3000,format=F32LE"),
+        &audio,
+        f32le,
+    );
+    assert_eq!(mel.n_mels(), 128);
+    assert!(mel.windows.iter().all(|w| w.size() == 128 * 3000 * 4));
+}
+
+#[test]
+fn npumel_silence_is_a_gap() {
+    init();
+    // 8 s of silence, then 2 s of tone: the silence is not worth decoding.
+    let mut audio = vec![0.0f32; 8 * RATE as usize];
+    audio.extend(tone_bursts(2));
+    let mel = run_npumel("F32LE", Some(MEL_CAPS_80), &audio, f32le);
+    assert!(!mel.gaps.is_empty(), "no gap for the silence");
+    assert_eq!(mel.gaps[0].0, gst::ClockTime::ZERO);
+    let last = mel.windows.last().expect("no window for the tone");
+    assert_eq!(
+        last.pts().unwrap() + last.duration().unwrap(),
+        gst::ClockTime::from_seconds(10)
+    );
+}
+
+#[test]
+fn npumel_discont_restarts_window() {
+    init();
+    let mut h = Harness::new("npumel");
+    h.set_sink_caps_str(MEL_CAPS_80);
+    h.set_src_caps_str("audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved");
+
+    let audio = tone_bursts(4);
+    let push = |h: &mut Harness, pts: gst::ClockTime, chunk: &[f32]| {
+        let mut buffer = gst::Buffer::from_mut_slice(f32le(chunk));
+        buffer.get_mut().unwrap().set_pts(pts);
+        h.push(buffer).unwrap();
+    };
+    // 2 s from 0, then 2 s from 100 s: a jump, so the first 2 s close a window.
+    for (i, chunk) in audio[..32000].chunks(BUFFER_SAMPLES).enumerate() {
+        push(&mut h, sample_time((i * BUFFER_SAMPLES) as u64), chunk);
+    }
+    let jump = gst::ClockTime::from_seconds(100);
+    for (i, chunk) in audio[32000..].chunks(BUFFER_SAMPLES).enumerate() {
+        push(
+            &mut h,
+            jump + sample_time((i * BUFFER_SAMPLES) as u64),
+            chunk,
+        );
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+
+    let first = h.try_pull().expect("window before the jump");
+    let second = h.try_pull().expect("window after the jump");
+    assert!(h.try_pull().is_none());
+    assert_eq!(first.pts(), Some(gst::ClockTime::ZERO));
+    assert_eq!(first.duration(), Some(gst::ClockTime::from_seconds(2)));
+    assert_eq!(second.pts(), Some(jump));
+    assert_eq!(second.duration(), Some(gst::ClockTime::from_seconds(2)));
+    assert!(second.flags().contains(gst::BufferFlags::DISCONT));
+}
+
+#[test]
+fn npumel_rejects_wrong_caps() {
+    init();
+    let mut h = Harness::new("npumel");
+    let caps = gst::Caps::builder("audio/x-raw")
+        .field("format", "F32LE")
+        .field("rate", 44100i32)
+        .field("channels", 1i32)
+        .field("layout", "interleaved")
+        .build();
+
+    let sinkpad = h.element().unwrap().static_pad("sink").unwrap();
+    assert!(!sinkpad.query_accept_caps(&caps));
+
+    // A sticky event is stored even when refused: the refusal shows on the next buffer.
+    h.push_event(gst::event::StreamStart::new("npumel-test"));
+    h.push_event(gst::event::Caps::new(&caps));
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
+    let buffer = gst::Buffer::from_mut_slice(f32le(&[0.0; BUFFER_SAMPLES]));
+    assert_eq!(h.push(buffer), Err(gst::FlowError::NotNegotiated));
+}
+
+/// Puts `element` in a pipeline, fails going to READY and returns the error text.
+fn ready_error(element: &gst::Element) -> String {
+    let pipeline = gst::Pipeline::new();
+    pipeline.add(element).unwrap();
+    assert!(
+        element.set_state(gst::State::Ready).is_err(),
+        "READY should fail"
+    );
+
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .pop_filtered(&[gst::MessageType::Error])
+        .expect("no error on the bus");
+    let gst::MessageView::Error(err) = msg.view() else {
+        unreachable!()
+    };
+    let text = format!("{} ({:?})", err.error(), err.debug());
+    let _ = pipeline.set_state(gst::State::Null);
+    text
+}
+
+#[test]
+fn npuwhisperenc_missing_model() {
+    init();
+    let enc = gst::ElementFactory::make("npuwhisperenc")
+        .property("model", "/nonexistent/dir")
+        .build()
+        .unwrap();
+    let text = ready_error(&enc);
+    assert!(
+        text.contains("/nonexistent/dir"),
+        "error does not name the directory: {text}"
+    );
+}
+
+#[test]
+fn npuwhisperenc_truncated_model() {
+    init();
+    let dir = std::env::temp_dir().join(format!(
+        "npuwhisper-truncated-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.bin"), b"\x06\x00\x00\x00garbag").unwrap();
+    std::fs::write(dir.join("config.json"), b"").unwrap();
+    // The loader reads the small files before model.bin: with the real ones beside the
+    // truncated model.bin, model.bin is the only thing wrong.
+    let reference = default_model_dir();
+    let have_reference = ["config.json", "tokenizer.json", "vocabulary.txt"]
+        .iter()
+        .all(|f| std::fs::copy(reference.join(f), dir.join(f)).is_ok());
+
+    let enc = gst::ElementFactory::make("npuwhisperenc")
+        .property("model", dir.to_str().unwrap())
+        .build()
+        .unwrap();
+    let text = ready_error(&enc);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        text.contains(dir.to_str().unwrap()),
+        "error does not name the model: {text}"
+    );
+    if have_reference {
+        assert!(
+            text.contains("model.bin"),
+            "error does not name model.bin: {text}"
+        );
+    } else {
+        println!("No default model to borrow tokenizer files from: checked only the directory");
+    }
+}
+
+#[test]
+fn npuwhisperdec_missing_model() {
+    init();
+    let dec = gst::ElementFactory::make("npuwhisperdec")
+        .property("model", "/nonexistent/dir")
+        .build()
+        .unwrap();
+    let text = ready_error(&dec);
+    assert!(
+        text.contains("/nonexistent/dir"),
+        "error does not name the directory: {text}"
+    );
+}
+
+fn default_model_dir() -> PathBuf {
+    gstnpuwhisper::model::resolve_model_path(gstnpuwhisper::model::DEFAULT_MODEL)
+}
+
+#[test]
+fn npuwhisper_bin_builds_and_cycles() {
+    init();
+    let bin = gst::ElementFactory::make("npuwhisper").build().unwrap();
+    assert!(bin.static_pad("sink").is_some());
+    assert!(bin.static_pad("src").is_some());
+
+    // Properties reach the decoder.
+    bin.set_property("language", "de");
+    bin.set_property_from_str("task", "translate");
+    bin.set_property("condition-on-previous-text", false);
+    assert_eq!(bin.property::<String>("language"), "de");
+    assert!(!bin.property::<bool>("condition-on-previous-text"));
+    let dec = bin
+        .downcast_ref::<gst::Bin>()
+        .unwrap()
+        .by_name("dec")
+        .unwrap();
+    assert_eq!(dec.property::<String>("language"), "de");
+    bin.set_property("language", "auto");
+    bin.set_property_from_str("task", "transcribe");
+
+    let dir = default_model_dir();
+    if !dir.is_dir() {
+        println!(
+            "Default model {} not found at {}: skipping the state cycles",
+            gstnpuwhisper::model::DEFAULT_MODEL,
+            dir.display()
+        );
+        return;
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            bin.set_state(gst::State::Ready),
+            Ok(gst::StateChangeSuccess::Success)
+        );
+        assert_eq!(
+            bin.set_state(gst::State::Null),
+            Ok(gst::StateChangeSuccess::Success)
+        );
+    }
+}
+
+#[test]
+fn npuwhisper_flushing_seek() {
+    init();
+    let dir = default_model_dir();
+    if !dir.is_dir() {
+        println!("Default model not found at {}: skipping", dir.display());
+        return;
+    }
+    // 45 s of tone: windows get cut, encoded and decoded whatever the model makes of them.
+    let pipeline = gst::parse::launch(
+        "audiotestsrc wave=sine volume=0.3 samplesperbuffer=1600 num-buffers=450 ! \
+         npuwhisper ! fakesink sync=false",
+    )
+    .unwrap();
+    let bus = pipeline.bus().unwrap();
+    let wait = |types: &[gst::MessageType]| {
+        let msg = bus
+            .timed_pop_filtered(gst::ClockTime::from_seconds(120), types)
+            .expect("timed out");
+        if let gst::MessageView::Error(err) = msg.view() {
+            panic!("pipeline error: {} ({:?})", err.error(), err.debug());
+        }
+        msg
+    };
+
+    pipeline.set_state(gst::State::Paused).unwrap();
+    wait(&[gst::MessageType::AsyncDone, gst::MessageType::Error]);
+    pipeline
+        .seek_simple(gst::SeekFlags::FLUSH, gst::ClockTime::from_seconds(20))
+        .expect("seek");
+    wait(&[gst::MessageType::AsyncDone, gst::MessageType::Error]);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    wait(&[gst::MessageType::Eos, gst::MessageType::Error]);
+    pipeline.set_state(gst::State::Null).unwrap();
+}
