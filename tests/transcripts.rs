@@ -1,0 +1,65 @@
+//! Transcripts of real speech through the real elements (`decodebin ! npuwhisper ! appsink`),
+//! scored against the references with Whisper's English normalizer.
+
+mod common;
+
+use common::*;
+use gstnpuwhisper::model::{load_shared, resolve_model_path};
+
+fn manifest_wer(manifest_name: &str) -> f64 {
+    // Holding the model keeps it loaded across the pipelines of this test.
+    let _model = load_shared(&resolve_model_path("tiny.en")).unwrap();
+    let pairs: Vec<(String, String)> = manifest(manifest_name)
+        .into_iter()
+        .map(|(file, _, reference)| {
+            let cues = transcribe(&eval_file(&file), &[]);
+            let hyp = joined_text(&cues);
+            println!("{file}: {hyp}");
+            (reference, hyp)
+        })
+        .collect();
+    wer(&pairs)
+}
+
+#[test]
+fn tiny_en_short_clips_wer() {
+    let wer = manifest_wer("manifest.tsv");
+    println!("tiny.en greedy, manifest.tsv: WER {wer:.2} %");
+    assert!(wer <= 3.5, "WER {wer:.2} % > 3.5 %");
+}
+
+#[test]
+fn tiny_en_long_form_wer() {
+    let wer = manifest_wer("manifest_long.tsv");
+    println!("tiny.en greedy, manifest_long.tsv: WER {wer:.2} %");
+    assert!(wer <= 1.5, "WER {wer:.2} % > 1.5 %");
+}
+
+#[test]
+fn silence_and_noise_produce_no_text() {
+    for file in ["silence_30s.wav", "noise_30s.wav"] {
+        let cues = transcribe(&eval_file(file), &[]);
+        assert!(cues.is_empty(), "{file} produced text: {cues:?}");
+    }
+}
+
+fn count_words(text: &str, words: &[&str]) -> usize {
+    text.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| words.contains(w))
+        .count()
+}
+
+const ENGLISH: &[&str] = &["the", "and", "of", "to", "is", "this", "any", "without", "or", "copy"];
+const GERMAN: &[&str] = &["der", "die", "und", "zu", "das", "den", "dies", "diese", "recht", "bedingungen"];
+
+#[test]
+fn base_detects_english_then_german_per_window() {
+    let cues = transcribe(&eval_file("multilingual_en_de.wav"), &[("model", "base"), ("language", "auto")]);
+    let english: String = cues.iter().filter(|c| c.start < 25.0).map(|c| c.text.as_str()).collect::<Vec<_>>().join(" ");
+    let german: String = cues.iter().filter(|c| c.start >= 30.0).map(|c| c.text.as_str()).collect::<Vec<_>>().join(" ");
+    println!("English part: {english}\nGerman part: {german}");
+    assert!(count_words(&english, ENGLISH) >= 5 && count_words(&english, GERMAN) == 0, "first part is not English: {english}");
+    assert!(count_words(&german, GERMAN) >= 5 && count_words(&german, ENGLISH) <= 1, "second part is not German: {german}");
+    assert!(german.contains(['ä', 'ö', 'ü', 'ß']), "German text without umlauts: {german}");
+}
