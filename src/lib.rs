@@ -14,6 +14,7 @@
 use gst::glib;
 
 pub mod audio;
+pub mod caps;
 pub mod decoding;
 pub mod model;
 

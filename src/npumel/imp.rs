@@ -6,7 +6,7 @@ use gst::subclass::prelude::*;
 use npuwhisper_kernels::mel::LogMel;
 
 use crate::audio::{AudioWindow, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES};
-use crate::f32buf;
+use crate::{caps, f32buf};
 use crate::model::MEL_FRAMES;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -562,11 +562,7 @@ impl ElementImpl for NpuMel {
             )
             .unwrap();
 
-            let src_caps = gst::Caps::builder("audio/x-npuwhisper-mel")
-                .field("n-mels", gst::IntRange::new(1i32, 256))
-                .field("frames", MEL_FRAMES as i32)
-                .field("format", "F32LE")
-                .build();
+            let src_caps = caps::mel(None);
             let src = gst::PadTemplate::new(
                 "src",
                 gst::PadDirection::Src,

@@ -4,7 +4,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::model;
+use crate::{caps, model};
 use crate::npuwhisperdec::{self, NpuWhisperTask};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -217,9 +217,7 @@ impl ElementImpl for NpuWhisperBin {
                 "src",
                 gst::PadDirection::Src,
                 gst::PadPresence::Always,
-                &gst::Caps::builder("text/x-raw")
-                    .field("format", "utf8")
-                    .build(),
+                &caps::text(),
             )
             .unwrap();
             vec![sink, src]

@@ -6,7 +6,7 @@ use gst::subclass::prelude::*;
 
 use super::NpuWhisperTask;
 use crate::decoding::{DecodeOptions, Transcriber};
-use crate::f32buf;
+use crate::{caps, f32buf};
 use crate::model::{self, Model, ENCODER_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -262,9 +262,7 @@ impl NpuWhisperDec {
         state.width = Some(width as usize);
         drop(state);
 
-        let src_caps = gst::Caps::builder("text/x-raw")
-            .field("format", "utf8")
-            .build();
+        let src_caps = caps::text();
         self.srcpad.push_event(gst::event::Caps::new(&src_caps))
     }
 
@@ -604,11 +602,7 @@ impl ElementImpl for NpuWhisperDec {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let sink_caps = gst::Caps::builder("application/x-npuwhisper-states")
-                .field("width", gst::IntRange::new(1i32, 4096))
-                .field("frames", ENCODER_FRAMES as i32)
-                .field("format", "F32LE")
-                .build();
+            let sink_caps = caps::states(None);
             let sink = gst::PadTemplate::new(
                 "sink",
                 gst::PadDirection::Sink,
@@ -617,9 +611,7 @@ impl ElementImpl for NpuWhisperDec {
             )
             .unwrap();
 
-            let src_caps = gst::Caps::builder("text/x-raw")
-                .field("format", "utf8")
-                .build();
+            let src_caps = caps::text();
             let src = gst::PadTemplate::new(
                 "src",
                 gst::PadDirection::Src,

@@ -4,7 +4,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::f32buf;
+use crate::{caps, f32buf};
 use crate::model::{self, Model, ENCODER_FRAMES, MEL_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -169,11 +169,7 @@ impl NpuWhisperEnc {
         state.n_mels = Some(n_mels as usize);
         drop(state);
 
-        let src_caps = gst::Caps::builder("application/x-npuwhisper-states")
-            .field("width", model.d_model() as i32)
-            .field("frames", ENCODER_FRAMES as i32)
-            .field("format", "F32LE")
-            .build();
+        let src_caps = caps::states(Some(model.d_model()));
         gst::debug!(CAT, imp = self, "Output caps {src_caps}");
         self.srcpad.push_event(gst::event::Caps::new(&src_caps))
     }
@@ -434,11 +430,7 @@ impl ElementImpl for NpuWhisperEnc {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let sink_caps = gst::Caps::builder("audio/x-npuwhisper-mel")
-                .field("n-mels", gst::IntRange::new(1i32, 256))
-                .field("frames", MEL_FRAMES as i32)
-                .field("format", "F32LE")
-                .build();
+            let sink_caps = caps::mel(None);
             let sink = gst::PadTemplate::new(
                 "sink",
                 gst::PadDirection::Sink,
@@ -447,11 +439,7 @@ impl ElementImpl for NpuWhisperEnc {
             )
             .unwrap();
 
-            let src_caps = gst::Caps::builder("application/x-npuwhisper-states")
-                .field("width", gst::IntRange::new(1i32, 4096))
-                .field("frames", ENCODER_FRAMES as i32)
-                .field("format", "F32LE")
-                .build();
+            let src_caps = caps::states(None);
             let src = gst::PadTemplate::new(
                 "src",
                 gst::PadDirection::Src,
