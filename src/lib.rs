@@ -17,6 +17,7 @@ pub mod audio;
 pub mod caps;
 pub mod decoding;
 pub mod model;
+mod model_property;
 
 mod f32buf;
 mod npumel;

@@ -4,7 +4,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::{caps, model};
+use crate::{caps, model_property};
 use crate::npuwhisperdec::{self, NpuWhisperTask};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -124,12 +124,7 @@ impl ObjectImpl for NpuWhisperBin {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             vec![
-                glib::ParamSpecString::builder("model")
-                    .nick("Model")
-                    .blurb(crate::npuwhisperenc::MODEL_BLURB)
-                    .default_value(Some(model::DEFAULT_MODEL))
-                    .mutable_ready()
-                    .build(),
+                model_property::param_spec(),
                 glib::ParamSpecString::builder("language")
                     .nick("Language")
                     .blurb(npuwhisperdec::LANGUAGE_BLURB)

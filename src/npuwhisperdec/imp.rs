@@ -6,7 +6,7 @@ use gst::subclass::prelude::*;
 
 use super::NpuWhisperTask;
 use crate::decoding::{DecodeOptions, Transcriber};
-use crate::{caps, f32buf};
+use crate::{caps, f32buf, model_property};
 use crate::model::{self, Model, ENCODER_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -117,34 +117,17 @@ impl NpuWhisperDec {
                 return Ok(m.clone());
             }
         }
-        let path = model::resolve_model_path(&name);
-        gst::debug!(
-            CAT,
-            imp = self,
-            "Loading model {name:?} from {}",
-            path.display()
-        );
-        match model::load_shared(&path) {
+        gst::debug!(CAT, imp = self, "Loading model {name:?}");
+        match model_property::load(&name) {
             Ok(m) => {
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "Loaded {}: width {}",
-                    path.display(),
-                    m.d_model()
-                );
+                gst::info!(CAT, imp = self, "Loaded {}: width {}", m.dir.display(), m.d_model());
                 let mut state = self.state();
                 state.model = Some(m.clone());
                 state.model_name = name;
                 Ok(m)
             }
-            Err(err) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::ResourceError::OpenRead,
-                    ("Could not load Whisper model: {}", err),
-                    ["model property: {:?}", name]
-                );
+            Err(msg) => {
+                self.post_error_message(msg);
                 Err(gst::StateChangeError)
             }
         }
@@ -495,12 +478,7 @@ impl ObjectImpl for NpuWhisperDec {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             vec![
-                glib::ParamSpecString::builder("model")
-                    .nick("Model")
-                    .blurb(crate::npuwhisperenc::MODEL_BLURB)
-                    .default_value(Some(model::DEFAULT_MODEL))
-                    .mutable_ready()
-                    .build(),
+                model_property::param_spec(),
                 glib::ParamSpecString::builder("language")
                     .nick("Language")
                     .blurb(super::LANGUAGE_BLURB)

@@ -4,7 +4,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::{caps, f32buf};
+use crate::{caps, f32buf, model_property};
 use crate::model::{self, Model, ENCODER_FRAMES, MEL_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -63,35 +63,17 @@ impl NpuWhisperEnc {
                 return Ok(());
             }
         }
-        let path = model::resolve_model_path(&name);
-        gst::debug!(
-            CAT,
-            imp = self,
-            "Loading model {name:?} from {}",
-            path.display()
-        );
-        match model::load_shared(&path) {
+        gst::debug!(CAT, imp = self, "Loading model {name:?}");
+        match model_property::load(&name) {
             Ok(m) => {
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "Loaded {}: {} mel bins, width {}",
-                    path.display(),
-                    m.n_mels(),
-                    m.d_model()
-                );
+                gst::info!(CAT, imp = self, "Loaded {}: {} mel bins, width {}", m.dir.display(), m.n_mels(), m.d_model());
                 let mut state = self.state();
                 state.model = Some(m);
                 state.model_name = name;
                 Ok(())
             }
-            Err(err) => {
-                gst::element_imp_error!(
-                    self,
-                    gst::ResourceError::OpenRead,
-                    ("Could not load Whisper model: {}", err),
-                    ["model property: {:?}", name]
-                );
+            Err(msg) => {
+                self.post_error_message(msg);
                 Err(gst::StateChangeError)
             }
         }
@@ -364,12 +346,7 @@ impl ObjectSubclass for NpuWhisperEnc {
 impl ObjectImpl for NpuWhisperEnc {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![glib::ParamSpecString::builder("model")
-                .nick("Model")
-                .blurb(super::MODEL_BLURB)
-                .default_value(Some(model::DEFAULT_MODEL))
-                .mutable_ready()
-                .build()]
+            vec![model_property::param_spec()]
         });
         PROPERTIES.as_ref()
     }

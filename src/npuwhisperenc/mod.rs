@@ -39,5 +39,3 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     )
 }
 
-/// Blurb of the `model` property, shared by the encoder, decoder and bin.
-pub(crate) const MODEL_BLURB: &str = "Whisper model: a CTranslate2 model directory, or a model name in the models directory (NPUWHISPER_MODELS_DIR, default ~/.local/share/npuwhisper/models)";
