@@ -34,3 +34,13 @@ pub fn states(width: Option<usize>) -> gst::Caps {
 pub fn text() -> gst::Caps {
     gst::Caps::builder("text/x-raw").field("format", "utf8").build()
 }
+
+/// The always `sink` and `src` pad templates of a one-in, one-out element.
+pub fn sink_src_templates(sink: &gst::Caps, src: &gst::Caps) -> Vec<gst::PadTemplate> {
+    [("sink", gst::PadDirection::Sink, sink), ("src", gst::PadDirection::Src, src)]
+        .into_iter()
+        .map(|(name, dir, caps)| {
+            gst::PadTemplate::new(name, dir, gst::PadPresence::Always, caps).expect("static pad template is valid")
+        })
+        .collect()
+}

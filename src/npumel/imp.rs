@@ -554,23 +554,8 @@ impl ElementImpl for NpuMel {
                 .rate(SAMPLE_RATE as i32)
                 .channels(1)
                 .build();
-            let sink = gst::PadTemplate::new(
-                "sink",
-                gst::PadDirection::Sink,
-                gst::PadPresence::Always,
-                &sink_caps,
-            )
-            .unwrap();
-
             let src_caps = caps::mel(None);
-            let src = gst::PadTemplate::new(
-                "src",
-                gst::PadDirection::Src,
-                gst::PadPresence::Always,
-                &src_caps,
-            )
-            .unwrap();
-            vec![sink, src]
+            caps::sink_src_templates(&sink_caps, &src_caps)
         });
         PAD_TEMPLATES.as_ref()
     }

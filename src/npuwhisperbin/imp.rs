@@ -201,21 +201,7 @@ impl ElementImpl for NpuWhisperBin {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let sink = gst::PadTemplate::new(
-                "sink",
-                gst::PadDirection::Sink,
-                gst::PadPresence::Always,
-                &gst::Caps::new_empty_simple("audio/x-raw"),
-            )
-            .unwrap();
-            let src = gst::PadTemplate::new(
-                "src",
-                gst::PadDirection::Src,
-                gst::PadPresence::Always,
-                &caps::text(),
-            )
-            .unwrap();
-            vec![sink, src]
+            caps::sink_src_templates(&gst::Caps::new_empty_simple("audio/x-raw"), &caps::text())
         });
         PAD_TEMPLATES.as_ref()
     }

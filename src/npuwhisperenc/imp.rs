@@ -408,23 +408,8 @@ impl ElementImpl for NpuWhisperEnc {
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let sink_caps = caps::mel(None);
-            let sink = gst::PadTemplate::new(
-                "sink",
-                gst::PadDirection::Sink,
-                gst::PadPresence::Always,
-                &sink_caps,
-            )
-            .unwrap();
-
             let src_caps = caps::states(None);
-            let src = gst::PadTemplate::new(
-                "src",
-                gst::PadDirection::Src,
-                gst::PadPresence::Always,
-                &src_caps,
-            )
-            .unwrap();
-            vec![sink, src]
+            caps::sink_src_templates(&sink_caps, &src_caps)
         });
         PAD_TEMPLATES.as_ref()
     }
