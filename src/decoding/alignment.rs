@@ -15,6 +15,8 @@ pub struct WordTiming {
     pub tokens: Vec<u32>,
     pub start: f64,
     pub end: f64,
+    /// Mean probability of its tokens when sampled (1 until known).
+    pub probability: f32,
 }
 
 /// Groups text tokens into words: a word starts at a token that begins with a space; punctuation
@@ -111,7 +113,7 @@ pub fn align_words(
         let start = jump_times[boundary];
         boundary += word_tokens.len();
         let end = jump_times[boundary.min(n - 1)].max(start);
-        out.push(WordTiming { text, tokens: word_tokens, start, end: end.min(content_seconds) });
+        out.push(WordTiming { text, tokens: word_tokens, start, end: end.min(content_seconds), probability: 1.0 });
     }
     Ok(out)
 }

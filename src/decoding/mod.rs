@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use npuwhisper_kernels::ops::{log_softmax, softmax};
 
-use crate::model::{DecoderSession, Model, SECONDS_PER_TIMESTAMP};
+use crate::model::{CrossKv, DecoderSession, Model, Sequence, SECONDS_PER_TIMESTAMP};
 pub use alignment::WordTiming;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,14 +25,29 @@ pub struct DecodeOptions {
     pub task: Task,
     /// Feed the previous window's text as prompt.
     pub condition_on_previous_text: bool,
+    /// Text given as if it had been said before the first window: names, spelling, style.
+    pub initial_prompt: Option<String>,
+    /// Hypotheses kept by beam search at temperature 0; 1 is greedy.
+    pub beam_size: usize,
+    /// Samples drawn at each temperature above 0; the likeliest is kept.
+    pub best_of: usize,
+    /// Temperatures tried in turn while a window's text looks wrong (Whisper: 0.0, 0.2, … 1.0).
+    /// Only the first is tried when empty or of length one.
+    pub temperatures: Vec<f32>,
+    /// Text that gzip compresses better than this is a loop of repeats: decode again hotter.
+    pub compression_ratio_threshold: f32,
     /// A window whose no-speech probability is above this and whose average log-probability is
     /// below `logprob_threshold` is taken as silence.
     pub no_speech_threshold: f32,
+    /// Text whose average log-probability is below this is decoded again hotter.
     pub logprob_threshold: f32,
     /// Time every word by cross-attention alignment, and cut segments into phrases at
     /// punctuation and pauses, so that each piece of text starts where it is spoken.
     pub word_timestamps: bool,
 }
+
+/// Whisper's fallback temperatures.
+pub const FALLBACK_TEMPERATURES: [f32; 6] = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0];
 
 impl Default for DecodeOptions {
     fn default() -> Self {
@@ -40,6 +55,11 @@ impl Default for DecodeOptions {
             language: None,
             task: Task::Transcribe,
             condition_on_previous_text: true,
+            initial_prompt: None,
+            beam_size: 1,
+            best_of: 5,
+            temperatures: FALLBACK_TEMPERATURES.to_vec(),
+            compression_ratio_threshold: 2.4,
             no_speech_threshold: 0.6,
             logprob_threshold: -1.0,
             word_timestamps: true,
@@ -72,17 +92,52 @@ const SAMPLE_LEN: usize = 224;
 /// Text ending this long before the window does is taken to have left speech out.
 const UNCOVERED_TAIL_SECONDS: f64 = 1.5;
 const MAX_TAIL_PASSES: usize = 2;
+/// Text decoded this hot is too unsure to prompt the next window with (Whisper's rule).
+const PROMPT_RESET_TEMPERATURE: f32 = 0.5;
 
 /// Decodes windows one after another, keeping the previous text as prompt.
 pub struct Transcriber {
     model: Arc<Model>,
     options: DecodeOptions,
     prompt: Vec<u32>,
+    initial_prompt: Vec<u32>,
+    rng: fastrand::Rng,
+}
+
+/// One search's outcome over a window.
+struct Decoded {
+    sot_sequence: Vec<u32>,
+    tokens: Vec<u32>,
+    /// Log-probability of each of `tokens` when sampled (0 for forced ones).
+    token_logprobs: Vec<f32>,
+    sum_logprob: f32,
+    no_speech_prob: f32,
+    temperature: f32,
+}
+
+impl Decoded {
+    /// Whisper's average: the end-of-text token counts as one more.
+    fn avg_logprob(&self) -> f32 {
+        self.sum_logprob / (self.tokens.len() + 1) as f32
+    }
+}
+
+/// A hypothesis in a search: its cache, its sampled tokens and their summed log-probability.
+#[derive(Clone)]
+struct Hypothesis {
+    seq: Sequence,
+    tokens: Vec<u32>,
+    token_logprobs: Vec<f32>,
+    sum_logprob: f32,
 }
 
 impl Transcriber {
     pub fn new(model: Arc<Model>, options: DecodeOptions) -> Self {
-        Transcriber { model, options, prompt: Vec::new() }
+        let initial_prompt = match options.initial_prompt.as_deref().map(str::trim) {
+            Some(text) if !text.is_empty() => model.tokenizer.encode(&format!(" {text}")),
+            _ => Vec::new(),
+        };
+        Transcriber { model, options, prompt: initial_prompt.clone(), initial_prompt, rng: fastrand::Rng::with_seed(0x5eed) }
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -93,7 +148,8 @@ impl Transcriber {
     /// lasts `content_seconds` (≤ 30). Segment times are clipped to the content.
     pub fn transcribe(&mut self, states: &[f32], content_seconds: f64) -> WindowResult {
         let model = Arc::clone(&self.model);
-        let mut session = model.decoder_session(states);
+        let cross = model.cross_kv(states);
+        let mut session = model.decoder_session(&cross);
         let language = if model.is_multilingual() {
             Some(match &self.options.language {
                 Some(code) if model.tokenizer.language_token(code).is_some() => code.clone(),
@@ -102,22 +158,26 @@ impl Transcriber {
         } else {
             None
         };
-        let prompt = if self.options.condition_on_previous_text { self.prompt.clone() } else { Vec::new() };
-        let mut decoded = match self.decode(&model, &mut session, language.as_deref(), &prompt, &[]) {
+        let prompt = if self.options.condition_on_previous_text || self.prompt == self.initial_prompt { self.prompt.clone() } else { Vec::new() };
+        let mut decoded = match self.decode_with_fallback(&model, &cross, language.as_deref(), &prompt) {
             Ok(d) => d,
             Err(_) => return WindowResult { language, ..Default::default() },
         };
-        let avg_logprob = decoded.sum_logprob / (decoded.tokens.len() + 1) as f32;
+        let avg_logprob = decoded.avg_logprob();
         let silent = decoded.no_speech_prob > self.options.no_speech_threshold && avg_logprob < self.options.logprob_threshold;
         if silent {
             return WindowResult { language, segments: Vec::new(), no_speech_prob: decoded.no_speech_prob, avg_logprob };
         }
-        self.decode_uncovered_tail(&model, &mut session, language.as_deref(), &prompt, &mut decoded, content_seconds);
+        self.decode_uncovered_tail(&model, &cross, language.as_deref(), &prompt, &mut decoded, content_seconds);
         let mut segments = split_segments(&model, &decoded.tokens, content_seconds, avg_logprob);
         if self.options.word_timestamps {
             let text_tokens: Vec<u32> = segments.iter().flat_map(|s| s.words[0].tokens.clone()).collect();
             if let Ok(words) = alignment::align_words(&model, &mut session, &decoded.sot_sequence, &text_tokens, content_seconds) {
-                segments = phrases(attach_words(segments, words));
+                let mut attached = attach_words(segments, words);
+                set_word_probabilities(&model, &decoded, &mut attached);
+                clamp_long_words(&mut attached);
+                attached.retain(|seg| !is_hallucination(seg));
+                segments = phrases(attached);
             }
         }
         for s in &mut segments {
@@ -125,19 +185,49 @@ impl Transcriber {
                 s.words.clear();
             }
         }
-        if self.options.condition_on_previous_text {
+        if self.options.condition_on_previous_text && decoded.temperature <= PROMPT_RESET_TEMPERATURE {
             self.prompt.extend(decoded.tokens.iter().filter(|&&t| t != model.tokenizer.eot));
             let keep = model.dims.max_text_positions / 2 - 1;
             if self.prompt.len() > keep {
                 self.prompt.drain(..self.prompt.len() - keep);
             }
+        } else {
+            self.prompt.clear();
         }
         WindowResult { language, segments, no_speech_prob: decoded.no_speech_prob, avg_logprob }
     }
 
-    /// Forgets the prompt (after a flush or discontinuity).
+    /// Forgets the previous text (after a flush or discontinuity); the initial prompt stays.
     pub fn reset(&mut self) {
-        self.prompt.clear();
+        self.prompt = self.initial_prompt.clone();
+    }
+
+    /// Whisper's temperature fallback: decode at each temperature in turn until the text neither
+    /// repeats itself (compression ratio) nor is unlikely (average log-probability). A window
+    /// that is likely silence is not retried. When every temperature fails, the likeliest
+    /// result that does not repeat itself is kept (as faster-whisper does).
+    fn decode_with_fallback(&mut self, model: &Model, cross: &Arc<CrossKv>, language: Option<&str>, prompt: &[u32]) -> Result<Decoded, String> {
+        let o = self.options.clone();
+        let temperatures = if o.temperatures.is_empty() { vec![0.0] } else { o.temperatures.clone() };
+        let mut tried: Vec<(Decoded, bool)> = Vec::new();
+        for &temperature in &temperatures {
+            let decoded = self.search(model, cross, language, prompt, &[], temperature)?;
+            let avg = decoded.avg_logprob();
+            let repeats = compression_ratio(&model.tokenizer.decode(&text_only(model, &decoded.tokens))) > o.compression_ratio_threshold;
+            let silence = decoded.no_speech_prob > o.no_speech_threshold && avg < o.logprob_threshold;
+            let good = silence || (!repeats && avg >= o.logprob_threshold);
+            tried.push((decoded, repeats));
+            if good {
+                return Ok(tried.pop().unwrap().0);
+            }
+        }
+        let any_unrepeated = tried.iter().any(|(_, repeats)| !repeats);
+        let best = tried
+            .into_iter()
+            .filter(|(_, repeats)| !any_unrepeated || !repeats)
+            .map(|(d, _)| d)
+            .max_by(|a, b| a.avg_logprob().total_cmp(&b.avg_logprob()));
+        best.ok_or_else(|| "nothing decoded".into())
     }
 
     /// Whisper now and then stops before the end of the speech in its window (a habit learnt from
@@ -145,9 +235,9 @@ impl Transcriber {
     /// that ends well before the window does has left speech out: decode again from the last
     /// timestamp, with what was decoded as prompt, and keep what comes with confidence.
     fn decode_uncovered_tail(
-        &self,
+        &mut self,
         model: &Model,
-        session: &mut DecoderSession<'_>,
+        cross: &Arc<CrossKv>,
         language: Option<&str>,
         prompt: &[u32],
         decoded: &mut Decoded,
@@ -163,25 +253,29 @@ impl Transcriber {
             }
             let mut context: Vec<u32> = prompt.iter().chain(&decoded.tokens).copied().collect();
             context.drain(..context.len().saturating_sub(keep));
-            let Ok(more) = self.decode(model, session, language, &context, &[last]) else { return };
+            let Ok(more) = self.search(model, cross, language, &context, &[last], 0.0) else { return };
             let texts = more.tokens.iter().filter(|&&t| t < tok.eot).count();
-            let avg_logprob = more.sum_logprob / (more.tokens.len() + 1) as f32;
-            if texts == 0 || avg_logprob < self.options.logprob_threshold {
+            if texts == 0 || more.avg_logprob() < self.options.logprob_threshold {
                 return;
             }
-            decoded.tokens.extend_from_slice(&more.tokens);
+            // The forced first timestamp is already the last of `decoded`.
+            decoded.tokens.extend_from_slice(&more.tokens[1..]);
+            decoded.token_logprobs.extend_from_slice(&more.token_logprobs[1..]);
             decoded.sum_logprob += more.sum_logprob;
         }
     }
 
-    /// Greedy decoding after `prompt` (previous text), with `prefix` forced as the first tokens.
-    fn decode(
-        &self,
+    /// One search over a window after `prompt` (previous text), with `prefix` forced as the first
+    /// tokens: beam search at temperature 0 when `beam_size` > 1, else greedy; at a temperature
+    /// above 0, `best_of` samples of which the likeliest wins.
+    fn search(
+        &mut self,
         model: &Model,
-        session: &mut DecoderSession<'_>,
+        cross: &Arc<CrossKv>,
         language: Option<&str>,
         prompt: &[u32],
         prefix: &[u32],
+        temperature: f32,
     ) -> Result<Decoded, String> {
         let tok = &model.tokenizer;
         let mut sot_sequence = vec![tok.sot];
@@ -198,41 +292,202 @@ impl Transcriber {
         initial.extend_from_slice(&sot_sequence);
         initial.extend_from_slice(prefix);
 
-        session.reset();
-        let hidden = session.forward(&initial)?;
+        let mut root = model.sequence(cross);
+        let hidden = model.decode_forward(&mut [&mut root], &[&initial])?;
         let d = model.dims.d_model;
         let no_speech_prob = match tok.no_speech {
             Some(ns) => {
-                let mut p = session.logits(&hidden[sot_index * d..(sot_index + 1) * d]);
+                let mut p = model.logits(1, &hidden[sot_index * d..(sot_index + 1) * d]);
                 softmax(&mut p);
                 p[ns as usize]
             }
             None => 0.0,
         };
-        let mut logits = session.logits(&hidden[hidden.len() - d..]);
-        let rules = rules::Rules::new(model);
-        let (mut tokens, mut sum_logprob, mut logprobs) = (prefix.to_vec(), 0f32, Vec::new());
-        for _ in 0..SAMPLE_LEN {
-            rules.apply(&tokens, &mut logits);
-            log_softmax(&logits, &mut logprobs);
-            let next = argmax(&logits);
-            sum_logprob += logprobs[next as usize];
-            if next == tok.eot || session.remaining() == 0 {
-                break;
-            }
-            tokens.push(next);
-            let h = session.forward(&[next])?;
-            logits = session.logits(&h);
-        }
-        Ok(Decoded { tokens, sum_logprob, no_speech_prob, sot_sequence })
+        let logits = model.logits(1, &hidden[hidden.len() - d..]);
+        let root = Hypothesis { seq: root, tokens: prefix.to_vec(), token_logprobs: vec![0.0; prefix.len()], sum_logprob: 0.0 };
+        let best = if temperature == 0.0 && self.options.beam_size > 1 {
+            beam_search(model, root, logits, self.options.beam_size)?
+        } else {
+            let n = if temperature > 0.0 { self.options.best_of.max(1) } else { 1 };
+            sample(model, root, logits, n, temperature, &mut self.rng)?
+        };
+        Ok(Decoded { tokens: best.tokens, token_logprobs: best.token_logprobs, sum_logprob: best.sum_logprob, no_speech_prob, sot_sequence, temperature })
     }
 }
 
-struct Decoded {
-    sot_sequence: Vec<u32>,
-    tokens: Vec<u32>,
-    sum_logprob: f32,
-    no_speech_prob: f32,
+/// Runs each hypothesis's last token through the decoder, all in one batch; returns their logits.
+fn step(model: &Model, hyps: &mut [&mut Hypothesis]) -> Result<Vec<Vec<f32>>, String> {
+    let last: Vec<[u32; 1]> = hyps.iter().map(|h| [*h.tokens.last().expect("a token was just sampled")]).collect();
+    let tokens: Vec<&[u32]> = last.iter().map(|t| &t[..]).collect();
+    let mut seqs: Vec<&mut Sequence> = hyps.iter_mut().map(|h| &mut h.seq).collect();
+    let hidden = model.decode_forward(&mut seqs, &tokens)?;
+    let logits = model.logits(hyps.len(), &hidden);
+    Ok(logits.chunks(model.dims.vocab_size).map(<[f32]>::to_vec).collect())
+}
+
+/// Greedy decoding (`n` = 1, temperature 0), or `n` independent samples at `temperature`;
+/// returns the tokens and summed log-probability of the likeliest (by average log-probability).
+fn sample(model: &Model, root: Hypothesis, logits: Vec<f32>, n: usize, temperature: f32, rng: &mut fastrand::Rng) -> Result<Hypothesis, String> {
+    let eot = model.tokenizer.eot;
+    let rules = rules::Rules::new(model);
+    let mut hyps = vec![root; n];
+    let mut logits = vec![logits; n];
+    let mut done = vec![false; n];
+    let (mut logprobs, mut probs) = (Vec::new(), Vec::new());
+    for _ in 0..SAMPLE_LEN {
+        for (i, h) in hyps.iter_mut().enumerate() {
+            if done[i] {
+                continue;
+            }
+            rules.apply(&h.tokens, &mut logits[i]);
+            log_softmax(&logits[i], &mut logprobs);
+            let next = if temperature > 0.0 {
+                probs.clear();
+                probs.extend(logits[i].iter().map(|&l| l / temperature));
+                softmax(&mut probs);
+                draw(&probs, rng.f32())
+            } else {
+                argmax(&logits[i])
+            };
+            h.sum_logprob += logprobs[next as usize];
+            if next == eot || h.seq.remaining() == 0 {
+                done[i] = true;
+            } else {
+                h.tokens.push(next);
+                h.token_logprobs.push(logprobs[next as usize]);
+            }
+        }
+        let mut live: Vec<&mut Hypothesis> = hyps.iter_mut().zip(&done).filter(|(_, d)| !**d).map(|(h, _)| h).collect();
+        if live.is_empty() {
+            break;
+        }
+        let next_logits = step(model, &mut live)?;
+        let live_index: Vec<usize> = (0..n).filter(|&i| !done[i]).collect();
+        for (i, l) in live_index.into_iter().zip(next_logits) {
+            logits[i] = l;
+        }
+    }
+    let best = hyps
+        .into_iter()
+        .max_by(|a, b| {
+            let score = |h: &Hypothesis| h.sum_logprob / (h.tokens.len() + 1) as f32;
+            score(a).total_cmp(&score(b))
+        })
+        .expect("n ≥ 1");
+    Ok(best)
+}
+
+/// Beam search as Whisper's: each step keeps the `beam` likeliest continuations of all beams,
+/// until `beam` hypotheses have ended; the winner has the best log-probability per token.
+fn beam_search(model: &Model, root: Hypothesis, logits: Vec<f32>, beam: usize) -> Result<Hypothesis, String> {
+    let eot = model.tokenizer.eot;
+    let rules = rules::Rules::new(model);
+    let mut beams = vec![root];
+    let mut beam_logits = vec![logits];
+    let mut finished: Vec<Hypothesis> = Vec::new();
+    let mut logprobs = Vec::new();
+    for _ in 0..SAMPLE_LEN {
+        // (summed log-probability, parent beam, token, token log-probability)
+        let mut candidates: Vec<(f32, usize, u32, f32)> = Vec::new();
+        for (i, h) in beams.iter().enumerate() {
+            rules.apply(&h.tokens, &mut beam_logits[i]);
+            log_softmax(&beam_logits[i], &mut logprobs);
+            for t in top_k(&logprobs, beam + 1) {
+                candidates.push((h.sum_logprob + logprobs[t as usize], i, t, logprobs[t as usize]));
+            }
+        }
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut kept: Vec<(f32, usize, u32, f32)> = Vec::new();
+        for (sum, parent, t, lp) in candidates {
+            if sum == f32::NEG_INFINITY {
+                break;
+            }
+            if t == eot || beams[parent].seq.remaining() == 0 {
+                if finished.len() < beam {
+                    let p = &beams[parent];
+                    // The cache is not needed once finished: share the parent's.
+                    finished.push(Hypothesis { seq: p.seq.clone(), tokens: p.tokens.clone(), token_logprobs: p.token_logprobs.clone(), sum_logprob: sum });
+                }
+            } else {
+                kept.push((sum, parent, t, lp));
+                if kept.len() == beam {
+                    break;
+                }
+            }
+        }
+        if finished.len() >= beam || kept.is_empty() {
+            break;
+        }
+        // A parent's cache moves to its last child and is copied for the others.
+        let mut uses = vec![0usize; beams.len()];
+        kept.iter().for_each(|&(_, p, _, _)| uses[p] += 1);
+        let mut parents: Vec<Option<Hypothesis>> = beams.into_iter().map(Some).collect();
+        beams = kept
+            .iter()
+            .map(|&(sum, p, t, lp)| {
+                uses[p] -= 1;
+                let mut h = if uses[p] == 0 { parents[p].take().expect("parent still held") } else { parents[p].clone().expect("parent still held") };
+                h.tokens.push(t);
+                h.token_logprobs.push(lp);
+                h.sum_logprob = sum;
+                h
+            })
+            .collect();
+        let mut refs: Vec<&mut Hypothesis> = beams.iter_mut().collect();
+        beam_logits = step(model, &mut refs)?;
+    }
+    if finished.is_empty() {
+        finished = beams;
+    }
+    let score = |h: &Hypothesis| h.sum_logprob / (h.tokens.len() + 1) as f32;
+    Ok(finished.into_iter().max_by(|a, b| score(a).total_cmp(&score(b))).expect("a beam finished"))
+}
+
+/// Indices of the `k` largest finite values, largest first.
+fn top_k(v: &[f32], k: usize) -> Vec<u32> {
+    let mut best: Vec<u32> = Vec::with_capacity(k + 1);
+    for (i, &x) in v.iter().enumerate() {
+        if x == f32::NEG_INFINITY || (best.len() == k && x <= v[best[k - 1] as usize]) {
+            continue;
+        }
+        let at = best.partition_point(|&j| v[j as usize] >= x);
+        best.insert(at, i as u32);
+        best.truncate(k);
+    }
+    best
+}
+
+/// The index where the cumulative sum of `probs` passes `u` ∈ [0, 1).
+fn draw(probs: &[f32], u: f32) -> u32 {
+    let mut acc = 0.0;
+    let mut last_nonzero = 0;
+    for (i, &p) in probs.iter().enumerate() {
+        if p > 0.0 {
+            acc += p;
+            last_nonzero = i;
+            if acc > u {
+                return i as u32;
+            }
+        }
+    }
+    last_nonzero as u32
+}
+
+/// The text tokens of a sampled sequence (no timestamps, no specials).
+fn text_only(model: &Model, tokens: &[u32]) -> Vec<u32> {
+    tokens.iter().copied().filter(|&t| t < model.tokenizer.eot).collect()
+}
+
+/// Whisper's repetition measure: text bytes over zlib-compressed bytes.
+pub fn compression_ratio(text: &str) -> f32 {
+    use std::io::Write;
+    if text.is_empty() {
+        return 0.0;
+    }
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(text.as_bytes()).expect("writing to memory");
+    let compressed = z.finish().expect("writing to memory");
+    text.len() as f32 / compressed.len() as f32
 }
 
 fn argmax(v: &[f32]) -> u32 {
@@ -270,7 +525,7 @@ fn split_segments(model: &Model, tokens: &[u32], content_seconds: f64, avg_logpr
         if !s.trim().is_empty() && start < content_seconds {
             let end = end.clamp(start, content_seconds);
             // Until words are aligned, the segment is one "word" holding all its tokens.
-            let words = vec![WordTiming { text: s.clone(), tokens, start, end }];
+            let words = vec![WordTiming { text: s.clone(), tokens, start, end, probability: 1.0 }];
             segments.push(Segment { start, end, text: s, avg_logprob, words });
         }
     };
@@ -317,6 +572,75 @@ fn attach_words(segments: Vec<Segment>, words: Vec<WordTiming>) -> Vec<Segment> 
         .collect()
 }
 
+/// Whisper's remedy for words that swallow a pause, music or noise next to them (`timing.py`): a
+/// segment's first word, or one after a sentence end, starts at most twice the median word
+/// length before it ends; a word ending a sentence ends at most that long after it starts.
+fn clamp_long_words(segments: &mut [Segment]) {
+    let mut durations: Vec<f64> = segments.iter().flat_map(|s| &s.words).map(|w| w.end - w.start).filter(|&d| d > 0.0).collect();
+    if durations.is_empty() {
+        return;
+    }
+    durations.sort_by(f64::total_cmp);
+    let max_duration = 2.0 * durations[durations.len() / 2].min(0.7);
+    let ends_sentence = |w: &WordTiming| w.text.trim_end().ends_with(['.', '!', '?']);
+    for seg in segments.iter_mut() {
+        let mut after_sentence_end = true;
+        for w in &mut seg.words {
+            if w.end - w.start > max_duration {
+                if after_sentence_end {
+                    w.start = w.end - max_duration;
+                } else if ends_sentence(w) {
+                    w.end = w.start + max_duration;
+                }
+            }
+            after_sentence_end = ends_sentence(w);
+        }
+        if let (Some(first), Some(last)) = (seg.words.first(), seg.words.last()) {
+            seg.start = first.start;
+            seg.end = last.end.max(first.start);
+        }
+    }
+}
+
+/// Gives each word the mean probability of its tokens (words hold the text tokens in order).
+fn set_word_probabilities(model: &Model, decoded: &Decoded, segments: &mut [Segment]) {
+    let eot = model.tokenizer.eot;
+    let mut text_logprobs = decoded.tokens.iter().zip(&decoded.token_logprobs).filter(|(&t, _)| t < eot).map(|(_, &lp)| lp);
+    for w in segments.iter_mut().flat_map(|s| s.words.iter_mut()) {
+        let probs: Vec<f32> = text_logprobs.by_ref().take(w.tokens.len()).map(f32::exp).collect();
+        if !probs.is_empty() {
+            w.probability = probs.iter().sum::<f32>() / probs.len() as f32;
+        }
+    }
+}
+
+/// Whisper's anomaly score of a segment (`transcribe.py`): its first eight words score for being
+/// unlikely, implausibly short, or far too long (text spread over music or noise). Whisper only
+/// acts on it next to silence; here a segment goes when its words score 1 on average (every word
+/// suspect). Whisper's other trigger, a total of 3, also fires on real speech whose alignment
+/// squeezed two words to 20 ms.
+fn is_hallucination(seg: &Segment) -> bool {
+    let words: Vec<&WordTiming> = seg.words.iter().filter(|w| !w.text.trim().chars().all(|c| c.is_ascii_punctuation())).take(8).collect();
+    if words.is_empty() {
+        return false;
+    }
+    let score: f64 = words
+        .iter()
+        .map(|w| {
+            let duration = w.end - w.start;
+            let mut score = if w.probability < 0.15 { 1.0 } else { 0.0 };
+            if duration < 0.133 {
+                score += (0.133 - duration) * 15.0;
+            }
+            if duration > 2.0 {
+                score += duration - 2.0;
+            }
+            score
+        })
+        .sum();
+    score + 0.01 >= words.len() as f64
+}
+
 /// A word lasting longer than this has swallowed a pause.
 const PAUSE_WORD_SECONDS: f64 = 1.0;
 
@@ -342,4 +666,66 @@ fn phrases(segments: Vec<Segment>) -> Vec<Segment> {
         flush(&mut current, &mut out);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_ratio_flags_loops() {
+        let normal = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+        let looped = "Thank you for watching. ".repeat(12);
+        assert!(compression_ratio(normal) < 2.4, "{}", compression_ratio(normal));
+        assert!(compression_ratio(&looped) > 2.4, "{}", compression_ratio(&looped));
+        assert_eq!(compression_ratio(""), 0.0);
+    }
+
+    #[test]
+    fn top_k_is_largest_first_and_skips_masked() {
+        let v = [0.1, f32::NEG_INFINITY, 3.0, -1.0, 2.0, 3.0];
+        assert_eq!(top_k(&v, 3), vec![2, 5, 4]);
+        assert_eq!(top_k(&[f32::NEG_INFINITY, 1.0], 3), vec![1]);
+    }
+
+    #[test]
+    fn draw_follows_the_distribution() {
+        let p = [0.0, 0.25, 0.0, 0.75];
+        assert_eq!(draw(&p, 0.0), 1);
+        assert_eq!(draw(&p, 0.2499), 1);
+        assert_eq!(draw(&p, 0.25), 3);
+        assert_eq!(draw(&p, 0.99999), 3);
+        let mut rng = fastrand::Rng::with_seed(1);
+        let hits = (0..10_000).filter(|_| draw(&p, rng.f32()) == 3).count();
+        assert!((7_000..8_000).contains(&hits), "{hits}");
+    }
+
+    fn word(text: &str, start: f64, end: f64, probability: f32) -> WordTiming {
+        WordTiming { text: text.into(), tokens: vec![1], start, end, probability }
+    }
+
+    fn segment(words: Vec<WordTiming>) -> Segment {
+        Segment { start: words[0].start, end: words.last().unwrap().end, text: String::new(), avg_logprob: -0.2, words }
+    }
+
+    #[test]
+    fn hallucination_needs_every_word_suspect() {
+        let speech = segment(vec![word(" Printing", 0.0, 0.4, 0.8), word(" for", 1.2, 1.2, 0.99), word(" may", 2.6, 2.64, 0.7), word(" be", 2.64, 2.98, 0.99)]);
+        assert!(!is_hallucination(&speech));
+        let over_music = segment(vec![word(" Maybe", 9.7, 17.3, 0.11)]);
+        assert!(is_hallucination(&over_music));
+        let squeezed_repeat = segment((0..10).map(|_| word(" art", 5.2, 5.2, 0.99)).collect());
+        assert!(is_hallucination(&squeezed_repeat));
+    }
+
+    #[test]
+    fn long_first_words_are_clamped() {
+        let mut segs = vec![segment(vec![word(" Printing,", 0.0, 7.0, 0.5), word(" in", 7.0, 7.1, 0.9), word(" the", 7.1, 7.4, 0.9), word(" end.", 7.4, 12.0, 0.9)])];
+        clamp_long_words(&mut segs);
+        let w = &segs[0].words;
+        // Median word 4.6 s, capped at 0.7 s: words may last 1.4 s.
+        assert!((w[0].start - 5.6).abs() < 1e-9 && w[0].end == 7.0, "{:?}", w[0]);
+        assert!((w[3].end - 8.8).abs() < 1e-9, "{:?}", w[3]);
+        assert_eq!((segs[0].start, segs[0].end), (w[0].start, w[3].end));
+    }
 }

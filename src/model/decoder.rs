@@ -1,6 +1,8 @@
 //! Whisper text decoder with a self-attention KV cache; cross-attention keys and values are
 //! computed once per window.
 
+use std::sync::Arc;
+
 use npuwhisper_kernels::attention::{attention, Shape};
 use npuwhisper_kernels::gemm::{dot, gemm_nt};
 use npuwhisper_kernels::ops::{add_in_place, gelu, softmax};
@@ -78,31 +80,24 @@ fn head_weights(q: &[f32], kv: &[f32], t: usize, d: usize, off: usize, head_dim:
     w
 }
 
-/// Decoding state of one window: cross-attention K/V and the growing self-attention cache.
-pub struct DecoderSession<'m> {
-    dec: &'m Decoder,
-    cross_kv: Vec<Vec<f32>>,
+/// Cross-attention keys and values of one window, per layer (`ENCODER_FRAMES × 2d`, K then V
+/// in each row): computed once and shared by every hypothesis decoded over that window.
+pub struct CrossKv {
+    layers: Vec<Vec<f32>>,
+}
+
+/// One hypothesis being decoded: its window's cross K/V and its own self-attention cache.
+/// Cloning forks a beam.
+#[derive(Clone)]
+pub struct Sequence {
+    cross: Arc<CrossKv>,
     self_k: Vec<Vec<f32>>,
     self_v: Vec<Vec<f32>>,
     len: usize,
+    max_positions: usize,
 }
 
-impl<'m> DecoderSession<'m> {
-    pub(crate) fn new(model: &'m Model, states: &[f32]) -> Self {
-        let dec = &model.decoder;
-        let cross_kv = dec
-            .layers
-            .iter()
-            .map(|l| {
-                let mut kv = Vec::new();
-                l.cross_kv.forward(ENCODER_FRAMES, states, &mut kv);
-                kv
-            })
-            .collect();
-        let n = dec.layers.len();
-        DecoderSession { dec, cross_kv, self_k: vec![Vec::new(); n], self_v: vec![Vec::new(); n], len: 0 }
-    }
-
+impl Sequence {
     /// Tokens decoded so far.
     pub fn len(&self) -> usize {
         self.len
@@ -114,19 +109,149 @@ impl<'m> DecoderSession<'m> {
 
     /// Positions left before the decoder's context is full.
     pub fn remaining(&self) -> usize {
-        self.dec.max_positions - self.len
+        self.max_positions - self.len
     }
 
-    /// Forgets the tokens, keeping the encoder's keys and values.
+    /// Forgets the tokens, keeping the window's keys and values.
     pub fn reset(&mut self) {
         self.self_k.iter_mut().chain(self.self_v.iter_mut()).for_each(Vec::clear);
         self.len = 0;
+    }
+}
+
+/// Cross-attention weights captured for word alignment: `(layer, head)` pairs, frames kept, output.
+type Capture<'a> = (&'a [(usize, usize)], usize, &'a mut Vec<Vec<f32>>);
+
+impl Decoder {
+    pub fn cross_kv(&self, states: &[f32]) -> Arc<CrossKv> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                let mut kv = Vec::new();
+                l.cross_kv.forward(ENCODER_FRAMES, states, &mut kv);
+                kv
+            })
+            .collect();
+        Arc::new(CrossKv { layers })
+    }
+
+    pub fn sequence(&self, cross: &Arc<CrossKv>) -> Sequence {
+        let n = self.layers.len();
+        Sequence { cross: Arc::clone(cross), self_k: vec![Vec::new(); n], self_v: vec![Vec::new(); n], len: 0, max_positions: self.max_positions }
+    }
+
+    /// Runs `tokens[i]` after the cached tokens of `seqs[i]`, for all sequences together: every
+    /// linear layer takes the rows of all of them in one pass over its weights, which is what
+    /// makes beams and batched windows cheap on memory-bound hardware. Returns the final hidden
+    /// states of all the tokens, sequence after sequence (`Σ tokens[i].len() × d`).
+    pub fn forward(&self, seqs: &mut [&mut Sequence], tokens: &[&[u32]], mut capture: Option<Capture<'_>>) -> Result<Vec<f32>, String> {
+        let d = self.d;
+        assert_eq!(seqs.len(), tokens.len(), "one token list per sequence");
+        assert!(capture.is_none() || seqs.len() == 1, "alignment capture is for one sequence");
+        for (seq, toks) in seqs.iter().zip(tokens) {
+            if toks.is_empty() || toks.len() > seq.remaining() {
+                return Err(format!("{} tokens do not fit the {} positions left", toks.len(), seq.remaining()));
+            }
+            if let Some(bad) = toks.iter().find(|&&id| id as usize >= self.vocab) {
+                return Err(format!("token {bad} is outside the vocabulary"));
+            }
+        }
+        // Row offset of each sequence's tokens in the stacked matrices.
+        let mut offsets = Vec::with_capacity(seqs.len() + 1);
+        offsets.push(0);
+        for toks in tokens {
+            offsets.push(offsets.last().unwrap() + toks.len());
+        }
+        let rows = *offsets.last().unwrap();
+        let mut x = vec![0f32; rows * d];
+        for (s, (seq, toks)) in seqs.iter().zip(tokens).enumerate() {
+            for (i, &tok) in toks.iter().enumerate() {
+                let pos = seq.len + i;
+                let row = &mut x[(offsets[s] + i) * d..(offsets[s] + i + 1) * d];
+                row.copy_from_slice(&self.embeddings[tok as usize * d..(tok as usize + 1) * d]);
+                add_in_place(row, &self.positions[pos * d..(pos + 1) * d]);
+            }
+        }
+        let head_dim = d / self.n_heads;
+        let (mut h, mut buf, mut att, mut proj) = (Vec::new(), Vec::new(), vec![0f32; rows * d], Vec::new());
+        for (l, layer) in self.layers.iter().enumerate() {
+            layer.self_ln.forward_into(&x, &mut h);
+            layer.self_qkv.forward(rows, &h, &mut buf);
+            for (s, seq) in seqs.iter_mut().enumerate() {
+                let (a, b) = (offsets[s], offsets[s + 1]);
+                for row in buf[a * 3 * d..b * 3 * d].chunks(3 * d) {
+                    seq.self_k[l].extend_from_slice(&row[d..2 * d]);
+                    seq.self_v[l].extend_from_slice(&row[2 * d..]);
+                }
+                let (t, tk) = (b - a, seq.len + b - a);
+                let shape = Shape { tq: t, tk, n_heads: self.n_heads, head_dim, q_stride: 3 * d, k_stride: d, v_stride: d, causal: true };
+                attention(shape, &buf[a * 3 * d..], &seq.self_k[l], &seq.self_v[l], &mut att[a * d..b * d]);
+            }
+            layer.self_out.forward(rows, &att, &mut proj);
+            add_in_place(&mut x, &proj);
+
+            layer.cross_ln.forward_into(&x, &mut h);
+            layer.cross_q.forward(rows, &h, &mut buf);
+            for (s, seq) in seqs.iter().enumerate() {
+                let (a, b) = (offsets[s], offsets[s + 1]);
+                let kv = &seq.cross.layers[l];
+                let shape = Shape { tq: b - a, tk: ENCODER_FRAMES, n_heads: self.n_heads, head_dim, q_stride: d, k_stride: 2 * d, v_stride: 2 * d, causal: false };
+                attention(shape, &buf[a * d..b * d], kv, &kv[d..], &mut att[a * d..b * d]);
+                if let Some((heads, n_frames, out)) = capture.as_mut() {
+                    for &(_, hd) in heads.iter().filter(|&&(hl, _)| hl == l) {
+                        out.push(head_weights(&buf, kv, b - a, d, hd * head_dim, head_dim, *n_frames));
+                    }
+                }
+            }
+            layer.cross_out.forward(rows, &att, &mut proj);
+            add_in_place(&mut x, &proj);
+
+            layer.ffn_ln.forward_into(&x, &mut h);
+            layer.fc1.forward(rows, &h, &mut buf);
+            gelu(&mut buf);
+            layer.fc2.forward(rows, &buf, &mut proj);
+            add_in_place(&mut x, &proj);
+        }
+        for (seq, toks) in seqs.iter_mut().zip(tokens) {
+            seq.len += toks.len();
+        }
+        self.ln.forward_into(&x, &mut h);
+        Ok(h)
+    }
+
+    /// Vocabulary logits of `m` hidden states (`m × vocab`); the output layer is the tied
+    /// embedding matrix, read once for all rows.
+    pub fn logits(&self, m: usize, hidden: &[f32]) -> Vec<f32> {
+        let mut out = vec![0f32; m * self.vocab];
+        gemm_nt(m, self.vocab, self.d, hidden, &self.embeddings, &mut out);
+        out
+    }
+}
+
+/// Decoding state of one window with a single hypothesis: language detection and alignment.
+pub struct DecoderSession<'m> {
+    dec: &'m Decoder,
+    seq: Sequence,
+}
+
+impl<'m> DecoderSession<'m> {
+    pub(crate) fn new(model: &'m Model, cross: &Arc<CrossKv>) -> Self {
+        DecoderSession { dec: &model.decoder, seq: model.decoder.sequence(cross) }
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.seq.remaining()
+    }
+
+    pub fn reset(&mut self) {
+        self.seq.reset();
     }
 
     /// Runs `tokens` after those already decoded; returns their final hidden states
     /// (`tokens.len() × d`), or an error if they do not fit in the context or are out of vocabulary.
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
-        self.forward_capturing(tokens, None)
+        self.dec.forward(&mut [&mut self.seq], &[tokens], None)
     }
 
     /// Runs `tokens` from an empty cache and returns, for each `(layer, head)` of `heads`, the
@@ -138,73 +263,14 @@ impl<'m> DecoderSession<'m> {
         heads: &[(usize, usize)],
         n_frames: usize,
     ) -> Result<Vec<Vec<f32>>, String> {
-        self.reset();
+        self.seq.reset();
         let mut out = Vec::new();
-        self.forward_capturing(tokens, Some((heads, n_frames.clamp(1, ENCODER_FRAMES), &mut out)))?;
+        self.dec.forward(&mut [&mut self.seq], &[tokens], Some((heads, n_frames.clamp(1, ENCODER_FRAMES), &mut out)))?;
         Ok(out)
     }
 
-    fn forward_capturing(
-        &mut self,
-        tokens: &[u32],
-        mut capture: Option<(&[(usize, usize)], usize, &mut Vec<Vec<f32>>)>,
-    ) -> Result<Vec<f32>, String> {
-        let (dec, d, t) = (self.dec, self.dec.d, tokens.len());
-        if t == 0 || t > self.remaining() {
-            return Err(format!("{t} tokens do not fit the {} positions left", self.remaining()));
-        }
-        if let Some(bad) = tokens.iter().find(|&&id| id as usize >= dec.vocab) {
-            return Err(format!("token {bad} is outside the vocabulary"));
-        }
-        let mut x = vec![0f32; t * d];
-        for (i, (&tok, row)) in tokens.iter().zip(x.chunks_mut(d)).enumerate() {
-            let pos = self.len + i;
-            row.copy_from_slice(&dec.embeddings[tok as usize * d..(tok as usize + 1) * d]);
-            add_in_place(row, &dec.positions[pos * d..(pos + 1) * d]);
-        }
-        let head_dim = d / dec.n_heads;
-        let (mut h, mut buf, mut att, mut proj) = (Vec::new(), Vec::new(), vec![0f32; t * d], Vec::new());
-        for (l, layer) in dec.layers.iter().enumerate() {
-            layer.self_ln.forward_into(&x, &mut h);
-            layer.self_qkv.forward(t, &h, &mut buf);
-            for row in buf.chunks(3 * d) {
-                self.self_k[l].extend_from_slice(&row[d..2 * d]);
-                self.self_v[l].extend_from_slice(&row[2 * d..]);
-            }
-            let tk = self.len + t;
-            let s = Shape { tq: t, tk, n_heads: dec.n_heads, head_dim, q_stride: 3 * d, k_stride: d, v_stride: d, causal: true };
-            attention(s, &buf, &self.self_k[l], &self.self_v[l], &mut att);
-            layer.self_out.forward(t, &att, &mut proj);
-            add_in_place(&mut x, &proj);
-
-            layer.cross_ln.forward_into(&x, &mut h);
-            layer.cross_q.forward(t, &h, &mut buf);
-            let kv = &self.cross_kv[l];
-            let s = Shape { tq: t, tk: ENCODER_FRAMES, n_heads: dec.n_heads, head_dim, q_stride: d, k_stride: 2 * d, v_stride: 2 * d, causal: false };
-            attention(s, &buf, kv, &kv[d..], &mut att);
-            if let Some((heads, n_frames, out)) = capture.as_mut() {
-                for &(_, h) in heads.iter().filter(|&&(hl, _)| hl == l) {
-                    out.push(head_weights(&buf, kv, t, d, h * head_dim, head_dim, *n_frames));
-                }
-            }
-            layer.cross_out.forward(t, &att, &mut proj);
-            add_in_place(&mut x, &proj);
-
-            layer.ffn_ln.forward_into(&x, &mut h);
-            layer.fc1.forward(t, &h, &mut buf);
-            gelu(&mut buf);
-            layer.fc2.forward(t, &buf, &mut proj);
-            add_in_place(&mut x, &proj);
-        }
-        self.len += t;
-        dec.ln.forward_into(&x, &mut h);
-        Ok(h)
-    }
-
-    /// Vocabulary logits of one hidden state (the output layer is the tied embedding matrix).
+    /// Vocabulary logits of one hidden state.
     pub fn logits(&self, hidden: &[f32]) -> Vec<f32> {
-        let mut out = vec![0f32; self.dec.vocab];
-        gemm_nt(1, self.dec.vocab, self.dec.d, hidden, &self.dec.embeddings, &mut out);
-        out
+        self.dec.logits(1, hidden)
     }
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
-pub use decoder::DecoderSession;
+pub use decoder::{CrossKv, DecoderSession, Sequence};
 use tokenizer::Tokenizer;
 
 /// Frames of log-mel per 30 s window (10 ms hop).
@@ -220,10 +220,12 @@ impl Model {
             return Err(ModelError { file: dir.to_path_buf(), reason: "model directory does not exist".into() });
         }
         let config = parse_config(&read_file(&dir.join("config.json"))?).map_err(|e| err("config.json", e))?;
-        let added = parse_added_tokens(&read_file(&dir.join("tokenizer.json"))?).map_err(|e| err("tokenizer.json", e))?;
+        let tokenizer_json = read_file(&dir.join("tokenizer.json"))?;
+        let added = parse_added_tokens(&tokenizer_json).map_err(|e| err("tokenizer.json", e))?;
         let vocab_bytes = read_file(&dir.join("vocabulary.txt"))?;
         let vocab = std::str::from_utf8(&vocab_bytes).map_err(|_| err("vocabulary.txt", "is not UTF-8".into()))?;
         let tokenizer = Tokenizer::new(vocab, &added).map_err(|e| err("vocabulary.txt", e))?;
+        let tokenizer = tokenizer.with_encoder(&tokenizer_json).map_err(|e| err("tokenizer.json", e))?;
 
         let bin_path = dir.join("model.bin");
         let file = std::fs::File::open(&bin_path).map_err(|e| err("model.bin", format!("cannot open: {e}")))?;
@@ -268,9 +270,31 @@ impl Model {
         self.encoder.forward_batch(mels)
     }
 
-    /// A decoder for one window's encoder states.
-    pub fn decoder_session(&self, states: &[f32]) -> DecoderSession<'_> {
-        DecoderSession::new(self, states)
+    /// The cross-attention keys and values of one window's encoder states
+    /// (`ENCODER_FRAMES × d_model`), shared by every hypothesis decoded over it.
+    pub fn cross_kv(&self, states: &[f32]) -> Arc<CrossKv> {
+        self.decoder.cross_kv(states)
+    }
+
+    /// A single-hypothesis decoder over one window.
+    pub fn decoder_session(&self, cross: &Arc<CrossKv>) -> DecoderSession<'_> {
+        DecoderSession::new(self, cross)
+    }
+
+    /// An empty hypothesis over one window.
+    pub fn sequence(&self, cross: &Arc<CrossKv>) -> Sequence {
+        self.decoder.sequence(cross)
+    }
+
+    /// Runs `tokens[i]` after `seqs[i]`'s cached tokens, all sequences in one pass over the
+    /// weights; returns the final hidden states of all tokens, stacked in order.
+    pub fn decode_forward(&self, seqs: &mut [&mut Sequence], tokens: &[&[u32]]) -> Result<Vec<f32>, String> {
+        self.decoder.forward(seqs, tokens, None)
+    }
+
+    /// Vocabulary logits of `m` stacked hidden states (`m × vocab_size`).
+    pub fn logits(&self, m: usize, hidden: &[f32]) -> Vec<f32> {
+        self.decoder.logits(m, hidden)
     }
 }
 

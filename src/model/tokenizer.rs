@@ -19,6 +19,8 @@ pub struct Tokenizer {
     pub timestamp_begin: u32,
     /// `(code, id)` of every language token, in vocabulary order.
     pub languages: Vec<(String, u32)>,
+    /// `tokenizer.json`'s BPE, for turning prompt text into tokens.
+    encoder: Option<Box<tokenizers::Tokenizer>>,
 }
 
 /// GPT-2's reversible map from bytes to printable characters, inverted.
@@ -80,7 +82,25 @@ impl Tokenizer {
             languages,
             token_bytes,
             ids,
+            encoder: None,
         })
+    }
+
+    /// Adds `tokenizer.json`'s BPE for [`Tokenizer::encode`]; its ids must be this vocabulary's.
+    pub fn with_encoder(mut self, tokenizer_json: &[u8]) -> Result<Tokenizer, String> {
+        let bpe = tokenizers::Tokenizer::from_bytes(tokenizer_json).map_err(|e| format!("cannot build its BPE: {e}"))?;
+        let probe = bpe.encode(" hello world", false).map_err(|e| format!("its BPE fails: {e}"))?;
+        if probe.get_ids().iter().any(|&id| id as usize >= self.token_bytes.len()) || self.decode(probe.get_ids()) != " hello world" {
+            return Err("its BPE does not match vocabulary.txt".into());
+        }
+        self.encoder = Some(Box::new(bpe));
+        Ok(self)
+    }
+
+    /// Tokens of `text` (no special tokens); empty without an encoder.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let Some(bpe) = &self.encoder else { return Vec::new() };
+        bpe.encode(text, false).map(|e| e.get_ids().iter().copied().filter(|&id| id < self.eot).collect()).unwrap_or_default()
     }
 
     pub fn vocab_size(&self) -> usize {
