@@ -4,8 +4,8 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::{caps, model_property};
-use crate::npuwhisperdec::{self, NpuWhisperTask};
+use crate::caps;
+use crate::npuwhisperdec;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -122,28 +122,8 @@ impl ObjectSubclass for NpuWhisperBin {
 
 impl ObjectImpl for NpuWhisperBin {
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                model_property::param_spec(),
-                glib::ParamSpecString::builder("language")
-                    .nick("Language")
-                    .blurb(npuwhisperdec::LANGUAGE_BLURB)
-                    .default_value(Some(npuwhisperdec::DEFAULT_LANGUAGE))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("task", NpuWhisperTask::default())
-                    .nick("Task")
-                    .blurb(npuwhisperdec::TASK_BLURB)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoolean::builder("condition-on-previous-text")
-                    .nick("Condition on previous text")
-                    .blurb(npuwhisperdec::CONDITION_BLURB)
-                    .default_value(true)
-                    .mutable_ready()
-                    .build(),
-            ]
-        });
+        // Every decoding property of npuwhisperdec, forwarded to it.
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(npuwhisperdec::param_specs);
         PROPERTIES.as_ref()
     }
 

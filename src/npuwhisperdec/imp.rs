@@ -5,7 +5,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::NpuWhisperTask;
-use crate::decoding::{DecodeOptions, Transcriber};
+use crate::decoding::{DecodeOptions, Transcriber, FALLBACK_TEMPERATURES};
 use crate::{caps, f32buf, model_property};
 use crate::model::{self, Model, ENCODER_FRAMES};
 
@@ -28,15 +28,34 @@ struct Settings {
     language: String,
     task: NpuWhisperTask,
     condition_on_previous_text: bool,
+    initial_prompt: Option<String>,
+    beam_size: u32,
+    best_of: u32,
+    temperature_fallback: bool,
+    compression_ratio_threshold: f32,
+    logprob_threshold: f32,
+    no_speech_threshold: f32,
+    word_timestamps: bool,
+    post_messages: bool,
 }
 
 impl Default for Settings {
     fn default() -> Self {
+        let d = DecodeOptions::default();
         Settings {
             model: model::DEFAULT_MODEL.to_string(),
             language: super::DEFAULT_LANGUAGE.to_string(),
             task: NpuWhisperTask::default(),
-            condition_on_previous_text: true,
+            condition_on_previous_text: d.condition_on_previous_text,
+            initial_prompt: None,
+            beam_size: d.beam_size as u32,
+            best_of: d.best_of as u32,
+            temperature_fallback: true,
+            compression_ratio_threshold: d.compression_ratio_threshold,
+            logprob_threshold: d.logprob_threshold,
+            no_speech_threshold: d.no_speech_threshold,
+            word_timestamps: false,
+            post_messages: true,
         }
     }
 }
@@ -187,7 +206,15 @@ impl NpuWhisperDec {
             language,
             task: settings.task.into(),
             condition_on_previous_text: settings.condition_on_previous_text,
-            ..DecodeOptions::default()
+            initial_prompt: settings.initial_prompt.clone(),
+            beam_size: settings.beam_size as usize,
+            best_of: settings.best_of as usize,
+            temperatures: if settings.temperature_fallback { FALLBACK_TEMPERATURES.to_vec() } else { vec![0.0] },
+            compression_ratio_threshold: settings.compression_ratio_threshold,
+            logprob_threshold: settings.logprob_threshold,
+            no_speech_threshold: settings.no_speech_threshold,
+            // Words are always aligned: phrases are cut by them.
+            word_timestamps: true,
         };
         gst::debug!(CAT, imp = self, "Decoding with {options:?}");
         *self.transcriber() = Some(Transcriber::new(model, options));
@@ -348,7 +375,9 @@ impl NpuWhisperDec {
             result
         };
 
+        let settings = self.settings().clone();
         let mut outputs = Vec::new();
+        let mut messages = Vec::new();
         {
             let mut state = self.state();
             let window_end = window_pts.saturating_add(window_duration);
@@ -367,13 +396,35 @@ impl NpuWhisperDec {
                 state.language = language;
             }
 
-            for seg in &result.segments {
-                let text = seg.text.trim();
+            if let (Some(lang), true) = (result.language.as_deref(), settings.post_messages && state.multilingual) {
+                let s = gst::Structure::builder("npuwhisper-language")
+                    .field("language", lang)
+                    .field("start", window_pts)
+                    .field("duration", window_duration)
+                    .build();
+                messages.push(gst::message::Element::builder(s).src(&*self.obj()).build());
+            }
+
+            // Phrases, or their words when every word is wanted on its own.
+            let pieces: Vec<(&str, f64, f64, f32)> = result
+                .segments
+                .iter()
+                .flat_map(|seg| {
+                    let words: Vec<_> = if settings.word_timestamps && !seg.words.is_empty() {
+                        seg.words.iter().map(|w| (w.text.as_str(), w.start, w.end, seg.avg_logprob)).collect()
+                    } else {
+                        vec![(seg.text.as_str(), seg.start, seg.end, seg.avg_logprob)]
+                    };
+                    words
+                })
+                .collect();
+            for (text, start, end, avg_logprob) in pieces {
+                let text = text.trim();
                 if text.is_empty() {
                     continue;
                 }
-                let mut start = window_pts.saturating_add(offset(seg.start, content_seconds));
-                let mut end = window_pts.saturating_add(offset(seg.end, content_seconds));
+                let mut start = window_pts.saturating_add(offset(start, content_seconds));
+                let mut end = window_pts.saturating_add(offset(end, content_seconds));
                 // No overlap with what was pushed: clip the start, never go backwards.
                 if let Some(last_end) = state.last_end {
                     start = start.max(last_end);
@@ -395,6 +446,17 @@ impl NpuWhisperDec {
                 }
                 state.last_end = Some(end);
                 outputs.push(Output::Buffer(buffer));
+                if settings.post_messages {
+                    let name = if settings.word_timestamps { "npuwhisper-word" } else { "npuwhisper-phrase" };
+                    let s = gst::Structure::builder(name)
+                        .field("text", text)
+                        .field("start", start)
+                        .field("end", end)
+                        .field("avg-logprob", avg_logprob as f64)
+                        .field("language", state.language.as_deref().unwrap_or("en"))
+                        .build();
+                    messages.push(gst::message::Element::builder(s).src(&*self.obj()).build());
+                }
             }
 
             if !outputs.iter().any(|o| matches!(o, Output::Buffer(_))) {
@@ -411,6 +473,10 @@ impl NpuWhisperDec {
             }
         }
 
+        for message in messages {
+            // Without a bus (a lone element in a test) nobody is listening.
+            let _ = self.obj().post_message(message);
+        }
         for output in outputs {
             match output {
                 Output::Event(event) => {
@@ -476,28 +542,7 @@ impl ObjectSubclass for NpuWhisperDec {
 
 impl ObjectImpl for NpuWhisperDec {
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![
-                model_property::param_spec(),
-                glib::ParamSpecString::builder("language")
-                    .nick("Language")
-                    .blurb(super::LANGUAGE_BLURB)
-                    .default_value(Some(super::DEFAULT_LANGUAGE))
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecEnum::builder_with_default("task", NpuWhisperTask::default())
-                    .nick("Task")
-                    .blurb(super::TASK_BLURB)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecBoolean::builder("condition-on-previous-text")
-                    .nick("Condition on previous text")
-                    .blurb(super::CONDITION_BLURB)
-                    .default_value(true)
-                    .mutable_ready()
-                    .build(),
-            ]
-        });
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(super::param_specs);
         PROPERTIES.as_ref()
     }
 
@@ -513,43 +558,42 @@ impl ObjectImpl for NpuWhisperDec {
             return;
         }
         let mut settings = self.settings();
+        let string = || value.get::<Option<String>>().ok().flatten();
         match pspec.name() {
-            "model" => {
-                settings.model = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| model::DEFAULT_MODEL.to_string());
-            }
-            "language" => {
-                settings.language = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| super::DEFAULT_LANGUAGE.to_string());
-            }
-            "task" => {
-                if let Ok(task) = value.get::<NpuWhisperTask>() {
-                    settings.task = task;
-                }
-            }
-            "condition-on-previous-text" => {
-                if let Ok(b) = value.get::<bool>() {
-                    settings.condition_on_previous_text = b;
-                }
-            }
+            "model" => settings.model = string().unwrap_or_else(|| model::DEFAULT_MODEL.to_string()),
+            "language" => settings.language = string().unwrap_or_else(|| super::DEFAULT_LANGUAGE.to_string()),
+            "task" => settings.task = value.get().expect("type checked upstream"),
+            "condition-on-previous-text" => settings.condition_on_previous_text = value.get().expect("type checked upstream"),
+            "initial-prompt" => settings.initial_prompt = string(),
+            "beam-size" => settings.beam_size = value.get().expect("type checked upstream"),
+            "best-of" => settings.best_of = value.get().expect("type checked upstream"),
+            "temperature-fallback" => settings.temperature_fallback = value.get().expect("type checked upstream"),
+            "compression-ratio-threshold" => settings.compression_ratio_threshold = value.get().expect("type checked upstream"),
+            "logprob-threshold" => settings.logprob_threshold = value.get().expect("type checked upstream"),
+            "no-speech-threshold" => settings.no_speech_threshold = value.get().expect("type checked upstream"),
+            "word-timestamps" => settings.word_timestamps = value.get().expect("type checked upstream"),
+            "post-messages" => settings.post_messages = value.get().expect("type checked upstream"),
             other => gst::warning!(CAT, imp = self, "Unknown property {other}"),
         }
         gst::info!(CAT, imp = self, "Settings now {settings:?}");
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let settings = self.settings();
+        let s = self.settings();
         match pspec.name() {
-            "model" => settings.model.to_value(),
-            "language" => settings.language.to_value(),
-            "task" => settings.task.to_value(),
-            "condition-on-previous-text" => settings.condition_on_previous_text.to_value(),
+            "model" => s.model.to_value(),
+            "language" => s.language.to_value(),
+            "task" => s.task.to_value(),
+            "condition-on-previous-text" => s.condition_on_previous_text.to_value(),
+            "initial-prompt" => s.initial_prompt.to_value(),
+            "beam-size" => s.beam_size.to_value(),
+            "best-of" => s.best_of.to_value(),
+            "temperature-fallback" => s.temperature_fallback.to_value(),
+            "compression-ratio-threshold" => s.compression_ratio_threshold.to_value(),
+            "logprob-threshold" => s.logprob_threshold.to_value(),
+            "no-speech-threshold" => s.no_speech_threshold.to_value(),
+            "word-timestamps" => s.word_timestamps.to_value(),
+            "post-messages" => s.post_messages.to_value(),
             // GObject only asks for the properties declared above.
             _ => pspec.default_value().clone(),
         }

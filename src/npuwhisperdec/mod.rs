@@ -23,6 +23,8 @@
 //!     npumel ! npuwhisperenc model=small ! npuwhisperdec model=small language=auto ! \
 //!     srtenc ! filesink location=talk.srt
 //! ```
+use std::sync::LazyLock;
+
 use gst::glib;
 use gst::prelude::*;
 
@@ -58,13 +60,95 @@ glib::wrapper! {
 
 /// Default `language` property value: detect per window.
 pub(crate) const DEFAULT_LANGUAGE: &str = "auto";
-/// Blurb of the `language` property, shared with the bin.
-pub(crate) const LANGUAGE_BLURB: &str = "Spoken language as a code (\"en\", \"de\", ...), or \"auto\" to detect it per window (multilingual models). English-only models (*.en) always use \"en\"";
-/// Blurb of the `task` property, shared with the bin.
-pub(crate) const TASK_BLURB: &str =
-    "Transcribe in the spoken language, or translate to English (multilingual models)";
-/// Blurb of the `condition-on-previous-text` property, shared with the bin.
-pub(crate) const CONDITION_BLURB: &str = "Give the previous window's text to the decoder as prompt: more consistent text, but a mistake can repeat";
+static DEFAULTS: LazyLock<crate::decoding::DecodeOptions> = LazyLock::new(Default::default);
+
+/// The decoding properties, shared by the decoder and the `npuwhisper` bin (which forwards them).
+pub(crate) fn param_specs() -> Vec<glib::ParamSpec> {
+    let d = &*DEFAULTS;
+    vec![
+        crate::model_property::param_spec(),
+        glib::ParamSpecString::builder("language")
+            .nick("Language")
+            .blurb("Spoken language as a code (\"en\", \"de\", ...), or \"auto\" to detect it per window (multilingual models). English-only models (*.en) always use \"en\"")
+            .default_value(Some(DEFAULT_LANGUAGE))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecEnum::builder_with_default("task", NpuWhisperTask::default())
+            .nick("Task")
+            .blurb("Transcribe in the spoken language, or translate to English (multilingual models)")
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("condition-on-previous-text")
+            .nick("Condition on previous text")
+            .blurb("Give the previous window's text to the decoder as prompt: more consistent text, but a mistake can repeat")
+            .default_value(d.condition_on_previous_text)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("initial-prompt")
+            .nick("Initial prompt")
+            .blurb("Text taken as said before the first window: names, terms and the punctuation style to use")
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("beam-size")
+            .nick("Beam size")
+            .blurb("Hypotheses kept by beam search; 1 decodes greedily (fastest)")
+            .minimum(1)
+            .maximum(16)
+            .default_value(d.beam_size as u32)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("best-of")
+            .nick("Best of")
+            .blurb("Samples drawn at each fallback temperature above 0; the likeliest is kept")
+            .minimum(1)
+            .maximum(16)
+            .default_value(d.best_of as u32)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("temperature-fallback")
+            .nick("Temperature fallback")
+            .blurb("Decode a window again at temperatures 0.2, 0.4 ... 1.0 while its text repeats itself (compression-ratio-threshold) or is unlikely (logprob-threshold)")
+            .default_value(true)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecFloat::builder("compression-ratio-threshold")
+            .nick("Compression ratio threshold")
+            .blurb("Text that compresses better than this (zlib ratio) is a loop of repeats and is decoded again")
+            .minimum(1.0)
+            .maximum(f32::MAX)
+            .default_value(d.compression_ratio_threshold)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecFloat::builder("logprob-threshold")
+            .nick("Log-probability threshold")
+            .blurb("Text whose average token log-probability is below this is decoded again; with no-speech-threshold it marks silence")
+            .minimum(f32::MIN)
+            .maximum(0.0)
+            .default_value(d.logprob_threshold)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecFloat::builder("no-speech-threshold")
+            .nick("No-speech threshold")
+            .blurb("A window whose no-speech probability is above this, with text below logprob-threshold, is taken as silence and gives no text")
+            .minimum(0.0)
+            .maximum(1.0)
+            .default_value(d.no_speech_threshold)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("word-timestamps")
+            .nick("Word timestamps")
+            .blurb("One text buffer per word, timed by cross-attention alignment; otherwise one per phrase")
+            .default_value(false)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecBoolean::builder("post-messages")
+            .nick("Post messages")
+            .blurb("Post every phrase and word (text, start, end, avg-logprob, language) as element messages on the bus")
+            .default_value(true)
+            .mutable_ready()
+            .build(),
+    ]
+}
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     NpuWhisperTask::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
