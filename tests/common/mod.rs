@@ -121,41 +121,56 @@ pub struct Cue {
 
 /// Runs `filesrc ! decodebin ! npuwhisper props ! appsink` on a file and returns the text buffers.
 pub fn transcribe(path: &Path, props: &[(&str, &str)]) -> Vec<Cue> {
-    init();
-    let mut desc = format!("filesrc location=\"{}\" ! decodebin ! npuwhisper name=asr", path.display());
-    for (k, v) in props {
-        desc.push_str(&format!(" {k}={v}"));
-    }
-    desc.push_str(" ! appsink name=sink sync=false");
-    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
-    pipeline.set_state(gst::State::Playing).expect("pipeline plays");
-    let mut cues = Vec::new();
-    loop {
-        match sink.pull_sample() {
-            Ok(sample) => {
-                let buf = sample.buffer().unwrap();
-                let map = buf.map_readable().unwrap();
-                cues.push(Cue {
-                    start: buf.pts().unwrap().nseconds() as f64 / 1e9,
-                    end: (buf.pts().unwrap() + buf.duration().unwrap()).nseconds() as f64 / 1e9,
-                    text: String::from_utf8(map.to_vec()).unwrap(),
-                });
-            }
-            Err(_) => break,
-        }
-    }
-    let bus = pipeline.bus().unwrap();
-    let error = bus.pop_filtered(&[gst::MessageType::Error]);
-    pipeline.set_state(gst::State::Null).unwrap();
-    if let Some(msg) = error {
-        if let gst::MessageView::Error(e) = msg.view() {
-            panic!("pipeline error on {}: {} ({:?})", path.display(), e.error(), e.debug());
-        }
-    }
-    cues
+    transcribe_with_messages(path, props).0
 }
 
 pub fn joined_text(cues: &[Cue]) -> String {
     cues.iter().map(|c| c.text.trim()).collect::<Vec<_>>().join(" ")
+}
+
+/// Like [`transcribe`], also returning the element messages posted on the bus; panics on an error.
+pub fn transcribe_with_messages(path: &Path, props: &[(&str, &str)]) -> (Vec<Cue>, Vec<gst::Structure>) {
+    init();
+    let mut desc = format!("filesrc location=\"{}\" ! decodebin ! npuwhisper name=asr", path.display());
+    for (k, v) in props {
+        desc.push_str(&format!(" {k}=\"{v}\""));
+    }
+    desc.push_str(" ! appsink name=sink sync=false");
+    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).expect("pipeline plays");
+    let mut cues = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let buf = sample.buffer().unwrap();
+        let map = buf.map_readable().unwrap();
+        cues.push(Cue {
+            start: buf.pts().unwrap().nseconds() as f64 / 1e9,
+            end: (buf.pts().unwrap() + buf.duration().unwrap()).nseconds() as f64 / 1e9,
+            text: String::from_utf8(map.to_vec()).unwrap(),
+        });
+    }
+    let mut messages = Vec::new();
+    while let Some(msg) = bus.pop() {
+        match msg.view() {
+            gst::MessageView::Error(e) => panic!("pipeline error on {}: {} ({:?})", path.display(), e.error(), e.debug()),
+            gst::MessageView::Element(e) => messages.extend(e.structure().map(|s| s.to_owned())),
+            _ => (),
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    (cues, messages)
+}
+
+/// Start and end (s) of each utterance of `long_lj001_1-20.wav`: the twenty LJ clips of
+/// manifest.tsv, each followed by a 0.6 s pause.
+pub fn long_file_utterances() -> Vec<(String, f64, f64)> {
+    let mut t = 0.0;
+    let mut out = Vec::new();
+    for (file, duration, text) in manifest("manifest.tsv").into_iter().filter(|(f, _, _)| f.starts_with("LJ001-")) {
+        let _ = file;
+        out.push((text, t, t + duration));
+        t += duration + 0.6;
+    }
+    out
 }
