@@ -1,24 +1,44 @@
-//! Matrix products. Large products go through `matrixmultiply`'s packed, cache-tiled and
-//! threaded SGEMM; products with few rows (decoder steps) are memory-bound, so they stream
-//! each weight row once through a vectorised dot product, split across threads.
+//! Matrix products. Large products go through a packed, cache-blocked, threaded SGEMM (our own
+//! AVX2/FMA micro-kernel in `sgemm.rs`, or `matrixmultiply`'s, whichever measured faster for
+//! the shape, see [`Sgemm::for_shape`]); products with few rows (decoder steps) are
+//! memory-bound, so they stream each weight row once through a vectorised dot product, split
+//! across threads. Everything runs on the kernels' pool (`crate::pool`).
 
 use rayon::prelude::*;
 
+use crate::isa::Isa;
+use crate::pool;
+use crate::sgemm::{self, View};
+
 /// Row counts at or below this take the streaming path.
 const SMALL_M: usize = 4;
+
+/// An f32 GEMM implementation for products larger than a decoder step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sgemm {
+    /// Our packed 6×16 micro-kernel GEMM on the given SIMD path (downgraded if unsupported).
+    Packed(Isa),
+    /// The `matrixmultiply` crate's threaded SGEMM (kept as the measured alternative).
+    MatrixMultiply,
+}
+
+impl Sgemm {
+    /// The implementation `gemm_*` use for an `m×k · k×n` product on this CPU.
+    pub fn for_shape(_m: usize, _n: usize, _k: usize) -> Sgemm {
+        Sgemm::Packed(Isa::detect())
+    }
+}
 
 /// `c[m×n] = a[m×k] · b[n×k]ᵀ` (b holds one output per row, like a linear layer's weight).
 pub fn gemm_nt(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n, "gemm_nt: slices too short");
     if m <= SMALL_M {
-        small_m_nt(m, n, k, a, b, c);
+        pool::install(|| small_m_nt(m, n, k, a, b, c));
         return;
     }
     // SAFETY: the asserts above keep every strided access inside the slices.
     unsafe {
-        matrixmultiply::sgemm(
-            m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), 1, k as isize, 0.0, c.as_mut_ptr(), n as isize, 1,
-        );
+        gemm_strided(m, n, k, 1.0, a.as_ptr(), (k as isize, 1), b.as_ptr(), (1, k as isize), 0.0, c.as_mut_ptr(), (n as isize, 1));
     }
 }
 
@@ -27,19 +47,40 @@ pub fn gemm_nn(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm_nn: slices too short");
     // SAFETY: as in gemm_nt.
     unsafe {
-        matrixmultiply::sgemm(
-            m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 0.0, c.as_mut_ptr(), n as isize, 1,
-        );
+        gemm_strided(m, n, k, 1.0, a.as_ptr(), (k as isize, 1), b.as_ptr(), (n as isize, 1), 0.0, c.as_mut_ptr(), (n as isize, 1));
     }
 }
 
-/// A general strided product `C = A·B` on raw row/column strides, for views such as one
-/// attention head inside a wider matrix. `beta` scales what C held.
+/// A general strided product `C = alpha·A·B + beta·C` on raw row/column strides, for views such
+/// as one attention head inside a wider matrix. `beta == 0` never reads C.
 ///
 /// # Safety
-/// Every element addressed through the strides must lie inside the given allocations.
+/// Every element addressed through the strides must lie inside the given allocations, and C
+/// must not overlap A or B.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_strided(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    sa: (isize, isize),
+    b: *const f32,
+    sb: (isize, isize),
+    beta: f32,
+    c: *mut f32,
+    sc: (isize, isize),
+) {
+    gemm_strided_with(Sgemm::for_shape(m, n, k), m, n, k, alpha, a, sa, b, sb, beta, c, sc);
+}
+
+/// [`gemm_strided`] on a chosen implementation, for tests and benchmarks that compare them.
+///
+/// # Safety
+/// As [`gemm_strided`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_strided_with(
+    imp: Sgemm,
     m: usize,
     n: usize,
     k: usize,
@@ -52,7 +93,18 @@ pub unsafe fn gemm_strided(
     c: *mut f32,
     (rsc, csc): (isize, isize),
 ) {
-    matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc);
+    let (a, b, c) = (View { ptr: a, rs: rsa, cs: csa }, View { ptr: b, rs: rsb, cs: csb }, sgemm::Shared(c));
+    match imp {
+        // matrixmultiply threads on its own pool.
+        Sgemm::MatrixMultiply => {
+            let c = c;
+            matrixmultiply::sgemm(m, k, n, alpha, a.ptr, rsa, csa, b.ptr, rsb, csb, beta, c.0, rsc, csc)
+        }
+        Sgemm::Packed(isa) => pool::install(move || {
+            let c = c;
+            sgemm::sgemm(isa, m, n, k, alpha, a, b, beta, c.0, rsc, csc)
+        }),
+    }
 }
 
 /// Linear layer: `y[m×n] = x[m×k] · w[n×k]ᵀ + bias`.

@@ -3,5 +3,8 @@
 
 pub mod attention;
 pub mod gemm;
+pub mod isa;
 pub mod mel;
 pub mod ops;
+pub mod pool;
+mod sgemm;
