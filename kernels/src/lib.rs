@@ -7,4 +7,5 @@ pub mod isa;
 pub mod mel;
 pub mod ops;
 pub mod pool;
+pub mod qgemm;
 mod sgemm;
