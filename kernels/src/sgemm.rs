@@ -16,7 +16,7 @@ use crate::isa::Isa;
 
 const MR: usize = 6;
 const NR: usize = 16;
-const KC: usize = 256;
+const KC: usize = 384;
 const MC: usize = 144;
 const NC: usize = 3072;
 /// Below this many multiply-adds a product runs on the calling thread.
@@ -135,8 +135,11 @@ unsafe fn serial(isa: Isa, m: usize, n: usize, k: usize, alpha: f32, a: View, b:
         let bpack = sb.get(KC * NC.min(n.next_multiple_of(NR)));
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
-            for pc in (0..k).step_by(KC) {
-                let kc = KC.min(k - pc);
+            // Equal k blocks (384 → one, 1536 → four of 384): no short block that would pay a
+            // full pass over C for a few k.
+            let kc_step = k.div_ceil(k.div_ceil(KC));
+            for pc in (0..k).step_by(kc_step) {
+                let kc = kc_step.min(k - pc);
                 pack_b(kc, nc, View { ptr: b.at(pc, jc), ..b }, bpack);
                 let beta = if pc == 0 { beta } else { 1.0 };
                 for ic in (0..m).step_by(MC) {
@@ -252,6 +255,12 @@ unsafe fn kernel_portable(kc: usize, a: *const f32, b: *const f32, tile: Tile) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, tile: Tile) {
     use std::arch::x86_64::*;
+    // C's rows are far apart and usually cold: ask for them now, while the k loop runs.
+    for i in 0..tile.mr {
+        let row = tile.c.offset(i as isize * tile.rsc) as *const i8;
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.offset((NR as isize - 1) * tile.csc * 4));
+    }
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
