@@ -3,5 +3,9 @@
 
 pub mod attention;
 pub mod gemm;
+pub mod isa;
 pub mod mel;
 pub mod ops;
+pub mod pool;
+pub mod qgemm;
+mod sgemm;

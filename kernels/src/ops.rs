@@ -26,11 +26,14 @@ pub fn layer_norm_into(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, out: &m
 
 /// Exact (erf) GELU, as Whisper's `nn.GELU()`, in place.
 pub fn gelu(x: &mut [f32]) {
-    x.par_chunks_mut(4096).for_each(|c| {
-        for v in c {
-            *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
-        }
-    });
+    x.par_chunks_mut(4096).for_each(gelu_slice);
+}
+
+/// [`gelu`] on the calling thread, for callers (fused epilogues) that already split the work.
+pub fn gelu_slice(x: &mut [f32]) {
+    for v in x {
+        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
 }
 
 /// erf with |error| < 1.2e-7 (W. J. Cody's rational approximations via erfc for large |x|).

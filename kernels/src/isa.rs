@@ -1,0 +1,59 @@
+//! Run-time choice of the SIMD code path. Every vector kernel exists as an AVX2/FMA version
+//! (the one CI and the reference machine, AMD Zen 3, run), sometimes an AVX-512 VNNI version
+//! (newer Intel), and a portable scalar version; which one runs is decided here, at run time,
+//! so one binary serves every x86-64 machine. Tests force each path through the `*_with`
+//! functions that take an `Isa`.
+
+/// A SIMD code path, from least to most capable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Plain Rust, no target features beyond the build's baseline.
+    Portable,
+    /// AVX2 + FMA (Haswell, Zen 1 and later).
+    Avx2,
+    /// AVX2 + FMA + AVX-512 VNNI with 256-bit (VL) forms: `vpdpbusd` for the INT8 GEMM.
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// The best path this CPU supports.
+    pub fn detect() -> Isa {
+        [Isa::Avx512Vnni, Isa::Avx2].into_iter().find(|isa| isa.available()).unwrap_or(Isa::Portable)
+    }
+
+    /// Whether this CPU can run the path (`std` caches the CPUID answers).
+    pub fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = || std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+            match self {
+                Isa::Portable => true,
+                Isa::Avx2 => avx2(),
+                Isa::Avx512Vnni => {
+                    avx2()
+                        && std::is_x86_feature_detected!("avx512f")
+                        && std::is_x86_feature_detected!("avx512vl")
+                        && std::is_x86_feature_detected!("avx512vnni")
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Isa::Portable
+        }
+    }
+
+    /// Every path this CPU can run, for tests that compare them.
+    pub fn all_available() -> Vec<Isa> {
+        [Isa::Portable, Isa::Avx2, Isa::Avx512Vnni].into_iter().filter(|isa| isa.available()).collect()
+    }
+
+    /// `self` if the CPU supports it, else the best supported path below it.
+    pub(crate) fn or_below(self) -> Isa {
+        if self.available() {
+            self
+        } else {
+            Isa::detect().min(self)
+        }
+    }
+}
