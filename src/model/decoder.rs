@@ -6,6 +6,7 @@ use std::sync::Arc;
 use npuwhisper_kernels::attention::{attention, Shape};
 use npuwhisper_kernels::gemm::{dot, gemm_nt};
 use npuwhisper_kernels::ops::{add_in_place, gelu, softmax};
+use npuwhisper_kernels::qgemm::{qlinear, QuantizedWeights};
 
 use super::{Dims, LayerNorm, Linear, Model, Weights, ENCODER_FRAMES};
 
@@ -24,6 +25,8 @@ pub(crate) struct DecoderLayer {
 
 pub(crate) struct Decoder {
     embeddings: Vec<f32>,
+    /// The embeddings as INT8, for the vocabulary projection (the largest matrix read per token).
+    embeddings_q: Option<QuantizedWeights>,
     positions: Vec<f32>,
     layers: Vec<DecoderLayer>,
     ln: LayerNorm,
@@ -34,6 +37,19 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
+    /// INT8 for what is read once per token: the per-token layers and the vocabulary
+    /// projection. The cross-attention K/V projection stays f32: it runs once per window, so
+    /// INT8 would save no per-token memory traffic, and its rounding would sit in every token's
+    /// attention (on base it cost half a WER point on the long-form set).
+    pub fn quantize(&mut self) {
+        for l in &mut self.layers {
+            for lin in [&mut l.self_qkv, &mut l.self_out, &mut l.cross_q, &mut l.cross_out, &mut l.fc1, &mut l.fc2] {
+                lin.quantize();
+            }
+        }
+        self.embeddings_q = Some(QuantizedWeights::quantize(&self.embeddings, self.vocab, self.d));
+    }
+
     pub fn load(w: &Weights, dims: &Dims) -> Result<Decoder, String> {
         let d = dims.d_model;
         let layers = (0..dims.decoder_layers)
@@ -55,6 +71,7 @@ impl Decoder {
             .collect::<Result<_, String>>()?;
         Ok(Decoder {
             embeddings: w.tensor("decoder/embeddings/weight", &[dims.vocab_size, d])?,
+            embeddings_q: None,
             positions: w.tensor("decoder/position_encodings/encodings", &[dims.max_text_positions, d])?,
             layers,
             ln: w.layer_norm("decoder/layer_norm", d)?,
@@ -224,7 +241,10 @@ impl Decoder {
     /// embedding matrix, read once for all rows.
     pub fn logits(&self, m: usize, hidden: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; m * self.vocab];
-        gemm_nt(m, self.vocab, self.d, hidden, &self.embeddings, &mut out);
+        match &self.embeddings_q {
+            Some(q) => qlinear(hidden, m, self.d, q, None, &mut out),
+            None => gemm_nt(m, self.vocab, self.d, hidden, &self.embeddings, &mut out),
+        }
         out
     }
 }

@@ -30,10 +30,20 @@ pub(crate) struct Encoder {
 fn conv(w: &Weights, prefix: &str, d_out: usize, d_in: usize) -> Result<Linear, String> {
     let weight = w.tensor(&format!("{prefix}/weight"), &[d_out, d_in, 3])?;
     let bias = w.tensor(&format!("{prefix}/bias"), &[d_out])?;
-    Ok(Linear { w: weight, b: Some(bias), n_out: d_out, n_in: d_in * 3 })
+    Ok(Linear::new(weight, Some(bias), d_out, d_in * 3))
 }
 
 impl Encoder {
+    /// INT8 transformer layers; the conv stem stays f32 (a small share of the work, and the
+    /// first layer sees raw log-mel, the input most sensitive to rounding).
+    pub fn quantize(&mut self) {
+        for l in &mut self.layers {
+            for lin in [&mut l.qkv, &mut l.attn_out, &mut l.fc1, &mut l.fc2] {
+                lin.quantize();
+            }
+        }
+    }
+
     pub fn load(w: &Weights, dims: &Dims) -> Result<Encoder, String> {
         let d = dims.d_model;
         let layers = (0..dims.encoder_layers)

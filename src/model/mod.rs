@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 pub use decoder::{CrossKv, DecoderSession, Sequence};
+use npuwhisper_kernels::qgemm::QuantizedWeights;
 use tokenizer::Tokenizer;
 
 /// Frames of log-mel per 30 s window (10 ms hop).
@@ -57,18 +58,45 @@ pub struct Config {
     pub suppress_ids_begin: Vec<u32>,
 }
 
-/// `y = x·Wᵀ + b`, W stored `[n_out, n_in]`.
+/// Arithmetic of the linear layers and the vocabulary projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// The weights as shipped, widened to f32.
+    F32,
+    /// Weights quantized per output channel at load, activations per row at run time: a quarter
+    /// of the weight memory to read per decoded token.
+    #[default]
+    Int8,
+}
+
+/// `y = x·Wᵀ + b`, W stored `[n_out, n_in]`, in f32 or, once quantized, INT8.
 pub(crate) struct Linear {
     pub w: Vec<f32>,
+    pub q: Option<QuantizedWeights>,
     pub b: Option<Vec<f32>>,
     pub n_out: usize,
     pub n_in: usize,
 }
 
 impl Linear {
+    pub fn new(w: Vec<f32>, b: Option<Vec<f32>>, n_out: usize, n_in: usize) -> Linear {
+        Linear { w, q: None, b, n_out, n_in }
+    }
+
     pub fn forward(&self, m: usize, x: &[f32], y: &mut Vec<f32>) {
         y.resize(m * self.n_out, 0.0);
-        npuwhisper_kernels::gemm::linear(m, self.n_out, self.n_in, x, &self.w, self.b.as_deref(), y);
+        match &self.q {
+            Some(q) => npuwhisper_kernels::qgemm::qlinear(x, m, self.n_in, q, self.b.as_deref(), y),
+            None => npuwhisper_kernels::gemm::linear(m, self.n_out, self.n_in, x, &self.w, self.b.as_deref(), y),
+        }
+    }
+
+    /// Replaces the f32 weight by its INT8 form.
+    pub fn quantize(&mut self) {
+        if self.q.is_none() {
+            self.q = Some(QuantizedWeights::quantize(&self.w, self.n_out, self.n_in));
+            self.w = Vec::new();
+        }
     }
 }
 
@@ -85,6 +113,7 @@ impl LayerNorm {
 
 pub struct Model {
     pub dims: Dims,
+    pub precision: Precision,
     pub dir: PathBuf,
     pub config: Config,
     pub tokenizer: Tokenizer,
@@ -122,7 +151,7 @@ impl Weights {
     pub fn linear(&self, prefix: &str, n_out: usize, n_in: usize) -> Result<Linear, String> {
         let w = self.tensor(&format!("{prefix}/weight"), &[n_out, n_in])?;
         let b = if self.has(&format!("{prefix}/bias")) { Some(self.tensor(&format!("{prefix}/bias"), &[n_out])?) } else { None };
-        Ok(Linear { w, b, n_out, n_in })
+        Ok(Linear::new(w, b, n_out, n_in))
     }
 
     pub fn layer_norm(&self, prefix: &str, d: usize) -> Result<LayerNorm, String> {
@@ -248,7 +277,18 @@ impl Model {
         if let Some(&(l, h)) = config.alignment_heads.iter().find(|&&(l, h)| l >= dims.decoder_layers || h >= dims.n_heads) {
             return Err(err("config.json", format!("alignment head [{l}, {h}] does not exist in this model")));
         }
-        Ok(Model { dims, dir: dir.to_path_buf(), config, tokenizer, encoder, decoder })
+        Ok(Model { dims, precision: Precision::F32, dir: dir.to_path_buf(), config, tokenizer, encoder, decoder })
+    }
+
+    /// Loads a model and brings it to `precision`.
+    pub fn load_with(dir: &Path, precision: Precision) -> Result<Model, ModelError> {
+        let mut model = Model::load(dir)?;
+        if precision == Precision::Int8 {
+            model.encoder.quantize();
+            model.decoder.quantize();
+            model.precision = Precision::Int8;
+        }
+        Ok(model)
     }
 
     pub fn n_mels(&self) -> usize {
@@ -324,17 +364,21 @@ pub fn resolve_model_path(name_or_path: &str) -> PathBuf {
 /// Default `model` property value.
 pub const DEFAULT_MODEL: &str = "tiny.en";
 
-/// Loads a model once per process: every element naming the same directory shares it while
-/// any of them holds it.
+/// Loads a model once per process: every element naming the same directory and precision
+/// shares it while any of them holds it.
 pub fn load_shared(dir: &Path) -> Result<Arc<Model>, ModelError> {
-    static CACHE: LazyLock<Mutex<HashMap<PathBuf, Weak<Model>>>> = LazyLock::new(Default::default);
-    let key = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    load_shared_with(dir, Precision::default())
+}
+
+pub fn load_shared_with(dir: &Path, precision: Precision) -> Result<Arc<Model>, ModelError> {
+    static CACHE: LazyLock<Mutex<HashMap<(PathBuf, Precision), Weak<Model>>>> = LazyLock::new(Default::default);
+    let key = (dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()), precision);
     // Loading under the lock makes a second element wait for the first load instead of repeating it.
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(model) = cache.get(&key).and_then(Weak::upgrade) {
         return Ok(model);
     }
-    let model = Arc::new(Model::load(dir)?);
+    let model = Arc::new(Model::load_with(dir, precision)?);
     cache.retain(|_, m| m.strong_count() > 0);
     cache.insert(key, Arc::downgrade(&model));
     Ok(model)

@@ -133,9 +133,9 @@ impl ObjectImpl for NpuWhisperBin {
             gst::warning!(CAT, imp = self, "No children to set {} on", pspec.name());
             return;
         };
-        // The decoder holds every setting; the encoder needs the model too.
-        if pspec.name() == "model" {
-            children.enc.set_property_from_value("model", value);
+        // The decoder holds every setting; the encoder needs the model ones too.
+        if matches!(pspec.name(), "model" | "precision" | "threads") {
+            children.enc.set_property_from_value(pspec.name(), value);
         }
         children.dec.set_property_from_value(pspec.name(), value);
     }

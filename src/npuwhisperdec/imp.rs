@@ -7,7 +7,7 @@ use gst::subclass::prelude::*;
 use super::NpuWhisperTask;
 use crate::decoding::{DecodeOptions, Transcriber, FALLBACK_TEMPERATURES};
 use crate::{caps, f32buf, model_property};
-use crate::model::{self, Model, ENCODER_FRAMES};
+use crate::model::{Model, ENCODER_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -24,7 +24,7 @@ const MIN_DURATION: gst::ClockTime = gst::ClockTime::from_mseconds(1);
 
 #[derive(Debug, Clone)]
 struct Settings {
-    model: String,
+    model: model_property::ModelSettings,
     language: String,
     task: NpuWhisperTask,
     condition_on_previous_text: bool,
@@ -43,7 +43,7 @@ impl Default for Settings {
     fn default() -> Self {
         let d = DecodeOptions::default();
         Settings {
-            model: model::DEFAULT_MODEL.to_string(),
+            model: model_property::ModelSettings::default(),
             language: super::DEFAULT_LANGUAGE.to_string(),
             task: NpuWhisperTask::default(),
             condition_on_previous_text: d.condition_on_previous_text,
@@ -64,8 +64,8 @@ impl Default for Settings {
 struct State {
     /// Loaded from NULL to READY, dropped from READY to NULL.
     model: Option<Arc<Model>>,
-    /// `model` property value `model` was loaded from.
-    model_name: String,
+    /// Model property values `model` was loaded with.
+    loaded_with: Option<model_property::ModelSettings>,
     /// Cached `model.is_multilingual()`, set with the transcriber.
     multilingual: bool,
     /// Width of the negotiated input.
@@ -129,20 +129,20 @@ impl NpuWhisperDec {
 
     /// Loads the model named by the `model` property unless it is already loaded.
     fn ensure_model(&self) -> Result<Arc<Model>, gst::StateChangeError> {
-        let name = self.settings().model.clone();
+        let wanted = self.settings().model.clone();
         {
             let state = self.state();
-            if let Some(m) = state.model.as_ref().filter(|_| state.model_name == name) {
+            if let Some(m) = state.model.as_ref().filter(|_| state.loaded_with.as_ref() == Some(&wanted)) {
                 return Ok(m.clone());
             }
         }
-        gst::debug!(CAT, imp = self, "Loading model {name:?}");
-        match model_property::load(&name) {
+        gst::debug!(CAT, imp = self, "Loading model {wanted:?}");
+        match model_property::load(&wanted) {
             Ok(m) => {
                 gst::info!(CAT, imp = self, "Loaded {}: width {}", m.dir.display(), m.d_model());
                 let mut state = self.state();
                 state.model = Some(m.clone());
-                state.model_name = name;
+                state.loaded_with = Some(wanted);
                 Ok(m)
             }
             Err(msg) => {
@@ -167,7 +167,7 @@ impl NpuWhisperDec {
                     CAT,
                     imp = self,
                     "Model {} is English-only: ignoring language {requested:?}",
-                    settings.model
+                    settings.model.model
                 );
             }
             None
@@ -198,7 +198,7 @@ impl NpuWhisperDec {
                 CAT,
                 imp = self,
                 "Model {} is English-only: translate does nothing",
-                settings.model
+                settings.model.model
             );
         }
 
@@ -559,8 +559,11 @@ impl ObjectImpl for NpuWhisperDec {
         }
         let mut settings = self.settings();
         let string = || value.get::<Option<String>>().ok().flatten();
+        if settings.model.set(pspec.name(), value) {
+            gst::info!(CAT, imp = self, "Settings now {settings:?}");
+            return;
+        }
         match pspec.name() {
-            "model" => settings.model = string().unwrap_or_else(|| model::DEFAULT_MODEL.to_string()),
             "language" => settings.language = string().unwrap_or_else(|| super::DEFAULT_LANGUAGE.to_string()),
             "task" => settings.task = value.get().expect("type checked upstream"),
             "condition-on-previous-text" => settings.condition_on_previous_text = value.get().expect("type checked upstream"),
@@ -580,8 +583,10 @@ impl ObjectImpl for NpuWhisperDec {
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let s = self.settings();
+        if let Some(v) = s.model.get(pspec.name()) {
+            return v;
+        }
         match pspec.name() {
-            "model" => s.model.to_value(),
             "language" => s.language.to_value(),
             "task" => s.task.to_value(),
             "condition-on-previous-text" => s.condition_on_previous_text.to_value(),

@@ -65,8 +65,8 @@ static DEFAULTS: LazyLock<crate::decoding::DecodeOptions> = LazyLock::new(Defaul
 /// The decoding properties, shared by the decoder and the `npuwhisper` bin (which forwards them).
 pub(crate) fn param_specs() -> Vec<glib::ParamSpec> {
     let d = &*DEFAULTS;
-    vec![
-        crate::model_property::param_spec(),
+    let mut specs = crate::model_property::param_specs();
+    specs.extend([
         glib::ParamSpecString::builder("language")
             .nick("Language")
             .blurb("Spoken language as a code (\"en\", \"de\", ...), or \"auto\" to detect it per window (multilingual models). English-only models (*.en) always use \"en\"")
@@ -147,11 +147,13 @@ pub(crate) fn param_specs() -> Vec<glib::ParamSpec> {
             .default_value(true)
             .mutable_ready()
             .build(),
-    ]
+    ]);
+    specs
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     NpuWhisperTask::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    crate::model_property::NpuWhisperPrecision::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "npuwhisperdec",

@@ -5,7 +5,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use crate::{caps, f32buf, model_property};
-use crate::model::{self, Model, ENCODER_FRAMES, MEL_FRAMES};
+use crate::model::{Model, ENCODER_FRAMES, MEL_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -15,24 +15,17 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
+#[derive(Default)]
 struct Settings {
-    model: String,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            model: model::DEFAULT_MODEL.to_string(),
-        }
-    }
+    model: model_property::ModelSettings,
 }
 
 #[derive(Default)]
 struct State {
     /// Loaded from NULL to READY, dropped from READY to NULL.
     model: Option<Arc<Model>>,
-    /// `model` property value `model` was loaded from.
-    model_name: String,
+    /// Model property values `model` was loaded with.
+    loaded_with: Option<model_property::ModelSettings>,
     /// Mel bins of the negotiated input.
     n_mels: Option<usize>,
 }
@@ -56,20 +49,20 @@ impl NpuWhisperEnc {
 
     /// Loads the model named by the `model` property unless it is already loaded.
     fn ensure_model(&self) -> Result<(), gst::StateChangeError> {
-        let name = self.settings().model.clone();
+        let wanted = self.settings().model.clone();
         {
             let state = self.state();
-            if state.model.is_some() && state.model_name == name {
+            if state.model.is_some() && state.loaded_with.as_ref() == Some(&wanted) {
                 return Ok(());
             }
         }
-        gst::debug!(CAT, imp = self, "Loading model {name:?}");
-        match model_property::load(&name) {
+        gst::debug!(CAT, imp = self, "Loading model {wanted:?}");
+        match model_property::load(&wanted) {
             Ok(m) => {
                 gst::info!(CAT, imp = self, "Loaded {}: {} mel bins, width {}", m.dir.display(), m.n_mels(), m.d_model());
                 let mut state = self.state();
                 state.model = Some(m);
-                state.model_name = name;
+                state.loaded_with = Some(wanted);
                 Ok(())
             }
             Err(msg) => {
@@ -346,40 +339,26 @@ impl ObjectSubclass for NpuWhisperEnc {
 impl ObjectImpl for NpuWhisperEnc {
     fn properties() -> &'static [glib::ParamSpec] {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            vec![model_property::param_spec()]
+            model_property::param_specs()
         });
         PROPERTIES.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        match pspec.name() {
-            "model" => {
-                if self.obj().current_state() > gst::State::Ready {
-                    gst::warning!(
-                        CAT,
-                        imp = self,
-                        "The model can only be changed in NULL or READY state"
-                    );
-                    return;
-                }
-                let model = value
-                    .get::<Option<String>>()
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| model::DEFAULT_MODEL.to_string());
-                gst::info!(CAT, imp = self, "Model set to {model:?}");
-                self.settings().model = model;
-            }
-            other => gst::warning!(CAT, imp = self, "Unknown property {other}"),
+        if self.obj().current_state() > gst::State::Ready {
+            gst::warning!(CAT, imp = self, "Property {} can only be changed in NULL or READY state", pspec.name());
+            return;
         }
+        let mut settings = self.settings();
+        if !settings.model.set(pspec.name(), value) {
+            gst::warning!(CAT, imp = self, "Unknown property {}", pspec.name());
+        }
+        gst::info!(CAT, imp = self, "Model settings now {:?}", settings.model);
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        match pspec.name() {
-            "model" => self.settings().model.to_value(),
-            // GObject only asks for the properties declared above.
-            _ => pspec.default_value().clone(),
-        }
+        // GObject only asks for the properties declared above.
+        self.settings().model.get(pspec.name()).unwrap_or_else(|| pspec.default_value().clone())
     }
 
     fn constructed(&self) {
