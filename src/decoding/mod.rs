@@ -147,54 +147,105 @@ impl Transcriber {
     /// Decodes one window's encoder states (`ENCODER_FRAMES × d_model`), whose audio
     /// lasts `content_seconds` (≤ 30). Segment times are clipped to the content.
     pub fn transcribe(&mut self, states: &[f32], content_seconds: f64) -> WindowResult {
+        self.transcribe_batch(&[(states, content_seconds)]).pop().expect("one result per window")
+    }
+
+    /// Decodes consecutive windows together: their first greedy pass runs as one batch, each
+    /// token step one pass over the weights for all of them. Every window is prompted with the
+    /// text before the batch (its predecessor in the batch is not decoded yet), then fallback,
+    /// tail and alignment run per window.
+    pub fn transcribe_batch(&mut self, windows: &[(&[f32], f64)]) -> Vec<WindowResult> {
         let model = Arc::clone(&self.model);
-        let cross = model.cross_kv(states);
-        let mut session = model.decoder_session(&cross);
-        let language = if model.is_multilingual() {
-            Some(match &self.options.language {
-                Some(code) if model.tokenizer.language_token(code).is_some() => code.clone(),
-                _ => detect_language(&model, &mut session).unwrap_or_else(|| "en".into()),
-            })
-        } else {
-            None
-        };
+        let crosses: Vec<Arc<CrossKv>> = windows.iter().map(|(states, _)| model.cross_kv(states)).collect();
+        let languages: Vec<Option<String>> = crosses.iter().map(|cross| self.window_language(&model, cross)).collect();
         let prompt = if self.options.condition_on_previous_text || self.prompt == self.initial_prompt { self.prompt.clone() } else { Vec::new() };
-        let mut decoded = match self.decode_with_fallback(&model, &cross, language.as_deref(), &prompt) {
-            Ok(d) => d,
-            Err(_) => return WindowResult { language, ..Default::default() },
+        let first = {
+            let jobs: Vec<(&Arc<CrossKv>, Option<&str>)> = crosses.iter().zip(&languages).map(|(c, l)| (c, l.as_deref())).collect();
+            self.search_many(&model, &jobs, &prompt, &[], 0.0)
         };
-        let avg_logprob = decoded.avg_logprob();
-        let silent = decoded.no_speech_prob > self.options.no_speech_threshold && avg_logprob < self.options.logprob_threshold;
-        if silent {
-            return WindowResult { language, segments: Vec::new(), no_speech_prob: decoded.no_speech_prob, avg_logprob };
-        }
-        self.decode_uncovered_tail(&model, &cross, language.as_deref(), &prompt, &mut decoded, content_seconds);
-        let mut segments = split_segments(&model, &decoded.tokens, content_seconds, avg_logprob);
-        if self.options.word_timestamps {
-            let text_tokens: Vec<u32> = segments.iter().flat_map(|s| s.words[0].tokens.clone()).collect();
-            if let Ok(words) = alignment::align_words(&model, &mut session, &decoded.sot_sequence, &text_tokens, content_seconds) {
-                let mut attached = attach_words(segments, words);
-                set_word_probabilities(&model, &decoded, &mut attached);
-                clamp_long_words(&mut attached);
-                attached.retain(|seg| !is_hallucination(seg));
-                segments = phrases(attached);
+        let mut results = Vec::with_capacity(windows.len());
+        let mut carried: Vec<u32> = Vec::new();
+        let mut reset_prompt = false;
+        for (((cross, language), first), &(_, content_seconds)) in crosses.iter().zip(languages).zip(first).zip(windows) {
+            let decoded = first.and_then(|d| self.decode_with_fallback(&model, cross, language.as_deref(), &prompt, d));
+            let Ok(decoded) = decoded else {
+                results.push(WindowResult { language, ..Default::default() });
+                continue;
+            };
+            let (result, decoded) = self.finish_window(&model, cross, language, &prompt, decoded, content_seconds);
+            let silent = result.segments.is_empty() && decoded.no_speech_prob > self.options.no_speech_threshold && result.avg_logprob < self.options.logprob_threshold;
+            if !silent {
+                // Text decoded this hot is too unsure to prompt with: start over after it.
+                if decoded.temperature > PROMPT_RESET_TEMPERATURE {
+                    reset_prompt = true;
+                    carried.clear();
+                } else {
+                    carried.extend(decoded.tokens.iter().filter(|&&t| t != model.tokenizer.eot));
+                }
             }
+            results.push(result);
         }
-        for s in &mut segments {
-            if !self.options.word_timestamps {
-                s.words.clear();
+        if !self.options.condition_on_previous_text {
+            if !carried.is_empty() || reset_prompt {
+                self.prompt.clear();
             }
-        }
-        if self.options.condition_on_previous_text && decoded.temperature <= PROMPT_RESET_TEMPERATURE {
-            self.prompt.extend(decoded.tokens.iter().filter(|&&t| t != model.tokenizer.eot));
+        } else {
+            if reset_prompt {
+                self.prompt.clear();
+            }
+            self.prompt.extend(carried);
             let keep = model.dims.max_text_positions / 2 - 1;
             if self.prompt.len() > keep {
                 self.prompt.drain(..self.prompt.len() - keep);
             }
-        } else {
-            self.prompt.clear();
         }
-        WindowResult { language, segments, no_speech_prob: decoded.no_speech_prob, avg_logprob }
+        results
+    }
+
+    /// The window's language: the one asked for, else detected (multilingual models only).
+    fn window_language(&self, model: &Model, cross: &Arc<CrossKv>) -> Option<String> {
+        if !model.is_multilingual() {
+            return None;
+        }
+        Some(match &self.options.language {
+            Some(code) if model.tokenizer.language_token(code).is_some() => code.clone(),
+            _ => detect_language(model, &mut model.decoder_session(cross)).unwrap_or_else(|| "en".into()),
+        })
+    }
+
+    /// Silence check, the uncovered tail, segments and word alignment of a decoded window.
+    fn finish_window(
+        &mut self,
+        model: &Model,
+        cross: &Arc<CrossKv>,
+        language: Option<String>,
+        prompt: &[u32],
+        mut decoded: Decoded,
+        content_seconds: f64,
+    ) -> (WindowResult, Decoded) {
+        let avg_logprob = decoded.avg_logprob();
+        let silent = decoded.no_speech_prob > self.options.no_speech_threshold && avg_logprob < self.options.logprob_threshold;
+        if silent {
+            return (WindowResult { language, segments: Vec::new(), no_speech_prob: decoded.no_speech_prob, avg_logprob }, decoded);
+        }
+        self.decode_uncovered_tail(model, cross, language.as_deref(), prompt, &mut decoded, content_seconds);
+        let mut segments = split_segments(model, &decoded.tokens, content_seconds, avg_logprob);
+        if self.options.word_timestamps {
+            let text_tokens: Vec<u32> = segments.iter().flat_map(|s| s.words[0].tokens.clone()).collect();
+            let mut session = model.decoder_session(cross);
+            if let Ok(words) = alignment::align_words(model, &mut session, &decoded.sot_sequence, &text_tokens, content_seconds) {
+                let mut attached = attach_words(segments, words);
+                set_word_probabilities(model, &decoded, &mut attached);
+                clamp_long_words(&mut attached);
+                attached.retain(|seg| !is_hallucination(seg));
+                segments = phrases(attached);
+            }
+        } else {
+            for s in &mut segments {
+                s.words.clear();
+            }
+        }
+        (WindowResult { language, segments, no_speech_prob: decoded.no_speech_prob, avg_logprob }, decoded)
     }
 
     /// Forgets the previous text (after a flush or discontinuity); the initial prompt stays.
@@ -206,20 +257,26 @@ impl Transcriber {
     /// repeats itself (compression ratio) nor is unlikely (average log-probability). A window
     /// that is likely silence is not retried. When every temperature fails, the likeliest
     /// result that does not repeat itself is kept (as faster-whisper does).
-    fn decode_with_fallback(&mut self, model: &Model, cross: &Arc<CrossKv>, language: Option<&str>, prompt: &[u32]) -> Result<Decoded, String> {
+    fn decode_with_fallback(&mut self, model: &Model, cross: &Arc<CrossKv>, language: Option<&str>, prompt: &[u32], first: Decoded) -> Result<Decoded, String> {
         let o = self.options.clone();
-        let temperatures = if o.temperatures.is_empty() { vec![0.0] } else { o.temperatures.clone() };
-        let mut tried: Vec<(Decoded, bool)> = Vec::new();
-        for &temperature in &temperatures {
+        let judge = |d: &Decoded| {
+            let avg = d.avg_logprob();
+            let repeats = compression_ratio(&model.tokenizer.decode(&text_only(model, &d.tokens))) > o.compression_ratio_threshold;
+            let silence = d.no_speech_prob > o.no_speech_threshold && avg < o.logprob_threshold;
+            (silence || (!repeats && avg >= o.logprob_threshold), repeats)
+        };
+        let (good, repeats) = judge(&first);
+        if good {
+            return Ok(first);
+        }
+        let mut tried = vec![(first, repeats)];
+        for &temperature in o.temperatures.iter().skip(1) {
             let decoded = self.search(model, cross, language, prompt, &[], temperature)?;
-            let avg = decoded.avg_logprob();
-            let repeats = compression_ratio(&model.tokenizer.decode(&text_only(model, &decoded.tokens))) > o.compression_ratio_threshold;
-            let silence = decoded.no_speech_prob > o.no_speech_threshold && avg < o.logprob_threshold;
-            let good = silence || (!repeats && avg >= o.logprob_threshold);
-            tried.push((decoded, repeats));
+            let (good, repeats) = judge(&decoded);
             if good {
-                return Ok(tried.pop().unwrap().0);
+                return Ok(decoded);
             }
+            tried.push((decoded, repeats));
         }
         let any_unrepeated = tried.iter().any(|(_, repeats)| !repeats);
         let best = tried
@@ -277,41 +334,107 @@ impl Transcriber {
         prefix: &[u32],
         temperature: f32,
     ) -> Result<Decoded, String> {
-        let tok = &model.tokenizer;
-        let mut sot_sequence = vec![tok.sot];
-        if let Some(code) = language {
-            sot_sequence.push(tok.language_token(code).ok_or("unknown language")?);
-            sot_sequence.push(if self.options.task == Task::Translate { tok.translate } else { tok.transcribe });
-        }
-        let mut initial = Vec::new();
-        if !prompt.is_empty() {
-            initial.push(tok.sot_prev);
-            initial.extend_from_slice(prompt);
-        }
-        let sot_index = initial.len();
-        initial.extend_from_slice(&sot_sequence);
-        initial.extend_from_slice(prefix);
+        self.search_many(model, &[(cross, language)], prompt, prefix, temperature).pop().expect("one result per window")
+    }
 
-        let mut root = model.sequence(cross);
-        let hidden = model.decode_forward(&mut [&mut root], &[&initial])?;
+    /// [`Transcriber::search`] over several windows `(cross K/V, language)` at once: the prompts
+    /// run through the decoder as one batch, and so does every greedy or sampling step.
+    fn search_many(
+        &mut self,
+        model: &Model,
+        windows: &[(&Arc<CrossKv>, Option<&str>)],
+        prompt: &[u32],
+        prefix: &[u32],
+        temperature: f32,
+    ) -> Vec<Result<Decoded, String>> {
+        let tok = &model.tokenizer;
         let d = model.dims.d_model;
-        let no_speech_prob = match tok.no_speech {
-            Some(ns) => {
-                let mut p = model.logits(1, &hidden[sot_index * d..(sot_index + 1) * d]);
-                softmax(&mut p);
-                p[ns as usize]
+        let mut starts: Vec<Result<(Vec<u32>, Vec<u32>, usize), String>> = Vec::new();
+        for &(_, language) in windows {
+            let mut sot_sequence = vec![tok.sot];
+            if let Some(code) = language {
+                match tok.language_token(code) {
+                    Some(id) => sot_sequence.push(id),
+                    None => {
+                        starts.push(Err(format!("unknown language {code}")));
+                        continue;
+                    }
+                }
+                sot_sequence.push(if self.options.task == Task::Translate { tok.translate } else { tok.transcribe });
             }
-            None => 0.0,
+            let mut initial = Vec::new();
+            if !prompt.is_empty() {
+                initial.push(tok.sot_prev);
+                initial.extend_from_slice(prompt);
+            }
+            let sot_index = initial.len();
+            initial.extend_from_slice(&sot_sequence);
+            initial.extend_from_slice(prefix);
+            starts.push(Ok((sot_sequence, initial, sot_index)));
+        }
+        let ok: Vec<usize> = (0..windows.len()).filter(|&i| starts[i].is_ok()).collect();
+        let mut seqs: Vec<Sequence> = ok.iter().map(|&i| model.sequence(windows[i].0)).collect();
+        let initials: Vec<&[u32]> = ok.iter().map(|&i| starts[i].as_ref().map(|s| s.1.as_slice()).unwrap_or(&[])).collect();
+        let hidden = {
+            let mut refs: Vec<&mut Sequence> = seqs.iter_mut().collect();
+            model.decode_forward(&mut refs, &initials)
         };
-        let logits = model.logits(1, &hidden[hidden.len() - d..]);
-        let root = Hypothesis { seq: root, tokens: prefix.to_vec(), token_logprobs: vec![0.0; prefix.len()], sum_logprob: 0.0 };
-        let best = if temperature == 0.0 && self.options.beam_size > 1 {
-            beam_search(model, root, logits, self.options.beam_size)?
+        let hidden = match hidden {
+            Ok(h) => h,
+            Err(e) => return windows.iter().map(|_| Err(e.clone())).collect(),
+        };
+        // Per window: the no-speech row (at <|startoftranscript|>) and the last row, in one projection.
+        let mut rows = Vec::with_capacity(2 * ok.len() * d);
+        let mut offset = 0;
+        for (k, &i) in ok.iter().enumerate() {
+            let sot_index = starts[i].as_ref().map(|s| s.2).unwrap_or(0);
+            rows.extend_from_slice(&hidden[(offset + sot_index) * d..(offset + sot_index + 1) * d]);
+            offset += initials[k].len();
+            rows.extend_from_slice(&hidden[(offset - 1) * d..offset * d]);
+        }
+        let logits = model.logits(2 * ok.len(), &rows);
+        let vocab = model.dims.vocab_size;
+        let mut roots = Vec::new();
+        for (k, seq) in seqs.into_iter().enumerate() {
+            let no_speech_prob = match tok.no_speech {
+                Some(ns) => {
+                    let mut p = logits[2 * k * vocab..(2 * k + 1) * vocab].to_vec();
+                    softmax(&mut p);
+                    p[ns as usize]
+                }
+                None => 0.0,
+            };
+            let last = logits[(2 * k + 1) * vocab..(2 * k + 2) * vocab].to_vec();
+            let root = Hypothesis { seq, tokens: prefix.to_vec(), token_logprobs: vec![0.0; prefix.len()], sum_logprob: 0.0 };
+            roots.push((root, last, no_speech_prob));
+        }
+
+        let found: Vec<Result<Hypothesis, String>> = if temperature == 0.0 && self.options.beam_size > 1 {
+            roots.iter().map(|(root, logits, _)| beam_search(model, root.clone(), logits.clone(), self.options.beam_size)).collect()
         } else {
             let n = if temperature > 0.0 { self.options.best_of.max(1) } else { 1 };
-            sample(model, root, logits, n, temperature, &mut self.rng)?
+            let starts: Vec<(Hypothesis, Vec<f32>)> = roots.iter().flat_map(|(root, logits, _)| std::iter::repeat_n((root.clone(), logits.clone()), n)).collect();
+            match sample(model, starts, temperature, &mut self.rng) {
+                Ok(all) => {
+                    let score = |h: &Hypothesis| h.sum_logprob / (h.tokens.len() + 1) as f32;
+                    let mut all = all.into_iter();
+                    (0..roots.len())
+                        .map(|_| all.by_ref().take(n).max_by(|a, b| score(a).total_cmp(&score(b))).ok_or_else(|| "no sample".to_string()))
+                        .collect()
+                }
+                Err(e) => roots.iter().map(|_| Err(e.clone())).collect(),
+            }
         };
-        Ok(Decoded { tokens: best.tokens, token_logprobs: best.token_logprobs, sum_logprob: best.sum_logprob, no_speech_prob, sot_sequence, temperature })
+        let mut found = found.into_iter().zip(roots.into_iter().map(|r| r.2));
+        starts
+            .into_iter()
+            .map(|start| {
+                let (sot_sequence, _, _) = start?;
+                let (best, no_speech_prob) = found.next().expect("one result per started window");
+                let best = best?;
+                Ok(Decoded { tokens: best.tokens, token_logprobs: best.token_logprobs, sum_logprob: best.sum_logprob, no_speech_prob, sot_sequence, temperature })
+            })
+            .collect()
     }
 }
 
@@ -325,13 +448,13 @@ fn step(model: &Model, hyps: &mut [&mut Hypothesis]) -> Result<Vec<Vec<f32>>, St
     Ok(logits.chunks(model.dims.vocab_size).map(<[f32]>::to_vec).collect())
 }
 
-/// Greedy decoding (`n` = 1, temperature 0), or `n` independent samples at `temperature`;
-/// returns the tokens and summed log-probability of the likeliest (by average log-probability).
-fn sample(model: &Model, root: Hypothesis, logits: Vec<f32>, n: usize, temperature: f32, rng: &mut fastrand::Rng) -> Result<Hypothesis, String> {
+/// Greedy decoding (temperature 0) or sampling at `temperature` of every hypothesis, each from
+/// its own logits, all stepped through the decoder together; returns them finished, in order.
+fn sample(model: &Model, starts: Vec<(Hypothesis, Vec<f32>)>, temperature: f32, rng: &mut fastrand::Rng) -> Result<Vec<Hypothesis>, String> {
     let eot = model.tokenizer.eot;
     let rules = rules::Rules::new(model);
-    let mut hyps = vec![root; n];
-    let mut logits = vec![logits; n];
+    let n = starts.len();
+    let (mut hyps, mut logits): (Vec<Hypothesis>, Vec<Vec<f32>>) = starts.into_iter().unzip();
     let mut done = vec![false; n];
     let (mut logprobs, mut probs) = (Vec::new(), Vec::new());
     for _ in 0..SAMPLE_LEN {
@@ -367,14 +490,7 @@ fn sample(model: &Model, root: Hypothesis, logits: Vec<f32>, n: usize, temperatu
             logits[i] = l;
         }
     }
-    let best = hyps
-        .into_iter()
-        .max_by(|a, b| {
-            let score = |h: &Hypothesis| h.sum_logprob / (h.tokens.len() + 1) as f32;
-            score(a).total_cmp(&score(b))
-        })
-        .expect("n ≥ 1");
-    Ok(best)
+    Ok(hyps)
 }
 
 /// Beam search as Whisper's: each step keeps the `beam` likeliest continuations of all beams,

@@ -5,7 +5,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::NpuWhisperTask;
-use crate::decoding::{DecodeOptions, Transcriber, FALLBACK_TEMPERATURES};
+use crate::decoding::{DecodeOptions, Transcriber, WindowResult, FALLBACK_TEMPERATURES};
 use crate::{caps, f32buf, model_property};
 use crate::model::{Model, ENCODER_FRAMES};
 
@@ -37,6 +37,7 @@ struct Settings {
     no_speech_threshold: f32,
     word_timestamps: bool,
     post_messages: bool,
+    batch_size: u32,
 }
 
 impl Default for Settings {
@@ -56,6 +57,7 @@ impl Default for Settings {
             no_speech_threshold: d.no_speech_threshold,
             word_timestamps: false,
             post_messages: true,
+            batch_size: 0,
         }
     }
 }
@@ -78,10 +80,15 @@ struct State {
     language: Option<String>,
     /// Mark the next text buffer DISCONT.
     discont: bool,
+    /// Windows received and not yet decoded.
+    pending: Vec<Window>,
+    /// Windows decoded together, chosen when streaming starts.
+    batch_size: usize,
 }
 
 impl State {
     fn reset_timestamps(&mut self) {
+        self.pending.clear();
         self.next_window_pts = None;
         self.last_end = None;
         self.discont = true;
@@ -96,6 +103,21 @@ fn offset(seconds: f64, max: f64) -> gst::ClockTime {
         seconds.clamp(0.0, max)
     };
     gst::ClockTime::try_from_seconds_f64(s).unwrap_or(gst::ClockTime::ZERO)
+}
+
+/// Windows decoded together when `batch-size` is 0 (auto) and upstream is not live.
+const AUTO_BATCH: usize = 4;
+
+/// A window waiting to be decoded with the next ones.
+struct Window {
+    states: Vec<f32>,
+    pts: gst::ClockTime,
+    duration: gst::ClockTime,
+    discont: bool,
+}
+
+fn content_seconds(duration: gst::ClockTime) -> f64 {
+    duration.seconds_f64().min(MAX_WINDOW.seconds_f64())
 }
 
 /// What one window produced, pushed in order once the locks are released.
@@ -278,8 +300,19 @@ impl NpuWhisperDec {
 
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
         gst::log!(CAT, obj = pad, "Handling event {event:?}");
+        // Windows waiting for a batch go out before anything that follows them in the stream.
+        if event.is_serialized() && !matches!(event.type_(), gst::EventType::FlushStop) {
+            if let Err(err) = self.drain() {
+                gst::debug!(CAT, imp = self, "Pending windows not pushed: {err:?}");
+            }
+        }
         match event.view() {
-            gst::EventView::Caps(c) => self.set_caps(c.caps()),
+            gst::EventView::Caps(c) => {
+                let batch_size = self.choose_batch_size();
+                gst::debug!(CAT, imp = self, "Decoding {batch_size} windows at a time");
+                self.state().batch_size = batch_size;
+                self.set_caps(c.caps())
+            }
             gst::EventView::FlushStop(_) => {
                 if let Some(t) = self.transcriber().as_mut() {
                     t.reset();
@@ -297,7 +330,6 @@ impl NpuWhisperDec {
                 }
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
-            // Decoding is synchronous: nothing is pending at EOS.
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
         }
     }
@@ -339,7 +371,12 @@ impl NpuWhisperDec {
             f32buf::f32_from_bytes(&map).ok_or(gst::FlowError::Error)?
         };
 
-        let (window_pts, window_duration) = {
+        let discont = buffer.flags().contains(gst::BufferFlags::DISCONT);
+        if discont {
+            // Windows before the discontinuity are decoded with the text that came before them.
+            self.drain()?;
+        }
+        let batch = {
             let mut state = self.state();
             let pts = buffer
                 .pts()
@@ -347,34 +384,66 @@ impl NpuWhisperDec {
                 .unwrap_or(gst::ClockTime::ZERO);
             let duration = buffer.duration().unwrap_or(MAX_WINDOW).min(MAX_WINDOW);
             state.next_window_pts = pts.checked_add(duration);
-            (pts, duration)
+            state.pending.push(Window { states, pts, duration, discont });
+            state.pending.len() >= state.batch_size
         };
-        let content_seconds = window_duration.seconds_f64().min(MAX_WINDOW.seconds_f64());
+        if batch {
+            self.drain()?;
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
 
-        let result = {
+    /// Windows decoded together: `batch-size`, or when 0, 4 for recordings and 1 when upstream
+    /// is live (where waiting for more windows would only add latency).
+    fn choose_batch_size(&self) -> usize {
+        let asked = self.settings().batch_size as usize;
+        if asked > 0 {
+            return asked;
+        }
+        let mut q = gst::query::Latency::new();
+        let live = self.sinkpad.peer_query(&mut q) && q.result().0;
+        if live { 1 } else { AUTO_BATCH }
+    }
+
+    /// Decodes the pending windows and pushes their text.
+    fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let pending = std::mem::take(&mut self.state().pending);
+        if pending.is_empty() {
+            return Ok(gst::FlowSuccess::Ok);
+        }
+        let results = {
             let mut transcriber = self.transcriber();
             let Some(transcriber) = transcriber.as_mut() else {
                 // Only between PAUSED and READY, while the pad is being deactivated.
                 return Err(gst::FlowError::Flushing);
             };
-            if buffer.flags().contains(gst::BufferFlags::DISCONT) {
+            if pending[0].discont {
                 transcriber.reset();
             }
             let start = std::time::Instant::now();
-            let result = transcriber.transcribe(&states, content_seconds);
+            let windows: Vec<(&[f32], f64)> = pending.iter().map(|w| (w.states.as_slice(), content_seconds(w.duration))).collect();
+            let results = transcriber.transcribe_batch(&windows);
+            gst::debug!(CAT, imp = self, "Decoded {} windows from {} in {:?}", pending.len(), pending[0].pts, start.elapsed());
+            results
+        };
+        for (window, result) in pending.iter().zip(results) {
             gst::debug!(
                 CAT,
                 imp = self,
-                "Decoded window at {} ({:.2} s) in {:?}: {} segments, no-speech {:.2}",
-                window_pts,
-                content_seconds,
-                start.elapsed(),
+                "Window at {} ({:.2} s): {} segments, no-speech {:.2}",
+                window.pts,
+                content_seconds(window.duration),
                 result.segments.len(),
                 result.no_speech_prob
             );
-            result
-        };
+            self.push_window(&result, window.pts, window.duration)?;
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
 
+    /// Pushes one decoded window: a language tag when it changes, its text buffers, or a GAP.
+    fn push_window(&self, result: &WindowResult, window_pts: gst::ClockTime, window_duration: gst::ClockTime) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let content_seconds = content_seconds(window_duration);
         let settings = self.settings().clone();
         let mut outputs = Vec::new();
         let mut messages = Vec::new();
@@ -576,6 +645,7 @@ impl ObjectImpl for NpuWhisperDec {
             "no-speech-threshold" => settings.no_speech_threshold = value.get().expect("type checked upstream"),
             "word-timestamps" => settings.word_timestamps = value.get().expect("type checked upstream"),
             "post-messages" => settings.post_messages = value.get().expect("type checked upstream"),
+            "batch-size" => settings.batch_size = value.get().expect("type checked upstream"),
             other => gst::warning!(CAT, imp = self, "Unknown property {other}"),
         }
         gst::info!(CAT, imp = self, "Settings now {settings:?}");
@@ -599,6 +669,7 @@ impl ObjectImpl for NpuWhisperDec {
             "no-speech-threshold" => s.no_speech_threshold.to_value(),
             "word-timestamps" => s.word_timestamps.to_value(),
             "post-messages" => s.post_messages.to_value(),
+            "batch-size" => s.batch_size.to_value(),
             // GObject only asks for the properties declared above.
             _ => pspec.default_value().clone(),
         }

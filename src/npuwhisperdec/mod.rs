@@ -147,6 +147,13 @@ pub(crate) fn param_specs() -> Vec<glib::ParamSpec> {
             .default_value(true)
             .mutable_ready()
             .build(),
+        glib::ParamSpecUInt::builder("batch-size")
+            .nick("Batch size")
+            .blurb("Windows decoded together, one pass over the weights per token for all of them; each is prompted with the text before its batch. 0 = 4 for recordings, 1 when upstream is live")
+            .maximum(16)
+            .default_value(0)
+            .mutable_ready()
+            .build(),
     ]);
     specs
 }
