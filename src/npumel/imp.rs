@@ -7,7 +7,7 @@ use npuwhisper_kernels::mel::LogMel;
 
 use crate::audio::{AudioWindow, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES};
 use crate::{caps, f32buf};
-use crate::model::MEL_FRAMES;
+use crate::model::{MAX_N_MELS, MEL_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -317,7 +317,7 @@ impl NpuMel {
         let n_mels = src_caps
             .structure(0)
             .and_then(|s| s.get::<i32>("n-mels").ok())
-            .filter(|n| (1..=256).contains(n));
+            .filter(|&n| (1..=MAX_N_MELS as i32).contains(&n));
         let Some(n_mels) = n_mels.map(|n| n as usize) else {
             gst::element_imp_error!(
                 self,
