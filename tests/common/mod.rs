@@ -119,29 +119,40 @@ pub struct Cue {
     pub text: String,
 }
 
+impl Cue {
+    /// A text buffer pulled from an appsink.
+    pub fn from_sample(sample: &gst::Sample) -> Cue {
+        let buf = sample.buffer().unwrap();
+        let map = buf.map_readable().unwrap();
+        let pts = buf.pts().expect("text without PTS");
+        Cue {
+            start: pts.nseconds() as f64 / 1e9,
+            end: (pts + buf.duration().expect("text without duration")).nseconds() as f64 / 1e9,
+            text: String::from_utf8(map.to_vec()).unwrap(),
+        }
+    }
+}
+
 /// Runs `filesrc ! decodebin ! npuwhisper props ! appsink` on a file and returns the text buffers.
 pub fn transcribe(path: &Path, props: &[(&str, &str)]) -> Vec<Cue> {
-    init();
     let mut desc = format!("filesrc location=\"{}\" ! decodebin ! npuwhisper name=asr", path.display());
     for (k, v) in props {
         desc.push_str(&format!(" {k}={v}"));
     }
-    desc.push_str(" ! appsink name=sink sync=false");
-    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    transcribe_pipeline(&format!("{desc} ! appsink name=sink sync=false"))
+}
+
+/// Runs a pipeline description ending in `appsink name=sink` to EOS and returns the text
+/// buffers; panics on a pipeline error.
+pub fn transcribe_pipeline(desc: &str) -> Vec<Cue> {
+    init();
+    let pipeline = gst::parse::launch(desc).unwrap().downcast::<gst::Pipeline>().unwrap();
     let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
     pipeline.set_state(gst::State::Playing).expect("pipeline plays");
     let mut cues = Vec::new();
     loop {
         match sink.pull_sample() {
-            Ok(sample) => {
-                let buf = sample.buffer().unwrap();
-                let map = buf.map_readable().unwrap();
-                cues.push(Cue {
-                    start: buf.pts().unwrap().nseconds() as f64 / 1e9,
-                    end: (buf.pts().unwrap() + buf.duration().unwrap()).nseconds() as f64 / 1e9,
-                    text: String::from_utf8(map.to_vec()).unwrap(),
-                });
-            }
+            Ok(sample) => cues.push(Cue::from_sample(&sample)),
             Err(_) => break,
         }
     }
@@ -150,7 +161,7 @@ pub fn transcribe(path: &Path, props: &[(&str, &str)]) -> Vec<Cue> {
     pipeline.set_state(gst::State::Null).unwrap();
     if let Some(msg) = error {
         if let gst::MessageView::Error(e) = msg.view() {
-            panic!("pipeline error on {}: {} ({:?})", path.display(), e.error(), e.debug());
+            panic!("pipeline error in {desc}: {} ({:?})", e.error(), e.debug());
         }
     }
     cues
