@@ -5,7 +5,7 @@
 mod common;
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,12 +114,39 @@ fn bin_takes_any_rate_and_channel_layout() {
     }
 }
 
-/// Pushes `parts` (caps, interleaved S16LE samples) into `appsrc ! npuwhisper ! appsink` with
-/// continuous timestamps, then EOS; returns the text. Panics on an error or no EOS.
-fn appsrc_through_bin(parts: &[(&str, Vec<i16>)]) -> Vec<Cue> {
-    let p = pipeline("appsrc name=src format=time ! npuwhisper ! appsink name=sink sync=false");
+/// What came out of [`appsrc_through_bin`].
+struct Run {
+    cues: Vec<Cue>,
+    /// Samples that reached npumel.
+    samples_in: u64,
+    warnings: Vec<String>,
+}
+
+/// Pushes `parts` (caps, interleaved samples as bytes) into `appsrc ! npuwhisper ! appsink` in
+/// 100 ms buffers with continuous timestamps, then EOS. Panics on an error or no EOS.
+fn appsrc_through_bin(parts: &[(&str, Vec<u8>)]) -> Run {
+    let p = pipeline("appsrc name=src format=time ! npuwhisper name=asr ! appsink name=sink sync=false");
     let src = p.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
     let sink = p.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let mel_sink = p.by_name("asr").unwrap().downcast::<gst::Bin>().unwrap().by_name("mel").unwrap().static_pad("sink").unwrap();
+    let samples_in = Arc::new(AtomicU64::new(0));
+    let counter = samples_in.clone();
+    mel_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+        if let (Some(buffer), Some(caps)) = (info.buffer(), pad.current_caps()) {
+            let bpf = gst_audio::AudioInfo::from_caps(&caps).unwrap().bpf() as usize;
+            counter.fetch_add((buffer.size() / bpf) as u64, Ordering::SeqCst);
+        }
+        gst::PadProbeReturn::Ok
+    });
+    // Taken as posted: waiting for EOS drops the other messages.
+    let warnings = Arc::new(Mutex::new(Vec::new()));
+    let w = warnings.clone();
+    p.bus().unwrap().set_sync_handler(move |_, msg| {
+        if let gst::MessageView::Warning(e) = msg.view() {
+            w.lock().unwrap().push(e.error().to_string());
+        }
+        gst::BusSyncReply::Pass
+    });
     // Caps before PLAYING, so even an empty stream has them.
     if let Some((caps, _)) = parts.first() {
         src.set_caps(Some(&gst::Caps::from_str(caps).unwrap()));
@@ -130,11 +157,11 @@ fn appsrc_through_bin(parts: &[(&str, Vec<i16>)]) -> Vec<Cue> {
         let caps = gst::Caps::from_str(caps).unwrap();
         let info = gst_audio::AudioInfo::from_caps(&caps).unwrap();
         src.set_caps(Some(&caps));
-        let frames_per_buffer = info.rate() as usize / 10 * info.channels() as usize;
-        for chunk in samples.chunks(frames_per_buffer.max(1)) {
-            let frames = (chunk.len() / info.channels() as usize) as u64;
+        let bpf = info.bpf() as usize;
+        for chunk in samples.chunks(info.rate() as usize / 10 * bpf) {
+            let frames = (chunk.len() / bpf) as u64;
             let duration = gst::ClockTime::SECOND.mul_div_floor(frames, info.rate() as u64).unwrap();
-            let mut buffer = gst::Buffer::from_mut_slice(chunk.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>());
+            let mut buffer = gst::Buffer::from_mut_slice(chunk.to_vec());
             {
                 let b = buffer.get_mut().unwrap();
                 b.set_pts(pts);
@@ -152,27 +179,34 @@ fn appsrc_through_bin(parts: &[(&str, Vec<i16>)]) -> Vec<Cue> {
     let end = wait_end(&p);
     p.set_state(gst::State::Null).unwrap();
     end.unwrap_or_else(|e| panic!("pipeline error: {e}"));
-    cues
+    let warnings = std::mem::take(&mut *warnings.lock().unwrap());
+    Run { cues, samples_in: samples_in.load(Ordering::SeqCst), warnings }
 }
 
 const MONO_16K: &str = "audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved";
 
 #[test]
 fn empty_and_one_sample_streams_end_cleanly() {
-    let cues = appsrc_through_bin(&[]);
-    assert!(cues.is_empty(), "text from an empty stream: {cues:?}");
-    let cues = appsrc_through_bin(&[(MONO_16K, Vec::new())]);
-    assert!(cues.is_empty(), "text from a stream with caps and no samples: {cues:?}");
+    let run = appsrc_through_bin(&[]);
+    assert!(run.cues.is_empty(), "text from an empty stream: {:?}", run.cues);
+    let run = appsrc_through_bin(&[(MONO_16K, Vec::new())]);
+    assert!(run.cues.is_empty(), "text from a stream with caps and no samples: {:?}", run.cues);
     for sample in [0i16, 12000, i16::MIN] {
-        let cues = appsrc_through_bin(&[(MONO_16K, vec![sample])]);
-        assert!(cues.is_empty(), "text from one sample {sample}: {cues:?}");
+        let run = appsrc_through_bin(&[(MONO_16K, sample.to_le_bytes().to_vec())]);
+        assert!(run.cues.is_empty(), "text from one sample {sample}: {:?}", run.cues);
+        assert_eq!(run.samples_in, 1);
     }
-    let cues = appsrc_through_bin(&[("audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved", vec![9000, -9000])]);
-    assert!(cues.is_empty(), "text from one stereo frame: {cues:?}");
+    let frame = [9000i16, -9000].iter().flat_map(|s| s.to_le_bytes()).collect();
+    let run = appsrc_through_bin(&[("audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved", frame)]);
+    assert!(run.cues.is_empty(), "text from one stereo frame: {:?}", run.cues);
 }
 
-fn s16(samples: &[f32]) -> Vec<i16> {
-    samples.iter().map(|&s| (s * 32768.0).clamp(-32768.0, 32767.0) as i16).collect()
+fn s16le(samples: &[f32]) -> Vec<u8> {
+    samples.iter().flat_map(|&s| ((s * 32768.0).clamp(-32768.0, 32767.0) as i16).to_le_bytes()).collect()
+}
+
+fn f32le(samples: &[f32]) -> Vec<u8> {
+    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
 }
 
 /// Linear interpolation to `factor` times the rate, each sample repeated over `channels`.
@@ -195,18 +229,42 @@ fn caps_change_mid_stream_keeps_the_audio() {
     let audio = read_wav(&eval_file(clip));
     // "Printing, in the only sense with which we are at present concerned," | "differs from …"
     let cut = 67_200;
-    let first = s16(&audio[..cut]);
-    let second = s16(&upsample(&audio[cut..], 3, 2));
-    let cues = appsrc_through_bin(&[
+    let first = s16le(&audio[..cut]);
+    let second = s16le(&upsample(&audio[cut..], 3, 2));
+    let Run { cues, samples_in, .. } = appsrc_through_bin(&[
         (MONO_16K, first),
         ("audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved", second),
     ]);
+    // The resampler may round at the change, by a sample or so.
+    assert!(samples_in.abs_diff(audio.len() as u64) <= 16, "npumel got {samples_in} samples of {}", audio.len());
     let text = joined_text(&cues);
     println!("{cues:?}");
     let wer = wer(&[(reference(clip), text.clone())]);
     assert!(wer <= 10.0, "WER {wer:.1} % after a caps change: {text}");
     assert!(cues.windows(2).all(|c| c[1].start >= c[0].end - 1e-6), "text overlaps: {cues:?}");
     assert!(cues.last().is_some_and(|c| c.end <= 9.7), "text past the audio: {cues:?}");
+}
+
+#[test]
+fn nan_and_infinite_samples_are_silence() {
+    let _model = gstnpuwhisper::model::load_shared(&model_dir("tiny.en")).unwrap();
+    let clip = "LJ001-0001.wav";
+    let audio: Vec<f32> = read_wav(&eval_file(clip))
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| match i % 1000 {
+            0 => f32::NAN,
+            500 if i % 3000 == 500 => f32::INFINITY,
+            _ => s,
+        })
+        .collect();
+    let run = appsrc_through_bin(&[("audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved", f32le(&audio))]);
+    let text = joined_text(&run.cues);
+    let wer = wer(&[(reference(clip), text.clone())]);
+    println!("{text}\nwarnings: {:?}", run.warnings);
+    // Before: NaN spread over whole spectrogram windows, and no text came out at all.
+    assert!(wer <= 10.0, "WER {wer:.1} % with NaN samples: {text}");
+    assert!(run.warnings.iter().any(|w| w.contains("NaN")), "no warning about NaN samples: {:?}", run.warnings);
 }
 
 /// npumel takes F32LE and S16LE: a format change mid-stream loses no sample.
@@ -218,8 +276,8 @@ fn npumel_format_change_mid_stream_loses_nothing() {
     let tone: Vec<f32> = (0..64_000).map(|i| 0.3 * (i as f32 * 0.1).sin()).collect();
     let mut pts = gst::ClockTime::ZERO;
     for (format, bytes) in [
-        ("F32LE", tone[..32_000].iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>()),
-        ("S16LE", s16(&tone[32_000..]).iter().flat_map(|s| s.to_le_bytes()).collect()),
+        ("F32LE", f32le(&tone[..32_000])),
+        ("S16LE", s16le(&tone[32_000..])),
     ] {
         h.set_src_caps_str(&format!("audio/x-raw,format={format},rate=16000,channels=1,layout=interleaved"));
         let mut b = gst::Buffer::from_mut_slice(bytes);
