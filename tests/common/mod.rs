@@ -150,11 +150,8 @@ pub fn transcribe_pipeline(desc: &str) -> Vec<Cue> {
     let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
     pipeline.set_state(gst::State::Playing).expect("pipeline plays");
     let mut cues = Vec::new();
-    loop {
-        match sink.pull_sample() {
-            Ok(sample) => cues.push(Cue::from_sample(&sample)),
-            Err(_) => break,
-        }
+    while let Ok(sample) = sink.pull_sample() {
+        cues.push(Cue::from_sample(&sample));
     }
     let bus = pipeline.bus().unwrap();
     let error = bus.pop_filtered(&[gst::MessageType::Error]);
