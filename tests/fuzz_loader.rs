@@ -7,7 +7,7 @@
 //! mangled tokenizer.json and vocabulary.txt. A few hundred more mutate the header of the real
 //! tiny.en `model.bin`. Seeded: a failure prints its case number and mutation;
 //! `NPUWHISPER_FUZZ_SEED`, `NPUWHISPER_FUZZ_CASES` (12 000) and `NPUWHISPER_FUZZ_REAL_CASES`
-//! (200) replay or extend the run, `NPUWHISPER_FUZZ_VERBOSE=1` prints every outcome.
+//! (300) replay or extend the run, `NPUWHISPER_FUZZ_VERBOSE=1` prints every outcome.
 
 mod common;
 
@@ -1066,7 +1066,7 @@ fn table_fields(b: &[u8]) -> Vec<(usize, usize)> {
 #[test]
 fn fuzz_real_model_header() {
     let seed = env_u64("NPUWHISPER_FUZZ_SEED", 0x5EED);
-    let cases = env_u64("NPUWHISPER_FUZZ_REAL_CASES", 200) as usize;
+    let cases = env_u64("NPUWHISPER_FUZZ_REAL_CASES", 300) as usize;
     let src = common::model_dir("tiny.en");
     let dir = temp_model_dir("tiny.en");
     for f in &FILES[1..] {
