@@ -6,7 +6,7 @@
 //! - `application/x-npuwhisper-states, width=(int), frames=(int)1500, format=F32LE`: one buffer is
 //!   one window's encoder states, `1500 × width` f32, with the window's PTS and duration.
 
-use crate::model::{ENCODER_FRAMES, MEL_FRAMES};
+use crate::model::{ENCODER_FRAMES, MAX_D_MODEL, MAX_N_MELS, MEL_FRAMES};
 
 pub const MEL: &str = "audio/x-npuwhisper-mel";
 pub const STATES: &str = "application/x-npuwhisper-states";
@@ -16,7 +16,7 @@ pub fn mel(n_mels: Option<usize>) -> gst::Caps {
     let b = gst::Caps::builder(MEL);
     let b = match n_mels {
         Some(n) => b.field("n-mels", n as i32),
-        None => b.field("n-mels", gst::IntRange::new(1i32, 256)),
+        None => b.field("n-mels", gst::IntRange::new(1i32, MAX_N_MELS as i32)),
     };
     b.field("frames", MEL_FRAMES as i32).field("format", "F32LE").build()
 }
@@ -26,7 +26,7 @@ pub fn states(width: Option<usize>) -> gst::Caps {
     let b = gst::Caps::builder(STATES);
     let b = match width {
         Some(w) => b.field("width", w as i32),
-        None => b.field("width", gst::IntRange::new(1i32, 4096)),
+        None => b.field("width", gst::IntRange::new(1i32, MAX_D_MODEL as i32)),
     };
     b.field("frames", ENCODER_FRAMES as i32).field("format", "F32LE").build()
 }

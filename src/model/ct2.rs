@@ -5,6 +5,11 @@ use std::collections::HashMap;
 
 use half::{bf16, f16};
 
+/// Longest name and highest rank accepted: real ones are far below, and a corrupt length must
+/// not turn the error messages that quote them into dumps of the file.
+const MAX_NAME: usize = 256;
+const MAX_RANK: usize = 8;
+
 #[derive(Debug, Clone)]
 pub struct Tensor {
     pub shape: Vec<usize>,
@@ -18,6 +23,11 @@ pub struct ModelBin {
 }
 
 impl ModelBin {
+    /// Names of the tensors and aliases.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().chain(self.aliases.keys()).map(String::as_str)
+    }
+
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.tensors.get(name).or_else(|| self.aliases.get(name).and_then(|t| self.tensors.get(t)))
     }
@@ -53,6 +63,9 @@ impl<'a> Reader<'a> {
     /// u16 length (including a trailing NUL), then the bytes.
     fn string(&mut self, what: &str) -> Result<String, String> {
         let len = self.u16(what)? as usize;
+        if len > MAX_NAME {
+            return Err(format!("{what} at offset {} is {len} bytes long, more than any CTranslate2 name", self.pos - 2));
+        }
         let raw = self.take(len, what)?;
         let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
         String::from_utf8(raw.to_vec()).map_err(|_| format!("{what} is not UTF-8 at offset {}", self.pos))
@@ -96,6 +109,9 @@ pub fn parse(bytes: &[u8]) -> Result<ModelBin, String> {
     for i in 0..n_vars {
         let name = r.string(&format!("name of variable {i}"))?;
         let rank = r.u8(&format!("rank of {name}"))? as usize;
+        if rank > MAX_RANK {
+            return Err(format!("tensor {name} has rank {rank}, more than {MAX_RANK}"));
+        }
         let mut shape = Vec::with_capacity(rank);
         for _ in 0..rank {
             shape.push(r.u32(&format!("shape of {name}"))? as usize);

@@ -21,6 +21,12 @@ pub const MEL_FRAMES: usize = 3000;
 pub const ENCODER_FRAMES: usize = 1500;
 /// Seconds of audio per encoder position / timestamp token step.
 pub const SECONDS_PER_TIMESTAMP: f64 = 0.02;
+/// Most mel bins and widest model the elements' caps carry.
+pub const MAX_N_MELS: usize = 256;
+pub const MAX_D_MODEL: usize = 4096;
+/// Fewest decoder positions accepted: a start-of-transcript sequence and some text, half of
+/// which is kept as the next window's prompt.
+const MIN_TEXT_POSITIONS: usize = 8;
 const LN_EPS: f32 = 1e-5;
 
 /// A model file that could not be used: names the file and what is wrong with it.
@@ -161,6 +167,24 @@ impl Weights {
     fn count_layers(&self, prefix: &str) -> usize {
         (0..).take_while(|i| self.has(&format!("{prefix}/layer_{i}/ffn/layer_norm/gamma"))).count()
     }
+
+    /// A tensor of `prefix/layer_N` with N ≥ `n_layers`: left of a layer that is incomplete.
+    fn stray_layer_tensor(&self, prefix: &str, n_layers: usize) -> Option<String> {
+        let layer_prefix = format!("{prefix}/layer_");
+        self.bin.names().find_map(|name| {
+            let i: usize = name.strip_prefix(&layer_prefix)?.split('/').next()?.parse().ok()?;
+            (i >= n_layers).then(|| format!("tensor {name} is of a layer after {prefix}/layer_{n_layers}, which is missing or incomplete"))
+        })
+    }
+
+    /// A head count scalar: a whole number from 1 to the widest model.
+    fn head_count(&self, name: &str) -> Result<usize, String> {
+        let v = self.scalar(name)?;
+        if !(v >= 1.0 && v <= MAX_D_MODEL as f32 && v.fract() == 0.0) {
+            return Err(format!("{name} is {v}, not a number of heads"));
+        }
+        Ok(v as usize)
+    }
 }
 
 fn derive_dims(w: &Weights, vocab_size: usize) -> Result<Dims, String> {
@@ -169,14 +193,27 @@ fn derive_dims(w: &Weights, vocab_size: usize) -> Result<Dims, String> {
         return Err(format!("encoder/conv1/weight has shape {conv1:?}, expected [d, n_mels, 3]"));
     }
     let (d_model, n_mels) = (conv1[0], conv1[1]);
+    // Zero sizes would be empty chunks in the forward pass; the caps carry at most these.
+    if !(1..=MAX_D_MODEL).contains(&d_model) || !(1..=MAX_N_MELS).contains(&n_mels) {
+        return Err(format!(
+            "encoder/conv1/weight has shape {conv1:?}: width must be 1 to {MAX_D_MODEL} and mel bins 1 to {MAX_N_MELS}"
+        ));
+    }
     let emb = w.shape("decoder/embeddings/weight")?;
     let pos = w.shape("decoder/position_encodings/encodings")?;
     if emb.len() != 2 || pos.len() != 2 {
         return Err("decoder embeddings are not matrices".into());
     }
-    let n_heads = w.scalar("encoder/num_heads")? as usize;
-    if n_heads == 0 || d_model % n_heads != 0 {
+    let n_heads = w.head_count("encoder/num_heads")?;
+    if d_model % n_heads != 0 {
         return Err(format!("encoder/num_heads {n_heads} does not divide width {d_model}"));
+    }
+    // One head count serves both stacks.
+    if w.has("decoder/num_heads") {
+        let dec_heads = w.head_count("decoder/num_heads")?;
+        if dec_heads != n_heads {
+            return Err(format!("decoder/num_heads {dec_heads} differs from encoder/num_heads {n_heads}"));
+        }
     }
     let dims = Dims {
         n_mels,
@@ -189,6 +226,17 @@ fn derive_dims(w: &Weights, vocab_size: usize) -> Result<Dims, String> {
     };
     if dims.encoder_layers == 0 || dims.decoder_layers == 0 {
         return Err("no encoder or decoder layers found".into());
+    }
+    for (prefix, n) in [("encoder", dims.encoder_layers), ("decoder", dims.decoder_layers)] {
+        if let Some(e) = w.stray_layer_tensor(prefix, n) {
+            return Err(e);
+        }
+    }
+    if dims.max_text_positions < MIN_TEXT_POSITIONS {
+        return Err(format!(
+            "decoder/position_encodings/encodings has {} positions, fewer than the {MIN_TEXT_POSITIONS} decoding needs",
+            dims.max_text_positions
+        ));
     }
     if dims.vocab_size != vocab_size {
         return Err(format!(
@@ -264,7 +312,7 @@ impl Model {
         let bin = ct2::parse(&map).map_err(|e| err("model.bin", e))?;
         drop(map);
         if !bin.spec.is_empty() && bin.spec != "WhisperSpec" {
-            return Err(err("model.bin", format!("is a {} model, not Whisper", bin.spec)));
+            return Err(err("model.bin", format!("holds a {:?} model, not a WhisperSpec", bin.spec)));
         }
         let w = Weights { bin };
         let dims = derive_dims(&w, tokenizer.vocab_size()).map_err(|e| err("model.bin", e))?;
@@ -272,10 +320,16 @@ impl Model {
         let decoder = decoder::Decoder::load(&w, &dims).map_err(|e| err("model.bin", e))?;
         let bad_id = config.suppress_ids.iter().chain(&config.suppress_ids_begin).find(|&&id| id as usize >= dims.vocab_size);
         if let Some(id) = bad_id {
-            return Err(err("config.json", format!("token id {id} is outside the vocabulary of {}", dims.vocab_size)));
+            return Err(err("config.json", format!("token id {id} is outside the vocabulary of {} (vocabulary.txt)", dims.vocab_size)));
         }
         if let Some(&(l, h)) = config.alignment_heads.iter().find(|&&(l, h)| l >= dims.decoder_layers || h >= dims.n_heads) {
-            return Err(err("config.json", format!("alignment head [{l}, {h}] does not exist in this model")));
+            return Err(err(
+                "config.json",
+                format!(
+                    "alignment head [{l}, {h}] does not exist in model.bin's {} decoder layers of {} heads",
+                    dims.decoder_layers, dims.n_heads
+                ),
+            ));
         }
         Ok(Model { dims, precision: Precision::F32, dir: dir.to_path_buf(), config, tokenizer, encoder, decoder })
     }

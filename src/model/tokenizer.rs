@@ -69,7 +69,7 @@ impl Tokenizer {
                 Some((t.strip_prefix("<|")?.strip_suffix("|>")?.to_string(), id))
             })
             .collect();
-        Ok(Tokenizer {
+        let t = Tokenizer {
             eot: special("<|endoftext|>")?,
             sot,
             translate,
@@ -83,7 +83,39 @@ impl Tokenizer {
             token_bytes,
             ids,
             encoder: None,
-        })
+        };
+        t.check_order()?;
+        Ok(t)
+    }
+
+    /// Decoding takes the ids below `<|endoftext|>` for text and those from `<|0.00|>` on for
+    /// timestamps, so the special tokens must come in Whisper's order.
+    fn check_order(&self) -> Result<(), String> {
+        let order = [
+            ("<|endoftext|>", self.eot),
+            ("<|startoftranscript|>", self.sot),
+            ("<|translate|>", self.translate),
+            ("<|transcribe|>", self.transcribe),
+            ("<|startoflm|>", self.sot_lm),
+            ("<|startofprev|>", self.sot_prev),
+            ("<|notimestamps|>", self.no_timestamps),
+            ("<|0.00|>", self.timestamp_begin),
+        ];
+        if let Some(w) = order.windows(2).find(|w| w[0].1 >= w[1].1) {
+            return Err(format!("{} (id {}) is not before {} (id {}), as Whisper has them", w[0].0, w[0].1, w[1].0, w[1].1));
+        }
+        if let Some(ns) = self.no_speech.filter(|&ns| ns <= self.eot || ns >= self.timestamp_begin) {
+            return Err(format!("the no-speech token (id {ns}) is not among the special tokens"));
+        }
+        // Times are read off the id: <|0.00|>, <|0.02|>, … to the end.
+        let first_ts = self.timestamp_begin as usize;
+        for (k, bytes) in self.token_bytes[first_ts..].iter().enumerate() {
+            let expected = format!("<|{:.2}|>", k as f64 * super::SECONDS_PER_TIMESTAMP);
+            if bytes != expected.as_bytes() {
+                return Err(format!("token {} is {:?}, expected the timestamp {expected}", first_ts + k, String::from_utf8_lossy(bytes)));
+            }
+        }
+        Ok(())
     }
 
     /// Adds `tokenizer.json`'s BPE for [`Tokenizer::encode`]; its ids must be this vocabulary's.

@@ -7,7 +7,7 @@ use npuwhisper_kernels::mel::LogMel;
 
 use crate::audio::{AudioWindow, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES};
 use crate::{caps, f32buf};
-use crate::model::MEL_FRAMES;
+use crate::model::{MAX_N_MELS, MEL_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -60,6 +60,8 @@ struct State {
     discont: bool,
     /// Time-format segment start: the base when the first buffer has no PTS.
     segment_start: Option<gst::ClockTime>,
+    /// NaN or infinite samples were seen (and warned about).
+    saw_non_finite: bool,
 }
 
 impl State {
@@ -225,7 +227,7 @@ impl NpuMel {
                 SampleFormat::S16 => f32buf::f32_from_s16le(&map),
             }
         };
-        let Some(samples) = samples else {
+        let Some(mut samples) = samples else {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
@@ -236,6 +238,14 @@ impl NpuMel {
             );
             return Err(gst::FlowError::Error);
         };
+        // A NaN spreads over a whole window's spectrogram and makes its frame look silent:
+        // taken as silence, the rest of the window is still transcribed.
+        let mut non_finite = 0;
+        for s in samples.iter_mut().filter(|s| !s.is_finite()) {
+            *s = 0.0;
+            non_finite += 1;
+        }
+        let warn_non_finite = non_finite > 0 && !std::mem::replace(&mut state.saw_non_finite, true);
 
         let mut out = Vec::new();
         let pts = buffer.pts();
@@ -276,6 +286,13 @@ impl NpuMel {
         out.extend(self.window_outputs(&mut state, windows)?);
         drop(state);
 
+        if warn_non_finite {
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Format,
+                ("Input has NaN or infinite samples ({} in the first such buffer): taken as silence", non_finite)
+            );
+        }
         self.push_outputs(out)
     }
 
@@ -317,7 +334,7 @@ impl NpuMel {
         let n_mels = src_caps
             .structure(0)
             .and_then(|s| s.get::<i32>("n-mels").ok())
-            .filter(|n| (1..=256).contains(n));
+            .filter(|&n| (1..=MAX_N_MELS as i32).contains(&n));
         let Some(n_mels) = n_mels.map(|n| n as usize) else {
             gst::element_imp_error!(
                 self,

@@ -119,41 +119,65 @@ pub struct Cue {
     pub text: String,
 }
 
+impl Cue {
+    /// A text buffer pulled from an appsink.
+    pub fn from_sample(sample: &gst::Sample) -> Cue {
+        let buf = sample.buffer().unwrap();
+        let map = buf.map_readable().unwrap();
+        let pts = buf.pts().expect("text without PTS");
+        Cue {
+            start: pts.nseconds() as f64 / 1e9,
+            end: (pts + buf.duration().expect("text without duration")).nseconds() as f64 / 1e9,
+            text: String::from_utf8(map.to_vec()).unwrap(),
+        }
+    }
+}
+
 /// Runs `filesrc ! decodebin ! npuwhisper props ! appsink` on a file and returns the text buffers.
 pub fn transcribe(path: &Path, props: &[(&str, &str)]) -> Vec<Cue> {
-    transcribe_with_messages(path, props).0
+    transcribe_pipeline(&bin_pipeline(path, props))
+}
+
+/// `filesrc ! decodebin ! npuwhisper props ! appsink name=sink` for a file.
+pub fn bin_pipeline(path: &Path, props: &[(&str, &str)]) -> String {
+    let mut desc = format!("filesrc location=\"{}\" ! decodebin ! npuwhisper name=asr", path.display());
+    for (k, v) in props {
+        desc.push_str(&format!(" {k}=\"{v}\""));
+    }
+    desc + " ! appsink name=sink sync=false"
+}
+
+/// Runs a pipeline description ending in `appsink name=sink` to EOS and returns the text
+/// buffers; panics on a pipeline error.
+pub fn transcribe_pipeline(desc: &str) -> Vec<Cue> {
+    run_pipeline(desc).0
 }
 
 pub fn joined_text(cues: &[Cue]) -> String {
     cues.iter().map(|c| c.text.trim()).collect::<Vec<_>>().join(" ")
 }
 
-/// Like [`transcribe`], also returning the element messages posted on the bus; panics on an error.
+/// Like [`transcribe`], also returning the element messages posted on the bus.
 pub fn transcribe_with_messages(path: &Path, props: &[(&str, &str)]) -> (Vec<Cue>, Vec<gst::Structure>) {
+    run_pipeline(&bin_pipeline(path, props))
+}
+
+/// Runs a pipeline description ending in `appsink name=sink` to EOS; returns the text buffers
+/// and the element messages. Panics on a pipeline error.
+pub fn run_pipeline(desc: &str) -> (Vec<Cue>, Vec<gst::Structure>) {
     init();
-    let mut desc = format!("filesrc location=\"{}\" ! decodebin ! npuwhisper name=asr", path.display());
-    for (k, v) in props {
-        desc.push_str(&format!(" {k}=\"{v}\""));
-    }
-    desc.push_str(" ! appsink name=sink sync=false");
-    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let pipeline = gst::parse::launch(desc).unwrap().downcast::<gst::Pipeline>().unwrap();
     let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
     let bus = pipeline.bus().unwrap();
     pipeline.set_state(gst::State::Playing).expect("pipeline plays");
     let mut cues = Vec::new();
     while let Ok(sample) = sink.pull_sample() {
-        let buf = sample.buffer().unwrap();
-        let map = buf.map_readable().unwrap();
-        cues.push(Cue {
-            start: buf.pts().unwrap().nseconds() as f64 / 1e9,
-            end: (buf.pts().unwrap() + buf.duration().unwrap()).nseconds() as f64 / 1e9,
-            text: String::from_utf8(map.to_vec()).unwrap(),
-        });
+        cues.push(Cue::from_sample(&sample));
     }
     let mut messages = Vec::new();
     while let Some(msg) = bus.pop() {
         match msg.view() {
-            gst::MessageView::Error(e) => panic!("pipeline error on {}: {} ({:?})", path.display(), e.error(), e.debug()),
+            gst::MessageView::Error(e) => panic!("pipeline error in {desc}: {} ({:?})", e.error(), e.debug()),
             gst::MessageView::Element(e) => messages.extend(e.structure().map(|s| s.to_owned())),
             _ => (),
         }
