@@ -248,7 +248,9 @@ impl Mini {
         let tokenizer = json!({
             "version": "1.0", "truncation": null, "padding": null,
             "added_tokens": added,
-            "model": {"type": "BPE", "dropout": null, "unk_token": null, "vocab": model_vocab, "merges": ["Ġ t", "Ġt h"]},
+            "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true},
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "vocab": model_vocab, "merges": []},
         });
         let config = json!({
             "alignment_heads": [[1, 0], [1, 1]],
