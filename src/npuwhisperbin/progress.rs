@@ -71,7 +71,11 @@ impl Progress {
     }
 
     /// Watches the decoder `dec` inside `bin`.
-    pub(super) fn install(self: &Arc<Self>, bin: &gst::Bin, dec: &gst::Element) -> Result<(), String> {
+    pub(super) fn install(
+        self: &Arc<Self>,
+        bin: &gst::Bin,
+        dec: &gst::Element,
+    ) -> Result<(), String> {
         let mask = gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM;
         for (name, input) in [("sink", true), ("src", false)] {
             let pad = dec
@@ -153,7 +157,9 @@ impl Progress {
                 _ => position,
             }
         };
-        let Some(duration) = query_duration(bin) else { return };
+        let Some(duration) = query_duration(bin) else {
+            return;
+        };
         let position = position.min(duration);
         let type_ = {
             let mut st = self.state();
