@@ -44,7 +44,7 @@ npuwhisper_progress_bar() {
     printf -v todo '%*s' $((width - $1 * width / 100)) ''
     printf '\rtranscribing [%s%s] %s\033[K' "${done_// /#}" "${todo// /.}" "$2" >&2
   }
-  draw 0 "loading the model"
+  local drawn=""
   while IFS= read -r line; do
     case $line in *"(transcribe) "*) ;; *) continue ;; esac
     rest=${line#*"(transcribe) "}
@@ -52,8 +52,9 @@ npuwhisper_progress_bar() {
     case $pct in '' | *[!0-9]*) continue ;; esac
     [ "$pct" -le 100 ] || pct=100
     draw "$pct" "$rest"
+    drawn=1
   done
-  echo >&2
+  [ -z "$drawn" ] || echo >&2
   return 0
 }
 
@@ -109,6 +110,8 @@ npuwhisper_file_to_subtitles() {
   [ -t 2 ] || launch+=(-q)
   launch+=(filesrc location="$input" ! decodebin ! npuwhisper "$@" ! "$encoder" ! filesink location="$tmp")
   if [ -t 2 ]; then
+    # A whole line first: errors while loading land below it, not after a bar.
+    echo "transcribing '$input'" >&2
     ( set -o pipefail; "${launch[@]}" | npuwhisper_progress_bar ) || rc=$?
   else
     "${launch[@]}" || rc=$?
