@@ -6,8 +6,10 @@
 #
 # runs  filesrc location=INPUT ! decodebin ! npuwhisper KEY=VALUE... ! ENCODER ! filesink
 # writing to a temporary file beside OUTPUT that replaces OUTPUT only when the pipeline
-# succeeded. From a checkout, the plugin last built there by cargo (release profile) is used
-# when there is one; otherwise the installed one (meson install).
+# succeeded. When stderr is a terminal, a progress bar is drawn there (from the progress
+# messages of npuwhisper); otherwise nothing is printed but errors. From a checkout, the
+# plugin last built there by cargo (release profile) is used when there is one; otherwise the
+# installed one (meson install).
 
 # npuwhisper_checkout_plugin_dir ROOT: prints a directory for GST_PLUGIN_PATH holding only the
 # plugin cargo built last in the checkout ROOT (release profile), and fails if there is none.
@@ -28,6 +30,32 @@ npuwhisper_checkout_plugin_dir() {
     ln -sfn "$best" "$tmp" && mv -Tf "$tmp" "$target/gst-plugin/libgstnpuwhisper.so" || return 1
   fi
   echo "$target/gst-plugin"
+}
+
+# npuwhisper_progress_bar: reads gst-launch-1.0's output and draws the progress messages of
+# npuwhisper ("Progress: (transcribe) 57 % (0:01:23 of 0:02:24)") as a bar on stderr; the
+# other lines are dropped (errors go to stderr directly). Ignores Ctrl-C so gst-launch-1.0 can
+# still write out what it has (-e) without losing its stdout. Always succeeds.
+npuwhisper_progress_bar() {
+  trap '' INT
+  local line rest pct width=30 done_ todo
+  draw() { # PERCENT TEXT
+    printf -v done_ '%*s' $(($1 * width / 100)) ''
+    printf -v todo '%*s' $((width - $1 * width / 100)) ''
+    printf '\rtranscribing [%s%s] %s\033[K' "${done_// /#}" "${todo// /.}" "$2" >&2
+  }
+  local drawn=""
+  while IFS= read -r line; do
+    case $line in *"(transcribe) "*) ;; *) continue ;; esac
+    rest=${line#*"(transcribe) "}
+    pct=${rest%% *}
+    case $pct in '' | *[!0-9]*) continue ;; esac
+    [ "$pct" -le 100 ] || pct=100
+    draw "$pct" "$rest"
+    drawn=1
+  done
+  [ -z "$drawn" ] || echo >&2
+  return 0
 }
 
 npuwhisper_file_to_subtitles() {
@@ -75,13 +103,23 @@ npuwhisper_file_to_subtitles() {
   local tmp
   tmp=$(mktemp "$output.tmp.XXXXXX")
   # -e: on Ctrl-C send EOS so the subtitles so far are written; at the end of the file
-  # decodebin's EOS ends the pipeline by itself.
-  if gst-launch-1.0 -q -e filesrc location="$input" ! decodebin ! npuwhisper "$@" \
-      ! "$encoder" ! filesink location="$tmp"; then
+  # decodebin's EOS ends the pipeline by itself. On a terminal gst-launch-1.0 is not quiet,
+  # so that it prints npuwhisper's progress messages, drawn as a bar on stderr. --no-position:
+  # not the position of the subtitles written, which runs ahead of the transcription.
+  local launch=(gst-launch-1.0 -e --no-position) rc=0
+  [ -t 2 ] || launch+=(-q)
+  launch+=(filesrc location="$input" ! decodebin ! npuwhisper "$@" ! "$encoder" ! filesink location="$tmp")
+  if [ -t 2 ]; then
+    # A whole line first: errors while loading land below it, not after a bar.
+    echo "transcribing '$input'" >&2
+    ( set -o pipefail; "${launch[@]}" | npuwhisper_progress_bar ) || rc=$?
+  else
+    "${launch[@]}" || rc=$?
+  fi
+  if [ "$rc" -eq 0 ]; then
     chmod "$(umask -S | tr -d x)" "$tmp"   # mktemp made it 0600
     mv -f "$tmp" "$output"
   else
-    local rc=$?
     rm -f "$tmp"
     echo "$prog: transcribing '$input' failed (gst-launch-1.0 exit code $rc)" >&2
     return 1

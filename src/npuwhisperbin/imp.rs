@@ -1,4 +1,4 @@
-use std::sync::{LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use gst::glib;
 use gst::prelude::*;
@@ -6,6 +6,8 @@ use gst::subclass::prelude::*;
 
 use crate::caps;
 use crate::npuwhisperdec;
+
+use super::progress::Progress;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -30,6 +32,8 @@ pub struct NpuWhisperBin {
     children: Mutex<Option<Children>>,
     /// Why the children could not be built; reported when going to READY.
     build_error: Mutex<Option<String>>,
+    /// Posts how much of the stream has been transcribed.
+    progress: Arc<Progress>,
 }
 
 impl NpuWhisperBin {
@@ -90,6 +94,7 @@ impl NpuWhisperBin {
         self.srcpad
             .set_target(Some(&target))
             .map_err(|e| format!("Could not set the src pad target: {e}"))?;
+        self.progress.install(obj.upcast_ref(), &dec)?;
 
         Ok(Children { enc, dec })
     }
@@ -116,6 +121,7 @@ impl ObjectSubclass for NpuWhisperBin {
             srcpad,
             children: Mutex::new(None),
             build_error: Mutex::new(None),
+            progress: Arc::default(),
         }
     }
 }
@@ -196,7 +202,11 @@ impl ElementImpl for NpuWhisperBin {
                 return Err(gst::StateChangeError);
             }
         }
-        self.parent_change_state(transition)
+        let ret = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::PausedToReady {
+            self.progress.reset(self.obj().upcast_ref());
+        }
+        Ok(ret)
     }
 }
 

@@ -8,6 +8,23 @@
 //! `npuwhisperdec` (and `model` also of `npuwhisperenc`). The children's other properties
 //! are reachable by name, e.g. `npuwhisper mel::min-pause=300`.
 //!
+//! ## Progress
+//!
+//! When upstream answers a duration query (a file, not a live source), the bin tells how much
+//! of the stream has been transcribed: the stream time up to which the audio has been decoded
+//! into text (not merely read), over the duration. In PLAYING, at most five times a second and
+//! each time it moved, it posts two messages:
+//!
+//! - a `GST_MESSAGE_PROGRESS` with code `transcribe`, type `Start` the first time and
+//!   `Continue` after, text like `57 % (0:01:23 of 0:02:24)` (`gst-launch-1.0` prints it) and
+//!   the whole percent, rounded down and below 100, in its `percent` field (`G_TYPE_INT`);
+//! - an element message `npuwhisper-progress` with fields `percent` (`G_TYPE_DOUBLE`, 0 to
+//!   100), `position` and `duration` (`guint64` nanoseconds, stream time).
+//!
+//! At EOS the same two with type `Complete`, `percent` 100 and `position` = `duration`. Going
+//! back to READY before that posts a progress message of type `Canceled`. After a flushing seek
+//! the position starts again from where the stream resumes.
+//!
 //! ## Caps
 //!
 //! - sink: `audio/x-raw` (any format, rate and channel count: converted to 16 kHz mono)
@@ -23,6 +40,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod progress;
 
 glib::wrapper! {
     pub struct NpuWhisperBin(ObjectSubclass<imp::NpuWhisperBin>) @extends gst::Bin, gst::Element, gst::Object, @implements gst::ChildProxy;

@@ -1,0 +1,162 @@
+//! What the benchmark examples share: set-up, command-line options, memory figures and the
+//! encoder/decoder busy times the elements log.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gstnpuwhisper::model::{self, Model};
+
+pub fn init() {
+    gst::init().expect("GStreamer initialises");
+    gstnpuwhisper::plugin_register_static().expect("the plugin registers");
+}
+
+/// `--name value` options and `--flag`s after the program name.
+pub struct Args(Vec<String>);
+
+impl Args {
+    /// `usage` is printed for `--help` and on unknown options (any not in `known`).
+    pub fn parse(usage: &str, known: &[&str]) -> Args {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        for a in args.iter().filter(|a| a.starts_with("--")) {
+            if a == "--help" {
+                println!("{usage}");
+                std::process::exit(0);
+            }
+            if !known.contains(&a.as_str()) {
+                eprintln!("unknown option {a}\n{usage}");
+                std::process::exit(2);
+            }
+        }
+        Args(args)
+    }
+
+    pub fn value(&self, name: &str) -> Option<&str> {
+        let i = self.0.iter().position(|a| a == name)?;
+        match self.0.get(i + 1) {
+            Some(v) => Some(v),
+            None => {
+                eprintln!("{name} needs a value");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    pub fn flag(&self, name: &str) -> bool {
+        self.0.iter().any(|a| a == name)
+    }
+
+    pub fn parsed<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
+        self.value(name).map_or(default, |v| {
+            v.parse().unwrap_or_else(|_| {
+                eprintln!("{name}: cannot read {v:?}");
+                std::process::exit(2);
+            })
+        })
+    }
+}
+
+/// Loads `name` (as the `model` property resolves it) and keeps it: the elements of every
+/// pipeline made while the returned model lives share it instead of loading their own.
+pub fn load_model(name: &str) -> Arc<Model> {
+    let dir = model::resolve_model_path(name);
+    model::load_shared(&dir).unwrap_or_else(|e| {
+        eprintln!("cannot load model {name} ({}): {e}; run scripts/fetch-models.sh", dir.display());
+        std::process::exit(1);
+    })
+}
+
+/// Peak resident set of this process so far, in MB (getrusage's ru_maxrss).
+pub fn peak_rss_mb() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+/// Current resident set of this process, in MB (/proc/self/statm).
+pub fn rss_mb() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
+    pages * page / (1024.0 * 1024.0)
+}
+
+/// Busy time of the encoder and the decoder, read from their debug log lines
+/// ("Encoded N windows in 1.2s", "Decoded window at … in 812ms: …"), so nothing is timed
+/// twice. Installing it replaces GStreamer's default log output.
+#[derive(Default)]
+pub struct StageTimes {
+    encoder_ns: AtomicU64,
+    decoder_ns: AtomicU64,
+    windows: AtomicU64,
+}
+
+impl StageTimes {
+    pub fn install() -> Arc<StageTimes> {
+        let times = Arc::new(StageTimes::default());
+        gst::log::set_threshold_for_name("npuwhisperenc", gst::DebugLevel::Debug);
+        gst::log::set_threshold_for_name("npuwhisperdec", gst::DebugLevel::Debug);
+        gst::log::remove_default_log_function();
+        let t = times.clone();
+        gst::log::add_log_function(move |cat, level, _file, _fn, _line, _obj, msg| {
+            if level != gst::DebugLevel::Debug {
+                return;
+            }
+            let Some(msg) = msg.get() else { return };
+            let msg = msg.as_str();
+            let counter = match cat.name() {
+                "npuwhisperenc" if msg.starts_with("Encoded ") => &t.encoder_ns,
+                "npuwhisperdec" if msg.starts_with("Decoded window ") => {
+                    t.windows.fetch_add(1, Ordering::Relaxed);
+                    &t.decoder_ns
+                }
+                _ => return,
+            };
+            if let Some(d) = msg.rsplit_once(" in ").and_then(|(_, rest)| parse_debug_duration(rest)) {
+                counter.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+            }
+        });
+        times
+    }
+
+    /// (encoder s, decoder s, decoded windows) since the last call.
+    pub fn take(&self) -> (f64, f64, u64) {
+        (
+            self.encoder_ns.swap(0, Ordering::Relaxed) as f64 / 1e9,
+            self.decoder_ns.swap(0, Ordering::Relaxed) as f64 / 1e9,
+            self.windows.swap(0, Ordering::Relaxed),
+        )
+    }
+}
+
+/// A `Duration` as `{:?}` prints it ("1.5s", "812.3ms", "12µs", "7ns"), up to a ':' or the end.
+fn parse_debug_duration(s: &str) -> Option<Duration> {
+    let s = s.split(':').next()?.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (value, unit) = s.split_at(split);
+    let value: f64 = value.parse().ok()?;
+    let scale = match unit {
+        "s" => 1.0,
+        "ms" => 1e-3,
+        "µs" => 1e-6,
+        "ns" => 1e-9,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(value * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_debug_durations() {
+        let p = |s| super::parse_debug_duration(s).map(|d| d.as_secs_f64());
+        assert_eq!(p("1.5s"), Some(1.5));
+        assert_eq!(p("812.5ms: 3 segments"), Some(0.8125));
+        assert_eq!(p("12µs"), Some(12e-6));
+        assert_eq!(p("soon"), None);
+    }
+}
