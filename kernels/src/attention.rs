@@ -21,8 +21,13 @@ pub struct Shape {
     pub causal: bool,
 }
 
-/// `out[tq × n_heads·head_dim] = softmax(Q Kᵀ / sqrt(head_dim)) V`, head by head.
+/// `out[tq × n_heads·head_dim] = softmax(Q Kᵀ / sqrt(head_dim)) V`, head by head, on the
+/// kernels' pool.
 pub fn attention(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    crate::pool::install(|| attention_on_pool(s, q, k, v, out));
+}
+
+fn attention_on_pool(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     let d = s.n_heads * s.head_dim;
     assert!(s.tq > 0 && s.tk > 0 && s.tk >= if s.causal { s.tq } else { 0 });
     assert!(q.len() >= (s.tq - 1) * s.q_stride + d, "attention: q too short");

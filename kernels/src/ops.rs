@@ -11,7 +11,7 @@ use crate::isa::Isa;
 /// `y = (x − mean) / sqrt(var + eps) · gamma + beta`, per row of width `gamma.len()`, in place.
 pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let d = gamma.len();
-    x.par_chunks_mut(d * 16).for_each(|rows| {
+    crate::pool::install(|| x.par_chunks_mut(d * 16).for_each(|rows| {
         for row in rows.chunks_mut(d) {
             let mean = row.iter().sum::<f32>() / d as f32;
             let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
@@ -20,7 +20,7 @@ pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
                 *v = (*v - mean) * inv * g + b;
             }
         }
-    });
+    }));
 }
 
 /// Layer norm into a new buffer, leaving `x` (the residual stream) untouched.
