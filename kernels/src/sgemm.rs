@@ -19,6 +19,11 @@ const NR: usize = 16;
 const KC: usize = 384;
 const MC: usize = 144;
 const NC: usize = 3072;
+/// C at most this wide reads A in place instead of packing it (when A's rows are contiguous):
+/// packed A is reused once per 16 columns of C, so for narrow C (attention's P·V, 64 wide) the
+/// packing costs as much as the arithmetic. The micro-kernel then broadcasts from six row
+/// streams, which the prefetchers follow.
+const DIRECT_A_MAX_N: usize = 4 * NR;
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
@@ -131,7 +136,8 @@ unsafe fn serial(isa: Isa, m: usize, n: usize, k: usize, alpha: f32, a: View, b:
     }
     PACKS.with(|packs| {
         let (sa, sb) = &mut *packs.borrow_mut();
-        let apack = sa.get(MC * KC);
+        let direct_a = a.cs == 1 && n <= DIRECT_A_MAX_N;
+        let apack = if direct_a { std::ptr::null_mut() } else { sa.get(MC * KC) };
         let bpack = sb.get(KC * NC.min(n.next_multiple_of(NR)));
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
@@ -144,12 +150,19 @@ unsafe fn serial(isa: Isa, m: usize, n: usize, k: usize, alpha: f32, a: View, b:
                 let beta = if pc == 0 { beta } else { 1.0 };
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
-                    pack_a(mc, kc, View { ptr: a.at(ic, pc), ..a }, apack);
+                    if !direct_a {
+                        pack_a(mc, kc, View { ptr: a.at(ic, pc), ..a }, apack);
+                    }
                     for jr in (0..nc).step_by(NR) {
                         for ir in (0..mc).step_by(MR) {
                             let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize * csc);
                             let tile = Tile { c: cp, rsc, csc, alpha, beta, mr: MR.min(mc - ir), nr: NR.min(nc - jr) };
-                            micro_kernel(isa, kc, apack.add(ir * kc), bpack.add(jr * kc), tile);
+                            let a = if direct_a {
+                                APanel { ptr: a.at(ic + ir, pc), rs: a.rs, direct: true }
+                            } else {
+                                APanel { ptr: apack.add(ir * kc), rs: 1, direct: false }
+                            };
+                            micro_kernel(isa, kc, a, bpack.add(jr * kc), tile);
                         }
                     }
                 }
@@ -229,22 +242,45 @@ impl Tile {
     }
 }
 
-unsafe fn micro_kernel(isa: Isa, kc: usize, a: *const f32, b: *const f32, tile: Tile) {
+/// The A side of a micro-kernel call: a packed MR-row micro-panel (`[p][i]`), or `direct`ly
+/// MR rows of row-major A, `rs` apart (rows past the tile's `mr` are never read).
+#[derive(Clone, Copy)]
+struct APanel {
+    ptr: *const f32,
+    rs: isize,
+    direct: bool,
+}
+
+impl APanel {
+    /// Row `i`'s elements start here and are `step` apart in k.
+    unsafe fn row(self, i: usize, mr: usize) -> (*const f32, usize) {
+        if self.direct {
+            (self.ptr.offset(i.min(mr - 1) as isize * self.rs), 1)
+        } else {
+            (self.ptr.add(i), MR)
+        }
+    }
+}
+
+unsafe fn micro_kernel(isa: Isa, kc: usize, a: APanel, b: *const f32, tile: Tile) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni => kernel_avx2(kc, a, b, tile),
+        Isa::Avx2 | Isa::Avx512Vnni if a.direct => kernel_avx2_direct(kc, a, b, tile),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512Vnni => kernel_avx2(kc, a.ptr, b, tile),
         _ => kernel_portable(kc, a, b, tile),
     }
 }
 
-unsafe fn kernel_portable(kc: usize, a: *const f32, b: *const f32, tile: Tile) {
+unsafe fn kernel_portable(kc: usize, a: APanel, b: *const f32, tile: Tile) {
     let mut acc = [0f32; MR * NR];
-    for p in 0..kc {
-        let ap = std::slice::from_raw_parts(a.add(p * MR), MR);
-        let bp = std::slice::from_raw_parts(b.add(p * NR), NR);
-        for i in 0..MR {
+    for i in 0..MR {
+        let (row, step) = a.row(i, tile.mr);
+        for p in 0..kc {
+            let ai = *row.add(p * step);
+            let bp = std::slice::from_raw_parts(b.add(p * NR), NR);
             for j in 0..NR {
-                acc[i * NR + j] += ap[i] * bp[j];
+                acc[i * NR + j] += ai * bp[j];
             }
         }
     }
@@ -255,12 +291,7 @@ unsafe fn kernel_portable(kc: usize, a: *const f32, b: *const f32, tile: Tile) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, tile: Tile) {
     use std::arch::x86_64::*;
-    // C's rows are far apart and usually cold: ask for them now, while the k loop runs.
-    for i in 0..tile.mr {
-        let row = tile.c.offset(i as isize * tile.rsc) as *const i8;
-        _mm_prefetch::<_MM_HINT_T0>(row);
-        _mm_prefetch::<_MM_HINT_T0>(row.offset((NR as isize - 1) * tile.csc * 4));
-    }
+    prefetch_c(tile);
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
@@ -274,6 +305,49 @@ unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, tile: Tile) {
         a = a.add(MR);
         b = b.add(NR);
     }
+    store_avx2(&acc, tile);
+}
+
+/// [`kernel_avx2`] reading A in place: six row pointers, k contiguous along each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_avx2_direct(kc: usize, a: APanel, b: *const f32, tile: Tile) {
+    use std::arch::x86_64::*;
+    prefetch_c(tile);
+    let rows: [*const f32; MR] = std::array::from_fn(|i| a.row(i, tile.mr).0);
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    for p in 0..kc {
+        let b0 = _mm256_load_ps(b.add(p * NR));
+        let b1 = _mm256_load_ps(b.add(p * NR + 8));
+        for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+            let ai = _mm256_broadcast_ss(&*row.add(p));
+            acc[0] = _mm256_fmadd_ps(ai, b0, acc[0]);
+            acc[1] = _mm256_fmadd_ps(ai, b1, acc[1]);
+        }
+    }
+    store_avx2(&acc, tile);
+}
+
+/// C's rows are far apart and usually cold: ask for them now, while the k loop runs.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn prefetch_c(tile: Tile) {
+    use std::arch::x86_64::*;
+    for i in 0..tile.mr {
+        let row = tile.c.offset(i as isize * tile.rsc) as *const i8;
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.offset((NR as isize - 1) * tile.csc * 4));
+    }
+}
+
+/// `alpha·acc + beta·C` into the tile: straight vector stores when it is whole and C's rows
+/// are contiguous, else through a buffer.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_avx2(acc: &[[std::arch::x86_64::__m256; 2]; MR], tile: Tile) {
+    use std::arch::x86_64::*;
     if tile.mr == MR && tile.nr == NR && tile.csc == 1 {
         let alpha = _mm256_set1_ps(tile.alpha);
         for (i, row) in acc.iter().enumerate() {
