@@ -47,7 +47,7 @@ pub fn gelu_with(isa: Isa, x: &mut [f32]) {
 
 /// Runs a slice operation's AVX2 version when `isa` asks for it and the CPU has it, else its
 /// portable version.
-fn dispatch(isa: Isa, x: &mut [f32], portable: fn(&mut [f32]), #[cfg(target_arch = "x86_64")] avx2: unsafe fn(&mut [f32])) {
+fn dispatch<R>(isa: Isa, x: &mut [f32], portable: fn(&mut [f32]) -> R, #[cfg(target_arch = "x86_64")] avx2: unsafe fn(&mut [f32]) -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     if isa.or_below() >= Isa::Avx2 {
         // SAFETY: `or_below` checked that the CPU has AVX2 and FMA.
@@ -155,13 +155,26 @@ pub fn softmax(row: &mut [f32]) {
 
 /// [`softmax`] on a chosen SIMD path, for tests.
 pub fn softmax_with(isa: Isa, row: &mut [f32]) {
-    dispatch(isa, row, softmax_inline, #[cfg(target_arch = "x86_64")] softmax_avx2);
+    let sum = exp_shifted_with(isa, row);
+    if sum > 0.0 {
+        let inv = 1.0 / sum;
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
+    }
 }
 
-/// Softmax on AVX2: vector max, then exp and sum 8 lanes at a time ([`avx2::exp`]).
+/// Softmax without the normalisation: `row ← exp(row − max)`, returning the sum (0 for a row
+/// of only −∞, which becomes zeros). Lets fused attention scale its 64-wide output rows by
+/// 1/sum instead of making another pass over the 1500-wide scores.
+pub fn exp_shifted_with(isa: Isa, row: &mut [f32]) -> f32 {
+    dispatch(isa, row, exp_shifted_inline, #[cfg(target_arch = "x86_64")] exp_shifted_avx2)
+}
+
+/// [`exp_shifted_with`] on AVX2: vector max, then exp and sum 8 lanes at a time ([`avx2::exp`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_avx2(row: &mut [f32]) {
+unsafe fn exp_shifted_avx2(row: &mut [f32]) -> f32 {
     use std::arch::x86_64::*;
     let n8 = row.len() / 8 * 8;
     let p = row.as_mut_ptr();
@@ -174,7 +187,7 @@ unsafe fn softmax_avx2(row: &mut [f32]) {
     let max = lanes.iter().chain(&row[n8..]).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
     if max == f32::NEG_INFINITY {
         row.fill(0.0);
-        return;
+        return 0.0;
     }
     let (vm, mut vsum) = (_mm256_set1_ps(max), _mm256_setzero_ps());
     for i in (0..n8).step_by(8) {
@@ -188,18 +201,12 @@ unsafe fn softmax_avx2(row: &mut [f32]) {
         *v = exp_fast(*v - max);
         sum += *v;
     }
-    let inv = _mm256_set1_ps(1.0 / sum);
-    for i in (0..n8).step_by(8) {
-        _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), inv));
-    }
-    for v in &mut row[n8..] {
-        *v *= 1.0 / sum;
-    }
+    sum
 }
 
-/// The portable softmax: eight partial maxima and sums, so that reductions can vectorise.
+/// The portable [`exp_shifted_with`]: eight partial maxima, so that the reduction can vectorise.
 #[inline(always)]
-fn softmax_inline(row: &mut [f32]) {
+fn exp_shifted_inline(row: &mut [f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let mut chunks = row.chunks_exact(8);
     for c in &mut chunks {
@@ -210,17 +217,14 @@ fn softmax_inline(row: &mut [f32]) {
     let max = chunks.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
     if max == f32::NEG_INFINITY {
         row.fill(0.0);
-        return;
+        return 0.0;
     }
     let mut sum = 0.0;
     for v in row.iter_mut() {
         *v = exp_fast(*v - max);
         sum += *v;
     }
-    let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v *= inv;
-    }
+    sum
 }
 
 /// 8-lane AVX2/FMA versions of [`exp_fast`], [`erf_fast`] and GELU: the same polynomials.

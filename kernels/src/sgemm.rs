@@ -101,8 +101,8 @@ pub(crate) unsafe fn sgemm(
     }
 }
 
-/// 64-byte aligned scratch that lives with the thread, so repeated products do not page-fault
-/// fresh allocations.
+/// 64-byte aligned scratch (kept per thread for packing, so repeated products do not
+/// page-fault fresh allocations).
 struct Scratch {
     buf: Vec<f32>,
 }
@@ -169,6 +169,66 @@ unsafe fn serial(isa: Isa, m: usize, n: usize, k: usize, alpha: f32, a: View, b:
             }
         }
     });
+}
+
+/// A B operand packed once and used by many products (attention's Kᵀ and V of one head):
+/// NR-column panels, each `[p][j]` over the whole k.
+pub(crate) struct PackedB {
+    buf: Scratch,
+    k: usize,
+    n: usize,
+}
+
+impl PackedB {
+    /// Packs `B: k×n`.
+    ///
+    /// # Safety
+    /// Every element of B addressed through the view must be valid.
+    pub(crate) unsafe fn new(k: usize, n: usize, b: View) -> PackedB {
+        let mut buf = Scratch { buf: Vec::new() };
+        pack_b(k, n, b, buf.get(k * n.next_multiple_of(NR)));
+        PackedB { buf, k, n }
+    }
+
+    /// `C[m×cols] = alpha·A[:, ks]·B[ks, ..cols] + beta·C` for rows `ks` and the first `cols`
+    /// columns of B, on this thread. A is read in place: row `i` at `a + i·rsa`, its k
+    /// contiguous (element `ks.start` first).
+    ///
+    /// # Safety
+    /// A's `m` rows of `ks.len()` floats and C's `m` rows of `n` floats (`rsc` apart) must be
+    /// valid, C not overlapping A.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn gemm_a_in_place(
+        &self,
+        isa: Isa,
+        m: usize,
+        ks: std::ops::Range<usize>,
+        cols: usize,
+        alpha: f32,
+        (a, rsa): (*const f32, isize),
+        beta: f32,
+        (c, rsc): (*mut f32, isize),
+    ) {
+        assert!(ks.end <= self.k && cols <= self.n);
+        let isa = if isa.or_below() >= Isa::Avx2 { Isa::Avx2 } else { Isa::Portable };
+        let b = self.buf.buf.as_ptr();
+        let b = b.add(b.align_offset(64));
+        // k in chunks, so that each B micro-panel chunk stays in L1 across the row tiles.
+        for (chunk, p0) in (ks.start..ks.end).step_by(KC).enumerate() {
+            let kc = KC.min(ks.end - p0);
+            let beta = if chunk == 0 { beta } else { 1.0 };
+            for j0 in (0..cols).step_by(NR) {
+                for i0 in (0..m).step_by(MR) {
+                    let tile = Tile { c: c.offset(i0 as isize * rsc + j0 as isize), rsc, csc: 1, alpha, beta, mr: MR.min(m - i0), nr: NR.min(cols - j0) };
+                    let a = APanel { ptr: a.offset(i0 as isize * rsa).add(p0 - ks.start), rs: rsa, direct: true };
+                    micro_kernel(isa, kc, a, b.add(j0 * self.k + p0 * NR), tile);
+                }
+            }
+        }
+        if ks.is_empty() {
+            serial(isa, m, cols, 0, alpha, View { ptr: a, rs: rsa, cs: 1 }, View { ptr: b, rs: 0, cs: 0 }, beta, c, rsc, 1);
+        }
+    }
 }
 
 /// A's block as MR-row micro-panels, each k-major (`[p][i]`), rows past m zero.
