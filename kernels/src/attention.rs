@@ -81,7 +81,6 @@ pub fn attention_fused(isa: Isa, s: Shape, q: &[f32], k: &[f32], v: &[f32], out:
         let blocks = s.tq.div_ceil(ROW_BLOCK);
         let out = Shared(out.as_mut_ptr());
         (0..s.n_heads * blocks).into_par_iter().for_each(|t| {
-            let out = out;
             let (h, r0) = (t / blocks, (t % blocks) * ROW_BLOCK);
             let rows = ROW_BLOCK.min(s.tq - r0);
             // Keys past the block's last visible one are never needed.
@@ -104,7 +103,7 @@ pub fn attention_fused(isa: Isa, s: Shape, q: &[f32], k: &[f32], v: &[f32], out:
                     sums[i] = exp_shifted_with(isa, row);
                 }
                 unsafe {
-                    let op = out.0.add(r0 * d + h * hd);
+                    let op = out.get().add(r0 * d + h * hd);
                     vv.gemm_a_in_place(isa, rows, 0..tk, hd, 1.0, (sc.as_ptr(), tk as isize), 0.0, (op, d as isize));
                     // The softmax's normalisation, on the narrow output rather than the scores.
                     for (i, &sum) in sums[..rows].iter().enumerate() {

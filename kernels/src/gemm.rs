@@ -90,8 +90,7 @@ pub unsafe fn gemm_strided_with(
 ) {
     let (a, b, c) = (View { ptr: a, rs: rsa, cs: csa }, View { ptr: b, rs: rsb, cs: csb }, sgemm::Shared(c));
     pool::install(move || {
-        let c = c;
-        sgemm::sgemm(isa, m, n, k, alpha, a, b, beta, c.0, rsc, csc)
+        sgemm::sgemm(isa, m, n, k, alpha, a, b, beta, c.get(), rsc, csc)
     })
 }
 

@@ -85,6 +85,7 @@ fn gelu_inline(x: &mut [f32]) {
 
 /// erf as a rational function, x·P(x²)/Q(x²) on [−4, 4] (±1 beyond, where f32 erf rounds to
 /// ±1); the single-precision fit used by Eigen and XLA. Absolute error < 1e-6 (tested).
+#[allow(clippy::excessive_precision)] // the coefficients as published
 #[inline(always)]
 pub fn erf_fast(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
@@ -105,6 +106,7 @@ pub fn erf_fast(x: f32) -> f32 {
 /// eˣ (Cephes' expf scheme): x = n·ln 2 + r with |r| ≤ ln2/2, a degree-6 polynomial for eʳ,
 /// 2ⁿ put straight into the exponent bits. Relative error < 3e-7 (tested); 0 below −87.3
 /// (so −∞ gives 0, as softmax's masks need), overflow clamped at e⁸⁸.
+#[allow(clippy::excessive_precision)] // the coefficients as published
 #[inline(always)]
 pub fn exp_fast(x: f32) -> f32 {
     let xc = x.clamp(-87.3, 88.0);
@@ -229,6 +231,7 @@ fn exp_shifted_inline(row: &mut [f32]) -> f32 {
 
 /// 8-lane AVX2/FMA versions of [`exp_fast`], [`erf_fast`] and GELU: the same polynomials.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::excessive_precision)] // the coefficients as published
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
@@ -353,8 +356,10 @@ mod tests {
         assert!((y[0] - (-0.158655)).abs() < 1e-5);
     }
 
+    type F = fn(f32) -> f32;
+
     /// The scalar functions, or the AVX2 ones lane by lane.
-    fn erf_exp(isa: Isa) -> (fn(f32) -> f32, fn(f32) -> f32) {
+    fn erf_exp(isa: Isa) -> (F, F) {
         #[cfg(target_arch = "x86_64")]
         if isa == Isa::Avx2 {
             use std::arch::x86_64::*;

@@ -156,12 +156,11 @@ pub fn qlinear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &QuantizedWeight
         let (row_blocks, col_blocks) = (m.div_ceil(MC), n.div_ceil(NC));
         let out = Shared(out.as_mut_ptr());
         (0..row_blocks * col_blocks).into_par_iter().for_each(|t| {
-            let out = out;
             let (r0, c0) = ((t / col_blocks) * MC, (t % col_blocks) * NC);
             let (r1, c1) = ((r0 + MC).min(m), (c0 + NC).min(n));
             for j0 in (c0..c1).step_by(NR) {
                 for i0 in (r0..r1).step_by(MR) {
-                    let tile = OutTile { w, xq: &xq, bias, act, out: out.0, i0, rows: MR.min(r1 - i0), j0, cols: NR.min(c1 - j0) };
+                    let tile = OutTile { w, xq: &xq, bias, act, out: out.get(), i0, rows: MR.min(r1 - i0), j0, cols: NR.min(c1 - j0) };
                     // SAFETY: tasks write disjoint (row block × column block) parts of `out`,
                     // whose length was checked above.
                     unsafe { tile.run(isa) };

@@ -51,6 +51,14 @@ pub(crate) struct Shared<T>(pub T);
 unsafe impl<T> Send for Shared<T> {}
 unsafe impl<T> Sync for Shared<T> {}
 
+impl<T: Copy> Shared<T> {
+    /// The pointer. A method, so that closures capture the whole `Send` wrapper rather than
+    /// the raw field (edition 2021 captures disjoint fields).
+    pub(crate) fn get(self) -> T {
+        self.0
+    }
+}
+
 /// `C = alpha·A·B + beta·C` for `A: m×k`, `B: k×n`, `C: m×n` (row stride `rsc`, column stride
 /// `csc`), on the current rayon pool. `beta == 0` never reads C (it may hold NaN).
 ///
@@ -86,12 +94,11 @@ pub(crate) unsafe fn sgemm(
     let parts = len.div_ceil(step);
     let c = Shared(c);
     let run = |p: usize| {
-        let c = c;
         let (s, e) = (p * step, ((p + 1) * step).min(len));
         if split_rows {
-            serial(isa, e - s, n, k, alpha, View { ptr: a.at(s, 0), ..a }, b, beta, c.0.offset(s as isize * rsc), rsc, csc);
+            serial(isa, e - s, n, k, alpha, View { ptr: a.at(s, 0), ..a }, b, beta, c.get().offset(s as isize * rsc), rsc, csc);
         } else {
-            serial(isa, m, e - s, k, alpha, a, View { ptr: b.at(0, s), ..b }, beta, c.0.offset(s as isize * csc), rsc, csc);
+            serial(isa, m, e - s, k, alpha, a, View { ptr: b.at(0, s), ..b }, beta, c.get().offset(s as isize * csc), rsc, csc);
         }
     };
     if parts == 1 {
