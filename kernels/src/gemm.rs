@@ -21,7 +21,7 @@ use crate::pool;
 use crate::sgemm::{self, View};
 
 /// Row counts at or below this take the streaming path.
-const SMALL_M: usize = 4;
+const SMALL_M: usize = 8;
 
 /// `c[m×n] = a[m×k] · b[n×k]ᵀ` (b holds one output per row, like a linear layer's weight).
 pub fn gemm_nt(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {

@@ -86,8 +86,11 @@ pub(crate) unsafe fn sgemm(
         other => other,
     };
     let threads = if m * n * k < PARALLEL_MIN_MACS { 1 } else { rayon::current_num_threads() };
-    // Split the longer side of C into one contiguous range per thread, in whole register tiles.
-    let (split_rows, tile) = if m.div_ceil(MR) >= threads || m >= n { (true, MR) } else { (false, NR) };
+    // One contiguous range of C per thread, in whole register tiles: rows when there are
+    // plenty (each thread then packs all of B, cheap next to its share of the work), else
+    // columns, so that a short, wide product (a few decoder tokens against a 51864-row
+    // vocabulary) does not pack the whole of B once per thread.
+    let (split_rows, tile) = if m.div_ceil(MR) >= 8 * threads || m >= n { (true, MR) } else { (false, NR) };
     let len = if split_rows { m } else { n };
     let tiles_per_part = len.div_ceil(tile).div_ceil(threads.max(1));
     let step = tiles_per_part * tile;
