@@ -21,6 +21,13 @@
 //! but does half the multiply-adds per instruction (no faster than f32 FMA). AVX-512 VNNI's
 //! `vpdpbusd` sums four u8 × i8 products straight into int32 without intermediate saturation,
 //! so that path uses the full 0..=255. The portable path follows AVX2 bit for bit.
+//!
+//! Measured (`BENCH_TIME=cpu cargo bench -p npuwhisper-kernels -- linear`, 2 threads, f32
+//! peak 254 GFLOP/s): one token, k = 384, n = 1536: f32 32.4 µs, INT8 6.6 µs (4.9×);
+//! n = 51864 (the vocabulary): f32 1.60 ms, INT8 0.41 ms (3.9×). Encoder, m = 1500:
+//! 384→1536 f32 220 GFLOP/s, INT8 331 GOP/s on AVX2 (1.5×), 429 with VNNI; 1536→384: 213,
+//! 280 (1.3×), 345. Error against the f32 layer: ≤ 1.8 % of the output RMS on AVX2 (7-bit
+//! activations), ≤ 1.2 % with VNNI (tests).
 
 use rayon::prelude::*;
 
