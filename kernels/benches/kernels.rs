@@ -14,8 +14,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
-use npuwhisper_kernels::attention::{attention, Shape};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput};
+use npuwhisper_kernels::attention::{attention_fused, attention_unfused, Shape};
 use npuwhisper_kernels::gemm::{gemm_strided_with, linear};
 use npuwhisper_kernels::isa::Isa;
 use npuwhisper_kernels::mel::LogMel;
@@ -208,7 +208,12 @@ fn attention_bench(c: &mut Criterion<Clock>) {
         let mut out = vec![0f32; tq * d];
         let s = Shape { tq, tk, n_heads: heads, head_dim: hd, q_stride: d, k_stride: 2 * d, v_stride: 2 * d, causal: false };
         g.throughput(Throughput::Elements((4 * tq * tk * d) as u64));
-        g.bench_function(format!("{label} {tq}x{tk}"), |bench| bench.iter(|| attention(s, &q, &kv, &kv[d..], black_box(&mut out))));
+        g.bench_function(format!("unfused/{label} {tq}x{tk}"), |bench| {
+            bench.iter(|| attention_unfused(s, &q, &kv, &kv[d..], black_box(&mut out)))
+        });
+        g.bench_function(format!("fused/{label} {tq}x{tk}"), |bench| {
+            bench.iter(|| attention_fused(Isa::detect(), s, &q, &kv, &kv[d..], black_box(&mut out)))
+        });
     }
     g.finish();
 }
@@ -223,9 +228,12 @@ fn row_ops(c: &mut Criterion<Clock>) {
     let mut s = data(1500 * 1500, 12);
     g.throughput(Throughput::Bytes((2 * 4 * s.len()) as u64));
     g.bench_function("softmax 1500x1500", |bench| bench.iter(|| softmax_rows(black_box(&mut s), 1500)));
-    let mut h = data(m * 4 * d, 13);
+    // A fresh input each time: GELU applied over and over drives negatives into denormals.
+    let h = data(m * 4 * d, 13);
     g.throughput(Throughput::Bytes((2 * 4 * h.len()) as u64));
-    g.bench_function(format!("gelu {m}x{}", 4 * d), |bench| bench.iter(|| gelu(black_box(&mut h))));
+    g.bench_function(format!("gelu {m}x{}", 4 * d), |bench| {
+        bench.iter_batched_ref(|| h.clone(), |h| gelu(black_box(h)), BatchSize::LargeInput)
+    });
     g.finish();
 }
 

@@ -1,5 +1,11 @@
 //! Compute kernels of npuwhisper. Every entry point is a plain function on row-major slices,
 //! so an accelerator backend can replace it one kernel at a time.
+//!
+//! - [`gemm`]: f32 products (packed AVX2/FMA GEMM, streaming path for decoder steps).
+//! - [`qgemm`]: INT8 linear layers, weights quantized once at load ([`qgemm::QuantizedWeights`]).
+//! - [`attention`]: multi-head attention, fused for long queries.
+//! - [`ops`]: layer norm, GELU, softmax; [`mel`]: the log-mel front end.
+//! - [`isa`]: which SIMD path runs, chosen at run time; [`pool`]: the threads kernels use.
 
 pub mod attention;
 pub mod gemm;

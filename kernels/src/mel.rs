@@ -46,7 +46,7 @@ impl LogMel {
             audio.get(j.clamp(0, n - 1) as usize).copied().unwrap_or(0.0)
         };
         let mut power = vec![0f32; n_frames * N_FREQS];
-        power.par_chunks_mut(N_FREQS * 64).enumerate().for_each(|(chunk_idx, out)| {
+        crate::pool::install(|| power.par_chunks_mut(N_FREQS * 64).enumerate().for_each(|(chunk_idx, out)| {
             let mut input = self.fft.make_input_vec();
             let mut spectrum = self.fft.make_output_vec();
             let mut scratch = self.fft.make_scratch_vec();
@@ -61,7 +61,7 @@ impl LogMel {
                     *p = c.re * c.re + c.im * c.im;
                 }
             }
-        });
+        }));
         power
     }
 

@@ -19,6 +19,11 @@ const NR: usize = 16;
 const KC: usize = 384;
 const MC: usize = 144;
 const NC: usize = 3072;
+/// C at most this wide reads A in place instead of packing it (when A's rows are contiguous):
+/// packed A is reused once per 16 columns of C, so for narrow C (attention's P·V, 64 wide) the
+/// packing costs as much as the arithmetic. The micro-kernel then broadcasts from six row
+/// streams, which the prefetchers follow.
+const DIRECT_A_MAX_N: usize = 4 * NR;
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
@@ -45,6 +50,14 @@ impl View {
 pub(crate) struct Shared<T>(pub T);
 unsafe impl<T> Send for Shared<T> {}
 unsafe impl<T> Sync for Shared<T> {}
+
+impl<T: Copy> Shared<T> {
+    /// The pointer. A method, so that closures capture the whole `Send` wrapper rather than
+    /// the raw field (edition 2021 captures disjoint fields).
+    pub(crate) fn get(self) -> T {
+        self.0
+    }
+}
 
 /// `C = alpha·A·B + beta·C` for `A: m×k`, `B: k×n`, `C: m×n` (row stride `rsc`, column stride
 /// `csc`), on the current rayon pool. `beta == 0` never reads C (it may hold NaN).
@@ -73,20 +86,22 @@ pub(crate) unsafe fn sgemm(
         other => other,
     };
     let threads = if m * n * k < PARALLEL_MIN_MACS { 1 } else { rayon::current_num_threads() };
-    // Split the longer side of C into one contiguous range per thread, in whole register tiles.
-    let (split_rows, tile) = if m.div_ceil(MR) >= threads || m >= n { (true, MR) } else { (false, NR) };
+    // One contiguous range of C per thread, in whole register tiles: rows when there are
+    // plenty (each thread then packs all of B, cheap next to its share of the work), else
+    // columns, so that a short, wide product (a few decoder tokens against a 51864-row
+    // vocabulary) does not pack the whole of B once per thread.
+    let (split_rows, tile) = if m.div_ceil(MR) >= 8 * threads || m >= n { (true, MR) } else { (false, NR) };
     let len = if split_rows { m } else { n };
     let tiles_per_part = len.div_ceil(tile).div_ceil(threads.max(1));
     let step = tiles_per_part * tile;
     let parts = len.div_ceil(step);
     let c = Shared(c);
     let run = |p: usize| {
-        let c = c;
         let (s, e) = (p * step, ((p + 1) * step).min(len));
         if split_rows {
-            serial(isa, e - s, n, k, alpha, View { ptr: a.at(s, 0), ..a }, b, beta, c.0.offset(s as isize * rsc), rsc, csc);
+            serial(isa, e - s, n, k, alpha, View { ptr: a.at(s, 0), ..a }, b, beta, c.get().offset(s as isize * rsc), rsc, csc);
         } else {
-            serial(isa, m, e - s, k, alpha, a, View { ptr: b.at(0, s), ..b }, beta, c.0.offset(s as isize * csc), rsc, csc);
+            serial(isa, m, e - s, k, alpha, a, View { ptr: b.at(0, s), ..b }, beta, c.get().offset(s as isize * csc), rsc, csc);
         }
     };
     if parts == 1 {
@@ -96,8 +111,8 @@ pub(crate) unsafe fn sgemm(
     }
 }
 
-/// 64-byte aligned scratch that lives with the thread, so repeated products do not page-fault
-/// fresh allocations.
+/// 64-byte aligned scratch (kept per thread for packing, so repeated products do not
+/// page-fault fresh allocations).
 struct Scratch {
     buf: Vec<f32>,
 }
@@ -131,7 +146,8 @@ unsafe fn serial(isa: Isa, m: usize, n: usize, k: usize, alpha: f32, a: View, b:
     }
     PACKS.with(|packs| {
         let (sa, sb) = &mut *packs.borrow_mut();
-        let apack = sa.get(MC * KC);
+        let direct_a = a.cs == 1 && n <= DIRECT_A_MAX_N;
+        let apack = if direct_a { std::ptr::null_mut() } else { sa.get(MC * KC) };
         let bpack = sb.get(KC * NC.min(n.next_multiple_of(NR)));
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
@@ -144,18 +160,85 @@ unsafe fn serial(isa: Isa, m: usize, n: usize, k: usize, alpha: f32, a: View, b:
                 let beta = if pc == 0 { beta } else { 1.0 };
                 for ic in (0..m).step_by(MC) {
                     let mc = MC.min(m - ic);
-                    pack_a(mc, kc, View { ptr: a.at(ic, pc), ..a }, apack);
+                    if !direct_a {
+                        pack_a(mc, kc, View { ptr: a.at(ic, pc), ..a }, apack);
+                    }
                     for jr in (0..nc).step_by(NR) {
                         for ir in (0..mc).step_by(MR) {
                             let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize * csc);
                             let tile = Tile { c: cp, rsc, csc, alpha, beta, mr: MR.min(mc - ir), nr: NR.min(nc - jr) };
-                            micro_kernel(isa, kc, apack.add(ir * kc), bpack.add(jr * kc), tile);
+                            let a = if direct_a {
+                                APanel { ptr: a.at(ic + ir, pc), rs: a.rs, direct: true }
+                            } else {
+                                APanel { ptr: apack.add(ir * kc), rs: 1, direct: false }
+                            };
+                            micro_kernel(isa, kc, a, bpack.add(jr * kc), tile);
                         }
                     }
                 }
             }
         }
     });
+}
+
+/// A B operand packed once and used by many products (attention's Kᵀ and V of one head):
+/// NR-column panels, each `[p][j]` over the whole k.
+pub(crate) struct PackedB {
+    buf: Scratch,
+    k: usize,
+    n: usize,
+}
+
+impl PackedB {
+    /// Packs `B: k×n`.
+    ///
+    /// # Safety
+    /// Every element of B addressed through the view must be valid.
+    pub(crate) unsafe fn new(k: usize, n: usize, b: View) -> PackedB {
+        let mut buf = Scratch { buf: Vec::new() };
+        pack_b(k, n, b, buf.get(k * n.next_multiple_of(NR)));
+        PackedB { buf, k, n }
+    }
+
+    /// `C[m×cols] = alpha·A[:, ks]·B[ks, ..cols] + beta·C` for rows `ks` and the first `cols`
+    /// columns of B, on this thread. A is read in place: row `i` at `a + i·rsa`, its k
+    /// contiguous (element `ks.start` first).
+    ///
+    /// # Safety
+    /// A's `m` rows of `ks.len()` floats and C's `m` rows of `n` floats (`rsc` apart) must be
+    /// valid, C not overlapping A.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn gemm_a_in_place(
+        &self,
+        isa: Isa,
+        m: usize,
+        ks: std::ops::Range<usize>,
+        cols: usize,
+        alpha: f32,
+        (a, rsa): (*const f32, isize),
+        beta: f32,
+        (c, rsc): (*mut f32, isize),
+    ) {
+        assert!(ks.end <= self.k && cols <= self.n);
+        let isa = if isa.or_below() >= Isa::Avx2 { Isa::Avx2 } else { Isa::Portable };
+        let b = self.buf.buf.as_ptr();
+        let b = b.add(b.align_offset(64));
+        // k in chunks, so that each B micro-panel chunk stays in L1 across the row tiles.
+        for (chunk, p0) in (ks.start..ks.end).step_by(KC).enumerate() {
+            let kc = KC.min(ks.end - p0);
+            let beta = if chunk == 0 { beta } else { 1.0 };
+            for j0 in (0..cols).step_by(NR) {
+                for i0 in (0..m).step_by(MR) {
+                    let tile = Tile { c: c.offset(i0 as isize * rsc + j0 as isize), rsc, csc: 1, alpha, beta, mr: MR.min(m - i0), nr: NR.min(cols - j0) };
+                    let a = APanel { ptr: a.offset(i0 as isize * rsa).add(p0 - ks.start), rs: rsa, direct: true };
+                    micro_kernel(isa, kc, a, b.add(j0 * self.k + p0 * NR), tile);
+                }
+            }
+        }
+        if ks.is_empty() {
+            serial(isa, m, cols, 0, alpha, View { ptr: a, rs: rsa, cs: 1 }, View { ptr: b, rs: 0, cs: 0 }, beta, c, rsc, 1);
+        }
+    }
 }
 
 /// A's block as MR-row micro-panels, each k-major (`[p][i]`), rows past m zero.
@@ -229,22 +312,45 @@ impl Tile {
     }
 }
 
-unsafe fn micro_kernel(isa: Isa, kc: usize, a: *const f32, b: *const f32, tile: Tile) {
+/// The A side of a micro-kernel call: a packed MR-row micro-panel (`[p][i]`), or `direct`ly
+/// MR rows of row-major A, `rs` apart (rows past the tile's `mr` are never read).
+#[derive(Clone, Copy)]
+struct APanel {
+    ptr: *const f32,
+    rs: isize,
+    direct: bool,
+}
+
+impl APanel {
+    /// Row `i`'s elements start here and are `step` apart in k.
+    unsafe fn row(self, i: usize, mr: usize) -> (*const f32, usize) {
+        if self.direct {
+            (self.ptr.offset(i.min(mr - 1) as isize * self.rs), 1)
+        } else {
+            (self.ptr.add(i), MR)
+        }
+    }
+}
+
+unsafe fn micro_kernel(isa: Isa, kc: usize, a: APanel, b: *const f32, tile: Tile) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni => kernel_avx2(kc, a, b, tile),
+        Isa::Avx2 | Isa::Avx512Vnni if a.direct => kernel_avx2_direct(kc, a, b, tile),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512Vnni => kernel_avx2(kc, a.ptr, b, tile),
         _ => kernel_portable(kc, a, b, tile),
     }
 }
 
-unsafe fn kernel_portable(kc: usize, a: *const f32, b: *const f32, tile: Tile) {
+unsafe fn kernel_portable(kc: usize, a: APanel, b: *const f32, tile: Tile) {
     let mut acc = [0f32; MR * NR];
-    for p in 0..kc {
-        let ap = std::slice::from_raw_parts(a.add(p * MR), MR);
-        let bp = std::slice::from_raw_parts(b.add(p * NR), NR);
-        for i in 0..MR {
+    for i in 0..MR {
+        let (row, step) = a.row(i, tile.mr);
+        for p in 0..kc {
+            let ai = *row.add(p * step);
+            let bp = std::slice::from_raw_parts(b.add(p * NR), NR);
             for j in 0..NR {
-                acc[i * NR + j] += ap[i] * bp[j];
+                acc[i * NR + j] += ai * bp[j];
             }
         }
     }
@@ -255,12 +361,7 @@ unsafe fn kernel_portable(kc: usize, a: *const f32, b: *const f32, tile: Tile) {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, tile: Tile) {
     use std::arch::x86_64::*;
-    // C's rows are far apart and usually cold: ask for them now, while the k loop runs.
-    for i in 0..tile.mr {
-        let row = tile.c.offset(i as isize * tile.rsc) as *const i8;
-        _mm_prefetch::<_MM_HINT_T0>(row);
-        _mm_prefetch::<_MM_HINT_T0>(row.offset((NR as isize - 1) * tile.csc * 4));
-    }
+    prefetch_c(tile);
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..kc {
@@ -274,6 +375,49 @@ unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, tile: Tile) {
         a = a.add(MR);
         b = b.add(NR);
     }
+    store_avx2(&acc, tile);
+}
+
+/// [`kernel_avx2`] reading A in place: six row pointers, k contiguous along each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_avx2_direct(kc: usize, a: APanel, b: *const f32, tile: Tile) {
+    use std::arch::x86_64::*;
+    prefetch_c(tile);
+    let rows: [*const f32; MR] = std::array::from_fn(|i| a.row(i, tile.mr).0);
+    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+    for p in 0..kc {
+        let b0 = _mm256_load_ps(b.add(p * NR));
+        let b1 = _mm256_load_ps(b.add(p * NR + 8));
+        for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+            let ai = _mm256_broadcast_ss(&*row.add(p));
+            acc[0] = _mm256_fmadd_ps(ai, b0, acc[0]);
+            acc[1] = _mm256_fmadd_ps(ai, b1, acc[1]);
+        }
+    }
+    store_avx2(&acc, tile);
+}
+
+/// C's rows are far apart and usually cold: ask for them now, while the k loop runs.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn prefetch_c(tile: Tile) {
+    use std::arch::x86_64::*;
+    for i in 0..tile.mr {
+        let row = tile.c.offset(i as isize * tile.rsc) as *const i8;
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.offset((NR as isize - 1) * tile.csc * 4));
+    }
+}
+
+/// `alpha·acc + beta·C` into the tile: straight vector stores when it is whole and C's rows
+/// are contiguous, else through a buffer.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_avx2(acc: &[[std::arch::x86_64::__m256; 2]; MR], tile: Tile) {
+    use std::arch::x86_64::*;
     if tile.mr == MR && tile.nr == NR && tile.csc == 1 {
         let alpha = _mm256_set1_ps(tile.alpha);
         for (i, row) in acc.iter().enumerate() {
