@@ -13,6 +13,9 @@ use crate::sgemm::{PackedB, Shared, View};
 /// between Q·Kᵀ, softmax and P·V.
 const ROW_BLOCK: usize = 48;
 
+/// Queries up to this many rows (decoder steps) take [`attention_few_rows`].
+const FEW_ROWS: usize = 4;
+
 /// Shape of one attention call. Q is `tq` rows, K and V are `tk` rows; head `h` uses columns
 /// `h·head_dim .. (h+1)·head_dim` of each row. Rows are `*_stride` floats apart, so Q, K and V
 /// may be column ranges of one fused QKV matrix.
@@ -34,6 +37,8 @@ pub struct Shape {
 pub fn attention(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     if s.tq >= ROW_BLOCK {
         attention_fused(Isa::detect(), s, q, k, v, out);
+    } else if s.tq <= FEW_ROWS {
+        attention_few_rows(s, q, k, v, out);
     } else {
         attention_unfused(s, q, k, v, out);
     }
@@ -151,6 +156,47 @@ fn attention_on_pool(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
     }
 }
 
+/// Attention for a decoder step (a query row or a few): scores by dot products straight off K
+/// and a weighted sum straight off V, heads in parallel. Packing K for a GEMM costs as much as
+/// the product itself when Q has one row, and a step calls this 2 × layers times.
+pub fn attention_few_rows(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    check(s, q, k, v, out);
+    let d = s.n_heads * s.head_dim;
+    let scale = 1.0 / (s.head_dim as f32).sqrt();
+    let head = |h: usize, out_rows: &mut [Vec<f32>]| {
+        let off = h * s.head_dim;
+        let mut p = vec![0f32; s.tk];
+        for (i, o) in out_rows.iter_mut().enumerate() {
+            let seen = if s.causal { s.tk - s.tq + i + 1 } else { s.tk };
+            let qi = &q[i * s.q_stride + off..i * s.q_stride + off + s.head_dim];
+            for (j, pj) in p[..seen].iter_mut().enumerate() {
+                *pj = crate::gemm::dot(qi, &k[j * s.k_stride + off..j * s.k_stride + off + s.head_dim]) * scale;
+            }
+            softmax(&mut p[..seen]);
+            o.clear();
+            o.resize(s.head_dim, 0.0);
+            for (j, &pj) in p[..seen].iter().enumerate() {
+                let vj = &v[j * s.v_stride + off..j * s.v_stride + off + s.head_dim];
+                for (acc, &x) in o.iter_mut().zip(vj) {
+                    *acc += pj * x;
+                }
+            }
+        }
+    };
+    // Per head, its output rows; written to `out` after.
+    let mut per_head: Vec<Vec<Vec<f32>>> = (0..s.n_heads).map(|_| vec![Vec::new(); s.tq]).collect();
+    if s.tk * s.tq >= 256 {
+        crate::pool::install(|| per_head.par_iter_mut().enumerate().for_each(|(h, rows)| head(h, rows)));
+    } else {
+        per_head.iter_mut().enumerate().for_each(|(h, rows)| head(h, rows));
+    }
+    for (h, rows) in per_head.iter().enumerate() {
+        for (i, row) in rows.iter().enumerate() {
+            out[i * d + h * s.head_dim..i * d + (h + 1) * s.head_dim].copy_from_slice(row);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,7 +234,7 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         };
-        let shapes = [(7, 7, 3, 5, false), (1, 9, 2, 8, true), (4, 11, 2, 3, true), (13, 13, 1, 64, true), (50, 50, 2, 16, true), (100, 130, 3, 64, false), (97, 97, 1, 20, true), (60, 700, 2, 64, false)];
+        let shapes = [(7, 7, 3, 5, false), (1, 9, 2, 8, true), (4, 11, 2, 3, true), (13, 13, 1, 64, true), (50, 50, 2, 16, true), (100, 130, 3, 64, false), (97, 97, 1, 20, true), (60, 700, 2, 64, false), (1, 1500, 6, 64, false), (3, 200, 6, 64, true)];
         for &(tq, tk, heads, hd, causal) in &shapes {
             let d = heads * hd;
             // Q, K, V interleaved in one [t × 3d] matrix, as the fused projection makes them.
@@ -202,6 +248,9 @@ mod tests {
             runs.push(("attention".into(), out.clone()));
             attention_unfused(s, q, &qkv[d..], &qkv[2 * d..], &mut out);
             runs.push(("unfused".into(), out.clone()));
+            out.fill(f32::NAN);
+            attention_few_rows(s, q, &qkv[d..], &qkv[2 * d..], &mut out);
+            runs.push(("few rows".into(), out.clone()));
             for isa in Isa::all_available() {
                 out.fill(f32::NAN);
                 attention_fused(isa, s, q, &qkv[d..], &qkv[2 * d..], &mut out);
@@ -215,3 +264,4 @@ mod tests {
         }
     }
 }
+
