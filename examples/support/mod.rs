@@ -86,7 +86,7 @@ pub fn rss_mb() -> f64 {
 }
 
 /// Busy time of the encoder and the decoder, read from their debug log lines
-/// ("Encoded N windows in 1.2s", "Decoded window at … in 812ms: …"), so nothing is timed
+/// ("Encoded N windows in 1.2s", "Decoded N windows from … in 812ms"), so nothing is timed
 /// twice. Installing it replaces GStreamer's default log output.
 #[derive(Default)]
 pub struct StageTimes {
@@ -110,8 +110,9 @@ impl StageTimes {
             let msg = msg.as_str();
             let counter = match cat.name() {
                 "npuwhisperenc" if msg.starts_with("Encoded ") => &t.encoder_ns,
-                "npuwhisperdec" if msg.starts_with("Decoded window ") => {
-                    t.windows.fetch_add(1, Ordering::Relaxed);
+                "npuwhisperdec" if msg.starts_with("Decoded ") && msg.contains(" windows from ") => {
+                    let n = msg.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(1);
+                    t.windows.fetch_add(n, Ordering::Relaxed);
                     &t.decoder_ns
                 }
                 _ => return,

@@ -4,9 +4,11 @@
 //! npuwhisperdec`. The queues hold at most two windows each and let the spectrogram, encoder
 //! and decoder of different windows run on different cores.
 //!
-//! The `model`, `language`, `task` and `condition-on-previous-text` properties are those of
-//! `npuwhisperdec` (and `model` also of `npuwhisperenc`). The children's other properties
-//! are reachable by name, e.g. `npuwhisper mel::min-pause=300`.
+//! Its properties are those of `npuwhisperdec` (see there: model, precision, threads,
+//! language, task, beam search, temperature fallback, initial prompt, word timestamps, batch
+//! size, messages), forwarded to it; `model`, `precision` and `threads` go to `npuwhisperenc`
+//! too. The children's other properties are reachable by name, e.g.
+//! `npuwhisper mel::min-pause=300`.
 //!
 //! ## Progress
 //!
@@ -28,7 +30,7 @@
 //! ## Caps
 //!
 //! - sink: `audio/x-raw` (any format, rate and channel count: converted to 16 kHz mono)
-//! - src: `text/x-raw, format=utf8`, one buffer per segment of text
+//! - src: `text/x-raw, format=utf8`, one buffer per phrase, or per word with `word-timestamps`
 //!
 //! ## Example
 //!

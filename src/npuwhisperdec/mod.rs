@@ -1,14 +1,32 @@
 //! `npuwhisperdec`: decodes Whisper encoder states into timed text.
 //!
 //! Each input buffer holds the encoder states of one window (from `npuwhisperenc`); its PTS
-//! and duration place the window in time. The decoder emits one `text/x-raw` buffer per
-//! segment of text, timestamped inside its window, and a GAP event for windows without
-//! speech so that downstream (`srtenc`, subtitle overlays) keeps going. The previous
-//! window's text conditions the next one unless `condition-on-previous-text` is off; it is
-//! forgotten on flushes and discontinuities. The language decoded (given, or detected per
-//! window with multilingual models) is posted downstream as a language-code tag.
+//! and duration place the window in time. The decoder emits one `text/x-raw` buffer per phrase
+//! (segments cut at punctuation and pauses), or per word with `word-timestamps=true`, each
+//! timed by the cross-attention of the model's alignment heads, and a GAP event for windows
+//! without speech so that downstream (`srtenc`, subtitle overlays) keeps going. Output buffers
+//! never overlap and their PTS never goes backwards.
 //!
-//! Output buffers never overlap and their PTS never goes backwards.
+//! ## Decoding
+//!
+//! Greedy (`beam-size=1`, the default) or beam search, with Whisper's timestamp rules and token
+//! suppression. Whisper's quality machinery is on by default: a window whose text repeats
+//! itself (zlib `compression-ratio-threshold` 2.4) or is unlikely (`logprob-threshold` −1) is
+//! decoded again at temperatures 0.2 … 1.0 (`best-of` samples each, `temperature-fallback`); a
+//! window with no-speech probability above `no-speech-threshold` (0.6) and low log-probability
+//! gives no text; segments whose every word is suspect (improbable, squeezed to nothing, or
+//! stretched over music) are dropped. The previous window's text is the prompt unless
+//! `condition-on-previous-text` is off (forgotten on flushes and discontinuities), after
+//! `initial-prompt` if one is set. When upstream is not live, `batch-size` windows (auto: 4)
+//! are decoded together, one pass over the weights per token step for all of them.
+//!
+//! ## Messages
+//!
+//! With `post-messages` (default on), each text buffer is also posted on the bus as an element
+//! message `npuwhisper-phrase` (or `npuwhisper-word`) with `text`, `start` and `end` (running
+//! PTS, `guint64` ns), `avg-logprob` (double) and `language`. Multilingual models also post
+//! `npuwhisper-language` per window (`language`, `start`, `duration`); the language is sent
+//! downstream as a `language-code` tag whenever it changes.
 //!
 //! ## Caps
 //!
