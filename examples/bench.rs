@@ -7,7 +7,7 @@
 //! time, and a last line of JSON. `scripts/bench.sh` runs it beside the peer.
 //!
 //!   cargo run --release --example bench -- --manifest ../shared/eval/public/manifest.tsv
-//!       [--model tiny.en] [--language en] [--python .venv/bin/python] [--hyp-out FILE] [--verbose]
+//!       [--model tiny.en] [--language en] [--set PROP=VALUE,...] [--python .venv/bin/python] [--hyp-out FILE] [--verbose]
 
 mod support;
 
@@ -16,8 +16,9 @@ use std::time::Instant;
 
 use gst::prelude::*;
 
-const USAGE: &str = "usage: bench --manifest FILE.tsv [--model NAME|DIR] [--language en] [--python PYTHON] [--hyp-out FILE] [--verbose]
+const USAGE: &str = "usage: bench --manifest FILE.tsv [--model NAME|DIR] [--language en] [--set PROP=VALUE,...] [--python PYTHON] [--hyp-out FILE] [--verbose]
   --language: the npuwhisper property; en by default, as the peer decodes
+  --set: more npuwhisper properties, e.g. beam-size=5,temperature-fallback=false
   --python: the Python with jiwer and whisper_normalizer that scores WER
             (default $NPUWHISPER_REFERENCE_PYTHON, else .venv/bin/python of the checkout)";
 
@@ -41,7 +42,7 @@ fn read_manifest(path: &Path) -> Vec<(PathBuf, f64, String)> {
 
 /// Transcribes `path` (only up to `stop`, if given); returns the text and the wall time from
 /// PLAYING to EOS.
-fn transcribe(path: &Path, model: &str, language: &str, stop: Option<gst::ClockTime>) -> (String, f64) {
+fn transcribe(path: &Path, model: &str, language: &str, props: &[(String, String)], stop: Option<gst::ClockTime>) -> (String, f64) {
     let pipeline = gst::Pipeline::new();
     let src = gst::ElementFactory::make("filesrc").property("location", path).build().unwrap();
     let decode = gst::ElementFactory::make("decodebin").build().unwrap();
@@ -50,6 +51,9 @@ fn transcribe(path: &Path, model: &str, language: &str, stop: Option<gst::ClockT
         .property("language", language)
         .build()
         .unwrap();
+    for (name, value) in props {
+        asr.set_property_from_str(name, value);
+    }
     let sink = gst_app::AppSink::builder().sync(false).build();
     pipeline.add_many([&src, &decode, &asr, sink.upcast_ref()]).unwrap();
     src.link(&decode).unwrap();
@@ -124,7 +128,7 @@ fn score_wer(python: &Path, pairs: &[(String, String)]) -> Result<f64, String> {
 fn main() {
     let args = support::Args::parse(
         USAGE,
-        &["--manifest", "--model", "--language", "--python", "--hyp-out", "--verbose"],
+        &["--manifest", "--model", "--language", "--set", "--python", "--hyp-out", "--verbose"],
     );
     let Some(manifest) = args.value("--manifest").map(PathBuf::from) else {
         eprintln!("{USAGE}");
@@ -138,6 +142,19 @@ fn main() {
         .or_else(|| std::env::var_os("NPUWHISPER_REFERENCE_PYTHON").map(PathBuf::from))
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
     let verbose = args.flag("--verbose");
+    let props: Vec<(String, String)> = args
+        .value("--set")
+        .unwrap_or("")
+        .split(',')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => {
+                eprintln!("--set takes PROPERTY=VALUE[,PROPERTY=VALUE...], not {kv:?}");
+                std::process::exit(2);
+            }
+        })
+        .collect();
 
     support::init();
     let stages = support::StageTimes::install();
@@ -150,14 +167,14 @@ fn main() {
     let t = Instant::now();
     let _model = support::load_model(&model_name);
     let load_s = t.elapsed().as_secs_f64();
-    transcribe(&rows[0].0, &model_name, &language, Some(gst::ClockTime::from_seconds(5)));
+    transcribe(&rows[0].0, &model_name, &language, &props, Some(gst::ClockTime::from_seconds(5)));
     stages.take();
 
     let (mut audio_s, mut wall_s) = (0.0, 0.0);
     let mut pairs = Vec::new();
     let mut hyps = String::new();
     for (path, duration, reference) in &rows {
-        let (text, wall) = transcribe(path, &model_name, &language, None);
+        let (text, wall) = transcribe(path, &model_name, &language, &props, None);
         if verbose {
             eprintln!("{:>8.2} s audio {wall:7.2} s wall {:6.1}x  {}", duration, duration / wall, path.display());
         }

@@ -242,12 +242,3 @@ fn base_posts_language_per_window() {
     let phrases = messages.iter().filter(|s| s.name() == "npuwhisper-phrase").count();
     assert_eq!(phrases, cues.len(), "one phrase message per text buffer");
 }
-
-#[test]
-#[ignore]
-fn probe_long_wer() {
-    let props: Vec<(String, String)> = std::env::var("PROBE_PROPS").unwrap_or_default().split_whitespace().map(|kv| { let (k, v) = kv.split_once('=').unwrap(); (k.to_string(), v.to_string()) }).collect();
-    let props: Vec<(&str, &str)> = props.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let w = manifest_wer(&std::env::var("PROBE_MANIFEST").unwrap_or("manifest_long.tsv".into()), &props);
-    println!("PROBE {props:?}: WER {w:.2} %");
-}
