@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
+use gst::prelude::*;
 use gstnpuwhisper::model::{load_shared, resolve_model_path};
 
 fn manifest_wer(manifest_name: &str, props: &[(&str, &str)]) -> f64 {
@@ -241,4 +242,31 @@ fn base_posts_language_per_window() {
     assert!(languages.windows(2).all(|w| w[0].1 < w[1].1), "windows out of order: {languages:?}");
     let phrases = messages.iter().filter(|s| s.name() == "npuwhisper-phrase").count();
     assert_eq!(phrases, cues.len(), "one phrase message per text buffer");
+}
+
+#[test]
+fn base_sends_language_tags_downstream() {
+    init();
+    let desc = bin_pipeline(&eval_file("multilingual_en_de.wav"), &[("model", "base"), ("language", "auto")]);
+    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let tags = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = tags.clone();
+    sink.static_pad("sink").unwrap().add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+        if let Some(gst::PadProbeData::Event(ev)) = &info.data {
+            if let gst::EventView::Tag(t) = ev.view() {
+                if let Some(code) = t.tag().get::<gst::tags::LanguageCode>() {
+                    seen.lock().unwrap().push(code.get().to_string());
+                }
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    pipeline.set_state(gst::State::Playing).unwrap();
+    while sink.pull_sample().is_ok() {}
+    pipeline.set_state(gst::State::Null).unwrap();
+    let tags = tags.lock().unwrap().clone();
+    println!("language tags: {tags:?}");
+    let de = tags.iter().position(|t| t == "de").expect("a German tag");
+    assert!(tags[..de].iter().any(|t| t == "en"), "no English tag before the German one: {tags:?}");
 }
