@@ -129,29 +129,36 @@ pub struct Model {
 
 /// Takes tensors out of a parsed `model.bin`, with errors that name the tensor.
 pub(crate) struct Weights {
-    bin: ct2::ModelBin,
+    bin: std::cell::RefCell<ct2::ModelBin>,
 }
 
 impl Weights {
+    /// Moves the tensor's data out (a copy would double the loading peak); a tensor is taken once.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
-        let t = self.bin.get(name).ok_or_else(|| format!("tensor {name} is missing"))?;
+        let mut bin = self.bin.borrow_mut();
+        let target = bin.aliases.get(name).filter(|_| !bin.tensors.contains_key(name)).cloned().unwrap_or_else(|| name.to_string());
+        let t = bin.tensors.get_mut(&target).ok_or_else(|| format!("tensor {name} is missing"))?;
         if t.shape != shape {
             return Err(format!("tensor {name} has shape {:?}, expected {shape:?}", t.shape));
         }
-        Ok(t.data.clone())
+        if t.data.len() != shape.iter().product::<usize>() {
+            return Err(format!("tensor {name} is used twice"));
+        }
+        Ok(std::mem::take(&mut t.data))
     }
 
-    pub fn shape(&self, name: &str) -> Result<&[usize], String> {
-        self.bin.get(name).map(|t| t.shape.as_slice()).ok_or_else(|| format!("tensor {name} is missing"))
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>, String> {
+        self.bin.borrow().get(name).map(|t| t.shape.clone()).ok_or_else(|| format!("tensor {name} is missing"))
     }
 
     pub fn scalar(&self, name: &str) -> Result<f32, String> {
-        let t = self.bin.get(name).ok_or_else(|| format!("tensor {name} is missing"))?;
+        let bin = self.bin.borrow();
+        let t = bin.get(name).ok_or_else(|| format!("tensor {name} is missing"))?;
         t.data.first().copied().filter(|_| t.data.len() == 1).ok_or_else(|| format!("tensor {name} is not a scalar"))
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.bin.get(name).is_some()
+        self.bin.borrow().get(name).is_some()
     }
 
     pub fn linear(&self, prefix: &str, n_out: usize, n_in: usize) -> Result<Linear, String> {
@@ -171,7 +178,7 @@ impl Weights {
     /// A tensor of `prefix/layer_N` with N ≥ `n_layers`: left of a layer that is incomplete.
     fn stray_layer_tensor(&self, prefix: &str, n_layers: usize) -> Option<String> {
         let layer_prefix = format!("{prefix}/layer_");
-        self.bin.names().find_map(|name| {
+        self.bin.borrow().names().find_map(|name| {
             let i: usize = name.strip_prefix(&layer_prefix)?.split('/').next()?.parse().ok()?;
             (i >= n_layers).then(|| format!("tensor {name} is of a layer after {prefix}/layer_{n_layers}, which is missing or incomplete"))
         })
@@ -314,7 +321,7 @@ impl Model {
         if !bin.spec.is_empty() && bin.spec != "WhisperSpec" {
             return Err(err("model.bin", format!("holds a {:?} model, not a WhisperSpec", bin.spec)));
         }
-        let w = Weights { bin };
+        let w = Weights { bin: std::cell::RefCell::new(bin) };
         let dims = derive_dims(&w, tokenizer.vocab_size()).map_err(|e| err("model.bin", e))?;
         let encoder = encoder::Encoder::load(&w, &dims).map_err(|e| err("model.bin", e))?;
         let decoder = decoder::Decoder::load(&w, &dims).map_err(|e| err("model.bin", e))?;
