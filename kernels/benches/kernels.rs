@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput};
-use npuwhisper_kernels::attention::{attention_fused, attention_unfused, Shape};
+use npuwhisper_kernels::attention::{attention_fused, attention_rows, attention_unfused, Shape};
 use npuwhisper_kernels::gemm::{gemm_strided_with, linear};
 use npuwhisper_kernels::isa::Isa;
 use npuwhisper_kernels::mel::LogMel;
@@ -202,7 +202,7 @@ fn attention_bench(c: &mut Criterion<Clock>) {
     let mut g = group(c, "attention (Gelem/s = GFLOP/s of QKᵀ and PV)");
     let (heads, hd) = (6, 64);
     let d = heads * hd;
-    for &(tq, tk, label) in &[(1500, 1500, "encoder self"), (1, 1500, "decoder cross")] {
+    for &(tq, tk, label) in &[(1500, 1500, "encoder self"), (1, 1500, "decoder cross"), (2, 1500, "decoder cross")] {
         let q = data(tq * d, 7);
         let kv = data(tk * 2 * d, 8);
         let mut out = vec![0f32; tq * d];
@@ -214,6 +214,11 @@ fn attention_bench(c: &mut Criterion<Clock>) {
         g.bench_function(format!("fused/{label} {tq}x{tk}"), |bench| {
             bench.iter(|| attention_fused(Isa::detect(), s, &q, &kv, &kv[d..], black_box(&mut out)))
         });
+        if tq <= 2 {
+            g.bench_function(format!("rows/{label} {tq}x{tk}"), |bench| {
+                bench.iter(|| attention_rows(Isa::detect(), s, &q, &kv, &kv[d..], black_box(&mut out)))
+            });
+        }
     }
     g.finish();
 }

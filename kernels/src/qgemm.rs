@@ -426,12 +426,41 @@ unsafe fn tile_simd<const R: usize>(
         a = a.add(4 * R);
         b = b.add(NR * 4);
     }
+    if tile.cols == NR {
+        store_full_avx2(tile, &acc);
+        return;
+    }
     let mut acc_out = [0i32; MR * NR];
     for (i, acc) in acc.iter().enumerate() {
         _mm256_storeu_si256(acc_out.as_mut_ptr().add(i * NR) as *mut __m256i, acc[0]);
         _mm256_storeu_si256(acc_out.as_mut_ptr().add(i * NR + 8) as *mut __m256i, acc[1]);
     }
     tile.store(&acc_out);
+}
+
+/// [`OutTile::store`] for a tile 16 channels wide, in vectors: the same operations in the same
+/// order (no FMA contraction), so the result matches the scalar epilogue bit for bit.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_full_avx2<const R: usize>(tile: &OutTile, acc: &[[std::arch::x86_64::__m256i; 2]; R]) {
+    use std::arch::x86_64::*;
+    let (w, j0) = (tile.w, tile.j0);
+    let ws = [_mm256_loadu_ps(w.scales.as_ptr().add(j0)), _mm256_loadu_ps(w.scales.as_ptr().add(j0 + 8))];
+    let sums = [0, 8].map(|h| _mm256_loadu_si256(w.row_sums.as_ptr().add(j0 + h) as *const __m256i));
+    let bias = tile.bias.map_or([_mm256_setzero_ps(); 2], |b| [_mm256_loadu_ps(b.as_ptr().add(j0)), _mm256_loadu_ps(b.as_ptr().add(j0 + 8))]);
+    for (i, acc) in acc.iter().enumerate() {
+        let r = tile.i0 + i;
+        let (sx, zp) = (_mm256_set1_ps(tile.xq.scales[r]), _mm256_set1_epi32(tile.xq.zero_points[r]));
+        for h in 0..2 {
+            let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[h], _mm256_mullo_epi32(zp, sums[h])));
+            let mut y = _mm256_add_ps(_mm256_mul_ps(v, _mm256_mul_ps(sx, ws[h])), bias[h]);
+            if tile.act == Activation::Gelu {
+                y = ops::avx2::gelu(y);
+            }
+            _mm256_storeu_ps(tile.out.add(r * w.n + j0 + 8 * h), y);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -565,6 +594,24 @@ mod tests {
             for (a, b) in fused.iter().zip(&plain) {
                 assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{isa:?}: {a} vs {b}");
             }
+        }
+    }
+
+    #[test]
+    fn avx2_and_portable_paths_agree_bit_for_bit() {
+        let mut seed = 31;
+        let (m, k, n) = (7, 130, 45);
+        let x = data(m * k, &mut seed, 0.2);
+        let w = data(n * k, &mut seed, 0.0);
+        let bias: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+        let qw = QuantizedWeights::quantize(&w, n, k);
+        for act in [Activation::None, Activation::Gelu] {
+            let run = |isa| {
+                let mut y = vec![0f32; m * n];
+                qlinear_with(isa, &x, m, k, &qw, Some(&bias), act, &mut y);
+                y
+            };
+            assert_eq!(run(Isa::Portable), run(Isa::Avx2), "{act:?}");
         }
     }
 
