@@ -34,9 +34,13 @@ fn progress_on_long_file_is_monotonic_and_ends_at_100() {
     let mut element: Vec<(f64, gst::ClockTime, gst::ClockTime)> = Vec::new();
     let bus = pipeline.bus().unwrap();
     let mut eos = false;
-    while let Some(msg) = bus.pop() {
+    // The EOS message may reach the bus a moment after the appsink's last pull: wait for it.
+    while let Some(msg) = bus.timed_pop(gst::ClockTime::from_seconds(30)) {
         match msg.view() {
-            gst::MessageView::Eos(_) => eos = true,
+            gst::MessageView::Eos(_) => {
+                eos = true;
+                break;
+            }
             gst::MessageView::Error(e) => panic!("pipeline error: {} ({:?})", e.error(), e.debug()),
             gst::MessageView::Progress(p) => {
                 let (type_, code, text) = p.get();
