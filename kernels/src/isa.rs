@@ -16,9 +16,18 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best path this CPU supports.
+    /// The best path this CPU supports, or a lower one named by `NPUWHISPER_ISA` (`portable`,
+    /// `avx2`): to reproduce on a newer CPU the numbers of an AVX2-only machine.
     pub fn detect() -> Isa {
-        [Isa::Avx512Vnni, Isa::Avx2].into_iter().find(|isa| isa.available()).unwrap_or(Isa::Portable)
+        static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let best = [Isa::Avx512Vnni, Isa::Avx2].into_iter().find(|isa| isa.available()).unwrap_or(Isa::Portable);
+            match std::env::var("NPUWHISPER_ISA").as_deref() {
+                Ok("portable") => Isa::Portable,
+                Ok("avx2") => best.min(Isa::Avx2),
+                _ => best,
+            }
+        })
     }
 
     /// Whether this CPU can run the path (`std` caches the CPUID answers).
