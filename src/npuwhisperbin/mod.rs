@@ -4,9 +4,25 @@
 //! npuwhisperdec`. The queues hold at most two windows each and let the spectrogram, encoder
 //! and decoder of different windows run on different cores.
 //!
-//! The `model`, `language`, `task` and `condition-on-previous-text` properties are those of
-//! `npuwhisperdec` (and `model` also of `npuwhisperenc`). The children's other properties
+//! The `model`, `language`, `language-code`, `task`, `condition-on-previous-text` ...
+//! properties are those of `npuwhisperdec` (and `model` also of `npuwhisperenc`); `latency`
+//! and `lateness` are the bin's own (see Live streams). The children's other properties
 //! are reachable by name, e.g. `npuwhisper mel::min-pause=300`.
+//!
+//! ## Live streams
+//!
+//! When upstream is live (a capture device, a network stream), the bin answers the LATENCY
+//! query with upstream's latency plus its `latency` property (ms, default 3000) and keeps to
+//! it: `npumel` then cuts windows of at most `latency` - 1 s (its `live-max-window`), at the
+//! best pause it finds, and the decoder takes them one at a time, so the text of a word leaves
+//! at most `latency` after the word's audio arrived. Shorter latencies mean shorter windows and
+//! less accurate text. `lateness` (ms, default 0) is added to the timestamps of the text and
+//! gaps, for text that would otherwise come out too late. Text leaving later than the latency
+//! (plus lateness) allows gets one element warning per stream.
+//!
+//! `language-code` takes a BCP 47 tag ("en-US") and sets `language` to its primary subtag.
+//! With these, the bin is a drop-in transcriber for gst-plugins-rs `transcriberbin`
+//! (`transcriberbin transcriber=npuwhisper`, see `interop/tests/transcriberbin.rs`).
 //!
 //! ## Progress
 //!
@@ -40,6 +56,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod live;
 mod progress;
 
 glib::wrapper! {
