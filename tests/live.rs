@@ -74,6 +74,10 @@ fn live_speech_and_silences_within_latency() {
 }
 
 /// Twenty LJ Speech clips, 144 s in real time: `cargo test --release --test live -- --ignored`.
+/// FAILS today (13:24 UTC run, loaded machine): delays p50 2.71 s but p95 11.8 s, max 14.0 s,
+/// in two bursts around 2 s windows that tiny.en hallucinates on ("Thank you for watching",
+/// not in file mode). Likely cause, not yet verified: temperature fallback decodes such windows
+/// again and again and the decoder falls behind; live mode needs bounded work per window.
 #[test]
 #[ignore]
 fn live_long_form_within_latency() {
