@@ -15,8 +15,11 @@ const LEAD_SILENCE_FRAMES: usize = 100;
 const END_SILENCE_FRAMES: usize = 200;
 /// A stretch of silence this long is closed as a window of its own (5 s), so time keeps moving.
 const MAX_SILENT_FRAMES: usize = 500;
-/// A full window without pauses is cut at the quietest 100 ms of its last 10 s.
+/// A full window without pauses is cut at the quietest 100 ms of its last 10 s (of its second
+/// half for windows shorter than 20 s).
 const CUT_SEARCH_FRAMES: usize = 1000;
+/// Shortest `max_window_ms` honoured (1 s): below, Whisper has too little context to work with.
+const MIN_MAX_FRAMES: usize = 100;
 const SMOOTH_FRAMES: usize = 10;
 
 /// What counts as speech and as a pause.
@@ -26,8 +29,10 @@ pub struct WindowerSettings {
     pub silence_threshold_db: f32,
     /// Silence this long (ms) counts as a pause, where a window may end.
     pub min_pause_ms: u32,
-    /// Longest window (ms, at most 30 000). Whisper tends to leave out speech in the last
-    /// seconds of a full 30 s window, so windows stop short of it.
+    /// Longest window (ms, 1 000 to 30 000). Whisper tends to leave out speech in the last
+    /// seconds of a full 30 s window, so windows stop short of it. Live streams set it low
+    /// (a few seconds) so that text comes out within the promised latency; silence is then
+    /// also closed at this length.
     pub max_window_ms: u32,
 }
 
@@ -69,6 +74,11 @@ impl Windower {
 
     pub fn with_settings(settings: WindowerSettings) -> Self {
         Windower { settings, ..Default::default() }
+    }
+
+    /// Changes the longest window; windows already cut keep their length.
+    pub fn set_max_window_ms(&mut self, ms: u32) {
+        self.settings.max_window_ms = ms;
     }
 
     /// Samples waiting for the next window.
@@ -124,7 +134,10 @@ impl Windower {
         let first_speech = speech.iter().position(|&s| s);
         match first_speech {
             // Only silence so far: close it once it is long, so time keeps moving.
-            None => return (speech.len() >= MAX_SILENT_FRAMES).then(|| speech.len() - min_pause / 2),
+            None => {
+                let longest = MAX_SILENT_FRAMES.min(self.max_frames());
+                return (speech.len() >= longest).then(|| speech.len() - min_pause.min(longest) / 2);
+            }
             // Silence before speech becomes a window of its own: the speech window then starts
             // at the words, where Whisper's timestamps are most accurate.
             Some(f) if f >= LEAD_SILENCE_FRAMES => return Some(f - min_pause / 2),
@@ -158,14 +171,15 @@ impl Windower {
     }
 
     fn max_frames(&self) -> usize {
-        ((self.settings.max_window_ms as usize / 10).clamp(200, FRAMES_PER_WINDOW)).max(CUT_SEARCH_FRAMES + SMOOTH_FRAMES)
+        (self.settings.max_window_ms as usize / 10).clamp(MIN_MAX_FRAMES, FRAMES_PER_WINDOW)
     }
 
     /// Centre of the quietest 100 ms in the last part of a full window; the latest on a tie.
     fn quietest_frame(&self, max_frames: usize) -> usize {
         let energy: Vec<f32> =
             self.pending[..max_frames * FRAME].chunks(FRAME).map(|f| f.iter().map(|s| s * s).sum::<f32>()).collect();
-        let (first, last) = (max_frames - CUT_SEARCH_FRAMES, max_frames - SMOOTH_FRAMES);
+        let search = CUT_SEARCH_FRAMES.min(max_frames / 2);
+        let (first, last) = (max_frames - search, max_frames - SMOOTH_FRAMES);
         let mut sum: f32 = energy[first..first + SMOOTH_FRAMES].iter().sum();
         let mut best = (sum, first);
         for start in first + 1..=last {
@@ -274,6 +288,28 @@ mod tests {
         let silent = run(&vec![0.0; 30 * 16000], 3000);
         assert!(silent.iter().all(|w| !w.has_speech));
         assert_tiles(&silent, &vec![0.0; 30 * 16000]);
+    }
+
+    #[test]
+    fn short_max_windows_cut_at_pauses_and_close_silence_early() {
+        // Live: 2 s windows. 1.5 s speech, 0.4 s pause, 1.5 s speech, 4 s silence.
+        let mut audio = tone(24000);
+        audio.extend(vec![0.0; 6400]);
+        audio.extend(tone(24000));
+        audio.extend(vec![0.0; 64000]);
+        let mut w = Windower::with_settings(WindowerSettings { max_window_ms: 2000, ..Default::default() });
+        let mut windows = Vec::new();
+        for piece in audio.chunks(1600) {
+            windows.extend(w.push(piece));
+        }
+        // Only the last partial window is left for EOS.
+        assert!(w.pending() <= 32000, "{} samples held back", w.pending());
+        windows.extend(w.flush());
+        assert_tiles(&windows, &audio);
+        assert!(windows.iter().all(|w| w.samples.len() <= 32000));
+        // The first cut falls in the pause.
+        assert!((24000..30400).contains(&windows[1].start_sample), "cut at {}", windows[1].start_sample);
+        assert!(windows.iter().filter(|w| w.start_sample >= 56000).all(|w| !w.has_speech || w.start_sample < 60000));
     }
 
     #[test]

@@ -21,13 +21,34 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_N_MELS: i32 = 80;
 /// Larger timestamp jumps are treated as a discontinuity; smaller ones as jitter.
 const MAX_PTS_DRIFT: gst::ClockTime = gst::ClockTime::from_mseconds(40);
-/// Audio held back before a window can be emitted.
+/// Audio held back before a window can be emitted (not live).
 const WINDOW_LATENCY: gst::ClockTime = gst::ClockTime::from_seconds(30);
+/// Default longest window when upstream is live.
+const DEFAULT_LIVE_MAX_WINDOW_MS: u32 = 2000;
 
 /// The windower's settings; those without a property keep the audio module's defaults.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Settings {
     windower: WindowerSettings,
+    /// `max_window_ms` used instead of the windower's when upstream is live.
+    live_max_window_ms: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { windower: WindowerSettings::default(), live_max_window_ms: DEFAULT_LIVE_MAX_WINDOW_MS }
+    }
+}
+
+impl Settings {
+    /// Audio held back before a window is emitted: the longest window.
+    fn window_latency(&self, live: bool) -> gst::ClockTime {
+        if live {
+            gst::ClockTime::from_mseconds(self.live_max_window_ms as u64)
+        } else {
+            WINDOW_LATENCY
+        }
+    }
 }
 
 /// A window as pushed downstream: a spectrogram, or a gap for a window without speech.
@@ -62,6 +83,8 @@ struct State {
     segment_start: Option<gst::ClockTime>,
     /// NaN or infinite samples were seen (and warned about).
     saw_non_finite: bool,
+    /// Whether upstream is live, asked at the first buffer: live streams get short windows.
+    live: Option<bool>,
 }
 
 impl State {
@@ -202,7 +225,33 @@ impl NpuMel {
         }
     }
 
+    fn settings(&self) -> MutexGuard<'_, Settings> {
+        self.settings.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Asks upstream whether it is live (once per stream, before the first window can be cut)
+    /// and, if so, makes the windower cut windows of at most `live-max-window`, at the best
+    /// pause it finds: the text of a window only comes out once the window is complete.
+    fn detect_live(&self) {
+        if self.state().live.is_some() {
+            return;
+        }
+        // Not under the state lock: the query travels upstream and may take a while.
+        let mut q = gst::query::Latency::new();
+        let live = self.sinkpad.peer_query(&mut q) && q.result().0;
+        let settings = *self.settings();
+        let mut state = self.state();
+        state.live = Some(live);
+        if live {
+            let windower = WindowerSettings { max_window_ms: settings.live_max_window_ms, ..settings.windower };
+            gst::info!(CAT, imp = self, "Upstream is live: windows of at most {} ms", windower.max_window_ms);
+            // Nothing is pending yet (first buffer): a fresh windower loses nothing.
+            state.windower = Windower::with_settings(windower);
+        }
+    }
+
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        self.detect_live();
         let mut state = self.state();
         let Some(format) = state.negotiated.as_ref().map(|n| n.format) else {
             gst::element_imp_error!(
@@ -427,11 +476,8 @@ impl NpuMel {
                     return false;
                 }
                 let (live, min, max) = upstream.result();
-                q.set(
-                    live,
-                    min.saturating_add(WINDOW_LATENCY),
-                    max.map(|m| m.saturating_add(WINDOW_LATENCY)),
-                );
+                let window = self.settings().window_latency(live);
+                q.set(live, min.saturating_add(window), max.map(|m| m.saturating_add(window)));
                 true
             }
             _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
@@ -499,12 +545,31 @@ impl ObjectImpl for NpuMel {
                     .default_value(d.min_pause_ms)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("live-max-window")
+                    .nick("Longest live window")
+                    .blurb("Longest window (ms) when upstream is live, cut at the best pause before it: the latency this element adds (the npuwhisper bin derives it from its latency property)")
+                    .minimum(1000)
+                    .maximum(30_000)
+                    .default_value(DEFAULT_LIVE_MAX_WINDOW_MS)
+                    .mutable_playing()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        // transcriberbin sets the latency (hence this) in PAUSED, once it knows the video caps:
+        // taken by the next window.
+        if pspec.name() == "live-max-window" {
+            let ms = value.get::<u32>().expect("type checked upstream");
+            self.settings().live_max_window_ms = ms;
+            let mut state = self.state();
+            if state.live == Some(true) {
+                state.windower.set_max_window_ms(ms);
+            }
+            return;
+        }
         // The windower is created when going to PAUSED.
         if self.obj().current_state() > gst::State::Ready {
             gst::warning!(
@@ -536,6 +601,7 @@ impl ObjectImpl for NpuMel {
         match pspec.name() {
             "silence-threshold" => (settings.windower.silence_threshold_db as f64).to_value(),
             "min-pause" => settings.windower.min_pause_ms.to_value(),
+            "live-max-window" => settings.live_max_window_ms.to_value(),
             // GObject only asks for the properties declared above.
             _ => pspec.default_value().clone(),
         }

@@ -7,6 +7,7 @@ use gst::subclass::prelude::*;
 use crate::caps;
 use crate::npuwhisperdec;
 
+use super::live::{self, Live};
 use super::progress::Progress;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -22,6 +23,7 @@ const QUEUE_BUFFERS: u32 = 2;
 
 /// The children that receive forwarded properties.
 struct Children {
+    mel: gst::Element,
     enc: gst::Element,
     dec: gst::Element,
 }
@@ -34,6 +36,8 @@ pub struct NpuWhisperBin {
     build_error: Mutex<Option<String>>,
     /// Posts how much of the stream has been transcribed.
     progress: Arc<Progress>,
+    /// `latency` and `lateness`, and what the bin promised when live.
+    live: Arc<Live>,
 }
 
 impl NpuWhisperBin {
@@ -95,8 +99,10 @@ impl NpuWhisperBin {
             .set_target(Some(&target))
             .map_err(|e| format!("Could not set the src pad target: {e}"))?;
         self.progress.install(obj.upcast_ref(), &dec)?;
+        self.live.install(obj.upcast_ref(), self.srcpad.upcast_ref());
+        mel.set_property("live-max-window", live::max_window_ms(self.live.latency_ms()));
 
-        Ok(Children { enc, dec })
+        Ok(Children { mel, enc, dec })
     }
 }
 
@@ -114,6 +120,9 @@ impl ObjectSubclass for NpuWhisperBin {
         let templ = klass.pad_template("src").unwrap();
         let srcpad = gst::GhostPad::builder_from_template(&templ)
             .name("src")
+            .query_function(|pad, parent, query| {
+                NpuWhisperBin::catch_panic_pad_function(parent, || false, |imp| imp.src_query(pad, query))
+            })
             .build();
 
         Self {
@@ -122,6 +131,7 @@ impl ObjectSubclass for NpuWhisperBin {
             children: Mutex::new(None),
             build_error: Mutex::new(None),
             progress: Arc::default(),
+            live: Arc::new(Live::new()),
         }
     }
 }
@@ -129,11 +139,35 @@ impl ObjectSubclass for NpuWhisperBin {
 impl ObjectImpl for NpuWhisperBin {
     fn properties() -> &'static [glib::ParamSpec] {
         // Every decoding property of npuwhisperdec, forwarded to it.
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(npuwhisperdec::param_specs);
+        // Plus the bin's own: latency and lateness on live streams.
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let mut specs = npuwhisperdec::param_specs();
+            specs.extend(live::param_specs());
+            specs
+        });
         PROPERTIES.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        match pspec.name() {
+            "latency" => {
+                let ms = value.get::<u32>().expect("type checked upstream");
+                self.live.set_latency_ms(ms);
+                if let Some(children) = self.children().as_ref() {
+                    children.mel.set_property("live-max-window", live::max_window_ms(ms));
+                }
+                // transcriberbin sets it in PAUSED: have the pipeline ask again.
+                if self.obj().current_state() > gst::State::Ready {
+                    let _ = self.obj().post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+                }
+                return;
+            }
+            "lateness" => {
+                self.live.set_lateness_ms(value.get::<u32>().expect("type checked upstream"));
+                return;
+            }
+            _ => (),
+        }
         let children = self.children();
         let Some(children) = children.as_ref() else {
             gst::warning!(CAT, imp = self, "No children to set {} on", pspec.name());
@@ -147,6 +181,11 @@ impl ObjectImpl for NpuWhisperBin {
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        match pspec.name() {
+            "latency" => return self.live.latency_ms().to_value(),
+            "lateness" => return self.live.lateness_ms().to_value(),
+            _ => (),
+        }
         match self.children().as_ref() {
             Some(children) => children.dec.property_value(pspec.name()),
             None => pspec.default_value().clone(),
@@ -205,9 +244,32 @@ impl ElementImpl for NpuWhisperBin {
         let ret = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {
             self.progress.reset(self.obj().upcast_ref());
+            self.live.reset();
         }
         Ok(ret)
     }
 }
 
 impl BinImpl for NpuWhisperBin {}
+
+impl NpuWhisperBin {
+    /// LATENCY: when upstream is live, what the bin adds is its `latency` property.
+    fn src_query(&self, pad: &gst::GhostPad, query: &mut gst::QueryRef) -> bool {
+        if let gst::QueryViewMut::Latency(q) = query.view_mut() {
+            let mut inside = gst::query::Latency::new();
+            if !self.proxy_query(pad, &mut inside) {
+                return false;
+            }
+            let mut upstream = gst::query::Latency::new();
+            let upstream = self.sinkpad.peer_query(&mut upstream).then(|| upstream.result());
+            self.live.answer_latency(q, inside.result(), upstream);
+            return true;
+        }
+        self.proxy_query(pad, query)
+    }
+
+    /// What the ghost pad does without a query function: forward to the target.
+    fn proxy_query(&self, pad: &gst::GhostPad, query: &mut gst::QueryRef) -> bool {
+        gst::Pad::query_default(pad, Some(&*self.obj()), query)
+    }
+}

@@ -5,10 +5,25 @@
 //! and decoder of different windows run on different cores.
 //!
 //! Its properties are those of `npuwhisperdec` (see there: model, precision, threads,
-//! language, task, beam search, temperature fallback, initial prompt, word timestamps, batch
-//! size, messages), forwarded to it; `model`, `precision` and `threads` go to `npuwhisperenc`
-//! too. The children's other properties are reachable by name, e.g.
-//! `npuwhisper mel::min-pause=300`.
+//! language, language-code, task, beam search, temperature fallback, initial prompt, word
+//! timestamps, batch size, messages), forwarded to it; `model`, `precision` and `threads` go
+//! to `npuwhisperenc` too. `latency` and `lateness` are the bin's own (see Live streams). The
+//! children's other properties are reachable by name, e.g. `npuwhisper mel::min-pause=300`.
+//!
+//! ## Live streams
+//!
+//! When upstream is live (a capture device, a network stream), the bin answers the LATENCY
+//! query with upstream's latency plus its `latency` property (ms, default 3000) and keeps to
+//! it: `npumel` then cuts windows of at most `latency` - 1 s (its `live-max-window`), at the
+//! best pause it finds, and the decoder takes them one at a time, so the text of a word leaves
+//! at most `latency` after the word's audio arrived. Shorter latencies mean shorter windows and
+//! less accurate text. `lateness` (ms, default 0) is added to the timestamps of the text and
+//! gaps, for text that would otherwise come out too late. Text leaving later than the latency
+//! (plus lateness) allows gets one element warning per stream.
+//!
+//! `language-code` takes a BCP 47 tag ("en-US") and sets `language` to its primary subtag.
+//! With these, the bin is a drop-in transcriber for gst-plugins-rs `transcriberbin`
+//! (`transcriberbin transcriber=npuwhisper`, see `interop/tests/transcriberbin.rs`).
 //!
 //! ## Progress
 //!
@@ -42,6 +57,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod live;
 mod progress;
 
 glib::wrapper! {

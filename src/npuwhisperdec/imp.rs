@@ -634,6 +634,7 @@ impl ObjectImpl for NpuWhisperDec {
         }
         match pspec.name() {
             "language" => settings.language = string().unwrap_or_else(|| super::DEFAULT_LANGUAGE.to_string()),
+            "language-code" => settings.language = super::language_from_code(&string().unwrap_or_default()),
             "task" => settings.task = value.get().expect("type checked upstream"),
             "condition-on-previous-text" => settings.condition_on_previous_text = value.get().expect("type checked upstream"),
             "initial-prompt" => settings.initial_prompt = string(),
@@ -657,7 +658,7 @@ impl ObjectImpl for NpuWhisperDec {
             return v;
         }
         match pspec.name() {
-            "language" => s.language.to_value(),
+            "language" | "language-code" => s.language.to_value(),
             "task" => s.task.to_value(),
             "condition-on-previous-text" => s.condition_on_previous_text.to_value(),
             "initial-prompt" => s.initial_prompt.to_value(),

@@ -78,6 +78,13 @@ glib::wrapper! {
 
 /// Default `language` property value: detect per window.
 pub(crate) const DEFAULT_LANGUAGE: &str = "auto";
+
+/// The Whisper language of a BCP 47 tag: its primary subtag, lowercase ("en-US" → "en");
+/// empty means "auto".
+pub(crate) fn language_from_code(code: &str) -> String {
+    let primary = code.trim().split(['-', '_']).next().unwrap_or("").to_lowercase();
+    if primary.is_empty() { DEFAULT_LANGUAGE.to_string() } else { primary }
+}
 static DEFAULTS: LazyLock<crate::decoding::DecodeOptions> = LazyLock::new(Default::default);
 
 /// The decoding properties, shared by the decoder and the `npuwhisper` bin (which forwards them).
@@ -88,6 +95,13 @@ pub(crate) fn param_specs() -> Vec<glib::ParamSpec> {
         glib::ParamSpecString::builder("language")
             .nick("Language")
             .blurb("Spoken language as a code (\"en\", \"de\", ...), or \"auto\" to detect it per window (multilingual models). English-only models (*.en) always use \"en\"")
+            .default_value(Some(DEFAULT_LANGUAGE))
+            .mutable_ready()
+            .build(),
+        // What transcriberbin (gst-plugins-rs) sets on its transcriber, without checking.
+        glib::ParamSpecString::builder("language-code")
+            .nick("Language code")
+            .blurb("The language as a BCP 47 tag (\"en-US\", \"de-DE\"): sets language to its primary subtag; empty or \"auto\" detects it")
             .default_value(Some(DEFAULT_LANGUAGE))
             .mutable_ready()
             .build(),

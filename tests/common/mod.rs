@@ -17,7 +17,9 @@ pub fn init() {
 }
 
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // Also included by the workspace's interop/ test crate.
+    if dir.ends_with("interop") { dir.parent().unwrap().to_path_buf() } else { dir }
 }
 
 /// `../shared/eval/public` beside the checkout (or `$NPUWHISPER_SHARED_DIR/eval/public`).
@@ -197,4 +199,106 @@ pub fn long_file_utterances() -> Vec<(String, f64, f64)> {
         t += duration + 0.6;
     }
     out
+}
+
+/// A text buffer of a live run and how long after its audio it came out.
+#[derive(Debug, Clone)]
+pub struct LiveCue {
+    pub cue: Cue,
+    /// Clock running time when the appsink got it minus the running time of its PTS.
+    pub delay: f64,
+}
+
+/// Caps of the samples [`run_live`] pushes.
+pub const LIVE_CAPS: &str = "audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved";
+/// Length of each buffer [`run_live`] pushes, as a capture device would deliver them.
+pub const LIVE_CHUNK_MS: u64 = 100;
+
+/// Pushes 16 kHz mono `samples` into `appsrc` paced by the pipeline clock, in
+/// [`LIVE_CHUNK_MS`] buffers, each when its last sample is due (like a capture device), then EOS.
+pub fn push_live(pipeline: &gst::Pipeline, appsrc: &gst_app::AppSrc, samples: &[f32]) {
+    // The clock is set when the pipeline goes to PLAYING, which, with a live source, it only
+    // completes once data reaches the sinks: wait for the clock, not for the state.
+    let clock = loop {
+        match pipeline.clock() {
+            Some(clock) => break clock,
+            None => std::thread::sleep(std::time::Duration::from_millis(5)),
+        }
+    };
+    let base = pipeline.base_time().unwrap();
+    let chunk = (16 * LIVE_CHUNK_MS) as usize;
+    for (i, piece) in samples.chunks(chunk).enumerate() {
+        let pts = gst::ClockTime::from_mseconds(i as u64 * LIVE_CHUNK_MS);
+        let duration = gst::ClockTime::SECOND.mul_div_floor(piece.len() as u64, 16000).unwrap();
+        let _ = clock.new_single_shot_id(base + pts + duration).wait();
+        let mut buffer = gst::Buffer::from_mut_slice(piece.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>());
+        {
+            let b = buffer.get_mut().unwrap();
+            b.set_pts(pts);
+            b.set_duration(duration);
+        }
+        if appsrc.push_buffer(buffer).is_err() {
+            return;
+        }
+    }
+    let _ = appsrc.end_of_stream();
+}
+
+/// Runs `appsrc (live, paced by the clock) ! npuwhisper props ! appsink` on `samples`; returns
+/// the text with its delays and npuwhisper's LATENCY answer `(live, min)`.
+pub fn run_live(samples: &[f32], props: &[(&str, &str)]) -> (Vec<LiveCue>, (bool, gst::ClockTime)) {
+    init();
+    let mut desc = format!(
+        "appsrc name=src is-live=true format=time min-latency={} caps=\"{LIVE_CAPS}\" ! npuwhisper name=asr",
+        LIVE_CHUNK_MS * 1_000_000
+    );
+    for (k, v) in props {
+        desc.push_str(&format!(" {k}=\"{v}\""));
+    }
+    desc.push_str(" ! appsink name=sink sync=false");
+    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let pusher = {
+        let (pipeline, src, samples) = (pipeline.clone(), src.clone(), samples.to_vec());
+        std::thread::spawn(move || push_live(&pipeline, &src, &samples))
+    };
+    pipeline.set_state(gst::State::Playing).expect("pipeline plays");
+    let mut cues = Vec::new();
+    let mut latency = None;
+    while let Ok(sample) = sink.pull_sample() {
+        let (clock, base) = (pipeline.clock().unwrap(), pipeline.base_time().unwrap());
+        if latency.is_none() {
+            // Asked while playing, of npuwhisper's src pad (the appsink does not sync, so
+            // it would answer "not live" for the pipeline).
+            let mut q = gst::query::Latency::new();
+            let asr_src = pipeline.by_name("asr").unwrap().static_pad("src").unwrap();
+            assert!(asr_src.query(&mut q), "npuwhisper answers LATENCY");
+            let (live, min, _) = q.result();
+            latency = Some((live, min));
+        }
+        let now = clock.time().saturating_sub(base);
+        let running = sample
+            .segment()
+            .and_then(|s| s.downcast_ref::<gst::ClockTime>().and_then(|s| s.to_running_time(sample.buffer().unwrap().pts().unwrap())))
+            .expect("text in a time segment");
+        cues.push(LiveCue { cue: Cue::from_sample(&sample), delay: now.saturating_sub(running).seconds_f64() });
+    }
+    pusher.join().unwrap();
+    let bus = pipeline.bus().unwrap();
+    while let Some(msg) = bus.pop() {
+        if let gst::MessageView::Error(e) = msg.view() {
+            panic!("pipeline error in {desc}: {} ({:?})", e.error(), e.debug());
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    (cues, latency.expect("some text came out"))
+}
+
+/// `(p50, p95, max)` of `values`.
+pub fn percentiles(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (at(0.5), at(0.95), at(1.0))
 }
