@@ -49,6 +49,13 @@ pub struct DecodeOptions {
 /// Whisper's fallback temperatures.
 pub const FALLBACK_TEMPERATURES: [f32; 6] = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0];
 
+impl DecodeOptions {
+    /// Whisper's silence rule: likely no speech, and the text decoded is unlikely too.
+    fn is_silence(&self, no_speech_prob: f32, avg_logprob: f32) -> bool {
+        no_speech_prob > self.no_speech_threshold && avg_logprob < self.logprob_threshold
+    }
+}
+
 impl Default for DecodeOptions {
     fn default() -> Self {
         DecodeOptions {
@@ -122,6 +129,24 @@ impl Decoded {
     }
 }
 
+/// A search's result for one window: the sampled tokens, without the decoder cache.
+struct Found {
+    tokens: Vec<u32>,
+    token_logprobs: Vec<f32>,
+    sum_logprob: f32,
+}
+
+impl Found {
+    fn of(h: &Hypothesis) -> Found {
+        Found { tokens: h.tokens.clone(), token_logprobs: h.token_logprobs.clone(), sum_logprob: h.sum_logprob }
+    }
+
+    /// Whisper's ranking: log-probability per token, end-of-text included.
+    fn score(&self) -> f32 {
+        self.sum_logprob / (self.tokens.len() + 1) as f32
+    }
+}
+
 /// A hypothesis in a search: its cache, its sampled tokens and their summed log-probability.
 #[derive(Clone)]
 struct Hypothesis {
@@ -173,7 +198,7 @@ impl Transcriber {
                 continue;
             };
             let (result, decoded) = self.finish_window(&model, cross, language, &prompt, decoded, content_seconds);
-            let silent = result.segments.is_empty() && decoded.no_speech_prob > self.options.no_speech_threshold && result.avg_logprob < self.options.logprob_threshold;
+            let silent = result.segments.is_empty() && self.options.is_silence(decoded.no_speech_prob, result.avg_logprob);
             if !silent {
                 // Text decoded this hot is too unsure to prompt with: start over after it.
                 if decoded.temperature > PROMPT_RESET_TEMPERATURE {
@@ -224,7 +249,7 @@ impl Transcriber {
         content_seconds: f64,
     ) -> (WindowResult, Decoded) {
         let avg_logprob = decoded.avg_logprob();
-        let silent = decoded.no_speech_prob > self.options.no_speech_threshold && avg_logprob < self.options.logprob_threshold;
+        let silent = self.options.is_silence(decoded.no_speech_prob, avg_logprob);
         if silent {
             return (WindowResult { language, segments: Vec::new(), no_speech_prob: decoded.no_speech_prob, avg_logprob }, decoded);
         }
@@ -262,7 +287,7 @@ impl Transcriber {
         let judge = |d: &Decoded| {
             let avg = d.avg_logprob();
             let repeats = compression_ratio(&model.tokenizer.decode(&text_only(model, &d.tokens))) > o.compression_ratio_threshold;
-            let silence = d.no_speech_prob > o.no_speech_threshold && avg < o.logprob_threshold;
+            let silence = o.is_silence(d.no_speech_prob, avg);
             (silence || (!repeats && avg >= o.logprob_threshold), repeats)
         };
         let (good, repeats) = judge(&first);
@@ -409,19 +434,16 @@ impl Transcriber {
             roots.push((root, last, no_speech_prob));
         }
 
-        let found: Vec<Result<Hypothesis, String>> = if temperature == 0.0 && self.options.beam_size > 1 {
+        let found: Vec<Result<Found, String>> = if temperature == 0.0 && self.options.beam_size > 1 {
             roots.iter().map(|(root, logits, _)| beam_search(model, root.clone(), logits.clone(), self.options.beam_size)).collect()
         } else {
             let n = if temperature > 0.0 { self.options.best_of.max(1) } else { 1 };
             let starts: Vec<(Hypothesis, Vec<f32>)> = roots.iter().flat_map(|(root, logits, _)| std::iter::repeat_n((root.clone(), logits.clone()), n)).collect();
             match sample(model, starts, temperature, &mut self.rng) {
-                Ok(all) => {
-                    let score = |h: &Hypothesis| h.sum_logprob / (h.tokens.len() + 1) as f32;
-                    let mut all = all.into_iter();
-                    (0..roots.len())
-                        .map(|_| all.by_ref().take(n).max_by(|a, b| score(a).total_cmp(&score(b))).ok_or_else(|| "no sample".to_string()))
-                        .collect()
-                }
+                Ok(all) => all
+                    .chunks(n)
+                    .map(|samples| samples.iter().map(Found::of).max_by(|a, b| a.score().total_cmp(&b.score())).ok_or_else(|| "no sample".to_string()))
+                    .collect(),
                 Err(e) => roots.iter().map(|_| Err(e.clone())).collect(),
             }
         };
@@ -495,12 +517,12 @@ fn sample(model: &Model, starts: Vec<(Hypothesis, Vec<f32>)>, temperature: f32, 
 
 /// Beam search as Whisper's: each step keeps the `beam` likeliest continuations of all beams,
 /// until `beam` hypotheses have ended; the winner has the best log-probability per token.
-fn beam_search(model: &Model, root: Hypothesis, logits: Vec<f32>, beam: usize) -> Result<Hypothesis, String> {
+fn beam_search(model: &Model, root: Hypothesis, logits: Vec<f32>, beam: usize) -> Result<Found, String> {
     let eot = model.tokenizer.eot;
     let rules = rules::Rules::new(model);
     let mut beams = vec![root];
     let mut beam_logits = vec![logits];
-    let mut finished: Vec<Hypothesis> = Vec::new();
+    let mut finished: Vec<Found> = Vec::new();
     let mut logprobs = Vec::new();
     for _ in 0..SAMPLE_LEN {
         // (summed log-probability, parent beam, token, token log-probability)
@@ -520,9 +542,7 @@ fn beam_search(model: &Model, root: Hypothesis, logits: Vec<f32>, beam: usize) -
             }
             if t == eot || beams[parent].seq.remaining() == 0 {
                 if finished.len() < beam {
-                    let p = &beams[parent];
-                    // The cache is not needed once finished: share the parent's.
-                    finished.push(Hypothesis { seq: p.seq.clone(), tokens: p.tokens.clone(), token_logprobs: p.token_logprobs.clone(), sum_logprob: sum });
+                    finished.push(Found { sum_logprob: sum, ..Found::of(&beams[parent]) });
                 }
             } else {
                 kept.push((sum, parent, t, lp));
@@ -553,10 +573,9 @@ fn beam_search(model: &Model, root: Hypothesis, logits: Vec<f32>, beam: usize) -
         beam_logits = step(model, &mut refs)?;
     }
     if finished.is_empty() {
-        finished = beams;
+        finished = beams.iter().map(Found::of).collect();
     }
-    let score = |h: &Hypothesis| h.sum_logprob / (h.tokens.len() + 1) as f32;
-    Ok(finished.into_iter().max_by(|a, b| score(a).total_cmp(&score(b))).expect("a beam finished"))
+    Ok(finished.into_iter().max_by(|a, b| a.score().total_cmp(&b.score())).expect("a beam finished"))
 }
 
 /// Indices of the `k` largest finite values, largest first.
