@@ -20,6 +20,7 @@ pub mod model;
 mod model_property;
 
 mod f32buf;
+mod passes;
 mod npumel;
 mod npuwhisperbin;
 mod npuwhisperdec;

@@ -45,8 +45,8 @@ fn run_npumel(
     to_bytes: fn(&[f32]) -> Vec<u8>,
 ) -> Mel {
     let mut h = Harness::new("npumel");
-    // The harness says it is live: keep windows as long as for a file.
-    h.element().unwrap().set_property("live-max-window", 30_000u32);
+    // Windows as for a file: no provisional passes.
+    h.set_live(false);
     if let Some(caps) = sink_caps {
         h.set_sink_caps_str(caps);
     }
@@ -235,6 +235,7 @@ fn npumel_silence_is_a_gap() {
 fn npumel_discont_restarts_window() {
     init();
     let mut h = Harness::new("npumel");
+    h.set_live(false);
     // The harness says it is live: keep windows as long as for a file.
     h.element().unwrap().set_property("live-max-window", 30_000u32);
     h.set_sink_caps_str(MEL_CAPS_80);
@@ -268,6 +269,50 @@ fn npumel_discont_restarts_window() {
     assert_eq!(second.pts(), Some(jump));
     assert_eq!(second.duration(), Some(gst::ClockTime::from_seconds(2)));
     assert!(second.flags().contains(gst::BufferFlags::DISCONT));
+}
+
+/// Live: the growing window goes out again every `live-step` as a provisional (DROPPABLE)
+/// pass from the same start, then once complete, unflagged; silence goes out as gaps soon.
+#[test]
+fn npumel_live_sends_growing_passes() {
+    init();
+    let mut h = Harness::new("npumel");
+    h.set_live(true);
+    h.element().unwrap().set_property("live-step", 1000u32);
+    h.set_sink_caps_str(MEL_CAPS_80);
+    h.set_src_caps_str("audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved");
+    // 4.5 s of tone (no pause), then 4 s of silence.
+    let mut audio: Vec<f32> = (0..72_000).map(|i| (0.5 * (i as f32 * 0.17).sin())).collect();
+    audio.extend(vec![0.0; 64_000]);
+    for (i, chunk) in audio.chunks(1600).enumerate() {
+        let mut buffer = gst::Buffer::from_mut_slice(f32le(chunk));
+        buffer.get_mut().unwrap().set_pts(sample_time(i as u64 * 1600));
+        h.push(buffer).unwrap();
+    }
+    assert!(h.push_event(gst::event::Eos::new()));
+    let mut out = Vec::new();
+    while let Some(b) = h.try_pull() {
+        out.push(b);
+    }
+    let (passes, complete): (Vec<_>, Vec<_>) = out.iter().partition(|b| b.flags().contains(gst::BufferFlags::DROPPABLE));
+    let seconds = |b: &&gst::Buffer| b.duration().unwrap().seconds_f64();
+    let lengths: Vec<f64> = passes.iter().map(seconds).collect();
+    println!("passes {lengths:?}, complete {:?}", complete.iter().map(seconds).collect::<Vec<_>>());
+    assert!(passes.len() >= 4, "a pass every second of speech: {lengths:?}");
+    assert!(passes.iter().all(|b| b.pts() == Some(gst::ClockTime::ZERO)), "passes grow from the window start");
+    assert!(lengths.windows(2).all(|w| w[1] >= w[0] + 0.99), "each pass 1 s longer: {lengths:?}");
+    assert_eq!(complete.len(), 1, "one complete window");
+    assert!(!complete[0].flags().contains(gst::BufferFlags::DROPPABLE));
+    assert!((4.5..=6.5).contains(&seconds(&complete[0])), "the window ends in the silence after the tone");
+    // The rest of the silence: gaps, none much longer than a step.
+    let mut gaps = Vec::new();
+    while let Some(ev) = h.try_pull_event() {
+        if let gst::EventView::Gap(g) = ev.view() {
+            gaps.push(g.get().1.unwrap().seconds_f64());
+        }
+    }
+    // The first holds the silence that closed the window (2 s after the tone, less a margin).
+    assert!(!gaps.is_empty() && gaps.iter().all(|&g| g <= 2.0), "silence in short gaps: {gaps:?}");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The live path on real speech: audio pushed by a live `appsrc` paced by the clock (as a
 //! capture device delivers it) through `npuwhisper` into an appsink. Checks the LATENCY answer,
-//! that the text comes out within it, that it is close to file mode and that nothing is said
-//! twice or during silences.
+//! that the text comes out within it, that it is close to file mode (growing windows decoded
+//! again every second, words emitted once two passes agree), and that nothing is said twice or
+//! during silences, which go out as GAP events.
 
 mod common;
 
@@ -20,8 +21,8 @@ fn words(text: &str) -> Vec<String> {
 }
 
 /// Runs `file` (of manifest_long.tsv) live and checks what holds for any speech; returns the
-/// text buffers, the live and the file-mode WER.
-fn run_and_check(file: &str) -> (Vec<LiveCue>, f64, f64) {
+/// run, the live and the file-mode WER.
+fn run_and_check(file: &str) -> (LiveRun, f64, f64) {
     let _model = load_shared(&resolve_model_path("tiny.en")).unwrap();
     let path = eval_file(file);
     let reference = manifest("manifest_long.tsv").into_iter().find(|(f, _, _)| f == file).unwrap().2;
@@ -29,8 +30,9 @@ fn run_and_check(file: &str) -> (Vec<LiveCue>, f64, f64) {
 
     // The default; LIVE_LATENCY_MS=4000 tries transcriberbin's.
     let latency_ms: u32 = std::env::var("LIVE_LATENCY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
-    let (cues, (live, min)) = run_live(&read_wav(&path), &[("latency", &latency_ms.to_string())]);
-    for c in &cues {
+    let run = run_live(&read_wav(&path), &[("latency", &latency_ms.to_string())]);
+    let (cues, (live, min)) = (&run.cues, run.latency);
+    for c in cues {
         println!("{:7.2} {:7.2} +{:.2} s  {}", c.cue.start, c.cue.end, c.delay, c.cue.text);
     }
     let promised = latency_ms as f64 / 1000.0 + LIVE_CHUNK_MS as f64 / 1000.0;
@@ -52,35 +54,64 @@ fn run_and_check(file: &str) -> (Vec<LiveCue>, f64, f64) {
     assert!(w.windows(2).all(|p| p[0] != p[1]), "a word repeated: {text}");
     assert!(w.len() <= words(&reference).len() + 2, "{} words for {} spoken: {text}", w.len(), words(&reference).len());
     assert!(cues.windows(2).all(|p| p[0].cue.end <= p[1].cue.start + 1e-6), "text overlaps");
-    (cues, live_wer, file_wer)
+    (run, live_wer, file_wer)
 }
 
 /// jfk.wav, 20 s silence, a short phrase, 20 s silence: 56 s in real time.
 #[test]
 fn live_speech_and_silences_within_latency() {
-    let (cues, live_wer, file_wer) = run_and_check("silence_gaps.wav");
-    // 2 s windows lose words at their edges (file mode: up to 28 s): 18.5 % on this clip
-    // at 3 s latency when this was written, 0 % in file mode.
-    assert!(live_wer <= file_wer + 25.0, "live WER {live_wer:.2} % vs file {file_wer:.2} %");
+    let (run, live_wer, file_wer) = run_and_check("silence_gaps.wav");
+    // Two words of 27 ("my" heard as "am I") at 3 s latency when this was written, 0 in file
+    // mode: the first words of a stream get the fewest passes.
+    assert!(live_wer <= file_wer + 10.0, "live WER {live_wer:.2} % vs file {file_wer:.2} %");
 
     // No text in the silences: jfk.wav is 0-11 s, the phrase about 31-33.5 s.
     let jfk_end = read_wav(&eval_file("jfk.wav")).len() as f64 / 16000.0;
     let right_start = jfk_end + 20.0;
     let right_end = right_start + read_wav(&eval_file("stereo_right.wav")).len() as f64 / 16000.0;
-    for c in &cues {
+    for c in &run.cues {
         let in_speech = c.cue.start < jfk_end + 0.5 || (c.cue.start >= right_start - 0.5 && c.cue.end <= right_end + 0.5);
         assert!(in_speech, "text in a silence: {c:?}");
     }
+    // The silences go downstream as gaps, a second or so at a time, as they happen.
+    for (from, to) in [(jfk_end + 1.0, right_start - 1.0), (right_end + 1.0, right_end + 19.0)] {
+        let covered: f64 = run.gaps.iter().map(|&(s, e)| (e.min(to) - s.max(from)).max(0.0)).sum();
+        let longest = run.gaps.iter().filter(|&&(s, e)| e > from && s < to).map(|&(s, e)| e - s).fold(0.0, f64::max);
+        println!("silence {from:.1}-{to:.1} s: {covered:.1} s covered by gaps, longest {longest:.1} s");
+        assert!(covered >= (to - from) * 0.9, "gaps cover {covered:.1} s of the silence {from:.1}-{to:.1} s: {:?}", run.gaps);
+        assert!(longest <= 3.0, "a gap of {longest:.1} s holds time back longer than the latency");
+    }
 }
 
-/// Twenty LJ Speech clips, 144 s in real time: `cargo test --release --test live -- --ignored`.
-/// FAILS today (13:24 UTC run, loaded machine): delays p50 2.71 s but p95 11.8 s, max 14.0 s,
-/// in two bursts around 2 s windows that tiny.en hallucinates on ("Thank you for watching",
-/// not in file mode). Likely cause, not yet verified: temperature fallback decodes such windows
-/// again and again and the decoder falls behind; live mode needs bounded work per window.
+/// Twenty LJ Speech clips, 144 s in real time. When this was written: WER 1.99 % live against
+/// 1.14 % in file mode; text delay p50 2.41 s, p95 2.96 s, max 3.65 s.
 #[test]
-#[ignore]
 fn live_long_form_within_latency() {
     let (_, live_wer, file_wer) = run_and_check("long_lj001_1-20.wav");
-    assert!(live_wer <= file_wer + 25.0, "live WER {live_wer:.2} % vs file {file_wer:.2} %");
+    assert!(live_wer <= file_wer + 2.0, "live WER {live_wer:.2} % vs file {file_wer:.2} %");
+}
+
+/// A capture that loses 3 s of audio (timestamps jump, DISCONT) in the middle of jfk.wav: text
+/// keeps coming, on the new timeline, nothing is repeated and the stream ends.
+#[test]
+fn live_discontinuity_does_not_stall() {
+    let samples = read_wav(&eval_file("jfk.wav"));
+    // The jump falls at 5 s, after "ask not", in the pause before "what your country".
+    let jump_at = (5000 / LIVE_CHUNK_MS) as usize;
+    let run = run_live_with_jump(&samples, &[], Some((jump_at, gst::ClockTime::from_seconds(3))));
+    for c in &run.cues {
+        println!("{:7.2} {:7.2} +{:.2} s  {}", c.cue.start, c.cue.end, c.delay, c.cue.text);
+    }
+    let text = joined_text(&run.cues.iter().map(|c| c.cue.clone()).collect::<Vec<_>>());
+    let w = words(&text);
+    assert!(w.windows(2).all(|p| p[0] != p[1]), "a word repeated: {text}");
+    assert!(run.cues.windows(2).all(|p| p[0].cue.start <= p[1].cue.start), "text goes back in time");
+    let after: Vec<&str> = run.cues.iter().filter(|c| c.cue.start >= 8.0).map(|c| c.cue.text.as_str()).collect();
+    assert!(after.join(" ").to_lowercase().contains("country"), "text after the jump is on the new timeline: {text}");
+    let wer = wer(&[("And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.".into(), text.clone())]);
+    println!("WER {wer:.2} %: {text}");
+    assert!(wer <= 25.0, "WER {wer:.2} % across the jump: {text}");
+    // Words still unconfirmed when the audio stops wait for the next audio, 3 s later here.
+    let (_, _, max) = percentiles(&run.cues.iter().map(|c| c.delay).collect::<Vec<_>>());
+    assert!(max <= 3.1 + 3.0 + SLACK, "text {max:.2} s after its audio");
 }

@@ -13,8 +13,6 @@ const FRAMES_PER_WINDOW: usize = WINDOW_SAMPLES / FRAME;
 const LEAD_SILENCE_FRAMES: usize = 100;
 /// Silence after speech longer than this (2 s) ends a window.
 const END_SILENCE_FRAMES: usize = 200;
-/// A stretch of silence this long is closed as a window of its own (5 s), so time keeps moving.
-const MAX_SILENT_FRAMES: usize = 500;
 /// A full window without pauses is cut at the quietest 100 ms of its last 10 s (of its second
 /// half for windows shorter than 20 s).
 const CUT_SEARCH_FRAMES: usize = 1000;
@@ -34,11 +32,14 @@ pub struct WindowerSettings {
     /// (a few seconds) so that text comes out within the promised latency; silence is then
     /// also closed at this length.
     pub max_window_ms: u32,
+    /// Silence is closed as a window of its own once this long (ms), so time keeps moving
+    /// downstream; live streams set it short.
+    pub max_silence_ms: u32,
 }
 
 impl Default for WindowerSettings {
     fn default() -> Self {
-        WindowerSettings { silence_threshold_db: -45.0, min_pause_ms: 300, max_window_ms: 28_000 }
+        WindowerSettings { silence_threshold_db: -45.0, min_pause_ms: 300, max_window_ms: 28_000, max_silence_ms: 5_000 }
     }
 }
 
@@ -81,9 +82,21 @@ impl Windower {
         self.settings.max_window_ms = ms;
     }
 
+    /// Changes how long silence lasts before it is closed as a window.
+    pub fn set_max_silence_ms(&mut self, ms: u32) {
+        self.settings.max_silence_ms = ms;
+    }
+
     /// Samples waiting for the next window.
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// The audio pending so far as a window, if it holds speech: what a live stream decodes
+    /// before the window is complete.
+    pub fn pending_window(&self) -> Option<AudioWindow> {
+        let has_speech = self.speech.iter().any(|&s| s);
+        has_speech.then(|| AudioWindow { start_sample: self.pending_start, samples: self.pending.clone(), has_speech })
     }
 
     /// Adds samples; returns every window that is complete.
@@ -135,7 +148,7 @@ impl Windower {
         match first_speech {
             // Only silence so far: close it once it is long, so time keeps moving.
             None => {
-                let longest = MAX_SILENT_FRAMES.min(self.max_frames());
+                let longest = (self.settings.max_silence_ms as usize / 10).clamp(MIN_MAX_FRAMES, self.max_frames());
                 return (speech.len() >= longest).then(|| speech.len() - min_pause.min(longest) / 2);
             }
             // Silence before speech becomes a window of its own: the speech window then starts
@@ -297,7 +310,7 @@ mod tests {
         audio.extend(vec![0.0; 6400]);
         audio.extend(tone(24000));
         audio.extend(vec![0.0; 64000]);
-        let mut w = Windower::with_settings(WindowerSettings { max_window_ms: 2000, ..Default::default() });
+        let mut w = Windower::with_settings(WindowerSettings { max_window_ms: 2000, max_silence_ms: 2000, ..Default::default() });
         let mut windows = Vec::new();
         for piece in audio.chunks(1600) {
             windows.extend(w.push(piece));

@@ -3,6 +3,7 @@
 
 pub mod alignment;
 mod rules;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -271,6 +272,23 @@ impl Transcriber {
             }
         }
         (WindowResult { language, segments, no_speech_prob: decoded.no_speech_prob, avg_logprob }, decoded)
+    }
+
+    /// Decodes a window that will be sent again with more audio (a live pass): its text does
+    /// not become the prompt, and it is not decoded again hotter (the next pass is the retry).
+    pub fn transcribe_provisional(&mut self, states: &[f32], content_seconds: f64) -> WindowResult {
+        let prompt = self.prompt.clone();
+        let first = self.options.temperatures.first().copied().unwrap_or(0.0);
+        let temperatures = std::mem::replace(&mut self.options.temperatures, vec![first]);
+        let result = self.transcribe(states, content_seconds);
+        self.prompt = prompt;
+        self.options.temperatures = temperatures;
+        result
+    }
+
+    /// Tries at most `n` temperatures per window (bounded work per window on live streams).
+    pub fn limit_temperatures(&mut self, n: usize) {
+        self.options.temperatures.truncate(n.max(1));
     }
 
     /// Forgets the previous text (after a flush or discontinuity); the initial prompt stays.

@@ -6,7 +6,7 @@ use gst::subclass::prelude::*;
 use npuwhisper_kernels::mel::LogMel;
 
 use crate::audio::{AudioWindow, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES};
-use crate::{caps, f32buf};
+use crate::{caps, f32buf, passes};
 use crate::model::{MAX_N_MELS, MEL_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -23,8 +23,10 @@ const DEFAULT_N_MELS: i32 = 80;
 const MAX_PTS_DRIFT: gst::ClockTime = gst::ClockTime::from_mseconds(40);
 /// Audio held back before a window can be emitted (not live).
 const WINDOW_LATENCY: gst::ClockTime = gst::ClockTime::from_seconds(30);
-/// Default longest window when upstream is live.
-const DEFAULT_LIVE_MAX_WINDOW_MS: u32 = 2000;
+/// Default longest window when upstream is live: passes over it are re-decoded every step.
+const DEFAULT_LIVE_MAX_WINDOW_MS: u32 = 10_000;
+/// Default time between two passes over a growing live window.
+const DEFAULT_LIVE_STEP_MS: u32 = 1000;
 
 /// The windower's settings; those without a property keep the audio module's defaults.
 #[derive(Debug, Clone, Copy)]
@@ -32,19 +34,21 @@ struct Settings {
     windower: WindowerSettings,
     /// `max_window_ms` used instead of the windower's when upstream is live.
     live_max_window_ms: u32,
+    /// Audio (ms) added to a live window before it is sent again as a provisional pass.
+    live_step_ms: u32,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { windower: WindowerSettings::default(), live_max_window_ms: DEFAULT_LIVE_MAX_WINDOW_MS }
+        Settings { windower: WindowerSettings::default(), live_max_window_ms: DEFAULT_LIVE_MAX_WINDOW_MS, live_step_ms: DEFAULT_LIVE_STEP_MS }
     }
 }
 
 impl Settings {
-    /// Audio held back before a window is emitted: the longest window.
+    /// Audio held back before a window (or, live, a pass over it) is emitted.
     fn window_latency(&self, live: bool) -> gst::ClockTime {
         if live {
-            gst::ClockTime::from_mseconds(self.live_max_window_ms as u64)
+            gst::ClockTime::from_mseconds(self.live_step_ms as u64)
         } else {
             WINDOW_LATENCY
         }
@@ -83,8 +87,10 @@ struct State {
     segment_start: Option<gst::ClockTime>,
     /// NaN or infinite samples were seen (and warned about).
     saw_non_finite: bool,
-    /// Whether upstream is live, asked at the first buffer: live streams get short windows.
+    /// Whether upstream is live, asked at the first buffer: live streams get provisional passes.
     live: Option<bool>,
+    /// Samples pending in the windower when the last provisional pass was sent.
+    pass_sent: usize,
 }
 
 impl State {
@@ -94,6 +100,7 @@ impl State {
         self.base_pts = None;
         self.samples_seen = 0;
         self.discont = true;
+        self.pass_sent = 0;
     }
 }
 
@@ -118,11 +125,13 @@ impl NpuMel {
     }
 
     /// Spectrogram buffers for `windows`, timestamped from the current base; windows without
-    /// speech become gaps, so nothing downstream decodes them.
+    /// speech become gaps, so nothing downstream decodes them. `provisional` windows are
+    /// passes over audio that will be sent again with more (flagged as such).
     fn window_outputs(
         &self,
         state: &mut State,
         windows: Vec<AudioWindow>,
+        provisional: bool,
     ) -> Result<Vec<Output>, gst::FlowError> {
         let Some(neg) = state.negotiated.as_ref() else {
             return Err(gst::FlowError::NotNegotiated);
@@ -180,6 +189,9 @@ impl NpuMel {
                 buffer.set_offset_end(w.start_sample + len as u64);
                 if std::mem::take(&mut state.discont) {
                     buffer.set_flags(gst::BufferFlags::DISCONT);
+                }
+                if provisional {
+                    buffer.set_flags(passes::PROVISIONAL);
                 }
             }
             out.push(Output::Buffer(buffer));
@@ -243,11 +255,34 @@ impl NpuMel {
         let mut state = self.state();
         state.live = Some(live);
         if live {
-            let windower = WindowerSettings { max_window_ms: settings.live_max_window_ms, ..settings.windower };
-            gst::info!(CAT, imp = self, "Upstream is live: windows of at most {} ms", windower.max_window_ms);
+            let windower = WindowerSettings {
+                max_window_ms: settings.live_max_window_ms,
+                max_silence_ms: settings.live_step_ms,
+                ..settings.windower
+            };
+            gst::info!(CAT, imp = self, "Upstream is live: windows of at most {} ms, passes every {} ms", windower.max_window_ms, settings.live_step_ms);
             // Nothing is pending yet (first buffer): a fresh windower loses nothing.
             state.windower = Windower::with_settings(windower);
         }
+    }
+
+    /// Live: the window so far, once `live-step` more audio came since the last pass over it
+    /// (`closed`: a window was just cut, the pending audio starts a new one).
+    fn next_pass(&self, state: &mut State, closed: bool) -> Option<AudioWindow> {
+        if state.live != Some(true) {
+            return None;
+        }
+        if closed {
+            state.pass_sent = 0;
+        }
+        let step = self.settings().live_step_ms as usize * SAMPLE_RATE as usize / 1000;
+        let pending = state.windower.pending();
+        if pending < state.pass_sent + step {
+            return None;
+        }
+        let pass = state.windower.pending_window()?;
+        state.pass_sent = pending;
+        Some(pass)
     }
 
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
@@ -322,7 +357,7 @@ impl NpuMel {
                     );
                     // The pending audio closes a window on the old timeline.
                     if let Some(w) = state.windower.flush() {
-                        out.extend(self.window_outputs(&mut state, vec![w])?);
+                        out.extend(self.window_outputs(&mut state, vec![w], false)?);
                     }
                     state.reset_stream();
                     state.base_pts = pts.or(expected);
@@ -332,7 +367,11 @@ impl NpuMel {
 
         let windows = state.windower.push(&samples);
         state.samples_seen += samples.len() as u64;
-        out.extend(self.window_outputs(&mut state, windows)?);
+        let closed = !windows.is_empty();
+        out.extend(self.window_outputs(&mut state, windows, false)?);
+        if let Some(pass) = self.next_pass(&mut state, closed) {
+            out.extend(self.window_outputs(&mut state, vec![pass], true)?);
+        }
         drop(state);
 
         if warn_non_finite {
@@ -403,7 +442,7 @@ impl NpuMel {
         let mut pending = Vec::new();
         if mel_changed {
             if let Some(w) = state.windower.flush() {
-                match self.window_outputs(&mut state, vec![w]) {
+                match self.window_outputs(&mut state, vec![w], false) {
                     Ok(b) => pending = b,
                     Err(_) => return false,
                 }
@@ -440,7 +479,7 @@ impl NpuMel {
                     let last = state.windower.flush();
                     match last {
                         Some(w) if state.negotiated.is_some() => {
-                            self.window_outputs(&mut state, vec![w]).unwrap_or_default()
+                            self.window_outputs(&mut state, vec![w], false).unwrap_or_default()
                         }
                         _ => Vec::new(),
                     }
@@ -547,10 +586,18 @@ impl ObjectImpl for NpuMel {
                     .build(),
                 glib::ParamSpecUInt::builder("live-max-window")
                     .nick("Longest live window")
-                    .blurb("Longest window (ms) when upstream is live, cut at the best pause before it: the latency this element adds (the npuwhisper bin derives it from its latency property)")
+                    .blurb("Longest window (ms) when upstream is live, cut at the best pause before it; until then the growing window is sent again every live-step as a provisional pass")
                     .minimum(1000)
                     .maximum(30_000)
                     .default_value(DEFAULT_LIVE_MAX_WINDOW_MS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("live-step")
+                    .nick("Live step")
+                    .blurb("When upstream is live: audio (ms) added to a window before it is sent again as a provisional pass (flagged DROPPABLE), and the longest silence before a gap goes out; the latency this element adds")
+                    .minimum(100)
+                    .maximum(30_000)
+                    .default_value(DEFAULT_LIVE_STEP_MS)
                     .mutable_playing()
                     .build(),
             ]
@@ -561,6 +608,15 @@ impl ObjectImpl for NpuMel {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         // transcriberbin sets the latency (hence this) in PAUSED, once it knows the video caps:
         // taken by the next window.
+        if pspec.name() == "live-step" {
+            let ms = value.get::<u32>().expect("type checked upstream");
+            self.settings().live_step_ms = ms;
+            let mut state = self.state();
+            if state.live == Some(true) {
+                state.windower.set_max_silence_ms(ms);
+            }
+            return;
+        }
         if pspec.name() == "live-max-window" {
             let ms = value.get::<u32>().expect("type checked upstream");
             self.settings().live_max_window_ms = ms;
@@ -602,6 +658,7 @@ impl ObjectImpl for NpuMel {
             "silence-threshold" => (settings.windower.silence_threshold_db as f64).to_value(),
             "min-pause" => settings.windower.min_pause_ms.to_value(),
             "live-max-window" => settings.live_max_window_ms.to_value(),
+            "live-step" => settings.live_step_ms.to_value(),
             // GObject only asks for the properties declared above.
             _ => pspec.default_value().clone(),
         }

@@ -49,6 +49,15 @@ impl NpuWhisperBin {
         self.build_error.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Spreads `latency` (ms) over the pass step of npumel and the word hold of the decoder.
+    fn apply_latency(&self, mel: &gst::Element, dec: &gst::Element, latency_ms: u32) {
+        let (step, hold) = (live::step_ms(latency_ms), live::hold_ms(latency_ms));
+        gst::debug!(CAT, imp = self, "Latency {latency_ms} ms: passes every {step} ms, words held up to {hold} ms");
+        mel.set_property("live-step", step);
+        // Read when the decoder starts: transcriberbin sets latency in PAUSED, before data flows.
+        dec.set_property("live-hold", hold);
+    }
+
     fn build(&self) -> Result<Children, String> {
         let make = |factory: &str, name: &str| {
             gst::ElementFactory::make(factory)
@@ -100,7 +109,7 @@ impl NpuWhisperBin {
             .map_err(|e| format!("Could not set the src pad target: {e}"))?;
         self.progress.install(obj.upcast_ref(), &dec)?;
         self.live.install(obj.upcast_ref(), self.srcpad.upcast_ref());
-        mel.set_property("live-max-window", live::max_window_ms(self.live.latency_ms()));
+        self.apply_latency(&mel, &dec, self.live.latency_ms());
 
         Ok(Children { mel, enc, dec })
     }
@@ -141,7 +150,8 @@ impl ObjectImpl for NpuWhisperBin {
         // Every decoding property of npuwhisperdec, forwarded to it.
         // Plus the bin's own: latency and lateness on live streams.
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            let mut specs = npuwhisperdec::param_specs();
+            // live-hold is derived from latency.
+            let mut specs: Vec<_> = npuwhisperdec::param_specs().into_iter().filter(|p| p.name() != "live-hold").collect();
             specs.extend(live::param_specs());
             specs
         });
@@ -154,7 +164,7 @@ impl ObjectImpl for NpuWhisperBin {
                 let ms = value.get::<u32>().expect("type checked upstream");
                 self.live.set_latency_ms(ms);
                 if let Some(children) = self.children().as_ref() {
-                    children.mel.set_property("live-max-window", live::max_window_ms(ms));
+                    self.apply_latency(&children.mel, &children.dec, ms);
                 }
                 // transcriberbin sets it in PAUSED: have the pipeline ask again.
                 if self.obj().current_state() > gst::State::Ready {

@@ -2,9 +2,9 @@
 //! text comes out later than promised.
 //!
 //! When upstream is live the bin answers the LATENCY query with upstream's latency plus its
-//! `latency` property. To keep that promise, `npumel` cuts windows of at most
-//! `latency - PROCESSING_ALLOWANCE` (its `live-max-window`): a word's text leaves once its
-//! window is complete and transcribed, and the decoder takes live windows one at a time.
+//! `latency` property. To keep that promise, `npumel` sends the growing window again every
+//! `live-step` and the decoder emits a word once two passes agree on it, or unconfirmed once
+//! it ends `live-hold` before a pass does: step + hold + processing stays within `latency`.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::LazyLock;
@@ -16,20 +16,30 @@ pub const DEFAULT_LATENCY_MS: u32 = 3000;
 /// Part of `latency` kept for spectrogram, encoder and decoder of a window (tiny.en on two
 /// shared cores: 0.3 to 0.8 s per window); the rest bounds the window length.
 const PROCESSING_ALLOWANCE_MS: u32 = 1000;
-/// Shortest window npumel takes (its `live-max-window` minimum).
-const MIN_WINDOW_MS: u32 = 1000;
+/// Shortest and longest step between passes: shorter costs more passes than two cores can
+/// run; longer only adds latency.
+const MIN_STEP_MS: u32 = 500;
+const MAX_STEP_MS: u32 = 1000;
+/// Smallest `latency`: one shortest step, processing, and no hold.
+const MIN_LATENCY_MS: u32 = MIN_STEP_MS + PROCESSING_ALLOWANCE_MS;
 
-/// `live-max-window` of npumel for a `latency` (ms) of the bin.
-pub fn max_window_ms(latency_ms: u32) -> u32 {
-    latency_ms.saturating_sub(PROCESSING_ALLOWANCE_MS).max(MIN_WINDOW_MS)
+/// `live-step` of npumel for a `latency` (ms) of the bin: half of what processing leaves,
+/// so that a word can wait for one more pass.
+pub fn step_ms(latency_ms: u32) -> u32 {
+    (latency_ms.saturating_sub(PROCESSING_ALLOWANCE_MS) / 2).clamp(MIN_STEP_MS, MAX_STEP_MS)
+}
+
+/// `live-hold` of npuwhisperdec for a `latency` (ms): the rest after a step and processing.
+pub fn hold_ms(latency_ms: u32) -> u32 {
+    latency_ms.saturating_sub(PROCESSING_ALLOWANCE_MS + step_ms(latency_ms))
 }
 
 pub fn param_specs() -> Vec<glib::ParamSpec> {
     vec![
         glib::ParamSpecUInt::builder("latency")
             .nick("Latency")
-            .blurb("Latency (ms) the bin adds when upstream is live, and keeps to by cutting the audio into windows that short minus 1 s for transcribing them; shorter means less accurate text")
-            .minimum(MIN_WINDOW_MS + PROCESSING_ALLOWANCE_MS)
+            .blurb("Latency (ms) the bin adds when upstream is live: growing windows are decoded again every 0.5-1 s and a word waits for two passes to agree on it as long as this allows; shorter means less accurate text")
+            .minimum(MIN_LATENCY_MS)
             .maximum(31_000)
             .default_value(DEFAULT_LATENCY_MS)
             .mutable_playing()

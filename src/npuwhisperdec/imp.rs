@@ -5,8 +5,9 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::NpuWhisperTask;
+use crate::decoding::stream::{LocalAgreement, StreamWord};
 use crate::decoding::{DecodeOptions, Transcriber, WindowResult, FALLBACK_TEMPERATURES};
-use crate::{caps, f32buf, model_property};
+use crate::{caps, f32buf, model_property, passes};
 use crate::model::{Model, ENCODER_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -21,6 +22,11 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const MAX_WINDOW: gst::ClockTime = gst::ClockTime::from_seconds(30);
 /// Shortest text buffer pushed.
 const MIN_DURATION: gst::ClockTime = gst::ClockTime::from_mseconds(1);
+/// Temperatures tried per window on live streams: enough to escape a loop, bounded in time.
+const LIVE_TEMPERATURES: usize = 2;
+/// After a provisional pass, no text is expected before the words it left unconfirmed, nor
+/// before this long before its end (a word being spoken there may not be decoded yet).
+const LIVE_GAP_MARGIN: gst::ClockTime = gst::ClockTime::from_seconds(1);
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -38,6 +44,7 @@ struct Settings {
     word_timestamps: bool,
     post_messages: bool,
     batch_size: u32,
+    live_hold_ms: u32,
 }
 
 impl Default for Settings {
@@ -58,6 +65,7 @@ impl Default for Settings {
             word_timestamps: false,
             post_messages: true,
             batch_size: 0,
+            live_hold_ms: super::DEFAULT_LIVE_HOLD_MS,
         }
     }
 }
@@ -84,10 +92,17 @@ struct State {
     pending: Vec<Window>,
     /// Windows decoded together, chosen when streaming starts.
     batch_size: usize,
+    /// Provisional passes came since the last reset: complete windows then only release
+    /// what the passes have not.
+    streaming: bool,
+    /// What the passes of this stream have emitted and what they wait to see confirmed.
+    agreement: LocalAgreement,
 }
 
 impl State {
     fn reset_timestamps(&mut self) {
+        self.streaming = false;
+        self.agreement.reset();
         self.pending.clear();
         self.next_window_pts = None;
         self.last_end = None;
@@ -118,6 +133,54 @@ struct Window {
 
 fn content_seconds(duration: gst::ClockTime) -> f64 {
     duration.seconds_f64().min(MAX_WINDOW.seconds_f64())
+}
+
+/// A piece of text to push, timed on the stream.
+struct Piece {
+    text: String,
+    start: gst::ClockTime,
+    end: gst::ClockTime,
+    avg_logprob: f32,
+}
+
+/// Phrases of a window (or their words, one by one), timed inside it.
+fn window_pieces(result: &WindowResult, window_pts: gst::ClockTime, content_seconds: f64, words: bool) -> Vec<Piece> {
+    let piece = |text: &str, start: f64, end: f64, avg_logprob: f32| Piece {
+        text: text.to_string(),
+        start: window_pts.saturating_add(offset(start, content_seconds)),
+        end: window_pts.saturating_add(offset(end, content_seconds)),
+        avg_logprob,
+    };
+    result
+        .segments
+        .iter()
+        .flat_map(|seg| {
+            if words && !seg.words.is_empty() {
+                seg.words.iter().map(|w| piece(&w.text, w.start, w.end, seg.avg_logprob)).collect()
+            } else {
+                vec![piece(&seg.text, seg.start, seg.end, seg.avg_logprob)]
+            }
+        })
+        .collect()
+}
+
+/// Words released by the agreement, grouped by the phrase of their pass unless each word is
+/// wanted on its own.
+fn stream_pieces(words: &[StreamWord], one_per_word: bool) -> Vec<Piece> {
+    let time = |s: f64| gst::ClockTime::try_from_seconds_f64(s.max(0.0)).unwrap_or(gst::ClockTime::ZERO);
+    let mut pieces: Vec<Piece> = Vec::new();
+    let mut last_phrase = None;
+    for w in words {
+        match pieces.last_mut() {
+            Some(p) if !one_per_word && last_phrase == Some(w.phrase) => {
+                p.text.push_str(&w.text);
+                p.end = time(w.end);
+            }
+            _ => pieces.push(Piece { text: w.text.clone(), start: time(w.start), end: time(w.end), avg_logprob: w.avg_logprob }),
+        }
+        last_phrase = Some(w.phrase);
+    }
+    pieces
 }
 
 /// What one window produced, pushed in order once the locks are released.
@@ -308,9 +371,14 @@ impl NpuWhisperDec {
         }
         match event.view() {
             gst::EventView::Caps(c) => {
-                let batch_size = self.choose_batch_size();
+                let (batch_size, live) = self.choose_batch_size();
                 gst::debug!(CAT, imp = self, "Decoding {batch_size} windows at a time");
                 self.state().batch_size = batch_size;
+                if live {
+                    if let Some(t) = self.transcriber().as_mut() {
+                        t.limit_temperatures(LIVE_TEMPERATURES);
+                    }
+                }
                 self.set_caps(c.caps())
             }
             gst::EventView::FlushStop(_) => {
@@ -335,6 +403,10 @@ impl NpuWhisperDec {
     }
 
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if passes::is_stale(&*self.obj(), &self.sinkpad, &buffer) {
+            gst::debug!(CAT, imp = self, "Skipping a stale provisional pass at {}", buffer.pts().display());
+            return Ok(gst::FlowSuccess::Ok);
+        }
         let Some(width) = self.state().width else {
             gst::element_imp_error!(
                 self,
@@ -376,6 +448,7 @@ impl NpuWhisperDec {
             // Windows before the discontinuity are decoded with the text that came before them.
             self.drain()?;
         }
+        let provisional = passes::is_provisional(&buffer);
         let batch = {
             let mut state = self.state();
             let pts = buffer
@@ -383,8 +456,14 @@ impl NpuWhisperDec {
                 .or(state.next_window_pts)
                 .unwrap_or(gst::ClockTime::ZERO);
             let duration = buffer.duration().unwrap_or(MAX_WINDOW).min(MAX_WINDOW);
+            let window = Window { states, pts, duration, discont };
+            if provisional {
+                // Decoded now, and its audio comes again: the next window starts where it did.
+                drop(state);
+                return self.decode_pass(window);
+            }
             state.next_window_pts = pts.checked_add(duration);
-            state.pending.push(Window { states, pts, duration, discont });
+            state.pending.push(window);
             state.pending.len() >= state.batch_size
         };
         if batch {
@@ -393,16 +472,48 @@ impl NpuWhisperDec {
         Ok(gst::FlowSuccess::Ok)
     }
 
+    /// A provisional pass over a live window: pushes the words it and the previous pass agree
+    /// on, and those too old to wait for the next pass.
+    fn decode_pass(&self, window: Window) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let result = {
+            let mut transcriber = self.transcriber();
+            let Some(transcriber) = transcriber.as_mut() else {
+                return Err(gst::FlowError::Flushing);
+            };
+            if window.discont {
+                transcriber.reset();
+            }
+            let start = std::time::Instant::now();
+            let result = transcriber.transcribe_provisional(&window.states, content_seconds(window.duration));
+            gst::debug!(CAT, imp = self, "Decoded a pass at {} ({:.2} s) in {:?}", window.pts, content_seconds(window.duration), start.elapsed());
+            result
+        };
+        let settings = self.settings().clone();
+        let window_end = window.pts.saturating_add(window.duration);
+        let (pieces, gap_until) = {
+            let mut state = self.state();
+            if window.discont {
+                state.agreement.reset();
+            }
+            state.streaming = true;
+            let words = StreamWord::of_window(&result, window.pts.seconds_f64());
+            let emit_before = window_end.saturating_sub(gst::ClockTime::from_mseconds(settings.live_hold_ms as u64));
+            let released = state.agreement.provisional(words, emit_before.seconds_f64());
+            let unconfirmed = state.agreement.unconfirmed().first().map(|w| gst::ClockTime::from_nseconds((w.start.max(0.0) * 1e9) as u64));
+            let gap_until = window_end.saturating_sub(LIVE_GAP_MARGIN).min(unconfirmed.unwrap_or(window_end));
+            (stream_pieces(&released, settings.word_timestamps), gap_until)
+        };
+        self.push_text(&result, window.pts, window.duration, pieces, gap_until, false)
+    }
+
     /// Windows decoded together: `batch-size`, or when 0, 4 for recordings and 1 when upstream
-    /// is live (where waiting for more windows would only add latency).
-    fn choose_batch_size(&self) -> usize {
-        let asked = self.settings().batch_size as usize;
-        if asked > 0 {
-            return asked;
-        }
+    /// is live (where waiting for more windows would only add latency); and whether it is live.
+    fn choose_batch_size(&self) -> (usize, bool) {
         let mut q = gst::query::Latency::new();
         let live = self.sinkpad.peer_query(&mut q) && q.result().0;
-        if live { 1 } else { AUTO_BATCH }
+        let asked = self.settings().batch_size as usize;
+        let size = if asked > 0 { asked } else if live { 1 } else { AUTO_BATCH };
+        (size, live)
     }
 
     /// Decodes the pending windows and pushes their text.
@@ -436,14 +547,34 @@ impl NpuWhisperDec {
                 result.segments.len(),
                 result.no_speech_prob
             );
-            self.push_window(&result, window.pts, window.duration)?;
+            let window_end = window.pts.saturating_add(window.duration);
+            let words_apart = self.settings().word_timestamps;
+            let pieces = {
+                let mut state = self.state();
+                if state.streaming {
+                    // The passes before this complete window released part of it already.
+                    let released = state.agreement.finalize(StreamWord::of_window(&result, window.pts.seconds_f64()));
+                    stream_pieces(&released, words_apart)
+                } else {
+                    window_pieces(&result, window.pts, content_seconds(window.duration), words_apart)
+                }
+            };
+            self.push_text(&result, window.pts, window.duration, pieces, window_end, true)?;
         }
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// Pushes one decoded window: a language tag when it changes, its text buffers, or a GAP.
-    fn push_window(&self, result: &WindowResult, window_pts: gst::ClockTime, window_duration: gst::ClockTime) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let content_seconds = content_seconds(window_duration);
+    /// Pushes what a decoded window gives: a language tag when it changes, its text `pieces`,
+    /// or else a GAP up to `gap_until`. The language is posted for complete windows only.
+    fn push_text(
+        &self,
+        result: &WindowResult,
+        window_pts: gst::ClockTime,
+        window_duration: gst::ClockTime,
+        pieces: Vec<Piece>,
+        gap_until: gst::ClockTime,
+        complete: bool,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let settings = self.settings().clone();
         let mut outputs = Vec::new();
         let mut messages = Vec::new();
@@ -465,7 +596,7 @@ impl NpuWhisperDec {
                 state.language = language;
             }
 
-            if let (Some(lang), true) = (result.language.as_deref(), settings.post_messages && state.multilingual) {
+            if let (Some(lang), true) = (result.language.as_deref(), complete && settings.post_messages && state.multilingual) {
                 let s = gst::Structure::builder("npuwhisper-language")
                     .field("language", lang)
                     .field("start", window_pts)
@@ -474,26 +605,11 @@ impl NpuWhisperDec {
                 messages.push(gst::message::Element::builder(s).src(&*self.obj()).build());
             }
 
-            // Phrases, or their words when every word is wanted on its own.
-            let pieces: Vec<(&str, f64, f64, f32)> = result
-                .segments
-                .iter()
-                .flat_map(|seg| {
-                    let words: Vec<_> = if settings.word_timestamps && !seg.words.is_empty() {
-                        seg.words.iter().map(|w| (w.text.as_str(), w.start, w.end, seg.avg_logprob)).collect()
-                    } else {
-                        vec![(seg.text.as_str(), seg.start, seg.end, seg.avg_logprob)]
-                    };
-                    words
-                })
-                .collect();
-            for (text, start, end, avg_logprob) in pieces {
-                let text = text.trim();
+            for Piece { text, start, end, avg_logprob } in &pieces {
+                let (text, mut start, mut end) = (text.trim(), *start, *end);
                 if text.is_empty() {
                     continue;
                 }
-                let mut start = window_pts.saturating_add(offset(start, content_seconds));
-                let mut end = window_pts.saturating_add(offset(end, content_seconds));
                 // No overlap with what was pushed: clip the start, never go backwards.
                 if let Some(last_end) = state.last_end {
                     start = start.max(last_end);
@@ -521,7 +637,7 @@ impl NpuWhisperDec {
                         .field("text", text)
                         .field("start", start)
                         .field("end", end)
-                        .field("avg-logprob", avg_logprob as f64)
+                        .field("avg-logprob", *avg_logprob as f64)
                         .field("language", state.language.as_deref().unwrap_or("en"))
                         .build();
                     messages.push(gst::message::Element::builder(s).src(&*self.obj()).build());
@@ -531,13 +647,14 @@ impl NpuWhisperDec {
             if !outputs.iter().any(|o| matches!(o, Output::Buffer(_))) {
                 // No text: tell downstream the time passed.
                 let gap_start = state.last_end.map_or(window_pts, |e| e.max(window_pts));
-                if window_end > gap_start {
+                let gap_end = gap_until.min(window_end);
+                if gap_end > gap_start {
                     outputs.push(Output::Event(
                         gst::event::Gap::builder(gap_start)
-                            .duration(window_end - gap_start)
+                            .duration(gap_end - gap_start)
                             .build(),
                     ));
-                    state.last_end = Some(window_end);
+                    state.last_end = Some(gap_end);
                 }
             }
         }
@@ -616,7 +733,12 @@ impl ObjectImpl for NpuWhisperDec {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        // Settings are read when going to PAUSED.
+        // Read at each pass: transcriberbin sets the latency (hence this) in PAUSED.
+        if pspec.name() == "live-hold" {
+            self.settings().live_hold_ms = value.get().expect("type checked upstream");
+            return;
+        }
+        // Other settings are read when going to PAUSED.
         if self.obj().current_state() > gst::State::Ready {
             gst::warning!(
                 CAT,
@@ -671,6 +793,7 @@ impl ObjectImpl for NpuWhisperDec {
             "word-timestamps" => s.word_timestamps.to_value(),
             "post-messages" => s.post_messages.to_value(),
             "batch-size" => s.batch_size.to_value(),
+            "live-hold" => s.live_hold_ms.to_value(),
             // GObject only asks for the properties declared above.
             _ => pspec.default_value().clone(),
         }

@@ -20,6 +20,14 @@
 //! `initial-prompt` if one is set. When upstream is not live, `batch-size` windows (auto: 4)
 //! are decoded together, one pass over the weights per token step for all of them.
 //!
+//! ## Live streams
+//!
+//! When upstream is live, npumel sends each growing window again every `live-step` as a
+//! provisional pass (flagged DROPPABLE). A word goes out once two consecutive passes agree on
+//! it, or once it ends more than `live-hold` before the pass does; the complete window then
+//! releases the rest. Words are never taken back nor repeated, and fall-back decoding is
+//! limited to two temperatures so that no window takes unbounded time.
+//!
 //! ## Messages
 //!
 //! With `post-messages` (default on), each text buffer is also posted on the bus as an element
@@ -179,6 +187,13 @@ pub(crate) fn param_specs() -> Vec<glib::ParamSpec> {
             .default_value(true)
             .mutable_ready()
             .build(),
+        glib::ParamSpecUInt::builder("live-hold")
+            .nick("Live hold")
+            .blurb("When upstream is live: longest time (ms) a word at the end of a provisional pass waits for the next pass to confirm it; words ending earlier are emitted unconfirmed, so text keeps to the latency (the npuwhisper bin derives it from its latency)")
+            .maximum(30_000)
+            .default_value(DEFAULT_LIVE_HOLD_MS)
+            .mutable_playing()
+            .build(),
         glib::ParamSpecUInt::builder("batch-size")
             .nick("Batch size")
             .blurb("Windows decoded together, one pass over the weights per token for all of them; each is prompted with the text before its batch. 0 = 4 for recordings, 1 when upstream is live")
@@ -189,6 +204,9 @@ pub(crate) fn param_specs() -> Vec<glib::ParamSpec> {
     ]);
     specs
 }
+
+/// Default `live-hold`: what a 3 s latency leaves after a 1 s step and 1 s of processing.
+pub const DEFAULT_LIVE_HOLD_MS: u32 = 1000;
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     NpuWhisperTask::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());

@@ -4,7 +4,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::{caps, f32buf, model_property};
+use crate::{caps, f32buf, model_property, passes};
 use crate::model::{Model, ENCODER_FRAMES, MEL_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -246,7 +246,19 @@ impl NpuWhisperEnc {
         out
     }
 
+    /// A provisional live pass the clock has left behind: skipped, a newer one covers it.
+    fn skip_stale(&self, buffer: &gst::BufferRef) -> bool {
+        let stale = passes::is_stale(&*self.obj(), &self.sinkpad, buffer);
+        if stale {
+            gst::debug!(CAT, imp = self, "Skipping a stale provisional pass at {}", buffer.pts().display());
+        }
+        stale
+    }
+
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
+        if self.skip_stale(&buffer) {
+            return Ok(gst::FlowSuccess::Ok);
+        }
         let (model, n_mels) = self.negotiated()?;
         let mel = self.read_mel(&buffer, n_mels)?;
         let states = self.encode(&model, &[&mel])?;
@@ -255,6 +267,16 @@ impl NpuWhisperEnc {
     }
 
     fn sink_chain_list(&self, list: gst::BufferList) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let list = if list.iter().any(passes::is_provisional) {
+            let mut kept = gst::BufferList::new();
+            let kept_mut = kept.get_mut().ok_or(gst::FlowError::Error)?;
+            for b in list.iter_owned().filter(|b| !self.skip_stale(b)) {
+                kept_mut.add(b);
+            }
+            kept
+        } else {
+            list
+        };
         if list.is_empty() {
             return Ok(gst::FlowSuccess::Ok);
         }

@@ -217,6 +217,12 @@ pub const LIVE_CHUNK_MS: u64 = 100;
 /// Pushes 16 kHz mono `samples` into `appsrc` paced by the pipeline clock, in
 /// [`LIVE_CHUNK_MS`] buffers, each when its last sample is due (like a capture device), then EOS.
 pub fn push_live(pipeline: &gst::Pipeline, appsrc: &gst_app::AppSrc, samples: &[f32]) {
+    push_live_with_jump(pipeline, appsrc, samples, None)
+}
+
+/// [`push_live`], where from buffer `jump.0` on timestamps (and pacing) are `jump.1` later and
+/// that buffer is DISCONT: a capture device that lost audio.
+pub fn push_live_with_jump(pipeline: &gst::Pipeline, appsrc: &gst_app::AppSrc, samples: &[f32], jump: Option<(usize, gst::ClockTime)>) {
     // The clock is set when the pipeline goes to PLAYING, which, with a live source, it only
     // completes once data reaches the sinks: wait for the clock, not for the state.
     let clock = loop {
@@ -228,7 +234,11 @@ pub fn push_live(pipeline: &gst::Pipeline, appsrc: &gst_app::AppSrc, samples: &[
     let base = pipeline.base_time().unwrap();
     let chunk = (16 * LIVE_CHUNK_MS) as usize;
     for (i, piece) in samples.chunks(chunk).enumerate() {
-        let pts = gst::ClockTime::from_mseconds(i as u64 * LIVE_CHUNK_MS);
+        let mut pts = gst::ClockTime::from_mseconds(i as u64 * LIVE_CHUNK_MS);
+        let jumped = jump.filter(|&(at, _)| i >= at);
+        if let Some((_, by)) = jumped {
+            pts += by;
+        }
         let duration = gst::ClockTime::SECOND.mul_div_floor(piece.len() as u64, 16000).unwrap();
         let _ = clock.new_single_shot_id(base + pts + duration).wait();
         let mut buffer = gst::Buffer::from_mut_slice(piece.iter().flat_map(|s| s.to_le_bytes()).collect::<Vec<u8>>());
@@ -236,6 +246,9 @@ pub fn push_live(pipeline: &gst::Pipeline, appsrc: &gst_app::AppSrc, samples: &[
             let b = buffer.get_mut().unwrap();
             b.set_pts(pts);
             b.set_duration(duration);
+            if jumped.is_some_and(|(at, _)| at == i) {
+                b.set_flags(gst::BufferFlags::DISCONT);
+            }
         }
         if appsrc.push_buffer(buffer).is_err() {
             return;
@@ -244,9 +257,22 @@ pub fn push_live(pipeline: &gst::Pipeline, appsrc: &gst_app::AppSrc, samples: &[
     let _ = appsrc.end_of_stream();
 }
 
-/// Runs `appsrc (live, paced by the clock) ! npuwhisper props ! appsink` on `samples`; returns
-/// the text with its delays and npuwhisper's LATENCY answer `(live, min)`.
-pub fn run_live(samples: &[f32], props: &[(&str, &str)]) -> (Vec<LiveCue>, (bool, gst::ClockTime)) {
+/// What a live run gave.
+pub struct LiveRun {
+    pub cues: Vec<LiveCue>,
+    /// npuwhisper's LATENCY answer `(live, min)`.
+    pub latency: (bool, gst::ClockTime),
+    /// GAP events leaving npuwhisper: `(start, end)` in seconds.
+    pub gaps: Vec<(f64, f64)>,
+}
+
+/// Runs `appsrc (live, paced by the clock) ! npuwhisper props ! appsink` on `samples`.
+pub fn run_live(samples: &[f32], props: &[(&str, &str)]) -> LiveRun {
+    run_live_with_jump(samples, props, None)
+}
+
+/// [`run_live`] with a jump in the timestamps (see [`push_live_with_jump`]).
+pub fn run_live_with_jump(samples: &[f32], props: &[(&str, &str)], jump: Option<(usize, gst::ClockTime)>) -> LiveRun {
     init();
     let mut desc = format!(
         "appsrc name=src is-live=true format=time min-latency={} caps=\"{LIVE_CAPS}\" ! npuwhisper name=asr",
@@ -259,9 +285,21 @@ pub fn run_live(samples: &[f32], props: &[(&str, &str)]) -> (Vec<LiveCue>, (bool
     let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
     let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
     let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let gaps: std::sync::Arc<std::sync::Mutex<Vec<(f64, f64)>>> = Default::default();
+    {
+        let gaps = gaps.clone();
+        pipeline.by_name("asr").unwrap().static_pad("src").unwrap().add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::EventView::Gap(g)) = info.event().map(|e| e.view()) {
+                let (pts, duration) = g.get();
+                let end = pts + duration.unwrap_or(gst::ClockTime::ZERO);
+                gaps.lock().unwrap().push((pts.seconds_f64(), end.seconds_f64()));
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
     let pusher = {
         let (pipeline, src, samples) = (pipeline.clone(), src.clone(), samples.to_vec());
-        std::thread::spawn(move || push_live(&pipeline, &src, &samples))
+        std::thread::spawn(move || push_live_with_jump(&pipeline, &src, &samples, jump))
     };
     pipeline.set_state(gst::State::Playing).expect("pipeline plays");
     let mut cues = Vec::new();
@@ -292,7 +330,8 @@ pub fn run_live(samples: &[f32], props: &[(&str, &str)]) -> (Vec<LiveCue>, (bool
         }
     }
     pipeline.set_state(gst::State::Null).unwrap();
-    (cues, latency.expect("some text came out"))
+    let gaps = gaps.lock().unwrap().clone();
+    LiveRun { cues, latency: latency.expect("some text came out"), gaps }
 }
 
 /// `(p50, p95, max)` of `values`.

@@ -1,0 +1,185 @@
+//! Live streams: a window is decoded again each time it has grown ("passes"), and a word is
+//! emitted once two consecutive passes agree on it (local agreement, as in whisper_streaming),
+//! or once it is too old to wait longer. Emitted words are never taken back nor repeated.
+//! Knows nothing of GStreamer: times are seconds on the stream's timeline.
+
+use super::WindowResult;
+
+/// A word of a pass, timed on the stream's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamWord {
+    /// As decoded, with its leading space if it had one.
+    pub text: String,
+    pub start: f64,
+    pub end: f64,
+    /// Index of the phrase of its pass it belongs to: words of one phrase go out together.
+    pub phrase: usize,
+    pub avg_logprob: f32,
+}
+
+impl StreamWord {
+    /// Words of a decoded window that starts at `window_start` seconds.
+    pub fn of_window(result: &WindowResult, window_start: f64) -> Vec<StreamWord> {
+        result
+            .segments
+            .iter()
+            .enumerate()
+            .flat_map(|(phrase, seg)| {
+                seg.words.iter().map(move |w| StreamWord {
+                    text: w.text.clone(),
+                    start: window_start + w.start,
+                    end: window_start + w.end.max(w.start),
+                    phrase,
+                    avg_logprob: seg.avg_logprob,
+                })
+            })
+            .filter(|w| !key(&w.text).is_empty())
+            .collect()
+    }
+}
+
+/// What two passes compare: the word without case and punctuation ("Country," = "country").
+fn key(text: &str) -> String {
+    text.chars().filter(|c| c.is_alphanumeric() || *c == '\'').flat_map(char::to_lowercase).collect()
+}
+
+/// Longest run of committed words that a new pass says again at its start.
+const MAX_REPEAT_CHECK: usize = 5;
+
+/// The stable-prefix policy of one stream.
+#[derive(Debug, Default)]
+pub struct LocalAgreement {
+    /// End of the last word emitted: words of later passes centred before it are already out.
+    committed_end: f64,
+    /// Keys of the last words emitted, to drop them when a pass times them a little later.
+    committed_tail: Vec<String>,
+    /// Words of the last pass not emitted yet, to be confirmed by the next.
+    unconfirmed: Vec<StreamWord>,
+}
+
+impl LocalAgreement {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets everything (flush, discontinuity).
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// End (s) of the last word emitted.
+    pub fn committed_end(&self) -> f64 {
+        self.committed_end
+    }
+
+    /// Words not emitted yet, from the last pass.
+    pub fn unconfirmed(&self) -> &[StreamWord] {
+        &self.unconfirmed
+    }
+
+    /// A pass over a window that will be sent again with more audio: returns the words the
+    /// previous pass agrees on, then any later word that ends before `emit_before` (it cannot
+    /// wait for another pass without coming out late).
+    pub fn provisional(&mut self, words: Vec<StreamWord>, emit_before: f64) -> Vec<StreamWord> {
+        let fresh = self.fresh(words);
+        let agreed = fresh.iter().zip(&self.unconfirmed).take_while(|(a, b)| key(&a.text) == key(&b.text)).count();
+        let mut n = agreed;
+        while n < fresh.len() && fresh[n].end <= emit_before {
+            n += 1;
+        }
+        let mut fresh = fresh;
+        self.unconfirmed = fresh.split_off(n);
+        self.commit(&fresh);
+        fresh
+    }
+
+    /// The last pass over a window (its audio is complete): every new word goes out.
+    pub fn finalize(&mut self, words: Vec<StreamWord>) -> Vec<StreamWord> {
+        let fresh = self.fresh(words);
+        self.unconfirmed.clear();
+        self.commit(&fresh);
+        fresh
+    }
+
+    /// The words of a pass that are not out yet: those centred after the last emitted word,
+    /// less a repeat of the last emitted words at their start.
+    fn fresh(&self, words: Vec<StreamWord>) -> Vec<StreamWord> {
+        let mut fresh: Vec<StreamWord> = words.into_iter().filter(|w| (w.start + w.end) / 2.0 > self.committed_end).collect();
+        let keys: Vec<String> = fresh.iter().take(MAX_REPEAT_CHECK).map(|w| key(&w.text)).collect();
+        let tail = &self.committed_tail;
+        let repeat = (1..=keys.len().min(tail.len())).rev().find(|&n| tail[tail.len() - n..] == keys[..n]);
+        if let Some(n) = repeat {
+            fresh.drain(..n);
+        }
+        fresh
+    }
+
+    fn commit(&mut self, words: &[StreamWord]) {
+        if let Some(last) = words.last() {
+            self.committed_end = self.committed_end.max(last.end);
+        }
+        self.committed_tail.extend(words.iter().map(|w| key(&w.text)));
+        let excess = self.committed_tail.len().saturating_sub(MAX_REPEAT_CHECK);
+        self.committed_tail.drain(..excess);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Words of `text` spoken one every 0.5 s from `start`.
+    fn pass(text: &str, start: f64) -> Vec<StreamWord> {
+        text.split_whitespace()
+            .enumerate()
+            .map(|(i, w)| StreamWord { text: format!(" {w}"), start: start + i as f64 * 0.5, end: start + i as f64 * 0.5 + 0.4, phrase: 0, avg_logprob: -0.1 })
+            .collect()
+    }
+
+    fn texts(words: &[StreamWord]) -> String {
+        words.iter().map(|w| w.text.trim()).collect::<Vec<_>>().join(" ")
+    }
+
+    #[test]
+    fn words_go_out_once_two_passes_agree() {
+        let mut la = LocalAgreement::new();
+        // First pass: nothing agreed yet, nothing old enough to force.
+        assert!(la.provisional(pass("and so my fell", 0.0), -1.0).is_empty());
+        // Second pass agrees on three words; "fellow" differs from "fell".
+        assert_eq!(texts(&la.provisional(pass("and so my fellow americans", 0.0), -1.0)), "and so my");
+        // Third: the next two agree, the new "ask" waits.
+        assert_eq!(texts(&la.provisional(pass("And so my fellow Americans, ask", 0.0), -1.0)), "fellow Americans,");
+        assert_eq!(texts(la.unconfirmed()), "ask");
+        // The window is complete: everything left goes out, once.
+        assert_eq!(texts(&la.finalize(pass("and so my fellow americans ask not", 0.0))), "ask not");
+        assert!(la.finalize(pass("and so my fellow americans ask not", 0.0)).is_empty());
+    }
+
+    #[test]
+    fn old_words_go_out_without_agreement() {
+        let mut la = LocalAgreement::new();
+        assert!(la.provisional(pass("one two three four", 0.0), 0.5).len() == 1);
+        // Passes keep disagreeing on "three": it is forced out once it ends before 1.5 s.
+        let out = la.provisional(pass("two tree four five", 0.5), 1.5);
+        assert_eq!(texts(&out), "two tree");
+        assert_eq!(la.committed_end(), 1.4);
+    }
+
+    #[test]
+    fn a_pass_that_times_emitted_words_later_does_not_repeat_them() {
+        let mut la = LocalAgreement::new();
+        la.provisional(pass("ask not what", 0.0), -1.0);
+        assert_eq!(texts(&la.provisional(pass("ask not what your", 0.0), -1.0)), "ask not what");
+        // Next window: "not what" again, timed after the committed end, then new words.
+        let next = pass("not what your country", 1.3);
+        assert_eq!(texts(&la.finalize(next)), "your country");
+    }
+
+    #[test]
+    fn repeated_words_that_are_new_stay() {
+        let mut la = LocalAgreement::new();
+        la.finalize(pass("it is", 0.0));
+        // "is" said again later is a new word when it is not a repeat of the committed tail start.
+        assert_eq!(texts(&la.finalize(pass("what it is is", 2.0))), "what it is is");
+    }
+}
