@@ -20,6 +20,14 @@
 //! encoder can batch them. A window without speech (nothing above `silence-threshold`) is
 //! not spectrogrammed: a GAP event covers its time instead, so nothing downstream decodes it.
 //!
+//! ## Live streams
+//!
+//! When upstream is live, windows last at most `live-max-window` (10 s), and until a window is
+//! complete it is sent again every `live-step` (1 s) of new audio, from the same start, as a
+//! provisional pass flagged `DROPPABLE`: the decoder emits the words two passes agree on, long
+//! before the window ends. Silence is closed as a gap after one step. The latency npumel
+//! answers is one step.
+//!
 //! ## Example
 //!
 //! ```text
