@@ -2,6 +2,11 @@
 //! so the decoder can emit words before the window is complete (see
 //! [`crate::decoding::stream`]). Such a buffer is flagged DROPPABLE: a later pass or the
 //! complete window covers the same audio, so an element that has fallen behind skips it.
+//!
+//! Flow control: whoever finishes (or skips) a pass sends a custom upstream event saying so,
+//! and npumel keeps at most one pass in flight once it hears of one. A slow model then gets
+//! passes as often as it can decode them, each over all the audio so far, instead of a queue
+//! of passes that are stale by the time their turn comes.
 
 use gst::prelude::*;
 
@@ -27,4 +32,27 @@ pub fn is_stale(element: &impl IsA<gst::Element>, pad: &gst::Pad, buffer: &gst::
     let Some(segment) = pad.sticky_event::<gst::event::Segment>(0) else { return false };
     let Some(running) = segment.segment().downcast_ref::<gst::ClockTime>().and_then(|s| s.to_running_time(end)) else { return false };
     clock.time().saturating_sub(base).saturating_sub(running) > STALE_AFTER
+}
+
+/// Name of the upstream event that says a pass has been decoded or skipped.
+const DONE: &str = "npuwhisper-pass-done";
+
+/// Event telling npumel that the pass ending at `end` (stream time) is done.
+pub fn done_event(end: gst::ClockTime) -> gst::Event {
+    gst::event::CustomUpstream::builder(gst::Structure::builder(DONE).field("end", end).build()).build()
+}
+
+/// End of the pass a done event is about.
+pub fn done_end(event: &gst::EventRef) -> Option<gst::ClockTime> {
+    match event.view() {
+        gst::EventView::CustomUpstream(e) => e.structure().filter(|s| s.name() == DONE).and_then(|s| s.get("end").ok()),
+        _ => None,
+    }
+}
+
+/// Tells upstream a pass buffer is done with (decoded or skipped).
+pub fn send_done(sinkpad: &gst::Pad, buffer: &gst::BufferRef) {
+    if let Some(end) = buffer.pts().zip(buffer.duration()).map(|(p, d)| p + d) {
+        sinkpad.push_event(done_event(end));
+    }
 }

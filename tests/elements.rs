@@ -315,6 +315,48 @@ fn npumel_live_sends_growing_passes() {
     assert!(!gaps.is_empty() && gaps.iter().all(|&g| g <= 2.0), "silence in short gaps: {gaps:?}");
 }
 
+/// Flow control: once downstream reports passes done (`npuwhisper-pass-done` upstream), a new
+/// pass waits until the last one is done, then covers all the audio since.
+#[test]
+fn npumel_live_waits_for_the_pass_in_flight() {
+    init();
+    let mut h = Harness::new("npumel");
+    h.set_live(true);
+    h.set_sink_caps_str(MEL_CAPS_80);
+    h.set_src_caps_str("audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved");
+    let tone: Vec<f32> = (0..16_000 * 8).map(|i| (0.5 * (i as f32 * 0.17).sin())).collect();
+    let mut pushed = 0;
+    let mut push_seconds = |h: &mut Harness, seconds: usize| {
+        for chunk in tone[pushed..pushed + seconds * 16_000].chunks(1600) {
+            let mut buffer = gst::Buffer::from_mut_slice(f32le(chunk));
+            buffer.get_mut().unwrap().set_pts(sample_time(pushed as u64));
+            pushed += chunk.len();
+            h.push(buffer).unwrap();
+        }
+    };
+    let done = |h: &mut Harness, end: gst::ClockTime| {
+        let s = gst::Structure::builder("npuwhisper-pass-done").field("end", end).build();
+        assert!(h.push_upstream_event(gst::event::CustomUpstream::new(s)));
+    };
+    let pull_lengths = |h: &mut Harness| {
+        let mut v = Vec::new();
+        while let Some(b) = h.try_pull() {
+            v.push(b.duration().unwrap().seconds_f64());
+        }
+        v
+    };
+    push_seconds(&mut h, 1);
+    assert_eq!(pull_lengths(&mut h), vec![1.0]);
+    // Downstream is decoding that pass: three more seconds give no pass...
+    done(&mut h, gst::ClockTime::from_mseconds(500));
+    push_seconds(&mut h, 3);
+    assert!(pull_lengths(&mut h).is_empty(), "a pass sent while one is in flight");
+    // ...until it is done; the next buffer then brings a pass over all 4.1 s.
+    done(&mut h, gst::ClockTime::from_seconds(1));
+    push_seconds(&mut h, 1);
+    assert_eq!(pull_lengths(&mut h), vec![4.1]);
+}
+
 #[test]
 fn npumel_rejects_wrong_caps() {
     init();

@@ -91,6 +91,10 @@ struct State {
     live: Option<bool>,
     /// Samples pending in the windower when the last provisional pass was sent.
     pass_sent: usize,
+    /// End of the last provisional pass sent, and of the last one downstream said is done
+    /// (`None` until downstream says so: then passes are not held back).
+    pass_sent_end: Option<gst::ClockTime>,
+    pass_done_end: Option<gst::ClockTime>,
 }
 
 impl State {
@@ -101,6 +105,13 @@ impl State {
         self.samples_seen = 0;
         self.discont = true;
         self.pass_sent = 0;
+        self.pass_sent_end = None;
+        self.pass_done_end = None;
+    }
+
+    /// Downstream is still decoding the last pass sent.
+    fn pass_in_flight(&self) -> bool {
+        matches!((self.pass_sent_end, self.pass_done_end), (Some(sent), Some(done)) if done < sent)
     }
 }
 
@@ -277,11 +288,12 @@ impl NpuMel {
         }
         let step = self.settings().live_step_ms as usize * SAMPLE_RATE as usize / 1000;
         let pending = state.windower.pending();
-        if pending < state.pass_sent + step {
+        if pending < state.pass_sent + step || state.pass_in_flight() {
             return None;
         }
         let pass = state.windower.pending_window()?;
         state.pass_sent = pending;
+        state.pass_sent_end = sample_time(state.base_pts.unwrap_or(gst::ClockTime::ZERO), pass.start_sample + pass.samples.len() as u64);
         Some(pass)
     }
 
@@ -504,6 +516,16 @@ impl NpuMel {
         }
     }
 
+    fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        if let Some(end) = passes::done_end(&event) {
+            gst::trace!(CAT, imp = self, "Pass to {end} done");
+            let mut state = self.state();
+            state.pass_done_end = Some(state.pass_done_end.map_or(end, |d| d.max(end)));
+            return true;
+        }
+        gst::Pad::event_default(pad, Some(&*self.obj()), event)
+    }
+
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
         use gst::QueryViewMut;
 
@@ -549,6 +571,9 @@ impl ObjectSubclass for NpuMel {
         let srcpad = gst::Pad::builder_from_template(&templ)
             .query_function(|pad, parent, query| {
                 NpuMel::catch_panic_pad_function(parent, || false, |imp| imp.src_query(pad, query))
+            })
+            .event_function(|pad, parent, event| {
+                NpuMel::catch_panic_pad_function(parent, || false, |imp| imp.src_event(pad, event))
             })
             // Caps queries answer the negotiated caps once set.
             .flags(gst::PadFlags::FIXED_CAPS)

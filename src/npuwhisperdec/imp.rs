@@ -405,6 +405,7 @@ impl NpuWhisperDec {
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         if passes::is_stale(&*self.obj(), &self.sinkpad, &buffer) {
             gst::debug!(CAT, imp = self, "Skipping a stale provisional pass at {}", buffer.pts().display());
+            passes::send_done(&self.sinkpad, &buffer);
             return Ok(gst::FlowSuccess::Ok);
         }
         let Some(width) = self.state().width else {
@@ -460,7 +461,9 @@ impl NpuWhisperDec {
             if provisional {
                 // Decoded now, and its audio comes again: the next window starts where it did.
                 drop(state);
-                return self.decode_pass(window);
+                let ret = self.decode_pass(window);
+                passes::send_done(&self.sinkpad, &buffer);
+                return ret;
             }
             state.next_window_pts = pts.checked_add(duration);
             state.pending.push(window);

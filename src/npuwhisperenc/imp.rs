@@ -251,6 +251,7 @@ impl NpuWhisperEnc {
         let stale = passes::is_stale(&*self.obj(), &self.sinkpad, buffer);
         if stale {
             gst::debug!(CAT, imp = self, "Skipping a stale provisional pass at {}", buffer.pts().display());
+            passes::send_done(&self.sinkpad, buffer);
         }
         stale
     }
