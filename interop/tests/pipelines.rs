@@ -1,0 +1,154 @@
+//! The video pipelines of `pipelines/` run as a user would (bash, gst-launch-1.0, the plugins
+//! cargo built in the checkout) on a test video, a ball on black with jfk.wav as its sound, and
+//! their output is read back: CEA-608 captions out of the H.264 stream (caption-video.sh).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use gst::prelude::*;
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use common::captions::{cc_data_field1, cea608_text, on_extracted_captions};
+use common::{eval_file, manifest, read_wav, repo, tempfile_dir};
+
+const FPS: u64 = 30;
+/// Seconds of video after the speech: captions come out up to the latency after their words,
+/// and need frames to ride on.
+const TAIL_S: f64 = 4.0;
+
+/// One pipeline at a time: the caption pipeline runs in real time and the two cores are few.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn jfk_reference() -> String {
+    manifest("manifest.tsv").into_iter().find(|(f, _, _)| f == "jfk.wav").expect("jfk.wav in manifest.tsv").2
+}
+
+fn jfk_seconds() -> f64 {
+    read_wav(&eval_file("jfk.wav")).len() as f64 / 16000.0
+}
+
+/// Lower-case words, punctuation dropped.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric() && c != '\'')
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect()
+}
+
+/// Runs `pipeline` (a gst-launch description) to EOS; panics on an error.
+fn run(desc: &str) {
+    common::init();
+    let pipeline = gst::parse::launch(desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    run_to_eos(&pipeline, desc);
+}
+
+fn run_to_eos(pipeline: &gst::Pipeline, what: &str) {
+    pipeline.set_state(gst::State::Playing).unwrap_or_else(|e| panic!("{what} does not play: {e}"));
+    let bus = pipeline.bus().unwrap();
+    for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
+        match msg.view() {
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("{what}: {} ({:?})", e.error(), e.debug()),
+            _ => (),
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+/// The test video in `dir`: H.264 (320×240, 30 fps, a ball on black) and AAC (jfk.wav),
+/// `TAIL_S` longer than the speech, in MP4.
+fn jfk_video(dir: &Path) -> PathBuf {
+    let out = dir.join("jfk-video.mp4");
+    let frames = ((jfk_seconds() + TAIL_S) * FPS as f64) as u64;
+    run(&format!(
+        "filesrc location=\"{}\" ! wavparse ! audioconvert ! avenc_aac ! aacparse ! queue ! mux.audio_0 \
+         videotestsrc num-buffers={frames} pattern=ball background-color=0xff000000 \
+           ! video/x-raw,width=320,height=240,framerate={FPS}/1 \
+           ! x264enc tune=zerolatency speed-preset=ultrafast ! h264parse ! queue ! mux.video_0 \
+         mp4mux name=mux ! filesink location=\"{}\"",
+        eval_file("jfk.wav").display(),
+        out.display()
+    ));
+    out
+}
+
+/// Runs `pipelines/NAME` on `input`, writing `output`, with npuwhisper properties `props`.
+fn run_script(name: &str, input: &Path, output: &Path, props: &[&str]) {
+    let started = std::time::Instant::now();
+    let status = Command::new("bash")
+        .arg(repo().join("pipelines").join(name))
+        .arg(input)
+        .arg(output)
+        .args(props)
+        .status()
+        .unwrap_or_else(|e| panic!("{name} runs: {e}"));
+    assert!(status.success(), "{name} failed: {status}");
+    assert!(output.is_file(), "{name} wrote no {}", output.display());
+    println!("{name}: {} in {:.1} s", output.display(), started.elapsed().as_secs_f64());
+}
+
+/// `(PTS in s, CEA-608 text)` of each video frame with captions in the H.264 stream of `file`
+/// (MP4 or MPEG-TS): h264parse turns the SEI into caption metas, ccextractor hands them out.
+fn extract_captions(file: &Path) -> Vec<(f64, String)> {
+    common::init();
+    let demux = if file.extension().is_some_and(|e| e == "ts") { "tsdemux" } else { "qtdemux" };
+    let desc = format!(
+        "filesrc location=\"{}\" ! {demux} name=demux demux. ! video/x-h264 ! queue ! h264parse \
+         ! ccextractor name=cc ! fakesink",
+        file.display()
+    );
+    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let captions: Arc<Mutex<Vec<(f64, String)>>> = Arc::default();
+    {
+        let captions = captions.clone();
+        // ccextractor hands out what h264parse found: CEA-708 cc_data.
+        on_extracted_captions(&pipeline, &pipeline.by_name("cc").unwrap(), move |buffer| {
+            let pts = buffer.pts().map_or(f64::NAN, |t| t.seconds_f64());
+            let text = cea608_text(&cc_data_field1(&buffer.map_readable().unwrap()));
+            captions.lock().unwrap().push((pts, text));
+        });
+    }
+    run_to_eos(&pipeline, &desc);
+    let captions = captions.lock().unwrap().clone();
+    captions
+}
+
+/// caption-video.sh to MPEG-TS and MP4: the captions read back out of the H.264 stream hold the
+/// words of the speech and start within the latency of it.
+#[test]
+fn caption_video_round_trip() {
+    let _serial = serial();
+    let dir = tempfile_dir();
+    let input = jfk_video(&dir);
+    let reference = words(&jfk_reference());
+    // Live windows of up to 4 s (latency − 1 s): the text is what live decoding makes of them
+    // (tests/live.rs measures that); here the captions must carry it through.
+    let latency_ms = 5000;
+    for ext in ["ts", "mp4"] {
+        let output = dir.join(format!("captioned.{ext}"));
+        run_script("caption-video.sh", &input, &output, &[&format!("latency={latency_ms}")]);
+        let frames = extract_captions(&output);
+        let text: String = frames.iter().map(|(_, t)| t.as_str()).collect();
+        let first = frames.iter().find(|(_, t)| t.chars().any(|c| c.is_alphanumeric())).map(|(pts, _)| *pts);
+        println!("{ext}: {} frames with captions, first letters at {first:?} s; captions as typed:\n{text}", frames.len());
+
+        let got = words(&text);
+        let present = reference.iter().filter(|w| got.contains(w)).count();
+        let share = present as f64 / reference.len() as f64;
+        println!("{ext}: {present} of {} reference words in the captions ({:.0} %)", reference.len(), share * 100.0);
+        for w in ["fellow", "americans", "country"] {
+            assert!(got.iter().any(|g| g == w), "{ext}: '{w}' is not in the captions: {text}");
+        }
+        assert!(share >= 0.7, "{ext}: only {:.0} % of the reference words in the captions: {text}", share * 100.0);
+        // Speech starts at 0.3 s; the captions within the latency (and the typing) of it.
+        let first = first.expect("captions with letters");
+        assert!(first <= 0.3 + latency_ms as f64 / 1000.0 + 1.0, "{ext}: first caption at {first} s");
+    }
+}
