@@ -1,6 +1,7 @@
 //! The video pipelines of `pipelines/` run as a user would (bash, gst-launch-1.0, the plugins
 //! cargo built in the checkout) on a test video, a ball on black with jfk.wav as its sound, and
-//! their output is read back: CEA-608 captions out of the H.264 stream (caption-video.sh).
+//! their output is read back: CEA-608 captions out of the H.264 stream (caption-video.sh), the
+//! subtitle track out of the Matroska file (subtitle-track.sh).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +13,7 @@ use gst::prelude::*;
 mod common;
 
 use common::captions::{cc_data_field1, cea608_text, on_extracted_captions};
-use common::{eval_file, manifest, read_wav, repo, tempfile_dir};
+use common::{eval_file, manifest, on_buffers, read_wav, repo, tempfile_dir, wer};
 
 const FPS: u64 = 30;
 /// Seconds of video after the speech: captions come out up to the latency after their words,
@@ -150,5 +151,67 @@ fn caption_video_round_trip() {
         // Speech starts at 0.3 s; the captions within the latency (and the typing) of it.
         let first = first.expect("captions with letters");
         assert!(first <= 0.3 + latency_ms as f64 / 1000.0 + 1.0, "{ext}: first caption at {first} s");
+    }
+}
+
+/// subtitle-track.sh: the Matroska file has video, audio and a subtitle track whose entries
+/// hold the transcript (WER ≤ 10 %) and lie inside the audio, in order.
+#[test]
+fn subtitle_track_holds_the_transcript() {
+    let _serial = serial();
+    let dir = tempfile_dir();
+    let input = jfk_video(&dir);
+    let output = dir.join("subtitled.mkv");
+    run_script("subtitle-track.sh", &input, &output, &[]);
+
+    common::init();
+    let desc = format!(
+        "filesrc location=\"{}\" ! matroskademux name=demux \
+         demux.subtitle_0 ! queue ! appsink name=text sync=false \
+         demux.audio_0 ! queue ! decodebin ! audioconvert ! appsink name=audio sync=false \
+         demux.video_0 ! queue ! fakesink",
+        output.display()
+    );
+    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let cues: Arc<Mutex<Vec<(f64, f64, String)>>> = Arc::default();
+    let audio_end: Arc<Mutex<f64>> = Arc::default();
+    let appsink = |name: &str| pipeline.by_name(name).unwrap().downcast::<gst_app::AppSink>().unwrap();
+    {
+        let cues = cues.clone();
+        on_buffers(&appsink("text"), move |buffer| {
+            let start = buffer.pts().expect("subtitle with a PTS").seconds_f64();
+            let end = start + buffer.duration().expect("subtitle with a duration").seconds_f64();
+            let text = String::from_utf8(buffer.map_readable().unwrap().to_vec()).expect("UTF-8 subtitles");
+            cues.lock().unwrap().push((start, end, text));
+        });
+        let audio_end = audio_end.clone();
+        on_buffers(&appsink("audio"), move |buffer| {
+            if let Some(pts) = buffer.pts() {
+                let end = (pts + buffer.duration().unwrap_or_default()).seconds_f64();
+                let mut audio_end = audio_end.lock().unwrap();
+                *audio_end = audio_end.max(end);
+            }
+        });
+    }
+    run_to_eos(&pipeline, &desc);
+    let cues = cues.lock().unwrap().clone();
+    let audio_end = *audio_end.lock().unwrap();
+    for (start, end, text) in &cues {
+        println!("  {start:6.2} {end:6.2}  {text}");
+    }
+    let transcript = cues.iter().map(|(_, _, t)| t.trim()).collect::<Vec<_>>().join(" ");
+    let wer = wer(&[(jfk_reference(), transcript.clone())]);
+    println!("subtitle track: {} entries, audio track {audio_end:.2} s, WER {wer:.1} %", cues.len());
+
+    assert!(!cues.is_empty(), "no subtitle entries");
+    assert!(wer <= 10.0, "WER {wer:.1} % of the subtitle track: {transcript}");
+    // The speech ends at 11 s; the audio track goes on with the video's silent tail.
+    assert!(audio_end >= jfk_seconds() - 0.1, "audio track ends at {audio_end} s");
+    for (i, (start, end, text)) in cues.iter().enumerate() {
+        assert!(start < end, "entry {i} ({text}) has no duration");
+        assert!(*end <= jfk_seconds() + 0.05, "entry {i} ({text}) ends at {end} s, after the speech");
+        if i > 0 {
+            assert!(*start >= cues[i - 1].0, "entry {i} ({text}) starts before the one before it");
+        }
     }
 }
