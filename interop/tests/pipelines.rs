@@ -1,7 +1,8 @@
 //! The video pipelines of `pipelines/` run as a user would (bash, gst-launch-1.0, the plugins
 //! cargo built in the checkout) on a test video, a ball on black with jfk.wav as its sound, and
 //! their output is read back: CEA-608 captions out of the H.264 stream (caption-video.sh), the
-//! subtitle track out of the Matroska file (subtitle-track.sh).
+//! subtitle track out of the Matroska file (subtitle-track.sh), the frames of the burnt-in
+//! video (burn-captions.sh).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -213,5 +214,75 @@ fn subtitle_track_holds_the_transcript() {
         if i > 0 {
             assert!(*start >= cues[i - 1].0, "entry {i} ({text}) starts before the one before it");
         }
+    }
+}
+
+/// Decoded frames of `file` as 8-bit grey: `(PTS in s, pixels)`, 320×240.
+fn grey_frames(file: &Path) -> Vec<(f64, Vec<u8>)> {
+    common::init();
+    let desc = format!(
+        "filesrc location=\"{}\" ! decodebin ! videoconvert ! video/x-raw,format=GRAY8,width=320,height=240 \
+         ! appsink name=sink sync=false",
+        file.display()
+    );
+    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut frames = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let buffer = sample.buffer().unwrap();
+        let map = buffer.map_readable().unwrap();
+        // Rows without their padding, if any.
+        let stride = map.len() / 240;
+        let pixels = map.chunks(stride).take(240).flat_map(|row| row[..320].to_vec()).collect();
+        frames.push((buffer.pts().unwrap().seconds_f64(), pixels));
+    }
+    let bus = pipeline.bus().unwrap();
+    while let Some(msg) = bus.pop() {
+        if let gst::MessageView::Error(e) = msg.view() {
+            panic!("decoding {}: {} ({:?})", file.display(), e.error(), e.debug());
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    frames
+}
+
+/// Pixels of the bottom third, where the text is drawn, that differ by more than a quarter of
+/// the grey scale between two frames (coding noise stays far below).
+fn bottom_changed(a: &[u8], b: &[u8]) -> usize {
+    let from = a.len() * 2 / 3;
+    a[from..].iter().zip(&b[from..]).filter(|(x, y)| x.abs_diff(**y) > 64).count()
+}
+
+/// burn-captions.sh: the output decodes to as many frames as the input, over the same time, and
+/// differs from it at the bottom while the speech goes on, not after it.
+#[test]
+fn burn_captions_draws_the_text() {
+    let _serial = serial();
+    let dir = tempfile_dir();
+    let input = jfk_video(&dir);
+    for ext in ["mp4", "mkv"] {
+        let output = dir.join(format!("burnt.{ext}"));
+        run_script("burn-captions.sh", &input, &output, &[]);
+        let original = grey_frames(&input);
+        let burnt = grey_frames(&output);
+        println!("{ext}: {} frames in, {} out", original.len(), burnt.len());
+        assert_eq!(burnt.len(), original.len(), "{ext}: frame count");
+        // Same span; the start may move by a frame or two (the encoder's reordering delay).
+        let span = |f: &[(f64, Vec<u8>)]| (f[0].0, f.last().unwrap().0 - f[0].0);
+        let ((first_in, span_in), (first_out, span_out)) = (span(&original), span(&burnt));
+        println!("{ext}: frames from {first_in:.3} s over {span_in:.3} s in, from {first_out:.3} s over {span_out:.3} s out");
+        assert!((span_in - span_out).abs() < 0.5 / FPS as f64, "{ext}: frames span {span_out} s, the input's {span_in} s");
+        assert!((first_in - first_out).abs() <= 0.1, "{ext}: first frame at {first_out} s, the input's at {first_in} s");
+
+        // Frame i of one is frame i of the other. "And so my fellow Americans" is spoken
+        // from 0.3 s to 3 s; nothing after 11 s.
+        let at = |t: f64| (t * FPS as f64) as usize;
+        let after_s = jfk_seconds() + 2.0;
+        let speech = bottom_changed(&original[at(2.0)].1, &burnt[at(2.0)].1);
+        let after = bottom_changed(&original[at(after_s)].1, &burnt[at(after_s)].1);
+        println!("{ext}: {speech} pixels of the bottom third changed at 2 s (speech), {after} at {after_s:.0} s (after it)");
+        assert!(speech >= 100, "{ext}: no text drawn at 2 s ({speech} pixels changed)");
+        assert!(after <= 10, "{ext}: {after} pixels changed at {after_s:.0} s, after the speech");
     }
 }
