@@ -141,3 +141,27 @@ fn passthrough_live_adds_no_latency() {
     let last = phrases.last().map_or(f64::NAN, |p| p.0);
     assert!(last <= seconds + 3.0 + 2.0, "last phrase posted at {last} s, audio ends at {seconds} s");
 }
+
+/// Passthrough switched on and off again (in NULL) leaves the normal bin: text out of the src
+/// pad.
+#[test]
+fn passthrough_off_again_gives_text() {
+    common::init();
+    let desc = format!(
+        "filesrc location=\"{}\" ! wavparse ! npuwhisper name=asr ! appsink name=sink sync=false",
+        eval_file("jfk.wav").display()
+    );
+    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let asr = pipeline.by_name("asr").unwrap();
+    asr.set_property("passthrough", true);
+    asr.set_property("passthrough", false);
+    assert!(!asr.property::<bool>("passthrough"));
+    let text = record(&pipeline, "sink");
+    let (phrases, _) = run(&pipeline);
+    let text = text.lock().unwrap();
+    assert_eq!(text.caps.as_deref(), Some("text/x-raw, format=(string)utf8"), "caps out");
+    let joined = text.buffers.iter().map(|b| String::from_utf8_lossy(&b.2).trim().to_string()).collect::<Vec<_>>().join(" ");
+    println!("text out: {joined}");
+    assert!(joined.to_lowercase().contains("country"), "text out: {joined}");
+    assert_eq!(text.buffers.len(), phrases.len(), "one message per text buffer");
+}
