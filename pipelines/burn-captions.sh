@@ -14,6 +14,7 @@ npuwhisper_muxer mp4 mkv
 npuwhisper_require "gstreamer1.0-plugins-ugly/-good/-bad/-libav: run scripts/install-deps.sh" \
   x264enc h264parse avenc_aac aacparse textoverlay subparse srtenc "$npw_mux"
 
+npuwhisper_require_streams audio video
 npuwhisper_tmp_output
 srt=$(mktemp "$npw_output.srt.XXXXXX")
 trap 'rm -f "$srt" "$npw_tmp"' EXIT
@@ -27,6 +28,6 @@ npuwhisper_launch \
   filesrc location="$npw_input" ! decodebin name=input \
   filesrc location="$srt" ! subparse ! queue ! overlay.text_sink \
   input. ! queue ! videoconvert ! textoverlay name=overlay valignment=bottom \
-    shaded-background=true ! videoconvert ! x264enc speed-preset=veryfast ! h264parse ! queue ! mux. \
+    shaded-background=true ! videoconvert ! video/x-raw,format=I420 ! x264enc speed-preset=veryfast ! h264parse ! queue ! mux. \
   input. ! queue ! audioconvert ! avenc_aac ! aacparse ! queue ! mux. \
   "$npw_mux" name=mux ! filesink location="$npw_tmp"

@@ -23,11 +23,12 @@ npuwhisper_require "gst-plugins-rs closedcaption: build it with 'cargo build --r
 latency_ms=$(npuwhisper_prop latency 3000)
 hold="max-size-time=$(((latency_ms + 2000) * 1000000)) max-size-buffers=0 max-size-bytes=0"
 mono16k=audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved
+npuwhisper_require_streams audio video
 npuwhisper_tmp_output
 # shellcheck disable=SC2086 # $hold is several properties
 npuwhisper_launch \
   filesrc location="$npw_input" ! decodebin name=input \
-  input. ! queue $hold ! videoconvert ! cccombiner name=captions \
+  input. ! queue $hold ! videoconvert ! video/x-raw,format=I420 ! cccombiner name=captions \
     ! x264enc tune=zerolatency speed-preset=veryfast ! h264parse ! queue ! mux. \
   input. ! queue $hold ! tee name=audio \
   audio. ! queue ! audioconvert ! audioresample ! $mono16k ! audiomixer name=live \

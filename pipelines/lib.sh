@@ -124,6 +124,21 @@ npuwhisper_require() {
   done
 }
 
+# npuwhisper_require_streams KIND...: fails when the input has no stream of one of the KINDs
+# (audio, video), which would leave a pipeline waiting for it forever. Asks gst-discoverer-1.0
+# (gstreamer1.0-plugins-base-apps); without it, does not check.
+npuwhisper_require_streams() {
+  command -v gst-discoverer-1.0 >/dev/null || return 0
+  local found kind
+  found=$(gst-discoverer-1.0 "$npw_input" 2>/dev/null) || return 0
+  for kind in "$@"; do
+    if ! grep -Eq "^ *$kind #[0-9]+:" <<<"$found"; then
+      echo "$npw_prog: '$npw_input' has no $kind stream" >&2
+      return 1
+    fi
+  done
+}
+
 # npuwhisper_tmp_output: makes the temporary file (npw_tmp) the pipeline writes instead of
 # npw_output.
 npuwhisper_tmp_output() {

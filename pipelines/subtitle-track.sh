@@ -15,11 +15,12 @@ npuwhisper_require "gstreamer1.0-plugins-ugly/-good/-libav: run scripts/install-
 # The muxer waits for the text of each window (up to 30 s, and a few windows in flight): the
 # encoded video and audio wait in unbounded queues (compressed, so small), not the decoder.
 unbounded="max-size-time=0 max-size-buffers=0 max-size-bytes=0"
+npuwhisper_require_streams audio video
 npuwhisper_tmp_output
 # shellcheck disable=SC2086 # $unbounded is several properties
 npuwhisper_launch \
   filesrc location="$npw_input" ! decodebin name=input \
-  input. ! queue ! videoconvert ! x264enc speed-preset=veryfast ! h264parse ! queue $unbounded ! mux.video_0 \
+  input. ! queue ! videoconvert ! video/x-raw,format=I420 ! x264enc speed-preset=veryfast ! h264parse ! queue $unbounded ! mux.video_0 \
   input. ! queue ! tee name=audio \
   audio. ! queue ! npuwhisper "${npw_props[@]}" ! queue ! mux.subtitle_0 \
   audio. ! queue ! audioconvert ! avenc_aac ! aacparse ! queue $unbounded ! mux.audio_0 \

@@ -286,3 +286,23 @@ fn burn_captions_draws_the_text() {
         assert!(after <= 10, "{ext}: {after} pixels changed at {after_s:.0} s, after the speech");
     }
 }
+
+/// An input without video (jfk.wav) is refused at once, not waited on forever.
+#[test]
+fn video_pipelines_refuse_audio_only_input() {
+    let dir = tempfile_dir();
+    for (name, ext) in [("caption-video.sh", "ts"), ("subtitle-track.sh", "mkv"), ("burn-captions.sh", "mp4")] {
+        let output = dir.join(format!("out.{ext}"));
+        let out = Command::new("bash")
+            .arg(repo().join("pipelines").join(name))
+            .arg(eval_file("jfk.wav"))
+            .arg(&output)
+            .output()
+            .unwrap_or_else(|e| panic!("{name} runs: {e}"));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("{name}: {status}, {stderr}", status = out.status);
+        assert!(!out.status.success(), "{name} succeeded on an audio-only input");
+        assert!(stderr.contains("has no video stream"), "{name} said: {stderr}");
+        assert!(!output.exists(), "{name} left {}", output.display());
+    }
+}
