@@ -37,10 +37,13 @@ fn record(pipeline: &gst::Pipeline, name: &str) -> Arc<Mutex<Received>> {
 fn run(pipeline: &gst::Pipeline) -> (Vec<(f64, String)>, Option<(bool, gst::ClockTime)>) {
     pipeline.set_state(gst::State::Playing).expect("pipeline plays");
     let bus = pipeline.bus().unwrap();
-    let (mut phrases, mut latency) = (Vec::new(), None);
+    let (mut phrases, mut latency, mut eos) = (Vec::new(), None, false);
     for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
         match msg.view() {
-            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Eos(_) => {
+                eos = true;
+                break;
+            }
             gst::MessageView::Error(e) => panic!("error: {} ({:?})", e.error(), e.debug()),
             gst::MessageView::Element(e) => {
                 let s = e.structure().unwrap();
@@ -60,6 +63,7 @@ fn run(pipeline: &gst::Pipeline) -> (Vec<(f64, String)>, Option<(bool, gst::Cloc
         }
     }
     pipeline.set_state(gst::State::Null).unwrap();
+    assert!(eos, "no EOS within 120 s");
     (phrases, latency)
 }
 

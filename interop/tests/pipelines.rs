@@ -54,14 +54,19 @@ fn run(desc: &str) {
 fn run_to_eos(pipeline: &gst::Pipeline, what: &str) {
     pipeline.set_state(gst::State::Playing).unwrap_or_else(|e| panic!("{what} does not play: {e}"));
     let bus = pipeline.bus().unwrap();
+    let mut eos = false;
     for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
         match msg.view() {
-            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Eos(_) => {
+                eos = true;
+                break;
+            }
             gst::MessageView::Error(e) => panic!("{what}: {} ({:?})", e.error(), e.debug()),
             _ => (),
         }
     }
     pipeline.set_state(gst::State::Null).unwrap();
+    assert!(eos, "{what}: no EOS within 120 s");
 }
 
 /// The test video in `dir`: H.264 (320×240, 30 fps, a ball on black) and AAC (jfk.wav),
