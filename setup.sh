@@ -14,6 +14,8 @@ step "system packages"
 scripts/install-deps.sh
 step "building the plugin (cargo build --release)"
 cargo build --release
+step "building gst-plugins-rs' closed caption plugin for pipelines/caption-video.sh"
+cargo build --release -p npuwhisper-closedcaption
 step "models"
 scripts/fetch-models.sh
 step "reference environment for tests and benchmark (.venv)"

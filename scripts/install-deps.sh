@@ -2,16 +2,19 @@
 # Install the system packages npuwhisper needs on Debian 12 / Ubuntu: GStreamer development
 # files (to build the plugin), the GStreamer tools and plugins the pipelines use (decodebin's
 # demuxers and decoders; srtenc and webvttenc are in gstreamer1.0-plugins-bad, plugin
-# "subenc"), meson + ninja (install step), Python's venv and pip (models, references), and
-# pango + cairo development files for the test crate interop/ (gst-plugin-closedcaption's
-# transcriberbin and caption overlays link them).
+# "subenc"; x264enc, the H.264 encoder that writes closed captions into the stream, in -ugly;
+# gst-discoverer-1.0, which the video pipelines ask for the input's streams, in -base-apps),
+# meson + ninja (install step), Python's venv and pip (models, references), and pango + cairo
+# development files for the crates in interop/ (gst-plugin-closedcaption's transcriberbin and
+# caption overlays link them).
 # Skips apt entirely when every package is already installed.
 set -euo pipefail
 
 packages=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
-  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-bad gstreamer1.0-libav
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-base-apps
+  gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   meson ninja-build pkg-config python3-venv python3-pip unzip
   libpango1.0-dev libcairo2-dev
 )

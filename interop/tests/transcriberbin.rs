@@ -11,6 +11,7 @@ use gst::prelude::*;
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
+use common::captions::{cea608_text, on_extracted_captions};
 use common::{eval_file, push_live, read_wav};
 
 fn init() {
@@ -48,27 +49,9 @@ fn npuwhisper_captions_video_in_transcriberbin() {
     // Captions: ccextractor's caption pad appears with the first caption meta.
     let captions: Arc<Mutex<String>> = Arc::default();
     {
-        let (captions, pipeline_weak) = (captions.clone(), pipeline.downgrade());
-        pipeline.by_name("cc").unwrap().connect_pad_added(move |_, pad| {
-            if pad.name() != "caption" {
-                return;
-            }
-            let Some(pipeline) = pipeline_weak.upgrade() else { return };
-            let sink = gst_app::AppSink::builder().sync(false).build();
-            let captions = captions.clone();
-            sink.set_callbacks(
-                gst_app::AppSinkCallbacks::builder()
-                    .new_sample(move |sink| {
-                        let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                        let map = sample.buffer().unwrap().map_readable().unwrap();
-                        captions.lock().unwrap().push_str(&cea608_text(&map));
-                        Ok(gst::FlowSuccess::Ok)
-                    })
-                    .build(),
-            );
-            pipeline.add(&sink).unwrap();
-            sink.sync_state_with_parent().unwrap();
-            pad.link(&sink.static_pad("sink").unwrap()).unwrap();
+        let captions = captions.clone();
+        on_extracted_captions(&pipeline, &pipeline.by_name("cc").unwrap(), move |buffer| {
+            captions.lock().unwrap().push_str(&cea608_text(&buffer.map_readable().unwrap()));
         });
     }
 
@@ -168,19 +151,4 @@ fn build_pipeline(frames: u32) -> gst::Pipeline {
     tb.link_pads(Some("src_video"), &cc, None).unwrap();
     cc.link_pads(Some("src"), &vsink, None).unwrap();
     pipeline
-}
-
-/// The characters of raw CEA-608 byte pairs, as a roll-up decoder types them; control codes
-/// (first byte 0x10 to 0x1f, once parity is dropped) become spaces, padding is dropped.
-fn cea608_text(data: &[u8]) -> String {
-    let mut text = String::new();
-    for pair in data.chunks_exact(2) {
-        let (a, b) = (pair[0] & 0x7f, pair[1] & 0x7f);
-        if (0x10..0x20).contains(&a) {
-            text.push(' ');
-            continue;
-        }
-        text.extend([a, b].into_iter().filter(|c| (0x20..0x7f).contains(c)).map(char::from));
-    }
-    text
 }

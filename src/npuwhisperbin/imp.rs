@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use gst::glib;
@@ -21,12 +22,27 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 /// Windows each queue holds: enough to overlap the stages without hoarding memory.
 const QUEUE_BUFFERS: u32 = 2;
 
-/// The children that receive forwarded properties.
+/// The children that receive forwarded properties, and the ends of the chain.
 struct Children {
+    convert: gst::Element,
     mel: gst::Element,
     enc: gst::Element,
     dec: gst::Element,
+    /// The elements added in passthrough mode.
+    passthrough: Option<PassthroughBranch>,
 }
+
+/// Passthrough: `tee`, one branch the bin's src pad (the audio as it came), the other a queue
+/// into the transcription chain, whose text ends in a fakesink (the words go on the bus).
+struct PassthroughBranch {
+    tee: gst::Element,
+    queue: gst::Element,
+    textsink: gst::Element,
+}
+
+/// Audio the transcription branch may hold in passthrough mode: a window's processing burst
+/// must not hold up the audio passing through.
+const PASSTHROUGH_QUEUE_NS: u64 = 10_000_000_000;
 
 pub struct NpuWhisperBin {
     sinkpad: gst::GhostPad,
@@ -38,6 +54,8 @@ pub struct NpuWhisperBin {
     progress: Arc<Progress>,
     /// `latency` and `lateness`, and what the bin promised when live.
     live: Arc<Live>,
+    /// The `passthrough` property: audio out of the src pad, text only as messages.
+    passthrough: AtomicBool,
 }
 
 impl NpuWhisperBin {
@@ -95,23 +113,79 @@ impl NpuWhisperBin {
             .map_err(|e| format!("Could not add the elements: {e}"))?;
         gst::Element::link_many(chain).map_err(|e| format!("Could not link the elements: {e}"))?;
 
-        let target = convert
-            .static_pad("sink")
-            .ok_or("audioconvert has no sink pad")?;
-        self.sinkpad
-            .set_target(Some(&target))
-            .map_err(|e| format!("Could not set the sink pad target: {e}"))?;
-        let target = dec
-            .static_pad("src")
-            .ok_or("npuwhisperdec has no src pad")?;
-        self.srcpad
-            .set_target(Some(&target))
-            .map_err(|e| format!("Could not set the src pad target: {e}"))?;
-        self.progress.install(obj.upcast_ref(), &dec)?;
-        self.live.install(obj.upcast_ref(), self.srcpad.upcast_ref());
-        self.apply_latency(&mel, &dec, self.live.latency_ms());
+        let children = Children { convert, mel, enc, dec, passthrough: None };
+        self.set_targets(&children)?;
+        self.progress.install(obj.upcast_ref(), &children.dec)?;
+        // On the decoder's pad, not the bin's: the text, also when it does not leave the bin.
+        let text = children.dec.static_pad("src").ok_or("npuwhisperdec has no src pad")?;
+        self.live.install(obj.upcast_ref(), &text);
+        self.apply_latency(&children.mel, &children.dec, self.live.latency_ms());
 
-        Ok(Children { mel, enc, dec })
+        Ok(children)
+    }
+
+    /// Points the ghost pads at the chain: audio into audioconvert (or the tee) and the text
+    /// out of npuwhisperdec (or the tee's audio branch).
+    fn set_targets(&self, children: &Children) -> Result<(), String> {
+        let (sink, src) = match &children.passthrough {
+            None => (children.convert.static_pad("sink"), children.dec.static_pad("src")),
+            Some(p) => (p.tee.static_pad("sink"), p.tee.request_pad_simple("src_%u")),
+        };
+        let sink = sink.ok_or("No sink pad for the bin's sink pad")?;
+        let src = src.ok_or("No src pad for the bin's src pad")?;
+        self.sinkpad
+            .set_target(Some(&sink))
+            .map_err(|e| format!("Could not set the sink pad target: {e}"))?;
+        self.srcpad
+            .set_target(Some(&src))
+            .map_err(|e| format!("Could not set the src pad target: {e}"))?;
+        Ok(())
+    }
+
+    /// Switches between the normal chain and passthrough (in NULL or READY).
+    fn set_passthrough(&self, children: &mut Children, on: bool) -> Result<(), String> {
+        if children.passthrough.is_some() == on {
+            return Ok(());
+        }
+        let obj = self.obj();
+        for pad in [&self.sinkpad, &self.srcpad] {
+            pad.set_target(None::<&gst::Pad>)
+                .map_err(|e| format!("Could not unset a ghost pad target: {e}"))?;
+        }
+        if on {
+            let make = |factory: &str, name: &str| {
+                gst::ElementFactory::make(factory)
+                    .name(name)
+                    .build()
+                    .map_err(|_| format!("Element '{factory}' is not available"))
+            };
+            let tee = make("tee", "passtee")?;
+            let queue = make("queue", "passqueue")?;
+            queue.set_property("max-size-time", PASSTHROUGH_QUEUE_NS);
+            queue.set_property("max-size-buffers", 0u32);
+            queue.set_property("max-size-bytes", 0u32);
+            // Not synchronised (the text is late by design) and so not live to the pipeline's
+            // LATENCY query; no preroll wait for the first text.
+            let textsink = make("fakesink", "textsink")?;
+            textsink.set_property("sync", false);
+            textsink.set_property("async", false);
+            textsink.set_property("enable-last-sample", false);
+            obj.add_many([&tee, &queue, &textsink])
+                .map_err(|e| format!("Could not add the passthrough elements: {e}"))?;
+            gst::Element::link_many([&tee, &queue, &children.convert])
+                .map_err(|e| format!("Could not link the transcription branch: {e}"))?;
+            children.dec.link(&textsink).map_err(|e| format!("Could not link the text sink: {e}"))?;
+            children.passthrough = Some(PassthroughBranch { tee, queue, textsink });
+        } else if let Some(p) = children.passthrough.take() {
+            for pad in p.tee.src_pads() {
+                p.tee.release_request_pad(&pad);
+            }
+            obj.remove_many([&p.tee, &p.queue, &p.textsink])
+                .map_err(|e| format!("Could not remove the passthrough elements: {e}"))?;
+        }
+        self.set_targets(children)?;
+        self.passthrough.store(on, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -141,6 +215,7 @@ impl ObjectSubclass for NpuWhisperBin {
             build_error: Mutex::new(None),
             progress: Arc::default(),
             live: Arc::new(Live::new()),
+            passthrough: AtomicBool::new(false),
         }
     }
 }
@@ -148,11 +223,19 @@ impl ObjectSubclass for NpuWhisperBin {
 impl ObjectImpl for NpuWhisperBin {
     fn properties() -> &'static [glib::ParamSpec] {
         // Every decoding property of npuwhisperdec, forwarded to it.
-        // Plus the bin's own: latency and lateness on live streams.
+        // Plus the bin's own: latency and lateness on live streams, passthrough.
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             // live-hold is derived from latency.
             let mut specs: Vec<_> = npuwhisperdec::param_specs().into_iter().filter(|p| p.name() != "live-hold").collect();
             specs.extend(live::param_specs());
+            specs.push(
+                glib::ParamSpecBoolean::builder("passthrough")
+                    .nick("Passthrough")
+                    .blurb("Pass the audio through the src pad unchanged; the transcript is still made and posted on the bus as element messages (npuwhisper-phrase / npuwhisper-word, see post-messages)")
+                    .default_value(false)
+                    .mutable_ready()
+                    .build(),
+            );
             specs
         });
         PROPERTIES.as_ref()
@@ -176,6 +259,21 @@ impl ObjectImpl for NpuWhisperBin {
                 self.live.set_lateness_ms(value.get::<u32>().expect("type checked upstream"));
                 return;
             }
+            "passthrough" => {
+                let on = value.get::<bool>().expect("type checked upstream");
+                if self.obj().current_state() > gst::State::Ready {
+                    gst::warning!(CAT, imp = self, "passthrough can only be changed in NULL or READY state");
+                    return;
+                }
+                let mut children = self.children();
+                let Some(children) = children.as_mut() else { return };
+                if let Err(err) = self.set_passthrough(children, on) {
+                    // Reported when going to READY, like a build error.
+                    gst::error!(CAT, imp = self, "{err}");
+                    *self.build_error() = Some(err);
+                }
+                return;
+            }
             _ => (),
         }
         let children = self.children();
@@ -194,6 +292,7 @@ impl ObjectImpl for NpuWhisperBin {
         match pspec.name() {
             "latency" => return self.live.latency_ms().to_value(),
             "lateness" => return self.live.lateness_ms().to_value(),
+            "passthrough" => return self.passthrough.load(Ordering::Relaxed).to_value(),
             _ => (),
         }
         match self.children().as_ref() {
@@ -236,7 +335,11 @@ impl ElementImpl for NpuWhisperBin {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static PAD_TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            caps::sink_src_templates(&gst::Caps::new_empty_simple("audio/x-raw"), &caps::text())
+            let audio = gst::Caps::new_empty_simple("audio/x-raw");
+            // Text, or in passthrough mode the audio.
+            let mut src = caps::text();
+            src.merge(audio.clone());
+            caps::sink_src_templates(&audio, &src)
         });
         PAD_TEMPLATES.as_ref()
     }
@@ -263,7 +366,9 @@ impl ElementImpl for NpuWhisperBin {
 impl BinImpl for NpuWhisperBin {}
 
 impl NpuWhisperBin {
-    /// LATENCY: when upstream is live, what the bin adds is its `latency` property.
+    /// LATENCY: when upstream is live, what the bin adds is its `latency` property; in
+    /// passthrough mode nothing (the audio is not held back), but the text is still checked
+    /// against the latency.
     fn src_query(&self, pad: &gst::GhostPad, query: &mut gst::QueryRef) -> bool {
         if let gst::QueryViewMut::Latency(q) = query.view_mut() {
             let mut inside = gst::query::Latency::new();
@@ -272,7 +377,13 @@ impl NpuWhisperBin {
             }
             let mut upstream = gst::query::Latency::new();
             let upstream = self.sinkpad.peer_query(&mut upstream).then(|| upstream.result());
-            self.live.answer_latency(q, inside.result(), upstream);
+            if self.passthrough.load(Ordering::Relaxed) {
+                self.live.answer_latency(&mut gst::query::Latency::new(), inside.result(), upstream);
+                let (live, min, max) = inside.result();
+                q.set(live, min, max);
+            } else {
+                self.live.answer_latency(q, inside.result(), upstream);
+            }
             return true;
         }
         self.proxy_query(pad, query)

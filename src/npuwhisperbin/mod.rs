@@ -7,8 +7,9 @@
 //! Its properties are those of `npuwhisperdec` (see there: model, precision, threads,
 //! language, language-code, task, beam search, temperature fallback, initial prompt, word
 //! timestamps, batch size, messages), forwarded to it; `model`, `precision` and `threads` go
-//! to `npuwhisperenc` too. `latency` and `lateness` are the bin's own (see Live streams). The
-//! children's other properties are reachable by name, e.g. `npuwhisper mel::min-pause=300`.
+//! to `npuwhisperenc` too. `latency` and `lateness` (see Live streams) and `passthrough` are the
+//! bin's own. The children's other properties are reachable by name, e.g.
+//! `npuwhisper mel::min-pause=300`.
 //!
 //! ## Live streams
 //!
@@ -24,6 +25,16 @@
 //! `language-code` takes a BCP 47 tag ("en-US") and sets `language` to its primary subtag.
 //! With these, the bin is a drop-in transcriber for gst-plugins-rs `transcriberbin`
 //! (`transcriberbin transcriber=npuwhisper`, see `interop/tests/transcriberbin.rs`).
+//!
+//! ## Passthrough
+//!
+//! With `passthrough=true` (set in NULL or READY) the src pad carries the audio as it came in
+//! (same caps, buffers and timestamps) and the transcript only goes on the bus, as the
+//! decoder's `npuwhisper-phrase` / `npuwhisper-word` element messages (`post-messages`, on by
+//! default): inside, a `tee` sends the audio to the src pad and, through a queue, to the
+//! transcription chain, whose text ends in a fakesink. The audio is not held back: on a live
+//! stream the bin then adds nothing to the LATENCY answer (the text still keeps to `latency`).
+//! Transcription that cannot keep up holds the audio up once the queue (10 s) is full.
 //!
 //! ## Progress
 //!
@@ -45,7 +56,8 @@
 //! ## Caps
 //!
 //! - sink: `audio/x-raw` (any format, rate and channel count: converted to 16 kHz mono)
-//! - src: `text/x-raw, format=utf8`, one buffer per phrase, or per word with `word-timestamps`
+//! - src: `text/x-raw, format=utf8`, one buffer per phrase, or per word with `word-timestamps`;
+//!   in passthrough mode the `audio/x-raw` that came in
 //!
 //! ## Example
 //!

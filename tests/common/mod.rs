@@ -8,6 +8,8 @@ use std::sync::Once;
 
 use gst::prelude::*;
 
+pub mod captions;
+
 pub fn init() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
@@ -133,6 +135,19 @@ impl Cue {
             text: String::from_utf8(map.to_vec()).unwrap(),
         }
     }
+}
+
+/// Calls `f` with each buffer `sink` receives.
+pub fn on_buffers(sink: &gst_app::AppSink, mut f: impl FnMut(&gst::BufferRef) + Send + 'static) {
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                f(sample.buffer().ok_or(gst::FlowError::Error)?);
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
 }
 
 /// Runs `filesrc ! decodebin ! npuwhisper props ! appsink` on a file and returns the text buffers.
