@@ -47,6 +47,8 @@ const MR: usize = 4;
 const MC: usize = 96;
 /// Output channels per task for the weight stream.
 const NC: usize = 128;
+/// Rows of f32 that [`QuantizedWeights::quantize_with`] asks for at a time.
+pub const QUANTIZE_BLOCK_ROWS: usize = 1024;
 
 /// A linear layer's weight `[n_out × k]` as per-channel symmetric INT8, packed for the
 /// micro-kernel. Built once at model load; a quarter of the f32 weight's memory.
@@ -68,6 +70,14 @@ impl QuantizedWeights {
     /// CTranslate2) with one scale per row, `max|w_row| / 127`.
     pub fn quantize(w: &[f32], n_out: usize, k: usize) -> QuantizedWeights {
         assert!(w.len() >= n_out * k, "QuantizedWeights::quantize: w too short");
+        Self::quantize_with(n_out, k, |r0, rows| rows.copy_from_slice(&w[r0 * k..r0 * k + rows.len()]))
+    }
+
+    /// [`quantize`](Self::quantize) with the rows supplied a block at a time: `fill(r0, rows)`
+    /// writes rows `r0..r0 + rows.len() / k` of the weight into `rows`. Only one block of f32
+    /// rows exists at any time (at most `QUANTIZE_BLOCK_ROWS`), so a matrix can be quantized
+    /// straight from its file encoding without a full f32 copy. The same bytes as `quantize`.
+    pub fn quantize_with(n_out: usize, k: usize, mut fill: impl FnMut(usize, &mut [f32])) -> QuantizedWeights {
         // Keeps the int32 accumulator exact: k · 255 · 127 < 2³¹.
         assert!(k < 1 << 16, "QuantizedWeights::quantize: k = {k} is too large for int32 accumulation");
         let kp = k.next_multiple_of(4);
@@ -75,25 +85,34 @@ impl QuantizedWeights {
         let mut packed = vec![0i8; np * kp];
         let mut scales = vec![0f32; np];
         let mut row_sums = vec![0i32; np];
-        packed
-            .par_chunks_mut(NR * kp)
-            .zip(scales.par_chunks_mut(NR))
-            .zip(row_sums.par_chunks_mut(NR))
-            .enumerate()
-            .for_each(|(panel, ((dst, scales), sums))| {
-                for c in 0..NR.min(n_out.saturating_sub(panel * NR)) {
-                    let j = panel * NR + c;
-                    let row = &w[j * k..(j + 1) * k];
-                    let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-                    scales[c] = scale;
-                    for (p, &v) in row.iter().enumerate() {
-                        let q = (v / scale).round().clamp(-127.0, 127.0) as i8;
-                        dst[(p / 4) * NR * 4 + c * 4 + p % 4] = q;
-                        sums[c] += q as i32;
+        // Whole panels per block, so that the blocks' panels split the packed matrix exactly.
+        let block_rows = QUANTIZE_BLOCK_ROWS.max(NR) / NR * NR;
+        let mut block = Vec::new();
+        for r0 in (0..n_out).step_by(block_rows) {
+            let rows = block_rows.min(n_out - r0);
+            block.resize(rows * k, 0.0);
+            fill(r0, &mut block);
+            let (p0, p1) = (r0 / NR, (r0 + rows).div_ceil(NR));
+            packed[p0 * NR * kp..p1 * NR * kp]
+                .par_chunks_mut(NR * kp)
+                .zip(scales[p0 * NR..p1 * NR].par_chunks_mut(NR))
+                .zip(row_sums[p0 * NR..p1 * NR].par_chunks_mut(NR))
+                .enumerate()
+                .for_each(|(panel, ((dst, scales), sums))| {
+                    for c in 0..NR.min(rows.saturating_sub(panel * NR)) {
+                        let j = panel * NR + c;
+                        let row = &block[j * k..(j + 1) * k];
+                        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                        scales[c] = scale;
+                        for (p, &v) in row.iter().enumerate() {
+                            let q = (v / scale).round().clamp(-127.0, 127.0) as i8;
+                            dst[(p / 4) * NR * 4 + c * 4 + p % 4] = q;
+                            sums[c] += q as i32;
+                        }
                     }
-                }
-            });
+                });
+        }
         QuantizedWeights { n: n_out, k, kp, packed, scales, row_sums }
     }
 
@@ -612,6 +631,43 @@ mod tests {
                 y
             };
             assert_eq!(run(Isa::Portable), run(Isa::Avx2), "{act:?}");
+        }
+    }
+
+    #[test]
+    fn streamed_quantization_matches_a_plain_per_row_quantization() {
+        let mut seed = 37;
+        // Row counts around the block and panel sizes, odd k.
+        for (n, k) in [(1, 5), (17, 3), (QUANTIZE_BLOCK_ROWS - 1, 7), (QUANTIZE_BLOCK_ROWS + 21, 9), (2 * QUANTIZE_BLOCK_ROWS + 16, 4)] {
+            let mut w = data(n * k, &mut seed, 0.0);
+            if n >= 2 {
+                w[k..2 * k].fill(0.0); // an all-zero row
+            }
+            let mut asked = Vec::new();
+            let qw = QuantizedWeights::quantize_with(n, k, |r0, rows| {
+                asked.push((r0, rows.len() / k));
+                rows.copy_from_slice(&w[r0 * k..r0 * k + rows.len()]);
+            });
+            // Every row asked for once, in order, in blocks of at most QUANTIZE_BLOCK_ROWS.
+            let mut next = 0;
+            for &(r0, rows) in &asked {
+                assert!(r0 == next && rows > 0 && rows <= QUANTIZE_BLOCK_ROWS, "{n}x{k}: {asked:?}");
+                next += rows;
+            }
+            assert_eq!(next, n);
+            // The plain definition, row by row.
+            for j in 0..n {
+                let row = &w[j * k..(j + 1) * k];
+                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                let q: Vec<i8> = row.iter().map(|&v| (v / scale).round().clamp(-127.0, 127.0) as i8).collect();
+                assert_eq!(qw.scales[j], scale, "{n}x{k} row {j}");
+                assert_eq!((0..k).map(|p| qw.q(j, p)).collect::<Vec<_>>(), q, "{n}x{k} row {j}");
+                assert_eq!(qw.row_sums[j], q.iter().map(|&v| v as i32).sum::<i32>(), "{n}x{k} row {j}");
+            }
+            // Padding: zero weights and scales.
+            assert!(qw.scales[n..].iter().all(|&s| s == 0.0) && qw.row_sums[n..].iter().all(|&s| s == 0));
+            assert_eq!(qw.packed.iter().filter(|&&v| v != 0).count(), (0..n).flat_map(|j| (0..k).map(move |p| (j, p))).filter(|&(j, p)| qw.q(j, p) != 0).count());
         }
     }
 

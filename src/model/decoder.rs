@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
+use half::{f16, slice::HalfFloatSliceExt};
+
 use npuwhisper_kernels::attention::{attention, Shape};
 use npuwhisper_kernels::gemm::{dot, gemm_nt};
 use npuwhisper_kernels::ops::{add_in_place, gelu, softmax};
 use npuwhisper_kernels::qgemm::{qlinear, QuantizedWeights};
 
-use super::{Dims, LayerNorm, Linear, Model, Weights, ENCODER_FRAMES};
+use super::{Dims, LayerNorm, Linear, Model, Precision, Weights, ENCODER_FRAMES};
 
 pub(crate) struct DecoderLayer {
     self_ln: LayerNorm,
@@ -23,9 +25,19 @@ pub(crate) struct DecoderLayer {
     fc2: Linear,
 }
 
+/// Token embeddings for the input lookups: f32, or in INT8 models f16, half the memory. Not
+/// INT8: looking tokens up in the INT8 projection matrix (even with a scale per 32 values)
+/// changed tiny.en's long-form transcripts (WER 1.06 → 1.32 %), f16 did not change them.
+enum Embeddings {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
 pub(crate) struct Decoder {
-    embeddings: Vec<f32>,
-    /// The embeddings as INT8, for the vocabulary projection (the largest matrix read per token).
+    /// The token embeddings for lookups.
+    embeddings: Embeddings,
+    /// In INT8, the embeddings quantized per token for the vocabulary projection (the largest
+    /// matrix read per token).
     embeddings_q: Option<QuantizedWeights>,
     positions: Vec<f32>,
     layers: Vec<DecoderLayer>,
@@ -37,19 +49,10 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    /// INT8 for what is read once per token: the per-token layers and the vocabulary
-    /// projection. The cross-attention K/V projection stays f32: it runs once per window, so
-    /// INT8 would save no per-token memory traffic, and its rounding would sit in every token's
-    /// attention (on base it cost half a WER point on the long-form set).
-    pub fn quantize(&mut self) {
-        for l in &mut self.layers {
-            for lin in [&mut l.self_qkv, &mut l.self_out, &mut l.cross_q, &mut l.cross_out, &mut l.fc1, &mut l.fc2] {
-                lin.quantize();
-            }
-        }
-        self.embeddings_q = Some(QuantizedWeights::quantize(&self.embeddings, self.vocab, self.d));
-    }
-
+    /// In INT8, what is read once per token is quantized: the per-token layers and the
+    /// vocabulary projection. The cross-attention K/V projection stays f32: it runs once per
+    /// window, so INT8 would save no per-token memory traffic, and its rounding would sit in
+    /// every token's attention (on base it cost half a WER point on the long-form set).
     pub fn load(w: &Weights, dims: &Dims) -> Result<Decoder, String> {
         let d = dims.d_model;
         let layers = (0..dims.decoder_layers)
@@ -57,21 +60,30 @@ impl Decoder {
                 let p = format!("decoder/layer_{i}");
                 Ok(DecoderLayer {
                     self_ln: w.layer_norm(&format!("{p}/self_attention/layer_norm"), d)?,
-                    self_qkv: w.linear(&format!("{p}/self_attention/linear_0"), 3 * d, d)?,
-                    self_out: w.linear(&format!("{p}/self_attention/linear_1"), d, d)?,
+                    self_qkv: w.linear(&format!("{p}/self_attention/linear_0"), 3 * d, d, true)?,
+                    self_out: w.linear(&format!("{p}/self_attention/linear_1"), d, d, true)?,
                     cross_ln: w.layer_norm(&format!("{p}/attention/layer_norm"), d)?,
-                    cross_q: w.linear(&format!("{p}/attention/linear_0"), d, d)?,
-                    cross_kv: w.linear(&format!("{p}/attention/linear_1"), 2 * d, d)?,
-                    cross_out: w.linear(&format!("{p}/attention/linear_2"), d, d)?,
+                    cross_q: w.linear(&format!("{p}/attention/linear_0"), d, d, true)?,
+                    cross_kv: w.linear(&format!("{p}/attention/linear_1"), 2 * d, d, false)?,
+                    cross_out: w.linear(&format!("{p}/attention/linear_2"), d, d, true)?,
                     ffn_ln: w.layer_norm(&format!("{p}/ffn/layer_norm"), d)?,
-                    fc1: w.linear(&format!("{p}/ffn/linear_0"), 4 * d, d)?,
-                    fc2: w.linear(&format!("{p}/ffn/linear_1"), d, 4 * d)?,
+                    fc1: w.linear(&format!("{p}/ffn/linear_0"), 4 * d, d, true)?,
+                    fc2: w.linear(&format!("{p}/ffn/linear_1"), d, 4 * d, true)?,
                 })
             })
             .collect::<Result<_, String>>()?;
+        let emb = "decoder/embeddings/weight";
+        let (embeddings, embeddings_q) = match w.precision {
+            Precision::Int8 => {
+                let mut lookup = Vec::with_capacity(dims.vocab_size * d);
+                let q = w.quantized_with(emb, dims.vocab_size, d, |rows| lookup.extend(rows.iter().map(|&v| f16::from_f32(v))))?;
+                (Embeddings::F16(lookup), Some(q))
+            }
+            Precision::F32 => (Embeddings::F32(w.tensor(emb, &[dims.vocab_size, d])?), None),
+        };
         Ok(Decoder {
-            embeddings: w.tensor("decoder/embeddings/weight", &[dims.vocab_size, d])?,
-            embeddings_q: None,
+            embeddings,
+            embeddings_q,
             positions: w.tensor("decoder/position_encodings/encodings", &[dims.max_text_positions, d])?,
             layers,
             ln: w.layer_norm("decoder/layer_norm", d)?,
@@ -186,7 +198,11 @@ impl Decoder {
             for (i, &tok) in toks.iter().enumerate() {
                 let pos = seq.len + i;
                 let row = &mut x[(offsets[s] + i) * d..(offsets[s] + i + 1) * d];
-                row.copy_from_slice(&self.embeddings[tok as usize * d..(tok as usize + 1) * d]);
+                let range = tok as usize * d..(tok as usize + 1) * d;
+                match &self.embeddings {
+                    Embeddings::F32(e) => row.copy_from_slice(&e[range]),
+                    Embeddings::F16(e) => e[range].convert_to_f32_slice(row),
+                }
                 add_in_place(row, &self.positions[pos * d..(pos + 1) * d]);
             }
         }
@@ -243,7 +259,10 @@ impl Decoder {
         let mut out = vec![0f32; m * self.vocab];
         match &self.embeddings_q {
             Some(q) => qlinear(hidden, m, self.d, q, None, &mut out),
-            None => gemm_nt(m, self.vocab, self.d, hidden, &self.embeddings, &mut out),
+            None => match &self.embeddings {
+                Embeddings::F32(e) => gemm_nt(m, self.vocab, self.d, hidden, e, &mut out),
+                Embeddings::F16(_) => unreachable!("f16 embeddings come with their INT8 projection"),
+            },
         }
         out
     }

@@ -34,16 +34,8 @@ fn conv(w: &Weights, prefix: &str, d_out: usize, d_in: usize) -> Result<Linear, 
 }
 
 impl Encoder {
-    /// INT8 transformer layers; the conv stem stays f32 (a small share of the work, and the
-    /// first layer sees raw log-mel, the input most sensitive to rounding).
-    pub fn quantize(&mut self) {
-        for l in &mut self.layers {
-            for lin in [&mut l.qkv, &mut l.attn_out, &mut l.fc1, &mut l.fc2] {
-                lin.quantize();
-            }
-        }
-    }
-
+    /// In INT8 the transformer layers are quantized; the conv stem stays f32 (a small share of
+    /// the work, and the first layer sees raw log-mel, the input most sensitive to rounding).
     pub fn load(w: &Weights, dims: &Dims) -> Result<Encoder, String> {
         let d = dims.d_model;
         let layers = (0..dims.encoder_layers)
@@ -51,11 +43,11 @@ impl Encoder {
                 let p = format!("encoder/layer_{i}");
                 Ok(EncoderLayer {
                     attn_ln: w.layer_norm(&format!("{p}/self_attention/layer_norm"), d)?,
-                    qkv: w.linear(&format!("{p}/self_attention/linear_0"), 3 * d, d)?,
-                    attn_out: w.linear(&format!("{p}/self_attention/linear_1"), d, d)?,
+                    qkv: w.linear(&format!("{p}/self_attention/linear_0"), 3 * d, d, true)?,
+                    attn_out: w.linear(&format!("{p}/self_attention/linear_1"), d, d, true)?,
                     ffn_ln: w.layer_norm(&format!("{p}/ffn/layer_norm"), d)?,
-                    fc1: w.linear(&format!("{p}/ffn/linear_0"), 4 * d, d)?,
-                    fc2: w.linear(&format!("{p}/ffn/linear_1"), d, 4 * d)?,
+                    fc1: w.linear(&format!("{p}/ffn/linear_0"), 4 * d, d, true)?,
+                    fc2: w.linear(&format!("{p}/ffn/linear_1"), d, 4 * d, true)?,
                 })
             })
             .collect::<Result<_, String>>()?;
