@@ -441,17 +441,17 @@ impl Model {
 }
 
 /// Bytes from which glibc's malloc serves an allocation with its own mapping.
-const MMAP_THRESHOLD: usize = 4 << 20;
+const MMAP_THRESHOLD: usize = 1 << 20;
 
 /// Makes glibc's malloc give buffers of [`MMAP_THRESHOLD`] or more straight back to the system
 /// when they are freed. By default the threshold grows to the size of any mapped block freed
 /// (up to 32 MiB), after which the per-window buffers (encoder activations, cross-attention
 /// keys and values, states: MBs each, freed after every window, on several threads) come
-/// from per-thread arenas that keep them: on tiny.en's long-form bench that retention was
-/// 100 MB of the peak resident set (356 MB, against 252 MB at a fixed threshold), on
-/// the short clips 110 MB. A fixed threshold of 4 MiB keeps smaller, per-token allocations
-/// (logits, a few hundred KB) in the arenas. Process-wide and done once; left alone when the
-/// user set `MALLOC_MMAP_THRESHOLD_`.
+/// from per-thread arenas that keep them: on tiny.en's bench that retention was about 100 MB
+/// of the peak resident set. 1 MiB rather than more because the f16 cross-attention layers
+/// are 2.3 MB (tiny.en) to 3.1 MB (base): at 4 MiB the short-clip peak was 197-202 MB, at
+/// 1 MiB 157. Per-token allocations (a step's logits, 0.2 MB a row) stay in the arenas.
+/// Process-wide and done once; left alone when the user set `MALLOC_MMAP_THRESHOLD_`.
 fn return_large_buffers_to_the_system() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
