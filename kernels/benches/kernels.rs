@@ -137,6 +137,9 @@ fn sgemm(c: &mut Criterion<Clock>) {
         g.throughput(Throughput::Elements(2 * (m * n * k) as u64));
         let shape = format!("{label} {m}x{k}x{n}");
         let mut paths = vec![Isa::Avx2];
+        if Isa::Avx512Vnni.available() {
+            paths.push(Isa::Avx512Vnni);
+        }
         if label == "out" {
             paths.push(Isa::Portable);
         }
