@@ -11,7 +11,8 @@ pub enum Isa {
     Portable,
     /// AVX2 + FMA + F16C (Haswell, Zen 1 and later).
     Avx2,
-    /// AVX2 + FMA + AVX-512 VNNI with 256-bit (VL) forms: `vpdpbusd` for the INT8 GEMM.
+    /// AVX2 + FMA + AVX-512 (F, VL, VNNI): `vpdpbusd` for the INT8 GEMM, and 512-bit tiles of
+    /// two 16-column panels in the f32 and INT8 GEMMs.
     Avx512Vnni,
 }
 
