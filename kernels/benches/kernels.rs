@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput};
-use npuwhisper_kernels::attention::{attention_fused, attention_rows, attention_unfused, Shape};
+use npuwhisper_kernels::attention::{attention_few_rows, attention_fused, attention_rows, attention_unfused, Shape};
 use npuwhisper_kernels::gemm::{gemm_strided_with, linear};
 use npuwhisper_kernels::isa::Isa;
 use npuwhisper_kernels::mel::LogMel;
 use npuwhisper_kernels::ops::{gelu, layer_norm, softmax_rows};
 use npuwhisper_kernels::pool;
 use npuwhisper_kernels::qgemm::{qlinear_with, Activation, QuantizedWeights};
+use npuwhisper_kernels::xattn::{cross_attention, cross_attention_with, CrossQuery, HalfKv};
 
 /// Wall time, or CPU time per kernel thread (see the crate comment).
 struct Clock {
@@ -136,6 +137,9 @@ fn sgemm(c: &mut Criterion<Clock>) {
         g.throughput(Throughput::Elements(2 * (m * n * k) as u64));
         let shape = format!("{label} {m}x{k}x{n}");
         let mut paths = vec![Isa::Avx2];
+        if Isa::Avx512Vnni.available() {
+            paths.push(Isa::Avx512Vnni);
+        }
         if label == "out" {
             paths.push(Isa::Portable);
         }
@@ -217,6 +221,26 @@ fn attention_bench(c: &mut Criterion<Clock>) {
         if tq <= 2 {
             g.bench_function(format!("rows/{label} {tq}x{tk}"), |bench| {
                 bench.iter(|| attention_rows(Isa::detect(), s, &q, &kv, &kv[d..], black_box(&mut out)))
+            });
+            g.bench_function(format!("few rows/{label} {tq}x{tk}"), |bench| {
+                bench.iter(|| attention_few_rows(s, &q, &kv, &kv[d..], black_box(&mut out)))
+            });
+            // The same on f16 keys and values (what INT8 models decode with).
+            let half = HalfKv::new(&kv, 2 * d, &kv[d..], 2 * d, tk, heads, hd);
+            for isa in Isa::all_available() {
+                g.bench_function(format!("f16 kv-{isa:?}/{label} {tq}x{tk}"), |bench| {
+                    bench.iter(|| cross_attention_with(isa, &mut [CrossQuery { q: &q, tq, q_stride: d, kv: &half, out: black_box(&mut out) }]))
+                });
+            }
+            // Four windows of one batched decoder step in one call.
+            let halves: Vec<HalfKv> = (0..4).map(|_| HalfKv::new(&kv, 2 * d, &kv[d..], 2 * d, tk, heads, hd)).collect();
+            let mut outs = vec![vec![0f32; tq * d]; 4];
+            g.throughput(Throughput::Elements((4 * 4 * tq * tk * d) as u64));
+            g.bench_function(format!("f16 kv, 4 windows/{label} {tq}x{tk}"), |bench| {
+                bench.iter(|| {
+                    let mut queries: Vec<CrossQuery> = outs.iter_mut().zip(&halves).map(|(out, kv)| CrossQuery { q: &q, tq, q_stride: d, kv, out }).collect();
+                    cross_attention(black_box(&mut queries));
+                })
             });
         }
     }

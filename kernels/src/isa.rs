@@ -9,9 +9,10 @@
 pub enum Isa {
     /// Plain Rust, no target features beyond the build's baseline.
     Portable,
-    /// AVX2 + FMA (Haswell, Zen 1 and later).
+    /// AVX2 + FMA + F16C (Haswell, Zen 1 and later).
     Avx2,
-    /// AVX2 + FMA + AVX-512 VNNI with 256-bit (VL) forms: `vpdpbusd` for the INT8 GEMM.
+    /// AVX2 + FMA + AVX-512 (F, VL, VNNI): `vpdpbusd` for the INT8 GEMM, and 512-bit tiles of
+    /// two 16-column panels in the f32 and INT8 GEMMs.
     Avx512Vnni,
 }
 
@@ -34,7 +35,10 @@ impl Isa {
     pub fn available(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            let avx2 = || std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+            // F16C (f16 loads in `xattn`) came before AVX2 on every x86 CPU that has AVX2.
+            let avx2 = || {
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c")
+            };
             match self {
                 Isa::Portable => true,
                 Isa::Avx2 => avx2(),

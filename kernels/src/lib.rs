@@ -4,6 +4,7 @@
 //! - [`gemm`]: f32 products (packed AVX2/FMA GEMM, streaming path for decoder steps).
 //! - [`qgemm`]: INT8 linear layers, weights quantized once at load ([`qgemm::QuantizedWeights`]).
 //! - [`attention`]: multi-head attention, fused for long queries.
+//! - [`xattn`]: decoder cross-attention on f16 keys and values ([`xattn::HalfKv`]).
 //! - [`ops`]: layer norm, GELU, softmax; [`mel`]: the log-mel front end.
 //! - [`isa`]: which SIMD path runs, chosen at run time; [`pool`]: the threads kernels use.
 
@@ -15,3 +16,4 @@ pub mod ops;
 pub mod pool;
 pub mod qgemm;
 mod sgemm;
+pub mod xattn;

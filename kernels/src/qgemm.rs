@@ -47,6 +47,8 @@ const MR: usize = 4;
 const MC: usize = 96;
 /// Output channels per task for the weight stream.
 const NC: usize = 128;
+/// Rows of f32 that [`QuantizedWeights::quantize_with`] asks for at a time.
+pub const QUANTIZE_BLOCK_ROWS: usize = 1024;
 
 /// A linear layer's weight `[n_out × k]` as per-channel symmetric INT8, packed for the
 /// micro-kernel. Built once at model load; a quarter of the f32 weight's memory.
@@ -68,6 +70,14 @@ impl QuantizedWeights {
     /// CTranslate2) with one scale per row, `max|w_row| / 127`.
     pub fn quantize(w: &[f32], n_out: usize, k: usize) -> QuantizedWeights {
         assert!(w.len() >= n_out * k, "QuantizedWeights::quantize: w too short");
+        Self::quantize_with(n_out, k, |r0, rows| rows.copy_from_slice(&w[r0 * k..r0 * k + rows.len()]))
+    }
+
+    /// [`quantize`](Self::quantize) with the rows supplied a block at a time: `fill(r0, rows)`
+    /// writes rows `r0..r0 + rows.len() / k` of the weight into `rows`. Only one block of f32
+    /// rows exists at any time (at most `QUANTIZE_BLOCK_ROWS`), so a matrix can be quantized
+    /// straight from its file encoding without a full f32 copy. The same bytes as `quantize`.
+    pub fn quantize_with(n_out: usize, k: usize, mut fill: impl FnMut(usize, &mut [f32])) -> QuantizedWeights {
         // Keeps the int32 accumulator exact: k · 255 · 127 < 2³¹.
         assert!(k < 1 << 16, "QuantizedWeights::quantize: k = {k} is too large for int32 accumulation");
         let kp = k.next_multiple_of(4);
@@ -75,25 +85,34 @@ impl QuantizedWeights {
         let mut packed = vec![0i8; np * kp];
         let mut scales = vec![0f32; np];
         let mut row_sums = vec![0i32; np];
-        packed
-            .par_chunks_mut(NR * kp)
-            .zip(scales.par_chunks_mut(NR))
-            .zip(row_sums.par_chunks_mut(NR))
-            .enumerate()
-            .for_each(|(panel, ((dst, scales), sums))| {
-                for c in 0..NR.min(n_out.saturating_sub(panel * NR)) {
-                    let j = panel * NR + c;
-                    let row = &w[j * k..(j + 1) * k];
-                    let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-                    scales[c] = scale;
-                    for (p, &v) in row.iter().enumerate() {
-                        let q = (v / scale).round().clamp(-127.0, 127.0) as i8;
-                        dst[(p / 4) * NR * 4 + c * 4 + p % 4] = q;
-                        sums[c] += q as i32;
+        // Whole panels per block, so that the blocks' panels split the packed matrix exactly.
+        let block_rows = QUANTIZE_BLOCK_ROWS.max(NR) / NR * NR;
+        let mut block = Vec::new();
+        for r0 in (0..n_out).step_by(block_rows) {
+            let rows = block_rows.min(n_out - r0);
+            block.resize(rows * k, 0.0);
+            fill(r0, &mut block);
+            let (p0, p1) = (r0 / NR, (r0 + rows).div_ceil(NR));
+            packed[p0 * NR * kp..p1 * NR * kp]
+                .par_chunks_mut(NR * kp)
+                .zip(scales[p0 * NR..p1 * NR].par_chunks_mut(NR))
+                .zip(row_sums[p0 * NR..p1 * NR].par_chunks_mut(NR))
+                .enumerate()
+                .for_each(|(panel, ((dst, scales), sums))| {
+                    for c in 0..NR.min(rows.saturating_sub(panel * NR)) {
+                        let j = panel * NR + c;
+                        let row = &block[j * k..(j + 1) * k];
+                        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                        scales[c] = scale;
+                        for (p, &v) in row.iter().enumerate() {
+                            let q = (v / scale).round().clamp(-127.0, 127.0) as i8;
+                            dst[(p / 4) * NR * 4 + c * 4 + p % 4] = q;
+                            sums[c] += q as i32;
+                        }
                     }
-                }
-            });
+                });
+        }
         QuantizedWeights { n: n_out, k, kp, packed, scales, row_sums }
     }
 
@@ -166,13 +185,23 @@ pub fn qlinear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &QuantizedWeight
         (0..row_blocks * col_blocks).into_par_iter().for_each(|t| {
             let (r0, c0) = ((t / col_blocks) * MC, (t % col_blocks) * NC);
             let (r1, c1) = ((r0 + MC).min(m), (c0 + NC).min(n));
-            for j0 in (c0..c1).step_by(NR) {
+            let mut j0 = c0;
+            while j0 < c1 {
+                // Two whole panels at once in 512-bit registers where the CPU has them.
+                let pair = isa == Isa::Avx512Vnni && j0 + 2 * NR <= c1;
                 for i0 in (r0..r1).step_by(MR) {
                     let tile = OutTile { w, xq: &xq, bias, act, out: out.get(), i0, rows: MR.min(r1 - i0), j0, cols: NR.min(c1 - j0) };
                     // SAFETY: tasks write disjoint (row block × column block) parts of `out`,
-                    // whose length was checked above.
-                    unsafe { tile.run(isa) };
+                    // whose length was checked above; `pair` needs VNNI and two whole panels.
+                    unsafe {
+                        if pair {
+                            tile.run_pair()
+                        } else {
+                            tile.run(isa)
+                        }
+                    };
                 }
+                j0 += if pair { 2 * NR } else { NR };
             }
         });
     });
@@ -301,6 +330,7 @@ fn quantize_row_portable(x: &[f32], qmax: f32, q: &mut [u8]) -> (f32, i32) {
 }
 
 /// One MR×NR register tile of the output and everything needed to produce it.
+#[derive(Clone, Copy)]
 struct OutTile<'a> {
     w: &'a QuantizedWeights,
     xq: &'a QuantizedRows,
@@ -339,6 +369,25 @@ impl OutTile<'_> {
                 self.store(&acc);
             }
         }
+    }
+
+    /// The tile and the next one to its right (both 16 channels wide), in 512-bit registers.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn run_pair(&self) {
+        let a = self.xq.tile(self.i0);
+        let b = self.w.packed[(self.j0 / NR) * NR * self.w.kp..].as_ptr();
+        let groups = self.w.kp / 4;
+        match self.rows {
+            1 => tile_vnni_pair::<1>(self, groups, a, b),
+            2 => tile_vnni_pair::<2>(self, groups, a, b),
+            3 => tile_vnni_pair::<3>(self, groups, a, b),
+            _ => tile_vnni_pair::<4>(self, groups, a, b),
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn run_pair(&self) {
+        unreachable!("no VNNI off x86-64")
     }
 
     /// `out = s_i·s_j·(acc − z_i·rowsum_j) + bias_j`, then the activation. The subtraction is
@@ -438,6 +487,32 @@ unsafe fn tile_simd<const R: usize>(
     tile.store(&acc_out);
 }
 
+/// R rows × 32 channels (two weight panels) with 512-bit `vpdpbusd`: a panel's group of
+/// 4 k × 16 channels is one 64-byte vector, so each group is 2 loads, R broadcasts and 2·R
+/// dot-product instructions of 16 lanes, twice the work per instruction of [`tile_vnni`].
+/// The epilogue is [`store_full_avx2`] on each half, so results equal the 256-bit path's.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
+unsafe fn tile_vnni_pair<const R: usize>(tile: &OutTile, groups: usize, a: *const u8, b: *const i8) {
+    use std::arch::x86_64::*;
+    let b1 = b.add(NR * tile.w.kp);
+    let mut acc = [[_mm512_setzero_si512(); 2]; R];
+    for g in 0..groups {
+        let v0 = _mm512_loadu_si512(b.add(g * NR * 4) as *const __m512i);
+        let v1 = _mm512_loadu_si512(b1.add(g * NR * 4) as *const __m512i);
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let ai = _mm512_set1_epi32((a.add(g * 4 * R + 4 * i) as *const i32).read_unaligned());
+            acc[0] = _mm512_dpbusd_epi32(acc[0], ai, v0);
+            acc[1] = _mm512_dpbusd_epi32(acc[1], ai, v1);
+        }
+    }
+    for h in 0..2 {
+        let halves: [[__m256i; 2]; R] = std::array::from_fn(|i| [_mm512_castsi512_si256(acc[i][h]), _mm512_extracti64x4_epi64::<1>(acc[i][h])]);
+        let t = OutTile { j0: tile.j0 + h * NR, cols: NR, ..*tile };
+        store_full_avx2(&t, &halves);
+    }
+}
+
 /// [`OutTile::store`] for a tile 16 channels wide, in vectors: the same operations in the same
 /// order (no FMA contraction), so the result matches the scalar epilogue bit for bit.
 #[cfg(target_arch = "x86_64")]
@@ -527,7 +602,7 @@ mod tests {
         let mut shapes = Vec::new();
         for m in [1, 2, 3, 7, 8, 33] {
             for k in [1, 5, 384, 385] {
-                for n in [1, 3, 17, 384] {
+                for n in [1, 3, 17, 40, 384] {
                     shapes.push((m, k, n));
                 }
             }
@@ -612,6 +687,43 @@ mod tests {
                 y
             };
             assert_eq!(run(Isa::Portable), run(Isa::Avx2), "{act:?}");
+        }
+    }
+
+    #[test]
+    fn streamed_quantization_matches_a_plain_per_row_quantization() {
+        let mut seed = 37;
+        // Row counts around the block and panel sizes, odd k.
+        for (n, k) in [(1, 5), (17, 3), (QUANTIZE_BLOCK_ROWS - 1, 7), (QUANTIZE_BLOCK_ROWS + 21, 9), (2 * QUANTIZE_BLOCK_ROWS + 16, 4)] {
+            let mut w = data(n * k, &mut seed, 0.0);
+            if n >= 2 {
+                w[k..2 * k].fill(0.0); // an all-zero row
+            }
+            let mut asked = Vec::new();
+            let qw = QuantizedWeights::quantize_with(n, k, |r0, rows| {
+                asked.push((r0, rows.len() / k));
+                rows.copy_from_slice(&w[r0 * k..r0 * k + rows.len()]);
+            });
+            // Every row asked for once, in order, in blocks of at most QUANTIZE_BLOCK_ROWS.
+            let mut next = 0;
+            for &(r0, rows) in &asked {
+                assert!(r0 == next && rows > 0 && rows <= QUANTIZE_BLOCK_ROWS, "{n}x{k}: {asked:?}");
+                next += rows;
+            }
+            assert_eq!(next, n);
+            // The plain definition, row by row.
+            for j in 0..n {
+                let row = &w[j * k..(j + 1) * k];
+                let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                let q: Vec<i8> = row.iter().map(|&v| (v / scale).round().clamp(-127.0, 127.0) as i8).collect();
+                assert_eq!(qw.scales[j], scale, "{n}x{k} row {j}");
+                assert_eq!((0..k).map(|p| qw.q(j, p)).collect::<Vec<_>>(), q, "{n}x{k} row {j}");
+                assert_eq!(qw.row_sums[j], q.iter().map(|&v| v as i32).sum::<i32>(), "{n}x{k} row {j}");
+            }
+            // Padding: zero weights and scales.
+            assert!(qw.scales[n..].iter().all(|&s| s == 0.0) && qw.row_sums[n..].iter().all(|&s| s == 0));
+            assert_eq!(qw.packed.iter().filter(|&&v| v != 0).count(), (0..n).flat_map(|j| (0..k).map(move |p| (j, p))).filter(|&(j, p)| qw.q(j, p) != 0).count());
         }
     }
 

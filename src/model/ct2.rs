@@ -2,6 +2,9 @@
 //! Every read is bounds-checked, so a truncated or corrupt file is an error, never a panic.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
 
 use half::{bf16, f16};
 
@@ -9,17 +12,30 @@ use half::{bf16, f16};
 /// not turn the error messages that quote them into dumps of the file.
 const MAX_NAME: usize = 256;
 const MAX_RANK: usize = 8;
+/// Values decoded per read of the file: the raw bytes in memory at once stay below 1 MiB.
+const READ_CHUNK: usize = 1 << 18;
 
+/// Where a tensor is in the file; its values are read when asked for, so the loader never
+/// holds more than the tensor it is converting (the file is not mapped either: mapped pages
+/// would count in the resident set).
 #[derive(Debug, Clone)]
 pub struct Tensor {
     pub shape: Vec<usize>,
-    pub data: Vec<f32>,
+    dtype: u8,
+    offset: u64,
+}
+
+impl Tensor {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
 }
 
 pub struct ModelBin {
     pub spec: String,
     pub tensors: HashMap<String, Tensor>,
     pub aliases: HashMap<String, String>,
+    file: File,
 }
 
 impl ModelBin {
@@ -28,24 +44,73 @@ impl ModelBin {
         self.tensors.keys().chain(self.aliases.keys()).map(String::as_str)
     }
 
+    /// The tensor a name or alias stands for, with its own name.
+    pub fn resolve(&self, name: &str) -> Option<(&str, &Tensor)> {
+        if let Some((k, t)) = self.tensors.get_key_value(name) {
+            return Some((k.as_str(), t));
+        }
+        let target = self.aliases.get(name)?;
+        self.tensors.get_key_value(target.as_str()).map(|(k, t)| (k.as_str(), t))
+    }
+
     pub fn get(&self, name: &str) -> Option<&Tensor> {
-        self.tensors.get(name).or_else(|| self.aliases.get(name).and_then(|t| self.tensors.get(t)))
+        self.resolve(name).map(|(_, t)| t)
+    }
+
+    /// Decodes values `start .. start + out.len()` of `t` (named `name` in errors) to f32.
+    /// Integer dtypes hold scalars (flags, head counts). NaN and infinities are errors.
+    pub fn read_into(&self, name: &str, t: &Tensor, start: usize, out: &mut [f32]) -> Result<(), String> {
+        assert!(start + out.len() <= t.len(), "read_into: values {start}.. past the tensor's {}", t.len());
+        let elem = dtype_size(t.dtype).expect("checked when indexed");
+        let mut raw = vec![0u8; out.len().min(READ_CHUNK) * elem];
+        for (i, out) in out.chunks_mut(READ_CHUNK).enumerate() {
+            let raw = &mut raw[..out.len() * elem];
+            let at = t.offset + ((start + i * READ_CHUNK) * elem) as u64;
+            self.file.read_exact_at(raw, at).map_err(|e| format!("cannot read tensor {name}: {e}"))?;
+            decode(t.dtype, raw, out);
+            if out.iter().any(|v| !v.is_finite()) {
+                return Err(format!("tensor {name} holds NaN or infinite values"));
+            }
+        }
+        Ok(())
+    }
+
+    /// All of a tensor's values as f32.
+    pub fn read(&self, name: &str, t: &Tensor) -> Result<Vec<f32>, String> {
+        let mut out = vec![0f32; t.len()];
+        self.read_into(name, t, 0, &mut out)?;
+        Ok(out)
     }
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
+/// Sequential reader of the tensor table, skipping over the data.
+struct Reader {
+    inner: BufReader<File>,
+    pos: u64,
+    len: u64,
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
-            format!("truncated: needs {n} more bytes for {what} at offset {}, file has {}", self.pos, self.bytes.len())
-        })?;
-        let s = &self.bytes[self.pos..end];
-        self.pos = end;
-        Ok(s)
+impl Reader {
+    fn check(&self, n: usize, what: &str) -> Result<(), String> {
+        if self.pos.checked_add(n as u64).is_none_or(|e| e > self.len) {
+            return Err(format!("truncated: needs {n} more bytes for {what} at offset {}, file has {}", self.pos, self.len));
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<Vec<u8>, String> {
+        self.check(n, what)?;
+        let mut buf = vec![0u8; n];
+        self.inner.read_exact(&mut buf).map_err(|e| format!("cannot read {what} at offset {}: {e}", self.pos))?;
+        self.pos += n as u64;
+        Ok(buf)
+    }
+
+    fn skip(&mut self, n: usize, what: &str) -> Result<(), String> {
+        self.check(n, what)?;
+        self.inner.seek_relative(n as i64).map_err(|e| format!("cannot skip {what} at offset {}: {e}", self.pos))?;
+        self.pos += n as u64;
+        Ok(())
     }
 
     fn u8(&mut self, what: &str) -> Result<u8, String> {
@@ -67,22 +132,22 @@ impl<'a> Reader<'a> {
             return Err(format!("{what} at offset {} is {len} bytes long, more than any CTranslate2 name", self.pos - 2));
         }
         let raw = self.take(len, what)?;
-        let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+        let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
         String::from_utf8(raw.to_vec()).map_err(|_| format!("{what} is not UTF-8 at offset {}", self.pos))
     }
 }
 
-/// Decodes one tensor's bytes to f32. Integer dtypes hold scalars (flags, head counts).
-fn decode(dtype: u8, raw: &[u8], name: &str) -> Result<Vec<f32>, String> {
-    Ok(match dtype {
-        0 => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-        1 => raw.iter().map(|&b| b as i8 as f32).collect(),
-        2 => raw.chunks_exact(2).map(|c| i16::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-        3 => raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-        4 => raw.chunks_exact(2).map(|c| f16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect(),
-        5 => raw.chunks_exact(2).map(|c| bf16::from_le_bytes(c.try_into().unwrap()).to_f32()).collect(),
-        other => return Err(format!("tensor {name} has unknown dtype id {other}")),
-    })
+/// Decodes one run of a tensor's bytes to f32.
+fn decode(dtype: u8, raw: &[u8], out: &mut [f32]) {
+    match dtype {
+        0 => raw.chunks_exact(4).zip(out).for_each(|(c, o)| *o = f32::from_le_bytes(c.try_into().unwrap())),
+        1 => raw.iter().zip(out).for_each(|(&b, o)| *o = b as i8 as f32),
+        2 => raw.chunks_exact(2).zip(out).for_each(|(c, o)| *o = i16::from_le_bytes(c.try_into().unwrap()) as f32),
+        3 => raw.chunks_exact(4).zip(out).for_each(|(c, o)| *o = i32::from_le_bytes(c.try_into().unwrap()) as f32),
+        4 => raw.chunks_exact(2).zip(out).for_each(|(c, o)| *o = f16::from_le_bytes(c.try_into().unwrap()).to_f32()),
+        5 => raw.chunks_exact(2).zip(out).for_each(|(c, o)| *o = bf16::from_le_bytes(c.try_into().unwrap()).to_f32()),
+        other => unreachable!("dtype {other} was checked when indexed"),
+    }
 }
 
 fn dtype_size(dtype: u8) -> Option<usize> {
@@ -94,8 +159,10 @@ fn dtype_size(dtype: u8) -> Option<usize> {
     }
 }
 
-pub fn parse(bytes: &[u8]) -> Result<ModelBin, String> {
-    let mut r = Reader { bytes, pos: 0 };
+/// Reads the tensor table of an open `model.bin`: names, shapes and where the data is.
+pub fn parse(file: File) -> Result<ModelBin, String> {
+    let len = file.metadata().map_err(|e| format!("cannot stat: {e}"))?.len();
+    let mut r = Reader { inner: BufReader::with_capacity(1 << 16, file), pos: 0, len };
     let version = r.u32("binary version")?;
     if !(1..=6).contains(&version) {
         return Err(format!("unsupported binary version {version} (expected 1 to 6; not a CTranslate2 model?)"));
@@ -124,12 +191,9 @@ pub fn parse(bytes: &[u8]) -> Result<ModelBin, String> {
         if version >= 4 && n_bytes != expect {
             return Err(format!("tensor {name}: shape {shape:?} needs {expect} bytes, file says {n_bytes}"));
         }
-        let raw = r.take(expect, &format!("data of {name}"))?;
-        let data = decode(dtype, raw, &name)?;
-        if data.iter().any(|v| !v.is_finite()) {
-            return Err(format!("tensor {name} holds NaN or infinite values"));
-        }
-        tensors.insert(name, Tensor { shape, data });
+        let offset = r.pos;
+        r.skip(expect, &format!("data of {name}"))?;
+        tensors.insert(name, Tensor { shape, dtype, offset });
     }
     let mut aliases = HashMap::new();
     if version >= 3 {
@@ -140,8 +204,8 @@ pub fn parse(bytes: &[u8]) -> Result<ModelBin, String> {
             aliases.insert(alias, target);
         }
     }
-    if r.pos != bytes.len() {
-        return Err(format!("{} unexpected bytes after the last entry", bytes.len() - r.pos));
+    if r.pos != len {
+        return Err(format!("{} unexpected bytes after the last entry", len - r.pos));
     }
-    Ok(ModelBin { spec, tensors, aliases })
+    Ok(ModelBin { spec, tensors, aliases, file: r.inner.into_inner() })
 }

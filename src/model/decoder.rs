@@ -3,12 +3,15 @@
 
 use std::sync::Arc;
 
+use half::{f16, slice::HalfFloatSliceExt};
+
 use npuwhisper_kernels::attention::{attention, Shape};
 use npuwhisper_kernels::gemm::{dot, gemm_nt};
 use npuwhisper_kernels::ops::{add_in_place, gelu, softmax};
 use npuwhisper_kernels::qgemm::{qlinear, QuantizedWeights};
+use npuwhisper_kernels::xattn::{cross_attention, CrossQuery, HalfKv};
 
-use super::{Dims, LayerNorm, Linear, Model, Weights, ENCODER_FRAMES};
+use super::{Dims, LayerNorm, Linear, Model, Precision, Weights, ENCODER_FRAMES};
 
 pub(crate) struct DecoderLayer {
     self_ln: LayerNorm,
@@ -23,12 +26,24 @@ pub(crate) struct DecoderLayer {
     fc2: Linear,
 }
 
+/// Token embeddings for the input lookups: f32, or in INT8 models f16, half the memory. Not
+/// INT8: looking tokens up in the INT8 projection matrix (even with a scale per 32 values)
+/// changed tiny.en's long-form transcripts (WER 1.06 → 1.32 %), f16 did not change them.
+enum Embeddings {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+}
+
 pub(crate) struct Decoder {
-    embeddings: Vec<f32>,
-    /// The embeddings as INT8, for the vocabulary projection (the largest matrix read per token).
+    /// The token embeddings for lookups.
+    embeddings: Embeddings,
+    /// In INT8, the embeddings quantized per token for the vocabulary projection (the largest
+    /// matrix read per token).
     embeddings_q: Option<QuantizedWeights>,
     positions: Vec<f32>,
     layers: Vec<DecoderLayer>,
+    /// Cross-attention keys and values in f16 (INT8 models).
+    half_cross_kv: bool,
     ln: LayerNorm,
     d: usize,
     n_heads: usize,
@@ -37,19 +52,10 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    /// INT8 for what is read once per token: the per-token layers and the vocabulary
-    /// projection. The cross-attention K/V projection stays f32: it runs once per window, so
-    /// INT8 would save no per-token memory traffic, and its rounding would sit in every token's
-    /// attention (on base it cost half a WER point on the long-form set).
-    pub fn quantize(&mut self) {
-        for l in &mut self.layers {
-            for lin in [&mut l.self_qkv, &mut l.self_out, &mut l.cross_q, &mut l.cross_out, &mut l.fc1, &mut l.fc2] {
-                lin.quantize();
-            }
-        }
-        self.embeddings_q = Some(QuantizedWeights::quantize(&self.embeddings, self.vocab, self.d));
-    }
-
+    /// In INT8, what is read once per token is quantized: the per-token layers and the
+    /// vocabulary projection. The cross-attention K/V projection stays f32: it runs once per
+    /// window, so INT8 would save no per-token memory traffic, and its rounding would sit in
+    /// every token's attention (on base it cost half a WER point on the long-form set).
     pub fn load(w: &Weights, dims: &Dims) -> Result<Decoder, String> {
         let d = dims.d_model;
         let layers = (0..dims.decoder_layers)
@@ -57,23 +63,33 @@ impl Decoder {
                 let p = format!("decoder/layer_{i}");
                 Ok(DecoderLayer {
                     self_ln: w.layer_norm(&format!("{p}/self_attention/layer_norm"), d)?,
-                    self_qkv: w.linear(&format!("{p}/self_attention/linear_0"), 3 * d, d)?,
-                    self_out: w.linear(&format!("{p}/self_attention/linear_1"), d, d)?,
+                    self_qkv: w.linear(&format!("{p}/self_attention/linear_0"), 3 * d, d, true)?,
+                    self_out: w.linear(&format!("{p}/self_attention/linear_1"), d, d, true)?,
                     cross_ln: w.layer_norm(&format!("{p}/attention/layer_norm"), d)?,
-                    cross_q: w.linear(&format!("{p}/attention/linear_0"), d, d)?,
-                    cross_kv: w.linear(&format!("{p}/attention/linear_1"), 2 * d, d)?,
-                    cross_out: w.linear(&format!("{p}/attention/linear_2"), d, d)?,
+                    cross_q: w.linear(&format!("{p}/attention/linear_0"), d, d, true)?,
+                    cross_kv: w.linear(&format!("{p}/attention/linear_1"), 2 * d, d, false)?,
+                    cross_out: w.linear(&format!("{p}/attention/linear_2"), d, d, true)?,
                     ffn_ln: w.layer_norm(&format!("{p}/ffn/layer_norm"), d)?,
-                    fc1: w.linear(&format!("{p}/ffn/linear_0"), 4 * d, d)?,
-                    fc2: w.linear(&format!("{p}/ffn/linear_1"), d, 4 * d)?,
+                    fc1: w.linear(&format!("{p}/ffn/linear_0"), 4 * d, d, true)?,
+                    fc2: w.linear(&format!("{p}/ffn/linear_1"), d, 4 * d, true)?,
                 })
             })
             .collect::<Result<_, String>>()?;
+        let emb = "decoder/embeddings/weight";
+        let (embeddings, embeddings_q) = match w.precision {
+            Precision::Int8 => {
+                let mut lookup = Vec::with_capacity(dims.vocab_size * d);
+                let q = w.quantized_with(emb, dims.vocab_size, d, |rows| lookup.extend(rows.iter().map(|&v| f16::from_f32(v))))?;
+                (Embeddings::F16(lookup), Some(q))
+            }
+            Precision::F32 => (Embeddings::F32(w.tensor(emb, &[dims.vocab_size, d])?), None),
+        };
         Ok(Decoder {
-            embeddings: w.tensor("decoder/embeddings/weight", &[dims.vocab_size, d])?,
-            embeddings_q: None,
+            embeddings,
+            embeddings_q,
             positions: w.tensor("decoder/position_encodings/encodings", &[dims.max_text_positions, d])?,
             layers,
+            half_cross_kv: w.precision == Precision::Int8,
             ln: w.layer_norm("decoder/layer_norm", d)?,
             d,
             n_heads: dims.n_heads,
@@ -83,24 +99,40 @@ impl Decoder {
     }
 }
 
-/// Softmax of one head's scaled scores over the first `n_frames` keys, `t × n_frames`.
-fn head_weights(q: &[f32], kv: &[f32], t: usize, d: usize, off: usize, head_dim: usize, n_frames: usize) -> Vec<f32> {
+/// Softmax of head `h`'s scaled scores over the first `n_frames` keys, `t × n_frames`.
+fn head_weights(q: &[f32], kv: &LayerKv, t: usize, d: usize, h: usize, head_dim: usize, n_frames: usize) -> Vec<f32> {
     let scale = 1.0 / (head_dim as f32).sqrt();
+    let off = h * head_dim;
     let mut w = vec![0f32; t * n_frames];
     for (i, row) in w.chunks_mut(n_frames).enumerate() {
         let qi = &q[i * d + off..i * d + off + head_dim];
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = dot(qi, &kv[j * 2 * d + off..j * 2 * d + off + head_dim]) * scale;
+        match kv {
+            LayerKv::F32(kv) => {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = dot(qi, &kv[j * 2 * d + off..j * 2 * d + off + head_dim]) * scale;
+                }
+            }
+            LayerKv::Half(kv) => kv.scores(h, qi, row),
         }
         softmax(row);
     }
     w
 }
 
-/// Cross-attention keys and values of one window, per layer (`ENCODER_FRAMES × 2d`, K then V
-/// in each row): computed once and shared by every hypothesis decoded over that window.
+/// One layer's cross-attention keys and values.
+enum LayerKv {
+    /// `ENCODER_FRAMES × 2d`, K then V in each row (f32 models).
+    F32(Vec<f32>),
+    /// In f16, laid out for the decoder step's products (INT8 models): half the bytes to read
+    /// per token. INT8 WER with it (tests/precision.rs, short/long): tiny.en 2.28/1.06 %,
+    /// base 2.78/1.85 %; f32 models 2.28/1.06 and 2.78/2.91.
+    Half(HalfKv),
+}
+
+/// Cross-attention keys and values of one window, per layer: computed once and shared by
+/// every hypothesis decoded over that window.
 pub struct CrossKv {
-    layers: Vec<Vec<f32>>,
+    layers: Vec<LayerKv>,
 }
 
 /// One hypothesis being decoded: its window's cross K/V and its own self-attention cache.
@@ -141,13 +173,18 @@ type Capture<'a> = (&'a [(usize, usize)], usize, &'a mut Vec<Vec<f32>>);
 
 impl Decoder {
     pub fn cross_kv(&self, states: &[f32]) -> Arc<CrossKv> {
+        let d = self.d;
+        let mut kv = Vec::new();
         let layers = self
             .layers
             .iter()
             .map(|l| {
-                let mut kv = Vec::new();
                 l.cross_kv.forward(ENCODER_FRAMES, states, &mut kv);
-                kv
+                if self.half_cross_kv {
+                    LayerKv::Half(HalfKv::new(&kv, 2 * d, &kv[d..], 2 * d, ENCODER_FRAMES, self.n_heads, d / self.n_heads))
+                } else {
+                    LayerKv::F32(std::mem::take(&mut kv))
+                }
             })
             .collect();
         Arc::new(CrossKv { layers })
@@ -186,7 +223,11 @@ impl Decoder {
             for (i, &tok) in toks.iter().enumerate() {
                 let pos = seq.len + i;
                 let row = &mut x[(offsets[s] + i) * d..(offsets[s] + i + 1) * d];
-                row.copy_from_slice(&self.embeddings[tok as usize * d..(tok as usize + 1) * d]);
+                let range = tok as usize * d..(tok as usize + 1) * d;
+                match &self.embeddings {
+                    Embeddings::F32(e) => row.copy_from_slice(&e[range]),
+                    Embeddings::F16(e) => e[range].convert_to_f32_slice(row),
+                }
                 add_in_place(row, &self.positions[pos * d..(pos + 1) * d]);
             }
         }
@@ -210,15 +251,27 @@ impl Decoder {
 
             layer.cross_ln.forward_into(&x, &mut h);
             layer.cross_q.forward(rows, &h, &mut buf);
+            // f16 windows all in one call (one parallel loop over windows, heads and rows).
+            let mut half_queries = Vec::new();
+            let mut rest = &mut att[..];
             for (s, seq) in seqs.iter().enumerate() {
                 let (a, b) = (offsets[s], offsets[s + 1]);
-                let kv = &seq.cross.layers[l];
-                let shape = Shape { tq: b - a, tk: ENCODER_FRAMES, n_heads: self.n_heads, head_dim, q_stride: d, k_stride: 2 * d, v_stride: 2 * d, causal: false };
-                attention(shape, &buf[a * d..b * d], kv, &kv[d..], &mut att[a * d..b * d]);
-                if let Some((heads, n_frames, out)) = capture.as_mut() {
-                    for &(_, hd) in heads.iter().filter(|&&(hl, _)| hl == l) {
-                        out.push(head_weights(&buf, kv, b - a, d, hd * head_dim, head_dim, *n_frames));
+                let (out, tail) = rest.split_at_mut((b - a) * d);
+                rest = tail;
+                match &seq.cross.layers[l] {
+                    LayerKv::Half(kv) => half_queries.push(CrossQuery { q: &buf[a * d..b * d], tq: b - a, q_stride: d, kv, out }),
+                    LayerKv::F32(kv) => {
+                        let shape = Shape { tq: b - a, tk: ENCODER_FRAMES, n_heads: self.n_heads, head_dim, q_stride: d, k_stride: 2 * d, v_stride: 2 * d, causal: false };
+                        attention(shape, &buf[a * d..b * d], kv, &kv[d..], out);
                     }
+                }
+            }
+            cross_attention(&mut half_queries);
+            drop(half_queries);
+            if let Some((heads, n_frames, out)) = capture.as_mut() {
+                let kv = &seqs[0].cross.layers[l];
+                for &(_, hd) in heads.iter().filter(|&&(hl, _)| hl == l) {
+                    out.push(head_weights(&buf, kv, rows, d, hd, head_dim, *n_frames));
                 }
             }
             layer.cross_out.forward(rows, &att, &mut proj);
@@ -243,7 +296,10 @@ impl Decoder {
         let mut out = vec![0f32; m * self.vocab];
         match &self.embeddings_q {
             Some(q) => qlinear(hidden, m, self.d, q, None, &mut out),
-            None => gemm_nt(m, self.vocab, self.d, hidden, &self.embeddings, &mut out),
+            None => match &self.embeddings {
+                Embeddings::F32(e) => gemm_nt(m, self.vocab, self.d, hidden, e, &mut out),
+                Embeddings::F16(_) => unreachable!("f16 embeddings come with their INT8 projection"),
+            },
         }
         out
     }

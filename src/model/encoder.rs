@@ -34,16 +34,8 @@ fn conv(w: &Weights, prefix: &str, d_out: usize, d_in: usize) -> Result<Linear, 
 }
 
 impl Encoder {
-    /// INT8 transformer layers; the conv stem stays f32 (a small share of the work, and the
-    /// first layer sees raw log-mel, the input most sensitive to rounding).
-    pub fn quantize(&mut self) {
-        for l in &mut self.layers {
-            for lin in [&mut l.qkv, &mut l.attn_out, &mut l.fc1, &mut l.fc2] {
-                lin.quantize();
-            }
-        }
-    }
-
+    /// In INT8 the transformer layers are quantized; the conv stem stays f32 (a small share of
+    /// the work, and the first layer sees raw log-mel, the input most sensitive to rounding).
     pub fn load(w: &Weights, dims: &Dims) -> Result<Encoder, String> {
         let d = dims.d_model;
         let layers = (0..dims.encoder_layers)
@@ -51,11 +43,11 @@ impl Encoder {
                 let p = format!("encoder/layer_{i}");
                 Ok(EncoderLayer {
                     attn_ln: w.layer_norm(&format!("{p}/self_attention/layer_norm"), d)?,
-                    qkv: w.linear(&format!("{p}/self_attention/linear_0"), 3 * d, d)?,
-                    attn_out: w.linear(&format!("{p}/self_attention/linear_1"), d, d)?,
+                    qkv: w.linear(&format!("{p}/self_attention/linear_0"), 3 * d, d, true)?,
+                    attn_out: w.linear(&format!("{p}/self_attention/linear_1"), d, d, true)?,
                     ffn_ln: w.layer_norm(&format!("{p}/ffn/layer_norm"), d)?,
-                    fc1: w.linear(&format!("{p}/ffn/linear_0"), 4 * d, d)?,
-                    fc2: w.linear(&format!("{p}/ffn/linear_1"), d, 4 * d)?,
+                    fc1: w.linear(&format!("{p}/ffn/linear_0"), 4 * d, d, true)?,
+                    fc2: w.linear(&format!("{p}/ffn/linear_1"), d, 4 * d, true)?,
                 })
             })
             .collect::<Result<_, String>>()?;
@@ -72,72 +64,70 @@ impl Encoder {
     }
 
     /// Each mel is `n_mels × MEL_FRAMES`; returns `ENCODER_FRAMES × d` per window.
+    ///
+    /// The windows go through one after the other: with 1500 positions each, a window alone
+    /// already reuses every weight 1500 times, so stacking windows gains no speed, while it
+    /// multiplies the activations held at once (a batch of 4 tiny.en windows held 120 MB).
     pub fn forward_batch(&self, mels: &[&[f32]]) -> Vec<Vec<f32>> {
-        let (b, d, t) = (mels.len(), self.d, ENCODER_FRAMES);
-        if b == 0 {
-            return Vec::new();
-        }
-        let m = b * t;
+        mels.iter().map(|mel| self.forward(mel)).collect()
+    }
+
+    /// One window: `n_mels × MEL_FRAMES` in, `ENCODER_FRAMES × d` out.
+    fn forward(&self, mel: &[f32]) -> Vec<f32> {
+        let (d, t) = (self.d, ENCODER_FRAMES);
         // Stem: conv1 (stride 1) over the mel, conv2 (stride 2) over its output; padding 1.
         let c1 = self.n_mels * 3;
-        let mut cols = vec![0f32; b * MEL_FRAMES * c1];
-        for (mel, cols) in mels.iter().zip(cols.chunks_mut(MEL_FRAMES * c1)) {
-            for (ti, row) in cols.chunks_mut(c1).enumerate() {
-                for c in 0..self.n_mels {
-                    for k in 0..3 {
-                        let src = ti as isize + k as isize - 1;
-                        if (0..MEL_FRAMES as isize).contains(&src) {
-                            row[c * 3 + k] = mel[c * MEL_FRAMES + src as usize];
-                        }
+        let mut cols = vec![0f32; MEL_FRAMES * c1];
+        for (ti, row) in cols.chunks_mut(c1).enumerate() {
+            for c in 0..self.n_mels {
+                for k in 0..3 {
+                    let src = ti as isize + k as isize - 1;
+                    if (0..MEL_FRAMES as isize).contains(&src) {
+                        row[c * 3 + k] = mel[c * MEL_FRAMES + src as usize];
                     }
                 }
             }
         }
         let mut h1 = Vec::new();
-        self.conv1.forward(b * MEL_FRAMES, &cols, &mut h1);
+        self.conv1.forward(MEL_FRAMES, &cols, &mut h1);
+        drop(cols);
         gelu(&mut h1);
         let c2 = d * 3;
-        let mut cols = vec![0f32; m * c2];
-        for (h, cols) in h1.chunks(MEL_FRAMES * d).zip(cols.chunks_mut(t * c2)) {
-            for (ti, row) in cols.chunks_mut(c2).enumerate() {
-                for k in 0..3 {
-                    let src = 2 * ti as isize + k as isize - 1;
-                    if (0..MEL_FRAMES as isize).contains(&src) {
-                        let frame = &h[src as usize * d..(src as usize + 1) * d];
-                        for (c, &v) in frame.iter().enumerate() {
-                            row[c * 3 + k] = v;
-                        }
+        let mut cols = vec![0f32; t * c2];
+        for (ti, row) in cols.chunks_mut(c2).enumerate() {
+            for k in 0..3 {
+                let src = 2 * ti as isize + k as isize - 1;
+                if (0..MEL_FRAMES as isize).contains(&src) {
+                    let frame = &h1[src as usize * d..(src as usize + 1) * d];
+                    for (c, &v) in frame.iter().enumerate() {
+                        row[c * 3 + k] = v;
                     }
                 }
             }
         }
         drop(h1);
         let mut x = Vec::new();
-        self.conv2.forward(m, &cols, &mut x);
+        self.conv2.forward(t, &cols, &mut x);
         drop(cols);
         gelu(&mut x);
-        for window in x.chunks_mut(t * d) {
-            add_in_place(window, &self.positions);
-        }
+        add_in_place(&mut x, &self.positions);
 
-        let (mut h, mut qkv, mut att, mut proj) = (Vec::new(), Vec::new(), vec![0f32; m * d], Vec::new());
+        let (mut h, mut qkv, mut att, mut proj) = (Vec::new(), Vec::new(), vec![0f32; t * d], Vec::new());
         let head_dim = d / self.n_heads;
         for layer in &self.layers {
             layer.attn_ln.forward_into(&x, &mut h);
-            layer.qkv.forward(m, &h, &mut qkv);
-            for (w_qkv, w_out) in qkv.chunks(t * 3 * d).zip(att.chunks_mut(t * d)) {
-                let s = Shape { tq: t, tk: t, n_heads: self.n_heads, head_dim, q_stride: 3 * d, k_stride: 3 * d, v_stride: 3 * d, causal: false };
-                attention(s, w_qkv, &w_qkv[d..], &w_qkv[2 * d..], w_out);
-            }
-            layer.attn_out.forward(m, &att, &mut proj);
+            layer.qkv.forward(t, &h, &mut qkv);
+            let s = Shape { tq: t, tk: t, n_heads: self.n_heads, head_dim, q_stride: 3 * d, k_stride: 3 * d, v_stride: 3 * d, causal: false };
+            attention(s, &qkv, &qkv[d..], &qkv[2 * d..], &mut att);
+            layer.attn_out.forward(t, &att, &mut proj);
             add_in_place(&mut x, &proj);
             layer.ffn_ln.forward_into(&x, &mut h);
-            layer.fc1.forward(m, &h, &mut qkv);
+            layer.fc1.forward(t, &h, &mut qkv);
             gelu(&mut qkv);
-            layer.fc2.forward(m, &qkv, &mut proj);
+            layer.fc2.forward(t, &qkv, &mut proj);
             add_in_place(&mut x, &proj);
         }
         self.ln_post.forward_into(&x, &mut h);
-        h.chunks(t * d).map(<[f32]>::to_vec).collect()
+        h
     }
 }

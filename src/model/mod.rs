@@ -89,19 +89,15 @@ impl Linear {
         Linear { w, q: None, b, n_out, n_in }
     }
 
+    pub fn new_quantized(q: QuantizedWeights, b: Option<Vec<f32>>) -> Linear {
+        Linear { w: Vec::new(), n_out: q.n_out(), n_in: q.k(), q: Some(q), b }
+    }
+
     pub fn forward(&self, m: usize, x: &[f32], y: &mut Vec<f32>) {
         y.resize(m * self.n_out, 0.0);
         match &self.q {
             Some(q) => npuwhisper_kernels::qgemm::qlinear(x, m, self.n_in, q, self.b.as_deref(), y),
             None => npuwhisper_kernels::gemm::linear(m, self.n_out, self.n_in, x, &self.w, self.b.as_deref(), y),
-        }
-    }
-
-    /// Replaces the f32 weight by its INT8 form.
-    pub fn quantize(&mut self) {
-        if self.q.is_none() {
-            self.q = Some(QuantizedWeights::quantize(&self.w, self.n_out, self.n_in));
-            self.w = Vec::new();
         }
     }
 }
@@ -127,44 +123,96 @@ pub struct Model {
     pub(crate) decoder: decoder::Decoder,
 }
 
-/// Takes tensors out of a parsed `model.bin`, with errors that name the tensor.
+/// Reads tensors out of `model.bin` as the model is built, each converted (and, in INT8,
+/// quantized) on its own, with errors that name the tensor.
 pub(crate) struct Weights {
-    bin: std::cell::RefCell<ct2::ModelBin>,
+    bin: ct2::ModelBin,
+    /// Tensors read so far (by their own name, not an alias): each is read once.
+    taken: std::cell::RefCell<std::collections::HashSet<String>>,
+    pub precision: Precision,
 }
 
 impl Weights {
-    /// Moves the tensor's data out (a copy would double the loading peak); a tensor is taken once.
-    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
-        let mut bin = self.bin.borrow_mut();
-        let target = bin.aliases.get(name).filter(|_| !bin.tensors.contains_key(name)).cloned().unwrap_or_else(|| name.to_string());
-        let t = bin.tensors.get_mut(&target).ok_or_else(|| format!("tensor {name} is missing"))?;
+    /// The tensor of `name` (or the alias `name`), checked to have `shape`, marked as read.
+    fn take(&self, name: &str, shape: &[usize]) -> Result<(&str, &ct2::Tensor), String> {
+        let (target, t) = self.bin.resolve(name).ok_or_else(|| format!("tensor {name} is missing"))?;
         if t.shape != shape {
             return Err(format!("tensor {name} has shape {:?}, expected {shape:?}", t.shape));
         }
-        if t.data.len() != shape.iter().product::<usize>() {
+        if !self.taken.borrow_mut().insert(target.to_string()) {
             return Err(format!("tensor {name} is used twice"));
         }
-        Ok(std::mem::take(&mut t.data))
+        Ok((target, t))
+    }
+
+    /// A tensor's values as f32; a tensor is read once.
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+        let (_, t) = self.take(name, shape)?;
+        self.bin.read(name, t)
+    }
+
+    /// A `[n_out, k]` matrix quantized per row straight from the file, a block of rows at a
+    /// time: its f32 form never exists whole.
+    pub fn quantized(&self, name: &str, n_out: usize, k: usize) -> Result<QuantizedWeights, String> {
+        self.quantized_with(name, n_out, k, |_| {})
+    }
+
+    /// [`quantized`](Self::quantized), also handing each block of f32 rows, in order, to `also`.
+    pub fn quantized_with(&self, name: &str, n_out: usize, k: usize, mut also: impl FnMut(&[f32])) -> Result<QuantizedWeights, String> {
+        let (_, t) = self.take(name, &[n_out, k])?;
+        let mut err = Ok(());
+        let q = QuantizedWeights::quantize_with(n_out, k, |r0, rows| {
+            if err.is_ok() {
+                err = self.bin.read_into(name, t, r0 * k, rows);
+            }
+            also(rows);
+        });
+        err.map(|()| q)
     }
 
     pub fn shape(&self, name: &str) -> Result<Vec<usize>, String> {
-        self.bin.borrow().get(name).map(|t| t.shape.clone()).ok_or_else(|| format!("tensor {name} is missing"))
+        self.bin.get(name).map(|t| t.shape.clone()).ok_or_else(|| format!("tensor {name} is missing"))
     }
 
     pub fn scalar(&self, name: &str) -> Result<f32, String> {
-        let bin = self.bin.borrow();
-        let t = bin.get(name).ok_or_else(|| format!("tensor {name} is missing"))?;
-        t.data.first().copied().filter(|_| t.data.len() == 1).ok_or_else(|| format!("tensor {name} is not a scalar"))
+        let t = self.bin.get(name).ok_or_else(|| format!("tensor {name} is missing"))?;
+        if t.len() != 1 {
+            return Err(format!("tensor {name} is not a scalar"));
+        }
+        Ok(self.bin.read(name, t)?[0])
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.bin.borrow().get(name).is_some()
+        self.bin.get(name).is_some()
     }
 
-    pub fn linear(&self, prefix: &str, n_out: usize, n_in: usize) -> Result<Linear, String> {
-        let w = self.tensor(&format!("{prefix}/weight"), &[n_out, n_in])?;
-        let b = if self.has(&format!("{prefix}/bias")) { Some(self.tensor(&format!("{prefix}/bias"), &[n_out])?) } else { None };
-        Ok(Linear::new(w, b, n_out, n_in))
+    /// Checks the tensors the model did not use as the used ones were checked (finite values),
+    /// so that what a file may hold does not depend on which tensors a model reads.
+    fn check_unread(&self) -> Result<(), String> {
+        let taken = self.taken.borrow();
+        let mut buf = Vec::new();
+        for (name, t) in self.bin.tensors.iter().filter(|(n, _)| !taken.contains(n.as_str())) {
+            for start in (0..t.len()).step_by(1 << 16) {
+                buf.resize((t.len() - start).min(1 << 16), 0.0);
+                self.bin.read_into(name, t, start, &mut buf)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A linear layer, INT8 if `quantize` and the model is loaded in INT8.
+    pub fn linear(&self, prefix: &str, n_out: usize, n_in: usize, quantize: bool) -> Result<Linear, String> {
+        let name = format!("{prefix}/weight");
+        let b = |w: &Self| -> Result<_, String> {
+            if w.has(&format!("{prefix}/bias")) { Ok(Some(w.tensor(&format!("{prefix}/bias"), &[n_out])?)) } else { Ok(None) }
+        };
+        if quantize && self.precision == Precision::Int8 {
+            let q = self.quantized(&name, n_out, n_in)?;
+            Ok(Linear::new_quantized(q, b(self)?))
+        } else {
+            let w = self.tensor(&name, &[n_out, n_in])?;
+            Ok(Linear::new(w, b(self)?, n_out, n_in))
+        }
     }
 
     pub fn layer_norm(&self, prefix: &str, d: usize) -> Result<LayerNorm, String> {
@@ -178,7 +226,7 @@ impl Weights {
     /// A tensor of `prefix/layer_N` with N ≥ `n_layers`: left of a layer that is incomplete.
     fn stray_layer_tensor(&self, prefix: &str, n_layers: usize) -> Option<String> {
         let layer_prefix = format!("{prefix}/layer_");
-        self.bin.borrow().names().find_map(|name| {
+        self.bin.names().find_map(|name| {
             let i: usize = name.strip_prefix(&layer_prefix)?.split('/').next()?.parse().ok()?;
             (i >= n_layers).then(|| format!("tensor {name} is of a layer after {prefix}/layer_{n_layers}, which is missing or incomplete"))
         })
@@ -299,6 +347,13 @@ impl Model {
     /// Loads a CTranslate2 Whisper directory. The architecture is read off the tensors, so any
     /// Whisper size loads.
     pub fn load(dir: &Path) -> Result<Model, ModelError> {
+        Model::load_with(dir, Precision::F32)
+    }
+
+    /// Loads a model at `precision`. In INT8 each matrix is quantized as it is read, so the
+    /// loading peak is the INT8 model and one f32 block, not the f32 model.
+    pub fn load_with(dir: &Path, precision: Precision) -> Result<Model, ModelError> {
+        return_large_buffers_to_the_system();
         let err = |file: &str, reason: String| ModelError { file: dir.join(file), reason };
         if !dir.is_dir() {
             return Err(ModelError { file: dir.to_path_buf(), reason: "model directory does not exist".into() });
@@ -313,18 +368,15 @@ impl Model {
 
         let bin_path = dir.join("model.bin");
         let file = std::fs::File::open(&bin_path).map_err(|e| err("model.bin", format!("cannot open: {e}")))?;
-        // SAFETY: the map is read once here and dropped before returning; the file is not ours to
-        // change, and a concurrent truncation would at worst fault this read.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| err("model.bin", format!("cannot map: {e}")))?;
-        let bin = ct2::parse(&map).map_err(|e| err("model.bin", e))?;
-        drop(map);
+        let bin = ct2::parse(file).map_err(|e| err("model.bin", e))?;
         if !bin.spec.is_empty() && bin.spec != "WhisperSpec" {
             return Err(err("model.bin", format!("holds a {:?} model, not a WhisperSpec", bin.spec)));
         }
-        let w = Weights { bin: std::cell::RefCell::new(bin) };
+        let w = Weights { bin, taken: Default::default(), precision };
         let dims = derive_dims(&w, tokenizer.vocab_size()).map_err(|e| err("model.bin", e))?;
         let encoder = encoder::Encoder::load(&w, &dims).map_err(|e| err("model.bin", e))?;
         let decoder = decoder::Decoder::load(&w, &dims).map_err(|e| err("model.bin", e))?;
+        w.check_unread().map_err(|e| err("model.bin", e))?;
         let bad_id = config.suppress_ids.iter().chain(&config.suppress_ids_begin).find(|&&id| id as usize >= dims.vocab_size);
         if let Some(id) = bad_id {
             return Err(err("config.json", format!("token id {id} is outside the vocabulary of {} (vocabulary.txt)", dims.vocab_size)));
@@ -338,18 +390,7 @@ impl Model {
                 ),
             ));
         }
-        Ok(Model { dims, precision: Precision::F32, dir: dir.to_path_buf(), config, tokenizer, encoder, decoder })
-    }
-
-    /// Loads a model and brings it to `precision`.
-    pub fn load_with(dir: &Path, precision: Precision) -> Result<Model, ModelError> {
-        let mut model = Model::load(dir)?;
-        if precision == Precision::Int8 {
-            model.encoder.quantize();
-            model.decoder.quantize();
-            model.precision = Precision::Int8;
-        }
-        Ok(model)
+        Ok(Model { dims, precision, dir: dir.to_path_buf(), config, tokenizer, encoder, decoder })
     }
 
     pub fn n_mels(&self) -> usize {
@@ -396,6 +437,31 @@ impl Model {
     /// Vocabulary logits of `m` stacked hidden states (`m × vocab_size`).
     pub fn logits(&self, m: usize, hidden: &[f32]) -> Vec<f32> {
         self.decoder.logits(m, hidden)
+    }
+}
+
+/// Bytes from which glibc's malloc serves an allocation with its own mapping.
+const MMAP_THRESHOLD: usize = 1 << 20;
+
+/// Makes glibc's malloc give buffers of [`MMAP_THRESHOLD`] or more straight back to the system
+/// when they are freed. By default the threshold grows to the size of any mapped block freed
+/// (up to 32 MiB), after which the per-window buffers (encoder activations, cross-attention
+/// keys and values, states: MBs each, freed after every window, on several threads) come
+/// from per-thread arenas that keep them: on tiny.en's bench that retention was about 100 MB
+/// of the peak resident set. 1 MiB rather than more because the f16 cross-attention layers
+/// are 2.3 MB (tiny.en) to 3.1 MB (base): at 4 MiB the short-clip peak was 197-202 MB, at
+/// 1 MiB 157. Per-token allocations (a step's logits, 0.2 MB a row) stay in the arenas.
+/// Process-wide and done once; left alone when the user set `MALLOC_MMAP_THRESHOLD_`.
+fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+                // SAFETY: mallopt only sets a malloc tunable; it is thread-safe in glibc.
+                unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int) };
+            }
+        });
     }
 }
 
