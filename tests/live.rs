@@ -126,3 +126,21 @@ fn live_discontinuity_does_not_stall() {
     let (_, _, max) = percentiles(&run.cues.iter().map(|c| c.delay).collect::<Vec<_>>());
     assert!(max <= 3.1 + 3.0 + SLACK, "text {max:.2} s after its audio");
 }
+
+/// `lateness` moves the text's timestamps later by that much (for downstream that would
+/// otherwise drop text arriving after its time), without changing the text or the LATENCY.
+#[test]
+fn live_lateness_offsets_the_text() {
+    let _serial = one_at_a_time();
+    let samples = read_wav(&eval_file("jfk.wav"));
+    let run = run_live(&samples, &[("lateness", "2000")]);
+    let text = joined_text(&run.cues.iter().map(|c| c.cue.clone()).collect::<Vec<_>>());
+    let first = run.cues.first().expect("text").cue.start;
+    let last = run.cues.last().unwrap().cue.end;
+    println!("first text at {first:.2} s, last ends {last:.2} s: {text}");
+    // jfk.wav speaks from about 0.3 s to 10.7 s; shifted by 2 s.
+    assert!((2.0..3.5).contains(&first), "first text at {first:.2} s");
+    assert!(last <= 2.0 + samples.len() as f64 / 16000.0 + 0.1, "text ends at {last:.2} s");
+    assert_eq!(run.latency.1.mseconds(), 3000 + LIVE_CHUNK_MS, "lateness does not change the LATENCY answer");
+    assert!(text.to_lowercase().contains("country"), "{text}");
+}
