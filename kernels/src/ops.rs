@@ -264,9 +264,9 @@ unsafe fn exp_shifted_avx2(row: &mut [f32]) -> f32 {
     sum
 }
 
-/// The portable [`exp_shifted_with`]: eight partial maxima, so that the reduction can vectorise.
+/// The largest value of `row` (−∞ if empty): eight partial maxima, so that it can vectorise.
 #[inline(always)]
-fn exp_shifted_inline(row: &mut [f32]) -> f32 {
+fn max_of(row: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let mut chunks = row.chunks_exact(8);
     for c in &mut chunks {
@@ -275,6 +275,13 @@ fn exp_shifted_inline(row: &mut [f32]) -> f32 {
         }
     }
     let max = chunks.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    max
+}
+
+/// The portable [`exp_shifted_with`].
+#[inline(always)]
+fn exp_shifted_inline(row: &mut [f32]) -> f32 {
+    let max = max_of(row);
     if max == f32::NEG_INFINITY {
         row.fill(0.0);
         return 0.0;
@@ -340,10 +347,39 @@ pub(crate) mod avx2 {
 
 /// `log_softmax` of one row into `out`.
 pub fn log_softmax(row: &[f32], out: &mut Vec<f32>) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
+    log_softmax_with(Isa::detect(), row, out);
+}
+
+/// [`log_softmax`] on a chosen SIMD path, for tests.
+pub fn log_softmax_with(isa: Isa, row: &[f32], out: &mut Vec<f32>) {
+    let lse = log_sum_exp_with(isa, row);
     out.clear();
     out.extend(row.iter().map(|v| v - lse));
+}
+
+/// `ln Σ exp(row)`, as `max + ln Σ exp(row − max)` with the vector exp of [`exp_shifted_with`];
+/// −∞ for an empty row or a row of only −∞. The decoder calls it per token over the whole
+/// vocabulary (timestamp rule and log-probabilities), where libm's scalar expf was 2–3 % of a
+/// long-form run.
+pub fn log_sum_exp(row: &[f32]) -> f32 {
+    log_sum_exp_with(Isa::detect(), row)
+}
+
+/// [`log_sum_exp`] on a chosen SIMD path, for tests.
+pub fn log_sum_exp_with(isa: Isa, row: &[f32]) -> f32 {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let max = max_of(row);
+    if max == f32::NEG_INFINITY {
+        return f32::NEG_INFINITY;
+    }
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        s.clear();
+        s.extend_from_slice(row);
+        max + exp_shifted_with(isa, &mut s).ln()
+    })
 }
 
 /// `x += y`.
@@ -503,6 +539,33 @@ mod tests {
             let mut empty = vec![f32::NEG_INFINITY; 40];
             assert_eq!(exp_shifted_with(isa, &mut empty), 0.0);
             assert!(empty.iter().all(|&v| v == 0.0));
+        }
+    }
+
+    #[test]
+    fn log_sum_exp_and_log_softmax_agree_with_f64_on_every_path() {
+        // Vocabulary-sized (odd length, a tail for every lane width), with −∞ masks as the
+        // timestamp rules leave them; short and all-masked rows too.
+        let vocab: Vec<f32> = (0..51_865).map(|i| if i % 97 == 5 { f32::NEG_INFINITY } else { ((i * 7919) % 4001) as f32 * 0.01 - 25.0 }).collect();
+        let rows = [vocab, vec![2.5], vec![-1.0, 4.0, f32::NEG_INFINITY, 0.25, 3.0, -7.5, 1.0, 2.0, 9.0], vec![f32::NEG_INFINITY; 19], vec![]];
+        for row in &rows {
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let want = if m == f64::NEG_INFINITY { f64::NEG_INFINITY } else { m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() };
+            for isa in Isa::all_available() {
+                let got = log_sum_exp_with(isa, row) as f64;
+                if want == f64::NEG_INFINITY {
+                    assert_eq!(got, f64::NEG_INFINITY, "{isa:?} len {}", row.len());
+                    continue;
+                }
+                assert!((got - want).abs() <= 2e-6 * (1.0 + want.abs()), "{isa:?} len {}: {got} vs {want}", row.len());
+                let mut lp = Vec::new();
+                log_softmax_with(isa, row, &mut lp);
+                assert_eq!(lp.len(), row.len());
+                for (&v, &l) in row.iter().zip(&lp) {
+                    let w = v as f64 - want;
+                    assert!(if w.is_infinite() { l == f32::NEG_INFINITY } else { (l as f64 - w).abs() <= 4e-6 * (1.0 + w.abs()) }, "{isa:?}: {l} vs {w}");
+                }
+            }
         }
     }
 

@@ -80,10 +80,7 @@ impl Rules {
         if max == NEG {
             return;
         }
-        let lse = |s: &[f32]| {
-            let m = s.iter().copied().fold(NEG, f32::max);
-            if m == NEG { NEG } else { m + s.iter().map(|v| (v - m).exp()).sum::<f32>().ln() }
-        };
+        let lse = npuwhisper_kernels::ops::log_sum_exp;
         let total = lse(logits);
         let ts_logprob = lse(&logits[tb..]) - total;
         let max_text_logprob = logits[..tb].iter().copied().fold(NEG, f32::max) - total;
