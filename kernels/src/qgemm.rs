@@ -407,7 +407,8 @@ impl OutTile<'_> {
                 *y = v + self.bias.map_or(0.0, |b| b[self.j0 + c]);
             }
             if self.act == Activation::Gelu {
-                ops::gelu_slice(row);
+                // The portable path stays portable, also when the CPU could do better.
+                ops::gelu_with(Isa::Portable, row);
             }
         }
     }
@@ -673,7 +674,7 @@ mod tests {
     }
 
     #[test]
-    fn avx2_and_portable_paths_agree_bit_for_bit() {
+    fn avx2_and_portable_paths_agree() {
         let mut seed = 31;
         let (m, k, n) = (7, 130, 45);
         let x = data(m * k, &mut seed, 0.2);
@@ -686,7 +687,16 @@ mod tests {
                 qlinear_with(isa, &x, m, k, &qw, Some(&bias), act, &mut y);
                 y
             };
-            assert_eq!(run(Isa::Portable), run(Isa::Avx2), "{act:?}");
+            let (portable, avx2) = (run(Isa::Portable), run(Isa::Avx2));
+            match act {
+                Activation::None => assert_eq!(portable, avx2),
+                // The GEMM agrees bit for bit; the two erf approximations of GELU do not.
+                Activation::Gelu => {
+                    for (a, b) in portable.iter().zip(&avx2) {
+                        assert!((a - b).abs() <= 1e-6 * (1.0 + a.abs()), "GELU {a} against {b}");
+                    }
+                }
+            }
         }
     }
 
