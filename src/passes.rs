@@ -21,17 +21,24 @@ pub fn is_provisional(buffer: &gst::BufferRef) -> bool {
     buffer.flags().contains(PROVISIONAL)
 }
 
-/// Whether `buffer`, arriving on `pad` of `element`, is a provisional pass the clock has left
-/// behind. Without a clock (not playing, tests) nothing is stale.
-pub fn is_stale(element: &impl IsA<gst::Element>, pad: &gst::Pad, buffer: &gst::BufferRef) -> bool {
-    if !is_provisional(buffer) {
-        return false;
+/// How long ago, on `element`'s clock, stream time `time` of `pad`'s segment was; `None`
+/// without a clock (not playing, tests) or a time segment.
+pub fn clock_lag(element: &impl IsA<gst::Element>, pad: &gst::Pad, time: gst::ClockTime) -> Option<gst::ClockTime> {
+    let (clock, base) = (element.clock()?, element.base_time()?);
+    let segment = pad.sticky_event::<gst::event::Segment>(0)?;
+    let running = segment.segment().downcast_ref::<gst::ClockTime>()?.to_running_time(time)?;
+    Some(clock.time().saturating_sub(base).saturating_sub(running))
+}
+
+/// Whether `buffer`, arriving on `sinkpad` of `element`, is a provisional pass the clock has
+/// left behind; if so it is reported done upstream, and the caller drops it.
+pub fn skip_if_stale(element: &impl IsA<gst::Element>, sinkpad: &gst::Pad, buffer: &gst::BufferRef) -> bool {
+    let end = buffer.pts().zip(buffer.duration()).map(|(p, d)| p + d);
+    let stale = is_provisional(buffer) && end.and_then(|end| clock_lag(element, sinkpad, end)).is_some_and(|lag| lag > STALE_AFTER);
+    if stale {
+        send_done(sinkpad, buffer);
     }
-    let (Some(clock), Some(base)) = (element.clock(), element.base_time()) else { return false };
-    let Some(end) = buffer.pts().zip(buffer.duration()).map(|(p, d)| p + d) else { return false };
-    let Some(segment) = pad.sticky_event::<gst::event::Segment>(0) else { return false };
-    let Some(running) = segment.segment().downcast_ref::<gst::ClockTime>().and_then(|s| s.to_running_time(end)) else { return false };
-    clock.time().saturating_sub(base).saturating_sub(running) > STALE_AFTER
+    stale
 }
 
 /// Name of the upstream event that says a pass has been decoded or skipped.

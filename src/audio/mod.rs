@@ -77,14 +77,9 @@ impl Windower {
         Windower { settings, ..Default::default() }
     }
 
-    /// Changes the longest window; windows already cut keep their length.
-    pub fn set_max_window_ms(&mut self, ms: u32) {
-        self.settings.max_window_ms = ms;
-    }
-
-    /// Changes how long silence lasts before it is closed as a window.
-    pub fn set_max_silence_ms(&mut self, ms: u32) {
-        self.settings.max_silence_ms = ms;
+    /// Changes the settings; windows already cut stay as they are.
+    pub fn set_settings(&mut self, settings: WindowerSettings) {
+        self.settings = settings;
     }
 
     /// Samples waiting for the next window.

@@ -81,13 +81,12 @@ impl LocalAgreement {
     /// previous pass agrees on, then any later word that ends before `emit_before` (it cannot
     /// wait for another pass without coming out late).
     pub fn provisional(&mut self, words: Vec<StreamWord>, emit_before: f64) -> Vec<StreamWord> {
-        let fresh = self.fresh(words);
+        let mut fresh = self.fresh(words);
         let agreed = fresh.iter().zip(&self.unconfirmed).take_while(|(a, b)| key(&a.text) == key(&b.text)).count();
         let mut n = agreed;
         while n < fresh.len() && fresh[n].end <= emit_before {
             n += 1;
         }
-        let mut fresh = fresh;
         self.unconfirmed = fresh.split_off(n);
         self.commit(&fresh);
         fresh

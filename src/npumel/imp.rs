@@ -45,6 +45,11 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The windower's settings when upstream is live.
+    fn live_windower(&self) -> WindowerSettings {
+        WindowerSettings { max_window_ms: self.live_max_window_ms, max_silence_ms: self.live_step_ms, ..self.windower }
+    }
+
     /// Audio held back before a window (or, live, a pass over it) is emitted.
     fn window_latency(&self, live: bool) -> gst::ClockTime {
         if live {
@@ -266,11 +271,7 @@ impl NpuMel {
         let mut state = self.state();
         state.live = Some(live);
         if live {
-            let windower = WindowerSettings {
-                max_window_ms: settings.live_max_window_ms,
-                max_silence_ms: settings.live_step_ms,
-                ..settings.windower
-            };
+            let windower = settings.live_windower();
             gst::info!(CAT, imp = self, "Upstream is live: windows of at most {} ms, passes every {} ms", windower.max_window_ms, settings.live_step_ms);
             // Nothing is pending yet (first buffer): a fresh windower loses nothing.
             state.windower = Windower::with_settings(windower);
@@ -633,21 +634,20 @@ impl ObjectImpl for NpuMel {
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         // transcriberbin sets the latency (hence this) in PAUSED, once it knows the video caps:
         // taken by the next window.
-        if pspec.name() == "live-step" {
+        if let name @ ("live-step" | "live-max-window") = pspec.name() {
             let ms = value.get::<u32>().expect("type checked upstream");
-            self.settings().live_step_ms = ms;
+            let windower = {
+                let mut settings = self.settings();
+                if name == "live-step" {
+                    settings.live_step_ms = ms;
+                } else {
+                    settings.live_max_window_ms = ms;
+                }
+                settings.live_windower()
+            };
             let mut state = self.state();
             if state.live == Some(true) {
-                state.windower.set_max_silence_ms(ms);
-            }
-            return;
-        }
-        if pspec.name() == "live-max-window" {
-            let ms = value.get::<u32>().expect("type checked upstream");
-            self.settings().live_max_window_ms = ms;
-            let mut state = self.state();
-            if state.live == Some(true) {
-                state.windower.set_max_window_ms(ms);
+                state.windower.set_settings(windower);
             }
             return;
         }

@@ -153,11 +153,7 @@ impl Live {
         if !self.live.load(Ordering::Relaxed) {
             return;
         }
-        let (Some(clock), Some(base)) = (bin.clock(), bin.base_time()) else { return };
-        let Some(segment) = pad.sticky_event::<gst::event::Segment>(0) else { return };
-        let Some(running) = segment.segment().downcast_ref::<gst::ClockTime>().and_then(|s| s.to_running_time(pts)) else { return };
-        let now = clock.time().saturating_sub(base);
-        let delay = now.saturating_sub(running);
+        let Some(delay) = crate::passes::clock_lag(bin, pad, pts) else { return };
         let allowed = gst::ClockTime::from_nseconds(self.promised_ns.load(Ordering::Relaxed)) + self.lateness();
         gst::debug!(CAT, obj = bin, "Text at {pts} out {delay} after its audio");
         if delay > allowed && !self.warned.swap(true, Ordering::Relaxed) {

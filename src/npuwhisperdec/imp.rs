@@ -164,19 +164,23 @@ fn window_pieces(result: &WindowResult, window_pts: gst::ClockTime, content_seco
         .collect()
 }
 
+/// A time on the stream from the seconds the agreement works in.
+fn stream_time(seconds: f64) -> gst::ClockTime {
+    gst::ClockTime::try_from_seconds_f64(seconds.max(0.0)).unwrap_or(gst::ClockTime::ZERO)
+}
+
 /// Words released by the agreement, grouped by the phrase of their pass unless each word is
 /// wanted on its own.
 fn stream_pieces(words: &[StreamWord], one_per_word: bool) -> Vec<Piece> {
-    let time = |s: f64| gst::ClockTime::try_from_seconds_f64(s.max(0.0)).unwrap_or(gst::ClockTime::ZERO);
     let mut pieces: Vec<Piece> = Vec::new();
     let mut last_phrase = None;
     for w in words {
         match pieces.last_mut() {
             Some(p) if !one_per_word && last_phrase == Some(w.phrase) => {
                 p.text.push_str(&w.text);
-                p.end = time(w.end);
+                p.end = stream_time(w.end);
             }
-            _ => pieces.push(Piece { text: w.text.clone(), start: time(w.start), end: time(w.end), avg_logprob: w.avg_logprob }),
+            _ => pieces.push(Piece { text: w.text.clone(), start: stream_time(w.start), end: stream_time(w.end), avg_logprob: w.avg_logprob }),
         }
         last_phrase = Some(w.phrase);
     }
@@ -403,9 +407,8 @@ impl NpuWhisperDec {
     }
 
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        if passes::is_stale(&*self.obj(), &self.sinkpad, &buffer) {
+        if passes::skip_if_stale(&*self.obj(), &self.sinkpad, &buffer) {
             gst::debug!(CAT, imp = self, "Skipping a stale provisional pass at {}", buffer.pts().display());
-            passes::send_done(&self.sinkpad, &buffer);
             return Ok(gst::FlowSuccess::Ok);
         }
         let Some(width) = self.state().width else {
@@ -502,7 +505,7 @@ impl NpuWhisperDec {
             let words = StreamWord::of_window(&result, window.pts.seconds_f64());
             let emit_before = window_end.saturating_sub(gst::ClockTime::from_mseconds(settings.live_hold_ms as u64));
             let released = state.agreement.provisional(words, emit_before.seconds_f64());
-            let unconfirmed = state.agreement.unconfirmed().first().map(|w| gst::ClockTime::from_nseconds((w.start.max(0.0) * 1e9) as u64));
+            let unconfirmed = state.agreement.unconfirmed().first().map(|w| stream_time(w.start));
             let gap_until = window_end.saturating_sub(LIVE_GAP_MARGIN).min(unconfirmed.unwrap_or(window_end));
             (stream_pieces(&released, settings.word_timestamps), gap_until)
         };

@@ -248,10 +248,9 @@ impl NpuWhisperEnc {
 
     /// A provisional live pass the clock has left behind: skipped, a newer one covers it.
     fn skip_stale(&self, buffer: &gst::BufferRef) -> bool {
-        let stale = passes::is_stale(&*self.obj(), &self.sinkpad, buffer);
+        let stale = passes::skip_if_stale(&*self.obj(), &self.sinkpad, buffer);
         if stale {
             gst::debug!(CAT, imp = self, "Skipping a stale provisional pass at {}", buffer.pts().display());
-            passes::send_done(&self.sinkpad, buffer);
         }
         stale
     }
