@@ -164,7 +164,7 @@ fn sgemm(c: &mut Criterion<Clock>) {
 }
 
 fn qlinear(c: &mut Criterion<Clock>) {
-    let paths: Vec<Isa> = [Isa::Avx2, Isa::Avx512Vnni].into_iter().filter(|i| i.available()).collect();
+    let paths: Vec<Isa> = [Isa::Avx2, Isa::Avx512Vnni, Isa::Amx].into_iter().filter(|i| i.available()).collect();
     // Decoder steps: one token, memory-bound; GiB/s of weight streamed (f32: 4 bytes a weight,
     // INT8: 1), so equal GiB/s means INT8 is 4x faster.
     let mut g = group(c, "linear m=1 (GiB/s of weights)");

@@ -1,6 +1,7 @@
 //! Run-time choice of the SIMD code path. Every vector kernel exists as an AVX2/FMA version
-//! (the one CI and the reference machine, AMD Zen 3, run), sometimes an AVX-512 VNNI version
-//! (newer Intel), and a portable scalar version; which one runs is decided here, at run time,
+//! (AMD Zen 3, the peer's reference machine), sometimes an AVX-512 VNNI version (newer Intel)
+//! or an AMX version (Intel's matrix unit, Sapphire Rapids and later), and a portable scalar
+//! version; which one runs is decided here, at run time,
 //! so one binary serves every x86-64 machine. Tests force each path through the `*_with`
 //! functions that take an `Isa`.
 
@@ -14,18 +15,22 @@ pub enum Isa {
     /// AVX2 + FMA + AVX-512 (F, VL, VNNI): `vpdpbusd` for the INT8 GEMM, and 512-bit tiles of
     /// two 16-column panels in the f32 and INT8 GEMMs.
     Avx512Vnni,
+    /// AVX-512 VNNI + AMX (tiles, INT8, BF16; Sapphire Rapids and later Xeons): the INT8 GEMM
+    /// on the matrix unit.
+    Amx,
 }
 
 impl Isa {
     /// The best path this CPU supports, or a lower one named by `NPUWHISPER_ISA` (`portable`,
-    /// `avx2`): to reproduce on a newer CPU the numbers of an AVX2-only machine.
+    /// `avx2`, `avx512`): to reproduce on a newer CPU the numbers of an older machine.
     pub fn detect() -> Isa {
         static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *CHOSEN.get_or_init(|| {
-            let best = [Isa::Avx512Vnni, Isa::Avx2].into_iter().find(|isa| isa.available()).unwrap_or(Isa::Portable);
+            let best = [Isa::Amx, Isa::Avx512Vnni, Isa::Avx2].into_iter().find(|isa| isa.available()).unwrap_or(Isa::Portable);
             match std::env::var("NPUWHISPER_ISA").as_deref() {
                 Ok("portable") => Isa::Portable,
                 Ok("avx2") => best.min(Isa::Avx2),
+                Ok("avx512") => best.min(Isa::Avx512Vnni),
                 _ => best,
             }
         })
@@ -48,6 +53,7 @@ impl Isa {
                         && std::is_x86_feature_detected!("avx512vl")
                         && std::is_x86_feature_detected!("avx512vnni")
                 }
+                Isa::Amx => Isa::Avx512Vnni.available() && crate::amx::available(),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -58,7 +64,7 @@ impl Isa {
 
     /// Every path this CPU can run, for tests that compare them.
     pub fn all_available() -> Vec<Isa> {
-        [Isa::Portable, Isa::Avx2, Isa::Avx512Vnni].into_iter().filter(|isa| isa.available()).collect()
+        [Isa::Portable, Isa::Avx2, Isa::Avx512Vnni, Isa::Amx].into_iter().filter(|isa| isa.available()).collect()
     }
 
     /// `self` if the CPU supports it, else the best supported path below it.

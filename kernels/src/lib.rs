@@ -6,8 +6,10 @@
 //! - [`attention`]: multi-head attention, fused for long queries.
 //! - [`xattn`]: decoder cross-attention on f16 keys and values ([`xattn::HalfKv`]).
 //! - [`ops`]: layer norm, GELU, softmax; [`mel`]: the log-mel front end.
+//! - `amx`: Intel AMX tile instructions, the matrix unit of newer Xeons.
 //! - [`isa`]: which SIMD path runs, chosen at run time; [`pool`]: the threads kernels use.
 
+mod amx;
 pub mod attention;
 pub mod gemm;
 pub mod isa;

@@ -350,9 +350,9 @@ impl APanel {
 unsafe fn micro_kernel(isa: Isa, kc: usize, a: APanel, b: *const f32, tile: Tile) {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni if a.direct => kernel_avx2_direct(kc, a, b, tile),
+        Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx if a.direct => kernel_avx2_direct(kc, a, b, tile),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni => kernel_avx2(kc, a.ptr, b, tile),
+        Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx => kernel_avx2(kc, a.ptr, b, tile),
         _ => kernel_portable(kc, a, b, tile),
     }
 }

@@ -1,0 +1,117 @@
+//! Intel AMX (Advanced Matrix Extensions: Sapphire Rapids and later Xeons), the CPU's own
+//! matrix unit and the closest thing to an NPU a CPU has: eight 1 KiB tile registers and
+//! instructions that multiply whole tiles, `tdpbusd` (u8 × i8 → i32, 16 × 16 outputs × 64
+//! products in one instruction) and `tdpbf16ps` (bf16 × bf16 → f32).
+//!
+//! Rust 1.95 has no stable AMX intrinsics, so the few instructions are inline assembly. The
+//! kernel (Linux ≥ 5.16) enables the 8 KiB tile state only for processes that ask for it
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), which [`available`] does once.
+//!
+//! Every kernel here uses one tile shape, 16 rows × 64 bytes, in fixed roles: tiles 0–3 are
+//! the 2 × 2 accumulators, 4–5 the two A row blocks, 6–7 the two B column blocks. A [`Tiles`]
+//! guard configures them on the calling thread and releases them when dropped, so a kernel
+//! leaves nothing behind on a thread that other code shares.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::asm;
+
+/// Whether the CPU has AMX-TILE, AMX-INT8 and AMX-BF16 and the OS let this process use them.
+pub(crate) fn available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            // CPUID leaf 7: EDX bit 22 AMX-BF16, 24 AMX-TILE, 25 AMX-INT8.
+            let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+            let cpu = [22, 24, 25].iter().all(|bit| leaf7.edx & (1 << bit) != 0);
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: a plain syscall with integer arguments.
+            cpu && unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) } == 0
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        {
+            false
+        }
+    })
+}
+
+/// Rows of every tile.
+pub(crate) const ROWS: usize = 16;
+/// Bytes per tile row: 64 u8/i8, 32 bf16 or 16 i32/f32.
+pub(crate) const ROW_BYTES: usize = 64;
+
+/// The 64-byte tile configuration `ldtilecfg` reads (palette 1).
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    bytes_per_row: [u16; 16],
+    rows: [u8; 16],
+}
+
+/// The eight tiles configured 16 × 64 bytes on this thread, for the guard's lifetime.
+pub(crate) struct Tiles(());
+
+impl Tiles {
+    /// # Safety
+    /// [`available`] must have returned true.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) unsafe fn configure() -> Tiles {
+        let mut config = TileConfig { palette: 1, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
+        config.bytes_per_row[..8].fill(ROW_BYTES as u16);
+        config.rows[..8].fill(ROWS as u8);
+        asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
+        Tiles(())
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        // SAFETY: tiles were configured by `configure`; releasing returns them to init state.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
+/// The 2 × 2 block of 16 × 16 i32 accumulators `C += A·B` over `steps` steps of 64 k:
+/// A is u8, row-major with `lda` bytes per row (rows `0..16` and, when `two_rows`, `16..32`);
+/// B is i8 in [`crate::qgemm`]'s panel layout (16 columns, k in groups of 4: 1 KiB per 64 k),
+/// panels `b0` and, when `b1` is given, `b1`. `c[2·r + p]` receives row block r, panel p.
+///
+/// # Safety
+/// A [`Tiles`] guard must be alive on this thread; the pointers must cover `steps · 64` k.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn dot_u8i8(steps: usize, a: *const u8, lda: usize, two_rows: bool, b0: *const i8, b1: Option<*const i8>, c: &mut [[i32; 256]; 4]) {
+    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+    let a1 = a.add(ROWS * lda);
+    for s in 0..steps {
+        let (ka, kb) = (s * ROW_BYTES, s * ROWS * ROW_BYTES);
+        asm!("tileloadd tmm4, [{a} + {lda}*1]", "tileloadd tmm6, [{b} + {row}*1]",
+            a = in(reg) a.add(ka), lda = in(reg) lda, b = in(reg) b0.add(kb), row = in(reg) ROW_BYTES, options(nostack, readonly));
+        asm!("tdpbusd tmm0, tmm4, tmm6", options(nostack, nomem));
+        if let Some(b1) = b1 {
+            asm!("tileloadd tmm7, [{b} + {row}*1]", b = in(reg) b1.add(kb), row = in(reg) ROW_BYTES, options(nostack, readonly));
+            asm!("tdpbusd tmm1, tmm4, tmm7", options(nostack, nomem));
+        }
+        if two_rows {
+            asm!("tileloadd tmm5, [{a} + {lda}*1]", a = in(reg) a1.add(ka), lda = in(reg) lda, options(nostack, readonly));
+            asm!("tdpbusd tmm2, tmm5, tmm6", options(nostack, nomem));
+            if b1.is_some() {
+                asm!("tdpbusd tmm3, tmm5, tmm7", options(nostack, nomem));
+            }
+        }
+    }
+    let row = ROW_BYTES;
+    asm!("tilestored [{c} + {row}*1], tmm0", c = in(reg) c[0].as_mut_ptr(), row = in(reg) row, options(nostack));
+    if b1.is_some() {
+        asm!("tilestored [{c} + {row}*1], tmm1", c = in(reg) c[1].as_mut_ptr(), row = in(reg) row, options(nostack));
+    }
+    if two_rows {
+        asm!("tilestored [{c} + {row}*1], tmm2", c = in(reg) c[2].as_mut_ptr(), row = in(reg) row, options(nostack));
+        if b1.is_some() {
+            asm!("tilestored [{c} + {row}*1], tmm3", c = in(reg) c[3].as_mut_ptr(), row = in(reg) row, options(nostack));
+        }
+    }
+}
