@@ -115,3 +115,97 @@ pub(crate) unsafe fn dot_u8i8(steps: usize, a: *const u8, lda: usize, two_rows: 
         }
     }
 }
+
+/// f32 → bf16 bits, rounded to nearest even (finite inputs).
+#[inline(always)]
+pub(crate) fn bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// bf16 bits → f32 (exact).
+#[cfg(test)]
+pub(crate) fn f32_of_bf16(b: u16) -> f32 {
+    f32::from_bits((b as u32) << 16)
+}
+
+/// u16 elements in one bf16 tile (16 rows × 32).
+pub(crate) const BF16_TILE: usize = ROWS * ROW_BYTES / 2;
+
+/// Attention scores of 32 query rows against 32 keys on the bf16 tiles, f32 sums:
+/// `out[i][j] = Σ_p q[i][p]·k_j[p]` over `chunks` × 32 dimensions. `q` is bf16 row-major, `ldq`
+/// bytes per row, 32 rows; `k0` and `k1` are two blocks of 16 keys, each `chunks` tiles
+/// (one per 32 dimensions) in the pair layout `tdpbf16ps` reads: tile row r holds, for each
+/// of the 16 keys, dimensions 2r and 2r+1. Stored straight to `out` (f32, `ldo` bytes a row).
+///
+/// # Safety
+/// A [`Tiles`] guard must be alive on this thread; the pointers must cover what is read and
+/// written.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn scores_bf16(chunks: usize, q: *const u16, ldq: usize, k0: *const u16, k1: *const u16, out: *mut f32, ldo: usize) {
+    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+    let q1 = (q as *const u8).add(ROWS * ldq);
+    for c in 0..chunks {
+        asm!(
+            "tileloadd tmm4, [{q0} + {ldq}*1]",
+            "tileloadd tmm5, [{q1} + {ldq}*1]",
+            "tileloadd tmm6, [{k0} + {row}*1]",
+            "tileloadd tmm7, [{k1} + {row}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            q0 = in(reg) q.add(c * 32), q1 = in(reg) q1.add(c * ROW_BYTES), ldq = in(reg) ldq,
+            k0 = in(reg) k0.add(c * BF16_TILE), k1 = in(reg) k1.add(c * BF16_TILE), row = in(reg) ROW_BYTES,
+            options(nostack, readonly),
+        );
+    }
+    let o1 = (out as *mut u8).add(ROWS * ldo);
+    asm!(
+        "tilestored [{o0} + {ldo}*1], tmm0",
+        "tilestored [{o0r} + {ldo}*1], tmm1",
+        "tilestored [{o1} + {ldo}*1], tmm2",
+        "tilestored [{o1r} + {ldo}*1], tmm3",
+        o0 = in(reg) out, o0r = in(reg) out.add(16), o1 = in(reg) o1, o1r = in(reg) o1.add(ROW_BYTES), ldo = in(reg) ldo,
+        options(nostack),
+    );
+}
+
+/// 16 query rows' weighted sums of values on the bf16 tiles, f32 sums: `out[i][c] = Σ_j
+/// p[i][j]·v_j[c]` for 64 value columns over `chunks` × 32 keys. `p` is bf16 row-major, `ldp`
+/// bytes per row; `v` holds per 32 keys four tiles (16 columns each) in the pair layout: tile
+/// row r holds, for each of the 16 columns, keys 2r and 2r+1. `out` is 16 rows × 64, row-major.
+///
+/// # Safety
+/// As [`scores_bf16`].
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn weighted_sum_bf16(chunks: usize, p: *const u16, ldp: usize, v: *const u16, out: &mut [f32; 16 * 64]) {
+    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+    for c in 0..chunks {
+        let vc = v.add(c * 4 * BF16_TILE);
+        asm!(
+            "tileloadd tmm4, [{p} + {ldp}*1]",
+            "tileloadd tmm6, [{v0} + {row}*1]",
+            "tileloadd tmm7, [{v1} + {row}*1]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tileloadd tmm6, [{v2} + {row}*1]",
+            "tileloadd tmm7, [{v3} + {row}*1]",
+            "tdpbf16ps tmm2, tmm4, tmm6",
+            "tdpbf16ps tmm3, tmm4, tmm7",
+            p = in(reg) p.add(c * 32), ldp = in(reg) ldp,
+            v0 = in(reg) vc, v1 = in(reg) vc.add(BF16_TILE), v2 = in(reg) vc.add(2 * BF16_TILE), v3 = in(reg) vc.add(3 * BF16_TILE),
+            row = in(reg) ROW_BYTES,
+            options(nostack, readonly),
+        );
+    }
+    let o = out.as_mut_ptr();
+    asm!(
+        "tilestored [{o0} + {ld}*1], tmm0",
+        "tilestored [{o1} + {ld}*1], tmm1",
+        "tilestored [{o2} + {ld}*1], tmm2",
+        "tilestored [{o3} + {ld}*1], tmm3",
+        o0 = in(reg) o, o1 = in(reg) o.add(16), o2 = in(reg) o.add(32), o3 = in(reg) o.add(48), ld = in(reg) 64usize * 4,
+        options(nostack),
+    );
+}

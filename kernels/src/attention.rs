@@ -41,6 +41,20 @@ pub fn attention(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     }
 }
 
+/// [`attention`] with Q·Kᵀ and P·V in bf16 operands with f32 sums, on the AMX tiles of CPUs
+/// that have them (for Whisper's head width, 64, and at least 32 query rows); elsewhere it is
+/// [`attention`], in f32. The softmax stays f32. The encoder of INT8 models uses it: these two
+/// products are 40 % of the encoder's arithmetic and are not weights, so INT8 has no scale for
+/// them computed in advance; bf16 keeps each value's exponent.
+pub fn attention_bf16(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detect() == Isa::Amx && s.head_dim == amx_tiles::HEAD_DIM && s.tq >= amx_tiles::ROWS {
+        check(s, q, k, v, out);
+        return crate::pool::install(|| amx_tiles::attention(s, q, k, v, out));
+    }
+    attention(s, q, k, v, out)
+}
+
 /// Queries up to this many rows (decoder steps, a prompt's last tokens) take
 /// [`attention_few_rows`]. Whole long-form runs (tiny.en, long_lj001, alternating builds on
 /// this 2-core machine): 5.5–5.9 s CPU with it against 6.9–7.3 s with [`attention_rows`] for
@@ -287,12 +301,166 @@ pub fn attention_few_rows(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [
     }
 }
 
+/// Attention on the AMX bf16 tiles: per head, K and V are converted to bf16 once, in the tile
+/// layouts; tasks of (head, 32 query rows) then compute their scores tile by tile into an
+/// L2-resident block, take the f32 softmax, round the probabilities to bf16 and multiply them
+/// by V, as [`attention_fused`] does in f32.
+#[cfg(target_arch = "x86_64")]
+mod amx_tiles {
+    use std::cell::RefCell;
+
+    use rayon::prelude::*;
+
+    use super::Shape;
+    use crate::amx::{self, bf16, BF16_TILE};
+    use crate::isa::Isa;
+    use crate::ops::exp_shifted_with;
+    use crate::sgemm::Shared;
+
+    /// The head width the tiles are laid out for (every Whisper model's).
+    pub(super) const HEAD_DIM: usize = 64;
+    /// Query rows per task: two 16-row tiles.
+    pub(super) const ROWS: usize = 32;
+    /// Keys per step of the products (two 16-key score tiles, one 32-key P·V tile).
+    const KEYS: usize = 32;
+
+    #[derive(Default)]
+    struct Block {
+        q: Vec<u16>,
+        scores: Vec<f32>,
+        probs: Vec<u16>,
+    }
+
+    thread_local! {
+        static BLOCK: RefCell<Block> = RefCell::new(Block::default());
+    }
+
+    /// Head `h`'s keys as `[16-key block][32-dimension chunk]` tiles, each row r holding
+    /// dimensions 2r, 2r+1 of the block's 16 keys; keys padded with zeros to a multiple of 32.
+    fn pack_keys(s: &Shape, k: &[f32], h: usize) -> Vec<u16> {
+        let tk = s.tk.next_multiple_of(KEYS);
+        let mut packed = vec![0u16; tk * HEAD_DIM];
+        for j in 0..s.tk {
+            let row = &k[j * s.k_stride + h * HEAD_DIM..][..HEAD_DIM];
+            let (block, c) = (j / 16, j % 16);
+            for (p, &x) in row.iter().enumerate() {
+                let (chunk, r, e) = (p / 32, (p % 32) / 2, p % 2);
+                packed[(block * 2 + chunk) * BF16_TILE + r * 32 + c * 2 + e] = bf16(x);
+            }
+        }
+        packed
+    }
+
+    /// Head `h`'s values as `[32-key chunk][16-column block]` tiles, each row r holding keys
+    /// 2r, 2r+1 of the block's 16 columns; keys padded with zeros to a multiple of 32.
+    fn pack_values(s: &Shape, v: &[f32], h: usize) -> Vec<u16> {
+        let tk = s.tk.next_multiple_of(KEYS);
+        let mut packed = vec![0u16; tk * HEAD_DIM];
+        for j in 0..s.tk {
+            let row = &v[j * s.v_stride + h * HEAD_DIM..][..HEAD_DIM];
+            let (chunk, r, e) = (j / 32, (j % 32) / 2, j % 2);
+            for (p, &x) in row.iter().enumerate() {
+                let (block, c) = (p / 16, p % 16);
+                packed[(chunk * 4 + block) * BF16_TILE + r * 32 + c * 2 + e] = bf16(x);
+            }
+        }
+        packed
+    }
+
+    /// Called on the pool, with `check` passed and AMX available.
+    pub(super) fn attention(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+        let d = s.n_heads * HEAD_DIM;
+        let scale = 1.0 / (HEAD_DIM as f32).sqrt();
+        let packs: Vec<(Vec<u16>, Vec<u16>)> = (0..s.n_heads).into_par_iter().map(|h| (pack_keys(&s, k, h), pack_values(&s, v, h))).collect();
+        let blocks = s.tq.div_ceil(ROWS);
+        let out = Shared(out.as_mut_ptr());
+        (0..s.n_heads * blocks).into_par_iter().for_each(|t| {
+            let (h, r0) = (t / blocks, (t % blocks) * ROWS);
+            let rows = ROWS.min(s.tq - r0);
+            // Keys past the block's last visible one are never needed.
+            let tk = if s.causal { s.tk - s.tq + r0 + rows } else { s.tk };
+            let width = tk.next_multiple_of(KEYS);
+            let (kp, vp) = &packs[h];
+            BLOCK.with(|b| {
+                let b = &mut *b.borrow_mut();
+                b.q.clear();
+                b.q.resize(ROWS * HEAD_DIM, 0);
+                for (i, dst) in b.q.chunks_mut(HEAD_DIM).take(rows).enumerate() {
+                    for (d, &x) in dst.iter_mut().zip(&q[(r0 + i) * s.q_stride + h * HEAD_DIM..][..HEAD_DIM]) {
+                        *d = bf16(x * scale);
+                    }
+                }
+                b.scores.resize(ROWS * width, 0.0);
+                b.probs.resize(ROWS * width, 0);
+                // SAFETY: AMX is available (the caller's check); Q is 32 rows of 64, the key
+                // pack covers `width` keys, the score block is 32 × width.
+                let _tiles = unsafe { amx::Tiles::configure() };
+                for j0 in (0..width).step_by(KEYS) {
+                    unsafe {
+                        let k0 = kp.as_ptr().add(j0 * HEAD_DIM);
+                        amx::scores_bf16(2, b.q.as_ptr(), HEAD_DIM * 2, k0, k0.add(16 * HEAD_DIM), b.scores.as_mut_ptr().add(j0), width * 4);
+                    }
+                }
+                let mut sums = [0f32; ROWS];
+                for i in 0..ROWS {
+                    let probs = &mut b.probs[i * width..(i + 1) * width];
+                    if i >= rows {
+                        probs.fill(0);
+                        continue;
+                    }
+                    let row = &mut b.scores[i * width..i * width + tk];
+                    if s.causal {
+                        row[s.tk - s.tq + r0 + i + 1..].fill(f32::NEG_INFINITY);
+                    }
+                    sums[i] = exp_shifted_with(Isa::Amx, row);
+                    to_bf16(row, &mut probs[..tk]);
+                    probs[tk..].fill(0);
+                }
+                let mut o = [0f32; 16 * HEAD_DIM];
+                for half in 0..rows.div_ceil(16) {
+                    // SAFETY: the probabilities are 32 × width, the value pack covers width keys;
+                    // output rows r0.. of head h's columns belong to this task alone.
+                    unsafe {
+                        amx::weighted_sum_bf16(width / KEYS, b.probs.as_ptr().add(half * 16 * width), width * 2, vp.as_ptr(), &mut o);
+                        for i in half * 16..rows.min(half * 16 + 16) {
+                            let inv = if sums[i] > 0.0 { 1.0 / sums[i] } else { 0.0 };
+                            let dst = std::slice::from_raw_parts_mut(out.get().add((r0 + i) * d + h * HEAD_DIM), HEAD_DIM);
+                            for (y, &x) in dst.iter_mut().zip(&o[(i - half * 16) * HEAD_DIM..]) {
+                                *y = x * inv;
+                            }
+                        }
+                    }
+                }
+            });
+        });
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
+    fn to_bf16_avx512(x: &[f32], out: &mut [u16]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = bf16(v);
+        }
+    }
+
+    fn to_bf16(x: &[f32], out: &mut [u16]) {
+        // SAFETY: the AMX path runs only on CPUs with AVX-512.
+        unsafe { to_bf16_avx512(x, out) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn naive(s: Shape, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f64> {
+        naive_rounding(s, q, k, v, |x| x)
+    }
+
+    /// The plain definition in f64, with `round` applied to the operands of both products as
+    /// the kernel sees them (Q already scaled, K, the probabilities, V).
+    fn naive_rounding(s: Shape, q: &[f32], k: &[f32], v: &[f32], round: fn(f32) -> f32) -> Vec<f64> {
         let d = s.n_heads * s.head_dim;
+        let scale = 1.0 / (s.head_dim as f32).sqrt();
         let mut out = vec![0f64; s.tq * d];
         for h in 0..s.n_heads {
             for i in 0..s.tq {
@@ -300,17 +468,20 @@ mod tests {
                 let sc: Vec<f64> = (0..limit)
                     .map(|j| {
                         (0..s.head_dim)
-                            .map(|c| q[i * s.q_stride + h * s.head_dim + c] as f64 * k[j * s.k_stride + h * s.head_dim + c] as f64)
+                            .map(|c| {
+                                let (qc, kc) = (q[i * s.q_stride + h * s.head_dim + c] * scale, k[j * s.k_stride + h * s.head_dim + c]);
+                                round(qc) as f64 * round(kc) as f64
+                            })
                             .sum::<f64>()
-                            / (s.head_dim as f64).sqrt()
                     })
                     .collect();
                 let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = sc.iter().map(|x| (x - m).exp()).collect();
                 let z: f64 = e.iter().sum();
                 for c in 0..s.head_dim {
-                    out[i * d + h * s.head_dim + c] =
-                        (0..limit).map(|j| e[j] / z * v[j * s.v_stride + h * s.head_dim + c] as f64).sum();
+                    out[i * d + h * s.head_dim + c] = (0..limit)
+                        .map(|j| round(e[j] as f32) as f64 / z * round(v[j * s.v_stride + h * s.head_dim + c]) as f64)
+                        .sum();
                 }
             }
         }
@@ -356,5 +527,43 @@ mod tests {
             }
         }
     }
-}
 
+    #[test]
+    fn bf16_attention_matches_a_bf16_reference_and_stays_close_to_f32() {
+        let mut seed = 5u64;
+        let mut r = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        #[cfg(target_arch = "x86_64")]
+        let bf16 = |x: f32| crate::amx::f32_of_bf16(crate::amx::bf16(x));
+        #[cfg(not(target_arch = "x86_64"))]
+        let bf16 = |x: f32| x;
+        let on_tiles = cfg!(target_arch = "x86_64") && Isa::detect() == Isa::Amx;
+        eprintln!("bf16 attention on {}", if on_tiles { "the AMX tiles" } else { "the f32 path (no AMX here)" });
+        // Rows and keys around the 16/32 tiles, causal blocks, Whisper's 1500 frames.
+        for &(tq, tk, heads, causal) in &[(32, 32, 1, false), (33, 47, 2, false), (50, 50, 2, true), (100, 130, 3, false), (97, 97, 1, true), (60, 700, 2, true), (1500, 1500, 1, false)] {
+            let (hd, d) = (64, heads * 64);
+            let qkv: Vec<f32> = (0..tk * 3 * d).map(|_| r() * 4.0).collect();
+            let s = Shape { tq, tk, n_heads: heads, head_dim: hd, q_stride: 3 * d, k_stride: 3 * d, v_stride: 3 * d, causal };
+            let q = &qkv[(tk - tq) * 3 * d..];
+            let mut out = vec![f32::NAN; tq * d];
+            attention_bf16(s, q, &qkv[d..], &qkv[2 * d..], &mut out);
+            let exact = naive(s, q, &qkv[d..], &qkv[2 * d..]);
+            if on_tiles {
+                // The same roundings in f64: only the f32 sums and exp differ.
+                let want = naive_rounding(s, q, &qkv[d..], &qkv[2 * d..], bf16);
+                for (a, b) in out.iter().zip(&want) {
+                    assert!((*a as f64 - b).abs() < 2e-3, "{tq}x{tk} causal {causal}: {a} vs bf16 reference {b}");
+                }
+            }
+            let rms = |v: &mut dyn Iterator<Item = f64>| {
+                let (s, n) = v.fold((0.0, 0), |(s, n), x| (s + x * x, n + 1));
+                (s / n as f64).sqrt()
+            };
+            let err = rms(&mut out.iter().zip(&exact).map(|(&a, &b)| a as f64 - b)) / rms(&mut exact.iter().copied());
+            eprintln!("{tq}x{tk} causal {causal}: error vs f64 {:.3} % of the output RMS", err * 100.0);
+            assert!(err < 0.01, "{tq}x{tk}: {:.3} %", err * 100.0);
+        }
+    }
+}

@@ -1,10 +1,10 @@
 //! Whisper encoder: conv stem (as GEMMs over im2col), sinusoidal positions, pre-norm
 //! transformer blocks, final layer norm. Windows of a batch share every linear layer's GEMM.
 
-use npuwhisper_kernels::attention::{attention, Shape};
+use npuwhisper_kernels::attention::{attention, attention_bf16, Shape};
 use npuwhisper_kernels::ops::{add_in_place, gelu};
 
-use super::{Dims, LayerNorm, Linear, Weights, ENCODER_FRAMES, MEL_FRAMES};
+use super::{Dims, LayerNorm, Linear, Precision, Weights, ENCODER_FRAMES, MEL_FRAMES};
 
 pub(crate) struct EncoderLayer {
     attn_ln: LayerNorm,
@@ -25,6 +25,9 @@ pub(crate) struct Encoder {
     n_mels: usize,
     d: usize,
     n_heads: usize,
+    /// Self-attention's two products in bf16 (INT8 models, where the CPU has a bf16 matrix
+    /// unit); f32 models keep f32.
+    bf16_attention: bool,
 }
 
 fn conv(w: &Weights, prefix: &str, d_out: usize, d_in: usize) -> Result<Linear, String> {
@@ -56,6 +59,7 @@ impl Encoder {
             conv2: conv(w, "encoder/conv2", d, d)?,
             positions: w.tensor("encoder/position_encodings/encodings", &[ENCODER_FRAMES, d])?,
             layers,
+            bf16_attention: w.precision == Precision::Int8,
             ln_post: w.layer_norm("encoder/layer_norm", d)?,
             n_mels: dims.n_mels,
             d,
@@ -118,7 +122,11 @@ impl Encoder {
             layer.attn_ln.forward_into(&x, &mut h);
             layer.qkv.forward(t, &h, &mut qkv);
             let s = Shape { tq: t, tk: t, n_heads: self.n_heads, head_dim, q_stride: 3 * d, k_stride: 3 * d, v_stride: 3 * d, causal: false };
-            attention(s, &qkv, &qkv[d..], &qkv[2 * d..], &mut att);
+            if self.bf16_attention {
+                attention_bf16(s, &qkv, &qkv[d..], &qkv[2 * d..], &mut att);
+            } else {
+                attention(s, &qkv, &qkv[d..], &qkv[2 * d..], &mut att);
+            }
             layer.attn_out.forward(t, &att, &mut proj);
             add_in_place(&mut x, &proj);
             layer.ffn_ln.forward_into(&x, &mut h);
