@@ -171,6 +171,7 @@ fn main() {
     stages.take();
 
     let (mut audio_s, mut wall_s) = (0.0, 0.0);
+    let cpu_before = support::cpu_seconds();
     let mut pairs = Vec::new();
     let mut hyps = String::new();
     for (path, duration, reference) in &rows {
@@ -184,6 +185,7 @@ fn main() {
         hyps.push_str(&format!("{name}\tnpuwhisper\t{text}\n"));
         pairs.push((reference.clone(), text));
     }
+    let cpu_s = support::cpu_seconds() - cpu_before;
     let (enc_s, dec_s, windows) = stages.take();
     let peak = support::peak_rss_mb();
     if let Some(out) = args.value("--hyp-out") {
@@ -203,9 +205,10 @@ fn main() {
         audio_s / wall_s
     );
     println!(
-        "  model load {load_s:.2} s; busy in {windows} windows: encoder {enc_s:.2} s ({:.0} % of wall), decoder {dec_s:.2} s ({:.0} %)",
+        "  model load {load_s:.2} s; busy in {windows} windows: encoder {enc_s:.2} s ({:.0} % of wall), decoder {dec_s:.2} s ({:.0} %); CPU {cpu_s:.2} s = {:.2} cores busy",
         100.0 * enc_s / wall_s,
-        100.0 * dec_s / wall_s
+        100.0 * dec_s / wall_s,
+        cpu_s / wall_s
     );
     let round = |v: f64, d: i32| (v * 10f64.powi(d)).round() / 10f64.powi(d);
     println!(
@@ -222,6 +225,7 @@ fn main() {
             "model_load_s": round(load_s, 3),
             "encoder_s": round(enc_s, 3),
             "decoder_s": round(dec_s, 3),
+            "cpu_s": round(cpu_s, 3),
             "windows": windows,
         })
     );

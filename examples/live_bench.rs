@@ -9,6 +9,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::time::Instant;
 
@@ -17,15 +18,6 @@ use common::*;
 const USAGE: &str = "usage: live_bench [--file NAME] [--latency MS] [--model NAME|DIR] [--set PROP=VALUE,...]
   --file: a file of ../shared/eval/public listed in manifest_long.tsv or manifest.tsv
   --set: more npuwhisper properties, e.g. beam-size=5";
-
-/// User plus system CPU seconds of this process so far.
-fn cpu_seconds() -> f64 {
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage fills the struct it is given.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
-}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -61,9 +53,9 @@ fn main() {
     let file_props: Vec<(&str, &str)> = props.iter().filter(|(k, _)| *k != "latency").copied().collect();
     let file_text = joined_text(&transcribe(&path, &file_props));
 
-    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    let (cpu0, t0) = (support::cpu_seconds(), Instant::now());
     let run = run_live(&samples, &props);
-    let (cpu, wall) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+    let (cpu, wall) = (support::cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
 
     let delays: Vec<f64> = run.cues.iter().map(|c| c.delay).collect();

@@ -166,6 +166,11 @@ fn row(isa: Isa, hd: Head<'_>, q: &[f32], sc: &mut [f32], o: &mut [f32]) {
 
 fn scores_with(isa: Isa, hd: Head<'_>, q: &[f32], scale: f32, sc: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx512Vnni {
+        // SAFETY: `isa` was checked against the CPU (AVX-512F and the AVX2 set).
+        return unsafe { avx512::scores(hd, q, scale, sc) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx2 {
         // SAFETY: `isa` was checked against the CPU (AVX2, FMA, F16C).
         return unsafe { avx2::scores(hd, q, scale, sc) };
@@ -175,6 +180,11 @@ fn scores_with(isa: Isa, hd: Head<'_>, q: &[f32], scale: f32, sc: &mut [f32]) {
 }
 
 fn weighted_sum_with(isa: Isa, hd: Head<'_>, p: &[f32], inv: f32, o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx512Vnni && hd.hd % 16 == 0 && hd.hd <= 128 {
+        // SAFETY: as above; head_dim is a multiple of 16 and at most 8 vectors.
+        return unsafe { avx512::weighted_sum(hd, p, inv, o) };
+    }
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx2 && hd.hd % LANES == 0 && hd.hd <= 128 {
         // SAFETY: as above; head_dim is a multiple of 8 and at most 16 vectors.
@@ -287,6 +297,91 @@ mod avx2 {
         }
         for (o, &v) in out[n8..].iter_mut().zip(&x[n8..]) {
             *o = f16::from_f32(v);
+        }
+    }
+}
+
+/// The two products on 16 lanes. Scores: each frame's lane sums over the dimensions in the
+/// same order as [`avx2::scores`], so they match it bit for bit. Weighted sums: even and odd
+/// frames in separate accumulators, added at the end, to keep two FMA chains per register in
+/// flight (one chain per output vector would leave the units waiting on latency).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use half::f16;
+
+    use super::{Head, LANES};
+
+    #[inline(always)]
+    unsafe fn load16(p: *const f16) -> __m512 {
+        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+    }
+
+    /// Scores in blocks of 64 frames (4 accumulators), then 16, then the last 8 on AVX2.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub(super) unsafe fn scores(hd: Head<'_>, q: &[f32], scale: f32, sc: &mut [f32]) {
+        let (kt, tkp) = (hd.kt.as_ptr(), hd.tkp);
+        let s = _mm512_set1_ps(scale);
+        let out = sc.as_mut_ptr();
+        let mut j = 0;
+        while j + 64 <= tkp {
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for (c, &qc) in q.iter().enumerate() {
+                let qv = _mm512_set1_ps(qc);
+                let row = kt.add(c * tkp + j);
+                for (b, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(qv, load16(row.add(b * 16)), *a);
+                }
+            }
+            for (b, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(out.add(j + b * 16), _mm512_mul_ps(*a, s));
+            }
+            j += 64;
+        }
+        while j + 16 <= tkp {
+            let mut acc = _mm512_setzero_ps();
+            for (c, &qc) in q.iter().enumerate() {
+                acc = _mm512_fmadd_ps(_mm512_set1_ps(qc), load16(kt.add(c * tkp + j)), acc);
+            }
+            _mm512_storeu_ps(out.add(j), _mm512_mul_ps(acc, s));
+            j += 16;
+        }
+        if j < tkp {
+            // The last 8 frames (tkp is a multiple of 8).
+            let mut acc = _mm256_setzero_ps();
+            for (c, &qc) in q.iter().enumerate() {
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(qc), _mm256_cvtph_ps(_mm_loadu_si128(kt.add(c * tkp + j) as *const __m128i)), acc);
+            }
+            debug_assert_eq!(tkp - j, LANES);
+            _mm256_storeu_ps(out.add(j), _mm256_mul_ps(acc, _mm256_set1_ps(scale)));
+        }
+    }
+
+    /// `o = inv · Σ_j p_j v_j`, head_dim a multiple of 16 up to 128.
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub(super) unsafe fn weighted_sum(hd: Head<'_>, p: &[f32], inv: f32, o: &mut [f32]) {
+        let n = hd.hd / 16;
+        let (mut even, mut odd) = ([_mm512_setzero_ps(); 8], [_mm512_setzero_ps(); 8]);
+        let v = hd.v.as_ptr();
+        let pairs = p.len() / 2;
+        for t in 0..pairs {
+            let (p0, p1) = (_mm512_set1_ps(p[2 * t]), _mm512_set1_ps(p[2 * t + 1]));
+            let (r0, r1) = (v.add(2 * t * hd.hd), v.add((2 * t + 1) * hd.hd));
+            for b in 0..n {
+                even[b] = _mm512_fmadd_ps(p0, load16(r0.add(b * 16)), even[b]);
+                odd[b] = _mm512_fmadd_ps(p1, load16(r1.add(b * 16)), odd[b]);
+            }
+        }
+        if p.len() % 2 == 1 {
+            let (pj, row) = (_mm512_set1_ps(p[p.len() - 1]), v.add((p.len() - 1) * hd.hd));
+            for b in 0..n {
+                even[b] = _mm512_fmadd_ps(pj, load16(row.add(b * 16)), even[b]);
+            }
+        }
+        let s = _mm512_set1_ps(inv);
+        for b in 0..n {
+            _mm512_storeu_ps(o.as_mut_ptr().add(b * 16), _mm512_mul_ps(_mm512_add_ps(even[b], odd[b]), s));
         }
     }
 }

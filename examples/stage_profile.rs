@@ -1,0 +1,103 @@
+//! Where the time goes: one recording through each stage of the plugin's work in turn, without
+//! GStreamer and without the overlap the elements add, each stage on all the kernel threads:
+//!
+//!   cargo run --release --example stage_profile -- [--file ../shared/eval/public/long_lj001_1-20.wav]
+//!       [--model tiny.en] [--batch 4] [--repeat 3] [--precision int8|f32]
+//!
+//! Stages: windowing at pauses and log-mel (npumel), the encoder (npuwhisperenc), and decoding
+//! (npuwhisperdec: cross-attention keys and values, greedy search with timestamps, fallback,
+//! `--batch` windows at a time as the decoder does for files). Prints each stage's wall and CPU
+//! seconds (the fastest of `--repeat` runs), the realtime factor the sum would give, and the
+//! decoded tokens per second. Set `NPUWHISPER_ISA=avx512` (or `avx2`) to see a lower SIMD path.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use gstnpuwhisper::audio::{Windower, SAMPLE_RATE, WINDOW_SAMPLES};
+use gstnpuwhisper::decoding::{DecodeOptions, Transcriber};
+use gstnpuwhisper::model::{self, Precision};
+use npuwhisper_kernels::isa::Isa;
+use npuwhisper_kernels::mel::LogMel;
+
+const USAGE: &str = "usage: stage_profile [--file WAV] [--model NAME|DIR] [--batch N] [--repeat N] [--precision int8|f32]";
+
+/// Wall and CPU seconds of `f`, and its result.
+fn timed<T>(f: impl FnOnce() -> T) -> (f64, f64, T) {
+    let (t, cpu) = (Instant::now(), support::cpu_seconds());
+    let out = f();
+    (t.elapsed().as_secs_f64(), support::cpu_seconds() - cpu, out)
+}
+
+fn main() {
+    let args = support::Args::parse(USAGE, &["--file", "--model", "--batch", "--repeat", "--precision"]);
+    let file = args.value("--file").map_or_else(|| common::eval_file("long_lj001_1-20.wav"), PathBuf::from);
+    let model_name = args.value("--model").unwrap_or(model::DEFAULT_MODEL).to_string();
+    let batch: usize = args.parsed("--batch", 4).max(1);
+    let repeat: usize = args.parsed("--repeat", 3).max(1);
+    let precision = match args.value("--precision").unwrap_or("int8") {
+        "int8" => Precision::Int8,
+        "f32" => Precision::F32,
+        other => {
+            eprintln!("--precision is int8 or f32, not {other}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let samples = common::read_wav(&file);
+    let audio_s = samples.len() as f64 / SAMPLE_RATE as f64;
+    let dir = model::resolve_model_path(&model_name);
+    let model = model::load_shared_with(&dir, precision).unwrap_or_else(|e| {
+        eprintln!("cannot load {}: {e}", dir.display());
+        std::process::exit(1);
+    });
+    let threads = npuwhisper_kernels::pool::threads();
+
+    // (stage, wall, cpu), the fastest run of each.
+    let mut best: Vec<(&str, f64, f64)> = Vec::new();
+    let keep = |best: &mut Vec<(&'static str, f64, f64)>, i: usize, name: &'static str, wall: f64, cpu: f64| {
+        if i == best.len() {
+            best.push((name, wall, cpu));
+        } else if wall < best[i].1 {
+            best[i] = (name, wall, cpu);
+        }
+    };
+    let mut tokens = 0;
+    let mut text = String::new();
+    for _ in 0..repeat {
+        let (wall, cpu, mels) = timed(|| {
+            let mut windower = Windower::new();
+            let mut windows = windower.push(&samples);
+            windows.extend(windower.flush());
+            let mel = LogMel::new(model.n_mels());
+            let speech: Vec<_> = windows.into_iter().filter(|w| w.has_speech).collect();
+            speech.iter().map(|w| (mel.compute(&w.samples, WINDOW_SAMPLES), w.samples.len() as f64 / SAMPLE_RATE as f64)).collect::<Vec<_>>()
+        });
+        keep(&mut best, 0, "windows + log-mel", wall, cpu);
+        let (wall, cpu, states) = timed(|| mels.iter().map(|(mel, secs)| (model.encode_batch(&[mel]).remove(0), *secs)).collect::<Vec<_>>());
+        keep(&mut best, 1, "encoder", wall, cpu);
+        let (wall, cpu, results) = timed(|| {
+            let options = DecodeOptions { language: Some("en".into()), ..Default::default() };
+            let mut transcriber = Transcriber::new(model.clone(), options);
+            let windows: Vec<(&[f32], f64)> = states.iter().map(|(s, secs)| (s.as_slice(), *secs)).collect();
+            windows.chunks(batch).flat_map(|chunk| transcriber.transcribe_batch(chunk)).collect::<Vec<_>>()
+        });
+        keep(&mut best, 2, "decoder", wall, cpu);
+        text = results.iter().flat_map(|r| &r.segments).map(|s| s.text.trim()).collect::<Vec<_>>().join(" ");
+        tokens = model.tokenizer.encode(&text).len();
+        let lengths: Vec<String> = states.iter().map(|(_, secs)| format!("{secs:.1}")).collect();
+        eprintln!("{} windows ({} s): {:.2} s wall in all", states.len(), lengths.join(", "), best.iter().map(|b| b.1).sum::<f64>());
+    }
+
+    println!("{} ({audio_s:.1} s), model {model_name} {precision:?}, {threads} threads, SIMD path {:?}, decoder batch {batch}, best of {repeat}", file.display(), Isa::detect());
+    println!("{:<20} {:>8} {:>8} {:>7} {:>8}", "stage", "wall s", "CPU s", "cores", "share");
+    let total: f64 = best.iter().map(|b| b.1).sum();
+    for &(name, wall, cpu) in &best {
+        println!("{name:<20} {wall:8.3} {cpu:8.3} {:7.2} {:7.1}%", cpu / wall, 100.0 * wall / total);
+    }
+    println!("{:<20} {total:8.3} {:>8} {:>7} {:>8}", "sum", "", "", "");
+    println!("stages in turn: {:.1}x realtime; decoder {:.0} text tokens/s", audio_s / total, tokens as f64 / best[2].1);
+    println!("text: {}…", text.chars().take(120).collect::<String>());
+}
