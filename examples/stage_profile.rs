@@ -2,7 +2,7 @@
 //! GStreamer and without the overlap the elements add, each stage on all the kernel threads:
 //!
 //!   cargo run --release --example stage_profile -- [--file ../shared/eval/public/long_lj001_1-20.wav]
-//!       [--model tiny.en] [--batch 4] [--repeat 3] [--precision int8|f32]
+//!       [--model tiny.en] [--batch 8] [--repeat 3] [--precision int8|f32]
 //!
 //! Stages: windowing at pauses and log-mel (npumel), the encoder (npuwhisperenc), and decoding
 //! (npuwhisperdec: cross-attention keys and values, greedy search with timestamps, fallback,
@@ -36,7 +36,7 @@ fn main() {
     let args = support::Args::parse(USAGE, &["--file", "--model", "--batch", "--repeat", "--precision"]);
     let file = args.value("--file").map_or_else(|| common::eval_file("long_lj001_1-20.wav"), PathBuf::from);
     let model_name = args.value("--model").unwrap_or(model::DEFAULT_MODEL).to_string();
-    let batch: usize = args.parsed("--batch", 4).max(1);
+    let batch: usize = args.parsed("--batch", 8).max(1);
     let repeat: usize = args.parsed("--repeat", 3).max(1);
     let precision = match args.value("--precision").unwrap_or("int8") {
         "int8" => Precision::Int8,

@@ -75,46 +75,59 @@ impl Drop for Tiles {
     }
 }
 
-/// The 2 × 2 block of 16 × 16 i32 accumulators `C += A·B` over `steps` steps of 64 k:
-/// A is u8, row-major with `lda` bytes per row (rows `0..16` and, when `two_rows`, `16..32`);
-/// B is i8 in [`crate::qgemm`]'s panel layout (16 columns, k in groups of 4: 1 KiB per 64 k),
-/// panels `b0` and, when `b1` is given, `b1`. `c[2·r + p]` receives row block r, panel p.
-///
-/// # Safety
-/// A [`Tiles`] guard must be alive on this thread; the pointers must cover `steps · 64` k.
-#[cfg(target_arch = "x86_64")]
-pub(crate) unsafe fn dot_u8i8(steps: usize, a: *const u8, lda: usize, two_rows: bool, b0: *const i8, b1: Option<*const i8>, c: &mut [[i32; 256]; 4]) {
-    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
-    let a1 = a.add(ROWS * lda);
-    for s in 0..steps {
-        let (ka, kb) = (s * ROW_BYTES, s * ROWS * ROW_BYTES);
-        asm!("tileloadd tmm4, [{a} + {lda}*1]", "tileloadd tmm6, [{b} + {row}*1]",
-            a = in(reg) a.add(ka), lda = in(reg) lda, b = in(reg) b0.add(kb), row = in(reg) ROW_BYTES, options(nostack, readonly));
-        asm!("tdpbusd tmm0, tmm4, tmm6", options(nostack, nomem));
-        if let Some(b1) = b1 {
-            asm!("tileloadd tmm7, [{b} + {row}*1]", b = in(reg) b1.add(kb), row = in(reg) ROW_BYTES, options(nostack, readonly));
-            asm!("tdpbusd tmm1, tmm4, tmm7", options(nostack, nomem));
-        }
-        if two_rows {
-            asm!("tileloadd tmm5, [{a} + {lda}*1]", a = in(reg) a1.add(ka), lda = in(reg) lda, options(nostack, readonly));
-            asm!("tdpbusd tmm2, tmm5, tmm6", options(nostack, nomem));
+/// Defines a 2 × 2 block product on the tiles with one multiply instruction: 16 × 16
+/// accumulators `C = A·B` over `steps` steps of one tile's depth (64 u8/i8 or 32 bf16):
+/// A row-major, `lda` bytes per row, rows `0..16` and, when `two_rows`, `16..32`; B in the
+/// weight-panel layout (16 columns a panel, one 1 KiB tile per step: row r holds, for each
+/// column, the 4 bytes of depth 4r..4r+4 or the bf16 pair 2r, 2r+1), panels `b0` and, when
+/// `b1` is given, `b1`. `c[2·r + p]` receives row block r, panel p.
+macro_rules! block_2x2 {
+    ($name:ident, $a:ty, $b:ty, $c:ty, $mul:literal) => {
+        /// # Safety
+        /// A [`Tiles`] guard must be alive on this thread; the pointers must cover `steps` tiles'
+        /// depth of the rows and panels read.
+        #[cfg(target_arch = "x86_64")]
+        pub(crate) unsafe fn $name(steps: usize, a: *const $a, lda: usize, two_rows: bool, b0: *const $b, b1: Option<*const $b>, c: &mut [[$c; 256]; 4]) {
+            let (a, b0) = (a as *const u8, b0 as *const u8);
+            let b1 = b1.map(|b| b as *const u8);
+            asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+            let a1 = a.add(ROWS * lda);
+            for s in 0..steps {
+                let (ka, kb) = (s * ROW_BYTES, s * ROWS * ROW_BYTES);
+                asm!("tileloadd tmm4, [{a} + {lda}*1]", "tileloadd tmm6, [{b} + {row}*1]",
+                    a = in(reg) a.add(ka), lda = in(reg) lda, b = in(reg) b0.add(kb), row = in(reg) ROW_BYTES, options(nostack, readonly));
+                asm!(concat!($mul, " tmm0, tmm4, tmm6"), options(nostack, nomem));
+                if let Some(b1) = b1 {
+                    asm!("tileloadd tmm7, [{b} + {row}*1]", b = in(reg) b1.add(kb), row = in(reg) ROW_BYTES, options(nostack, readonly));
+                    asm!(concat!($mul, " tmm1, tmm4, tmm7"), options(nostack, nomem));
+                }
+                if two_rows {
+                    asm!("tileloadd tmm5, [{a} + {lda}*1]", a = in(reg) a1.add(ka), lda = in(reg) lda, options(nostack, readonly));
+                    asm!(concat!($mul, " tmm2, tmm5, tmm6"), options(nostack, nomem));
+                    if b1.is_some() {
+                        asm!(concat!($mul, " tmm3, tmm5, tmm7"), options(nostack, nomem));
+                    }
+                }
+            }
+            let row = ROW_BYTES;
+            asm!("tilestored [{c} + {row}*1], tmm0", c = in(reg) c[0].as_mut_ptr(), row = in(reg) row, options(nostack));
             if b1.is_some() {
-                asm!("tdpbusd tmm3, tmm5, tmm7", options(nostack, nomem));
+                asm!("tilestored [{c} + {row}*1], tmm1", c = in(reg) c[1].as_mut_ptr(), row = in(reg) row, options(nostack));
+            }
+            if two_rows {
+                asm!("tilestored [{c} + {row}*1], tmm2", c = in(reg) c[2].as_mut_ptr(), row = in(reg) row, options(nostack));
+                if b1.is_some() {
+                    asm!("tilestored [{c} + {row}*1], tmm3", c = in(reg) c[3].as_mut_ptr(), row = in(reg) row, options(nostack));
+                }
             }
         }
-    }
-    let row = ROW_BYTES;
-    asm!("tilestored [{c} + {row}*1], tmm0", c = in(reg) c[0].as_mut_ptr(), row = in(reg) row, options(nostack));
-    if b1.is_some() {
-        asm!("tilestored [{c} + {row}*1], tmm1", c = in(reg) c[1].as_mut_ptr(), row = in(reg) row, options(nostack));
-    }
-    if two_rows {
-        asm!("tilestored [{c} + {row}*1], tmm2", c = in(reg) c[2].as_mut_ptr(), row = in(reg) row, options(nostack));
-        if b1.is_some() {
-            asm!("tilestored [{c} + {row}*1], tmm3", c = in(reg) c[3].as_mut_ptr(), row = in(reg) row, options(nostack));
-        }
-    }
+    };
 }
+
+// u8 activations × i8 weights → i32 (the INT8 GEMM).
+block_2x2!(dot_u8i8, u8, i8, i32, "tdpbusd");
+// bf16 × bf16 → f32 (the bf16 GEMM).
+block_2x2!(dot_bf16, u16, u16, f32, "tdpbf16ps");
 
 /// f32 → bf16 bits, rounded to nearest even (finite inputs).
 #[inline(always)]

@@ -2,6 +2,7 @@
 //! so an accelerator backend can replace it one kernel at a time.
 //!
 //! - [`gemm`]: f32 products (packed AVX2/FMA GEMM, streaming path for decoder steps).
+//! - [`bgemm`]: bf16 linear layers on AMX tiles ([`bgemm::Bf16Weights`]).
 //! - [`qgemm`]: INT8 linear layers, weights quantized once at load ([`qgemm::QuantizedWeights`]).
 //! - [`attention`]: multi-head attention, fused for long queries.
 //! - [`xattn`]: decoder cross-attention on f16 keys and values ([`xattn::HalfKv`]).
@@ -11,6 +12,7 @@
 
 mod amx;
 pub mod attention;
+pub mod bgemm;
 pub mod gemm;
 pub mod isa;
 pub mod mel;

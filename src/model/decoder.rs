@@ -53,9 +53,10 @@ pub(crate) struct Decoder {
 
 impl Decoder {
     /// In INT8, what is read once per token is quantized: the per-token layers and the
-    /// vocabulary projection. The cross-attention K/V projection stays f32: it runs once per
-    /// window, so INT8 would save no per-token memory traffic, and its rounding would sit in
-    /// every token's attention (on base it cost half a WER point on the long-form set).
+    /// vocabulary projection. The cross-attention K/V projection stays out of INT8: it runs
+    /// once per window, so INT8 would save no per-token memory traffic, and its rounding would
+    /// sit in every token's attention (on base it cost half a WER point on the long-form set).
+    /// It is f32, or bf16 on AMX (relative rounding, as the f16 the K/V are then stored in).
     pub fn load(w: &Weights, dims: &Dims) -> Result<Decoder, String> {
         let d = dims.d_model;
         let layers = (0..dims.decoder_layers)
@@ -67,7 +68,7 @@ impl Decoder {
                     self_out: w.linear(&format!("{p}/self_attention/linear_1"), d, d, true)?,
                     cross_ln: w.layer_norm(&format!("{p}/attention/layer_norm"), d)?,
                     cross_q: w.linear(&format!("{p}/attention/linear_0"), d, d, true)?,
-                    cross_kv: w.linear(&format!("{p}/attention/linear_1"), 2 * d, d, false)?,
+                    cross_kv: w.linear(&format!("{p}/attention/linear_1"), 2 * d, d, false)?.with_precision(w.precision),
                     cross_out: w.linear(&format!("{p}/attention/linear_2"), d, d, true)?,
                     ffn_ln: w.layer_norm(&format!("{p}/ffn/layer_norm"), d)?,
                     fc1: w.linear(&format!("{p}/ffn/linear_0"), 4 * d, d, true)?,

@@ -38,7 +38,8 @@ fn conv(w: &Weights, prefix: &str, d_out: usize, d_in: usize) -> Result<Linear, 
 
 impl Encoder {
     /// In INT8 the transformer layers are quantized; the conv stem stays f32 (a small share of
-    /// the work, and the first layer sees raw log-mel, the input most sensitive to rounding).
+    /// the work, and the first layer sees raw log-mel, the input most sensitive to rounding:
+    /// even bf16 there moved base's short-clip WER from 2.78 to 3.29 %).
     pub fn load(w: &Weights, dims: &Dims) -> Result<Encoder, String> {
         let d = dims.d_model;
         let layers = (0..dims.encoder_layers)

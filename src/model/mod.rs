@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 pub use decoder::{CrossKv, DecoderSession, Sequence};
+use npuwhisper_kernels::bgemm::Bf16Weights;
 use npuwhisper_kernels::qgemm::QuantizedWeights;
 use tokenizer::Tokenizer;
 
@@ -75,10 +76,11 @@ pub enum Precision {
     Int8,
 }
 
-/// `y = x·Wᵀ + b`, W stored `[n_out, n_in]`, in f32 or, once quantized, INT8.
+/// `y = x·Wᵀ + b`, W stored `[n_out, n_in]`, in f32, INT8 once quantized, or bf16 on AMX.
 pub(crate) struct Linear {
     pub w: Vec<f32>,
     pub q: Option<QuantizedWeights>,
+    pub h: Option<Bf16Weights>,
     pub b: Option<Vec<f32>>,
     pub n_out: usize,
     pub n_in: usize,
@@ -86,18 +88,31 @@ pub(crate) struct Linear {
 
 impl Linear {
     pub fn new(w: Vec<f32>, b: Option<Vec<f32>>, n_out: usize, n_in: usize) -> Linear {
-        Linear { w, q: None, b, n_out, n_in }
+        Linear { w, q: None, h: None, b, n_out, n_in }
     }
 
     pub fn new_quantized(q: QuantizedWeights, b: Option<Vec<f32>>) -> Linear {
-        Linear { w: Vec::new(), n_out: q.n_out(), n_in: q.k(), q: Some(q), b }
+        Linear { w: Vec::new(), n_out: q.n_out(), n_in: q.k(), q: Some(q), h: None, b }
+    }
+
+    /// The layer in bf16 on the AMX tiles when `precision` is INT8 and the CPU has them;
+    /// otherwise unchanged.
+    pub fn with_precision(self, precision: Precision) -> Linear {
+        if precision != Precision::Int8 || self.q.is_some() {
+            return self;
+        }
+        match Bf16Weights::pack(&self.w, self.n_out, self.n_in) {
+            Some(h) => Linear { w: Vec::new(), h: Some(h), ..self },
+            None => self,
+        }
     }
 
     pub fn forward(&self, m: usize, x: &[f32], y: &mut Vec<f32>) {
         y.resize(m * self.n_out, 0.0);
-        match &self.q {
-            Some(q) => npuwhisper_kernels::qgemm::qlinear(x, m, self.n_in, q, self.b.as_deref(), y),
-            None => npuwhisper_kernels::gemm::linear(m, self.n_out, self.n_in, x, &self.w, self.b.as_deref(), y),
+        match (&self.q, &self.h) {
+            (Some(q), _) => npuwhisper_kernels::qgemm::qlinear(x, m, self.n_in, q, self.b.as_deref(), y),
+            (None, Some(h)) => npuwhisper_kernels::bgemm::linear_bf16(x, m, self.n_in, h, self.b.as_deref(), y),
+            (None, None) => npuwhisper_kernels::gemm::linear(m, self.n_out, self.n_in, x, &self.w, self.b.as_deref(), y),
         }
     }
 }

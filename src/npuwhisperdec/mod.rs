@@ -196,7 +196,7 @@ pub(crate) fn param_specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecUInt::builder("batch-size")
             .nick("Batch size")
-            .blurb("Windows decoded together, one pass over the weights per token for all of them; each is prompted with the text before its batch. 0 = 4 for recordings, 1 when upstream is live")
+            .blurb("Windows decoded together, one pass over the weights per token for all of them; each is prompted with the text before its batch. 0 = 8 for recordings, 1 when upstream is live")
             .maximum(16)
             .default_value(0)
             .mutable_ready()
