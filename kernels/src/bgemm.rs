@@ -90,7 +90,10 @@ pub fn linear_bf16(x: &[f32], m: usize, k: usize, w: &Bf16Weights, bias: Option<
     }
     pool::install(|| {
         // x in bf16, row-major, rows padded to a multiple of 16 and k to kp with zeros.
-        let mut xb = vec![0u16; m.next_multiple_of(amx::ROWS) * kp];
+        // This thread's buffer from the last call: fresh pages would cost a fault per 4 KiB.
+        let mut xb = ROWS.take();
+        xb.clear();
+        xb.resize(m.next_multiple_of(amx::ROWS) * kp, 0);
         xb.par_chunks_mut(kp).zip(x.par_chunks(k)).for_each(|(dst, row)| to_bf16(row, &mut dst[..k]));
         let (row_blocks, col_blocks) = (m.div_ceil(MC), n.div_ceil(NC));
         let out = Shared(out.as_mut_ptr());
@@ -130,7 +133,12 @@ pub fn linear_bf16(x: &[f32], m: usize, k: usize, w: &Bf16Weights, bias: Option<
                 }
             }
         });
+        ROWS.set(xb);
     });
+}
+
+thread_local! {
+    static ROWS: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 fn to_bf16(x: &[f32], out: &mut [u16]) {

@@ -268,19 +268,39 @@ struct QuantizedRows {
     row_major: bool,
 }
 
+thread_local! {
+    /// The bytes of this thread's last [`QuantizedRows`], reused by the next: a fresh buffer of
+    /// a megabyte or more would be new pages from the system, a page fault per 4 KiB.
+    static ROWS: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Drop for QuantizedRows {
+    fn drop(&mut self) {
+        ROWS.set(std::mem::take(&mut self.data));
+    }
+}
+
+/// `len` zeros in this thread's reused buffer.
+fn zeroed_rows(len: usize) -> Vec<u8> {
+    let mut data = ROWS.take();
+    data.clear();
+    data.resize(len, 0);
+    data
+}
+
 impl QuantizedRows {
     fn new(isa: Isa, x: &[f32], m: usize, k: usize, kp: usize, row_major: bool) -> QuantizedRows {
         let qmax = if isa >= Isa::Avx512Vnni { 255.0 } else { 127.0 };
         let mut scales = vec![0f32; m];
         let mut zero_points = vec![0i32; m];
         if row_major {
-            let mut data = vec![0u8; m.next_multiple_of(amx::ROWS) * kp];
+            let mut data = zeroed_rows(m.next_multiple_of(amx::ROWS) * kp);
             data.par_chunks_mut(kp).zip(scales.par_iter_mut()).zip(zero_points.par_iter_mut()).enumerate().for_each(|(r, ((q, s), z))| {
                 (*s, *z) = quantize_row(isa, &x[r * k..(r + 1) * k], qmax, &mut q[..k]);
             });
             return QuantizedRows { data, scales, zero_points, kp, row_major };
         }
-        let mut data = vec![0u8; m * kp];
+        let mut data = zeroed_rows(m * kp);
         data.par_chunks_mut(MR * kp)
             .zip(scales.par_chunks_mut(MR))
             .zip(zero_points.par_chunks_mut(MR))

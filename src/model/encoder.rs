@@ -1,6 +1,8 @@
 //! Whisper encoder: conv stem (as GEMMs over im2col), sinusoidal positions, pre-norm
 //! transformer blocks, final layer norm. Windows of a batch share every linear layer's GEMM.
 
+use std::sync::Mutex;
+
 use npuwhisper_kernels::attention::{attention, attention_bf16, Shape};
 use npuwhisper_kernels::ops::{add_in_place, gelu};
 
@@ -28,6 +30,8 @@ pub(crate) struct Encoder {
     /// Self-attention's two products in bf16 (INT8 models, where the CPU has a bf16 matrix
     /// unit); f32 models keep f32.
     bf16_attention: bool,
+    /// Working buffers of finished windows, for the next ones (one per concurrent caller).
+    scratch: Mutex<Vec<Scratch>>,
 }
 
 fn conv(w: &Weights, prefix: &str, d_out: usize, d_in: usize) -> Result<Linear, String> {
@@ -61,6 +65,7 @@ impl Encoder {
             positions: w.tensor("encoder/position_encodings/encodings", &[ENCODER_FRAMES, d])?,
             layers,
             bf16_attention: w.precision == Precision::Int8,
+            scratch: Mutex::new(Vec::new()),
             ln_post: w.layer_norm("encoder/layer_norm", d)?,
             n_mels: dims.n_mels,
             d,
@@ -79,10 +84,21 @@ impl Encoder {
 
     /// One window: `n_mels × MEL_FRAMES` in, `ENCODER_FRAMES × d` out.
     fn forward(&self, mel: &[f32]) -> Vec<f32> {
+        // The buffers of an earlier window: fresh ones would each be new pages from the
+        // system (glibc's mmap threshold is 1 MiB here), a page fault per 4 KiB.
+        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+        let out = self.forward_with(mel, &mut scratch);
+        self.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
+        out
+    }
+
+    fn forward_with(&self, mel: &[f32], scratch: &mut Scratch) -> Vec<f32> {
         let (d, t) = (self.d, ENCODER_FRAMES);
+        let Scratch { cols, h1, x, h, qkv, att, proj } = scratch;
         // Stem: conv1 (stride 1) over the mel, conv2 (stride 2) over its output; padding 1.
         let c1 = self.n_mels * 3;
-        let mut cols = vec![0f32; MEL_FRAMES * c1];
+        cols.clear();
+        cols.resize(MEL_FRAMES * c1, 0.0);
         for (ti, row) in cols.chunks_mut(c1).enumerate() {
             for c in 0..self.n_mels {
                 for k in 0..3 {
@@ -93,12 +109,11 @@ impl Encoder {
                 }
             }
         }
-        let mut h1 = Vec::new();
-        self.conv1.forward(MEL_FRAMES, &cols, &mut h1);
-        drop(cols);
-        gelu(&mut h1);
+        self.conv1.forward(MEL_FRAMES, cols, h1);
+        gelu(h1);
         let c2 = d * 3;
-        let mut cols = vec![0f32; t * c2];
+        cols.clear();
+        cols.resize(t * c2, 0.0);
         for (ti, row) in cols.chunks_mut(c2).enumerate() {
             for k in 0..3 {
                 let src = 2 * ti as isize + k as isize - 1;
@@ -110,33 +125,48 @@ impl Encoder {
                 }
             }
         }
-        drop(h1);
-        let mut x = Vec::new();
-        self.conv2.forward(t, &cols, &mut x);
-        drop(cols);
-        gelu(&mut x);
-        add_in_place(&mut x, &self.positions);
+        self.conv2.forward(t, cols, x);
+        gelu(x);
+        add_in_place(x, &self.positions);
 
-        let (mut h, mut qkv, mut att, mut proj) = (Vec::new(), Vec::new(), vec![0f32; t * d], Vec::new());
+        att.resize(t * d, 0.0);
         let head_dim = d / self.n_heads;
         for layer in &self.layers {
-            layer.attn_ln.forward_into(&x, &mut h);
-            layer.qkv.forward(t, &h, &mut qkv);
+            layer.attn_ln.forward_into(x, h);
+            layer.qkv.forward(t, h, qkv);
             let s = Shape { tq: t, tk: t, n_heads: self.n_heads, head_dim, q_stride: 3 * d, k_stride: 3 * d, v_stride: 3 * d, causal: false };
             if self.bf16_attention {
-                attention_bf16(s, &qkv, &qkv[d..], &qkv[2 * d..], &mut att);
+                attention_bf16(s, qkv, &qkv[d..], &qkv[2 * d..], att);
             } else {
-                attention(s, &qkv, &qkv[d..], &qkv[2 * d..], &mut att);
+                attention(s, qkv, &qkv[d..], &qkv[2 * d..], att);
             }
-            layer.attn_out.forward(t, &att, &mut proj);
-            add_in_place(&mut x, &proj);
-            layer.ffn_ln.forward_into(&x, &mut h);
-            layer.fc1.forward(t, &h, &mut qkv);
-            gelu(&mut qkv);
-            layer.fc2.forward(t, &qkv, &mut proj);
-            add_in_place(&mut x, &proj);
+            layer.attn_out.forward(t, att, proj);
+            add_in_place(x, proj);
+            layer.ffn_ln.forward_into(x, h);
+            layer.fc1.forward(t, h, qkv);
+            gelu(qkv);
+            layer.fc2.forward(t, qkv, proj);
+            add_in_place(x, proj);
         }
-        self.ln_post.forward_into(&x, &mut h);
-        h
+        let mut out = Vec::new();
+        self.ln_post.forward_into(x, &mut out);
+        out
     }
+}
+
+/// One window's working buffers, kept between windows.
+#[derive(Default)]
+struct Scratch {
+    /// The convolutions' input columns.
+    cols: Vec<f32>,
+    /// conv1's output.
+    h1: Vec<f32>,
+    /// The residual stream.
+    x: Vec<f32>,
+    /// Layer-norm output.
+    h: Vec<f32>,
+    /// Fused Q, K, V; then the MLP's hidden layer.
+    qkv: Vec<f32>,
+    att: Vec<f32>,
+    proj: Vec<f32>,
 }
