@@ -181,6 +181,12 @@ impl Transcriber {
     /// text before the batch (its predecessor in the batch is not decoded yet), then fallback,
     /// tail and alignment run per window.
     pub fn transcribe_batch(&mut self, windows: &[(&[f32], f64)]) -> Vec<WindowResult> {
+        // On the kernels' pool as a whole: a token step calls some 50 kernels, and each one's
+        // hand-off from another thread (wake a worker, block, be woken) cost the decoder 15 %.
+        npuwhisper_kernels::pool::install(|| self.transcribe_batch_on_pool(windows))
+    }
+
+    fn transcribe_batch_on_pool(&mut self, windows: &[(&[f32], f64)]) -> Vec<WindowResult> {
         let model = Arc::clone(&self.model);
         let crosses: Vec<Arc<CrossKv>> = windows.iter().map(|(states, _)| model.cross_kv(states)).collect();
         let languages: Vec<Option<String>> = crosses.iter().map(|cross| self.window_language(&model, cross)).collect();

@@ -79,7 +79,9 @@ impl Encoder {
     /// already reuses every weight 1500 times, so stacking windows gains no speed, while it
     /// multiplies the activations held at once (a batch of 4 tiny.en windows held 120 MB).
     pub fn forward_batch(&self, mels: &[&[f32]]) -> Vec<Vec<f32>> {
-        mels.iter().map(|mel| self.forward(mel)).collect()
+        // On the kernels' pool as a whole: each kernel's own hand-off from another thread
+        // (wake a worker, block, be woken) would otherwise come once per layer and operation.
+        npuwhisper_kernels::pool::install(|| mels.iter().map(|mel| self.forward(mel)).collect())
     }
 
     /// One window: `n_mels × MEL_FRAMES` in, `ENCODER_FRAMES × d` out.
