@@ -20,7 +20,7 @@ pub enum NpuWhisperPrecision {
     #[enum_value(name = "F32: the weights as shipped, in single precision", nick = "f32")]
     F32 = 0,
     #[default]
-    #[enum_value(name = "INT8: weights quantized per channel at load, activations per row (fastest)", nick = "int8")]
+    #[enum_value(name = "INT8: weights quantized per channel at load, activations per row; bf16 attention on AMX CPUs (fastest)", nick = "int8")]
     Int8 = 1,
 }
 

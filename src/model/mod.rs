@@ -71,7 +71,8 @@ pub enum Precision {
     /// The weights as shipped, widened to f32.
     F32,
     /// Weights quantized per output channel at load, activations per row at run time: a quarter
-    /// of the weight memory to read per decoded token.
+    /// of the weight memory to read per decoded token. On CPUs with AMX, also the encoder's
+    /// attention products and the cross-attention K/V projection in bf16 (f32 sums).
     #[default]
     Int8,
 }
