@@ -282,7 +282,7 @@ fn npumel_live_sends_growing_passes() {
     h.set_sink_caps_str(MEL_CAPS_80);
     h.set_src_caps_str("audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved");
     // 4.5 s of tone (no pause), then 4 s of silence.
-    let mut audio: Vec<f32> = (0..72_000).map(|i| (0.5 * (i as f32 * 0.17).sin())).collect();
+    let mut audio: Vec<f32> = (0..72_000).map(|i| 0.5 * (i as f32 * 0.17).sin()).collect();
     audio.extend(vec![0.0; 64_000]);
     for (i, chunk) in audio.chunks(1600).enumerate() {
         let mut buffer = gst::Buffer::from_mut_slice(f32le(chunk));
@@ -324,7 +324,7 @@ fn npumel_live_waits_for_the_pass_in_flight() {
     h.set_live(true);
     h.set_sink_caps_str(MEL_CAPS_80);
     h.set_src_caps_str("audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved");
-    let tone: Vec<f32> = (0..16_000 * 8).map(|i| (0.5 * (i as f32 * 0.17).sin())).collect();
+    let tone: Vec<f32> = (0..16_000 * 8).map(|i| 0.5 * (i as f32 * 0.17).sin()).collect();
     let mut pushed = 0;
     let mut push_seconds = |h: &mut Harness, seconds: usize| {
         for chunk in tone[pushed..pushed + seconds * 16_000].chunks(1600) {
