@@ -167,18 +167,19 @@ fn qlinear(c: &mut Criterion<Clock>) {
     let paths: Vec<Isa> = [Isa::Avx2, Isa::Avx512Vnni, Isa::Amx].into_iter().filter(|i| i.available()).collect();
     // Decoder steps: one token, memory-bound; GiB/s of weight streamed (f32: 4 bytes a weight,
     // INT8: 1), so equal GiB/s means INT8 is 4x faster.
-    let mut g = group(c, "linear m=1 (GiB/s of weights)");
-    for &(k, n) in &[(384, 1536), (384, 51864)] {
-        let x = data(k, 3);
+    // m = 8: one step of a batch of 8 windows (files' default).
+    let mut g = group(c, "linear m=1, m=8 (GiB/s of weights)");
+    for &(m, k, n) in &[(1, 384, 1536), (1, 384, 51864), (8, 384, 1536), (8, 384, 51864)] {
+        let x = data(m * k, 3);
         let w = data(n * k, 4);
         let qw = QuantizedWeights::quantize(&w, n, k);
-        let mut y = vec![0f32; n];
+        let mut y = vec![0f32; m * n];
         g.throughput(Throughput::Bytes((n * k * 4) as u64));
-        g.bench_function(format!("f32/k{k} n{n}"), |bench| bench.iter(|| linear(1, n, k, &x, &w, None, black_box(&mut y))));
+        g.bench_function(format!("f32/m{m} k{k} n{n}"), |bench| bench.iter(|| linear(m, n, k, &x, &w, None, black_box(&mut y))));
         g.throughput(Throughput::Bytes(qw.bytes() as u64));
         for &isa in &paths {
-            g.bench_function(format!("int8-{isa:?}/k{k} n{n}"), |bench| {
-                bench.iter(|| qlinear_with(isa, &x, 1, k, &qw, None, Activation::None, black_box(&mut y)))
+            g.bench_function(format!("int8-{isa:?}/m{m} k{k} n{n}"), |bench| {
+                bench.iter(|| qlinear_with(isa, &x, m, k, &qw, None, Activation::None, black_box(&mut y)))
             });
         }
     }
