@@ -1,7 +1,7 @@
 //! Whisper text decoder with a self-attention KV cache; cross-attention keys and values are
 //! computed once per window.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use half::{f16, slice::HalfFloatSliceExt};
 
@@ -44,6 +44,9 @@ pub(crate) struct Decoder {
     layers: Vec<DecoderLayer>,
     /// Cross-attention keys and values in f16 (INT8 models).
     half_cross_kv: bool,
+    /// The f32 K/V projection a window's f16 keys and values are made from, kept between
+    /// windows (a fresh one would be new pages, a fault per 4 KiB).
+    kv_scratch: Mutex<Vec<f32>>,
     ln: LayerNorm,
     d: usize,
     n_heads: usize,
@@ -91,6 +94,7 @@ impl Decoder {
             positions: w.tensor("decoder/position_encodings/encodings", &[dims.max_text_positions, d])?,
             layers,
             half_cross_kv: w.precision == Precision::Int8,
+            kv_scratch: Mutex::new(Vec::new()),
             ln: w.layer_norm("decoder/layer_norm", d)?,
             d,
             n_heads: dims.n_heads,
@@ -175,7 +179,7 @@ type Capture<'a> = (&'a [(usize, usize)], usize, &'a mut Vec<Vec<f32>>);
 impl Decoder {
     pub fn cross_kv(&self, states: &[f32]) -> Arc<CrossKv> {
         let d = self.d;
-        let mut kv = Vec::new();
+        let mut kv = if self.half_cross_kv { std::mem::take(&mut *self.kv_scratch.lock().unwrap_or_else(|e| e.into_inner())) } else { Vec::new() };
         let layers = self
             .layers
             .iter()
@@ -188,6 +192,9 @@ impl Decoder {
                 }
             })
             .collect();
+        if self.half_cross_kv {
+            *self.kv_scratch.lock().unwrap_or_else(|e| e.into_inner()) = kv;
+        }
         Arc::new(CrossKv { layers })
     }
 
