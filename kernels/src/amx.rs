@@ -129,6 +129,48 @@ block_2x2!(dot_u8i8, u8, i8, i32, "tdpbusd");
 // bf16 × bf16 → f32 (the bf16 GEMM).
 block_2x2!(dot_bf16, u16, u16, f32, "tdpbf16ps");
 
+/// Rows and columns of the output per task of [`par_blocks`].
+const TASK_ROWS: usize = 64;
+const TASK_COLS: usize = 128;
+
+/// Drives an `m × n` product on the tiles: tasks of 64 rows × 128 columns in parallel on the
+/// current pool, each with the tiles configured, each a loop of 32 × 32 blocks. For a block at
+/// `(i0, j0)`, `dot(i0, two_rows, j0, two_panels, acc)` fills its 2 × 2 accumulators (the
+/// second row block or panel only when it starts inside the output); then `store(i, rows, j,
+/// cols, acc)` takes each 16 × 16 accumulator that starts inside the output, `rows × cols` of
+/// it being output. Tasks cover disjoint parts of the output.
+///
+/// # Safety
+/// [`available`] must have returned true.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn par_blocks<T: Copy + Default + Send>(
+    m: usize,
+    n: usize,
+    dot: impl Fn(usize, bool, usize, bool, &mut [[T; 256]; 4]) + Sync,
+    store: impl Fn(usize, usize, usize, usize, &[T; 256]) + Sync,
+) {
+    use rayon::prelude::*;
+    let (row_tasks, col_tasks) = (m.div_ceil(TASK_ROWS), n.div_ceil(TASK_COLS));
+    (0..row_tasks * col_tasks).into_par_iter().for_each(|t| {
+        let (r0, c0) = ((t / col_tasks) * TASK_ROWS, (t % col_tasks) * TASK_COLS);
+        let (r1, c1) = ((r0 + TASK_ROWS).min(m), (c0 + TASK_COLS).min(n));
+        // SAFETY: the caller guarantees AMX.
+        let _tiles = Tiles::configure();
+        let mut acc = [[T::default(); 256]; 4];
+        for i0 in (r0..r1).step_by(2 * ROWS) {
+            for j0 in (c0..c1).step_by(2 * ROWS) {
+                dot(i0, i0 + ROWS < r1, j0, j0 + ROWS < c1, &mut acc);
+                for (b, acc) in acc.iter().enumerate() {
+                    let (i, j) = (i0 + (b / 2) * ROWS, j0 + (b % 2) * ROWS);
+                    if i < r1 && j < c1 {
+                        store(i, ROWS.min(r1 - i), j, ROWS.min(c1 - j), acc);
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// f32 → bf16 bits, rounded to nearest even (finite inputs).
 #[inline(always)]
 pub(crate) fn bf16(x: f32) -> u16 {

@@ -29,6 +29,17 @@ pub struct Shape {
     pub causal: bool,
 }
 
+impl Shape {
+    /// Keys query row `i` sees: all of them, or when causal those up to its own position.
+    pub fn visible_keys(&self, i: usize) -> usize {
+        if self.causal {
+            self.tk - self.tq + i + 1
+        } else {
+            self.tk
+        }
+    }
+}
+
 /// `out[tq × n_heads·head_dim] = softmax(Q Kᵀ / sqrt(head_dim)) V`, head by head, on the
 /// kernels' pool.
 pub fn attention(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
@@ -73,7 +84,7 @@ pub fn attention_rows(isa: Isa, s: Shape, q: &[f32], k: &[f32], v: &[f32], out: 
     crate::pool::install(|| {
         (0..s.n_heads * s.tq).into_par_iter().for_each(|t| {
             let (h, i) = (t / s.tq, t % s.tq);
-            let limit = if s.causal { s.tk - s.tq + i + 1 } else { s.tk };
+            let limit = s.visible_keys(i);
             let row = RowJob {
                 q: &q[i * s.q_stride + h * hd..][..hd],
                 k: &k[h * hd..],
@@ -193,7 +204,7 @@ pub fn attention_fused(isa: Isa, s: Shape, q: &[f32], k: &[f32], v: &[f32], out:
             let (h, r0) = (t / blocks, (t % blocks) * ROW_BLOCK);
             let rows = ROW_BLOCK.min(s.tq - r0);
             // Keys past the block's last visible one are never needed.
-            let tk = if s.causal { s.tk - s.tq + r0 + rows } else { s.tk };
+            let tk = s.visible_keys(r0 + rows - 1);
             let (kt, vv) = &packs[h];
             SCORES.with(|buf| {
                 let mut sc = buf.borrow_mut();
@@ -206,9 +217,7 @@ pub fn attention_fused(isa: Isa, s: Shape, q: &[f32], k: &[f32], v: &[f32], out:
                     kt.gemm_a_in_place(isa, rows, 0..hd, tk, scale, (qp, s.q_stride as isize), 0.0, (sc.as_mut_ptr(), tk as isize));
                 }
                 for (i, row) in sc.chunks_mut(tk).enumerate() {
-                    if s.causal {
-                        row[s.tk - s.tq + r0 + i + 1..].fill(f32::NEG_INFINITY);
-                    }
+                    row[s.visible_keys(r0 + i)..].fill(f32::NEG_INFINITY);
                     sums[i] = exp_shifted_with(isa, row);
                 }
                 unsafe {
@@ -243,9 +252,7 @@ fn attention_on_pool(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
             );
         }
         scores.par_chunks_mut(s.tk).enumerate().for_each(|(i, row)| {
-            if s.causal {
-                row[s.tk - s.tq + i + 1..].fill(f32::NEG_INFINITY);
-            }
+            row[s.visible_keys(i)..].fill(f32::NEG_INFINITY);
             softmax(row);
         });
         // SAFETY: as above; out rows are d wide.
@@ -271,7 +278,7 @@ pub fn attention_few_rows(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [
         let off = h * s.head_dim;
         let mut p = vec![0f32; s.tk];
         for (i, o) in out_rows.iter_mut().enumerate() {
-            let seen = if s.causal { s.tk - s.tq + i + 1 } else { s.tk };
+            let seen = s.visible_keys(i);
             let qi = &q[i * s.q_stride + off..i * s.q_stride + off + s.head_dim];
             for (j, pj) in p[..seen].iter_mut().enumerate() {
                 *pj = crate::gemm::dot(qi, &k[j * s.k_stride + off..j * s.k_stride + off + s.head_dim]) * scale;
@@ -376,7 +383,7 @@ mod amx_tiles {
             let (h, r0) = (t / blocks, (t % blocks) * ROWS);
             let rows = ROWS.min(s.tq - r0);
             // Keys past the block's last visible one are never needed.
-            let tk = if s.causal { s.tk - s.tq + r0 + rows } else { s.tk };
+            let tk = s.visible_keys(r0 + rows - 1);
             let width = tk.next_multiple_of(KEYS);
             let (kp, vp) = &packs[h];
             BLOCK.with(|b| {
@@ -407,9 +414,7 @@ mod amx_tiles {
                         continue;
                     }
                     let row = &mut b.scores[i * width..i * width + tk];
-                    if s.causal {
-                        row[s.tk - s.tq + r0 + i + 1..].fill(f32::NEG_INFINITY);
-                    }
+                    row[s.visible_keys(r0 + i)..].fill(f32::NEG_INFINITY);
                     // SAFETY: the AMX path runs only on CPUs with AVX-512.
                     sums[i] = unsafe { exp_to_bf16(row, &mut probs[..tk]) };
                     probs[tk..].fill(0);

@@ -21,9 +21,6 @@ use crate::sgemm::Shared;
 const NR: usize = 16;
 /// Depth of one tile step (32 bf16 = 64 bytes).
 const KR: usize = 32;
-/// Rows and channels per task.
-const MC: usize = 64;
-const NC: usize = 128;
 
 /// A linear layer's weight `[n_out × k]` in bf16, packed for the tiles.
 pub struct Bf16Weights {
@@ -90,54 +87,38 @@ pub fn linear_bf16(x: &[f32], m: usize, k: usize, w: &Bf16Weights, bias: Option<
     }
     pool::install(|| {
         // x in bf16, row-major, rows padded to a multiple of 16 and k to kp with zeros.
-        // This thread's buffer from the last call: fresh pages would cost a fault per 4 KiB.
-        let mut xb = ROWS.take();
-        xb.clear();
-        xb.resize(m.next_multiple_of(amx::ROWS) * kp, 0);
+        let mut xb = pool::reused_zeroed(&ROWS, m.next_multiple_of(amx::ROWS) * kp);
         xb.par_chunks_mut(kp).zip(x.par_chunks(k)).for_each(|(dst, row)| to_bf16(row, &mut dst[..k]));
-        let (row_blocks, col_blocks) = (m.div_ceil(MC), n.div_ceil(NC));
         let out = Shared(out.as_mut_ptr());
-        (0..row_blocks * col_blocks).into_par_iter().for_each(|t| {
-            let (r0, c0) = ((t / col_blocks) * MC, (t % col_blocks) * NC);
-            let (r1, c1) = ((r0 + MC).min(m), (c0 + NC).min(n));
-            // SAFETY: `amx::available()` was asserted.
-            let _tiles = unsafe { amx::Tiles::configure() };
-            let mut acc = [[0f32; 256]; 4];
-            for i0 in (r0..r1).step_by(2 * amx::ROWS) {
-                let two_rows = i0 + amx::ROWS < r1;
-                for j0 in (c0..c1).step_by(2 * NR) {
-                    let panel = |j: usize| w.packed[(j / NR) * NR * kp..].as_ptr();
-                    let two_panels = j0 + NR < c1;
-                    // SAFETY: rows are padded to a multiple of 16, channels to whole panels; the
-                    // guards keep the second row block and panel inside them.
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        amx::dot_bf16(kp / KR, xb[i0 * kp..].as_ptr(), kp * 2, two_rows, panel(j0), two_panels.then(|| panel(j0 + NR)), &mut acc)
-                    };
-                    for (b, acc) in acc.iter().enumerate() {
-                        let (i, j) = (i0 + (b / 2) * amx::ROWS, j0 + (b % 2) * NR);
-                        for r in i..(i + amx::ROWS).min(r1) {
-                            if j >= c1 {
-                                break;
-                            }
-                            let cols = NR.min(c1 - j);
-                            // SAFETY: tasks write disjoint (row block × column block) parts of `out`.
-                            let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(r * n + j), cols) };
-                            let sums = &acc[(r - i) * NR..][..cols];
-                            match bias {
-                                Some(b) => dst.iter_mut().zip(sums).zip(&b[j..j + cols]).for_each(|((y, &s), &b)| *y = s + b),
-                                None => dst.copy_from_slice(sums),
-                            }
-                        }
-                    }
+        let panel = |j: usize| w.packed[(j / NR) * NR * kp..].as_ptr();
+        #[cfg(target_arch = "x86_64")]
+        let dot = |i0: usize, two_rows: bool, j0: usize, two_panels: bool, acc: &mut [[f32; 256]; 4]| {
+            // SAFETY: rows are padded to a multiple of 16, channels to whole panels; `par_blocks`
+            // asks for the second ones only inside them.
+            unsafe { amx::dot_bf16(kp / KR, xb[i0 * kp..].as_ptr(), kp * 2, two_rows, panel(j0), two_panels.then(|| panel(j0 + NR)), acc) }
+        };
+        let store = |i: usize, rows: usize, j: usize, cols: usize, acc: &[f32; 256]| {
+            for r in 0..rows {
+                // SAFETY: `par_blocks` tasks write disjoint parts of `out`.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add((i + r) * n + j), cols) };
+                let sums = &acc[r * NR..][..cols];
+                match bias {
+                    Some(b) => dst.iter_mut().zip(sums).zip(&b[j..j + cols]).for_each(|((y, &s), &b)| *y = s + b),
+                    None => dst.copy_from_slice(sums),
                 }
             }
-        });
+        };
+        // SAFETY: `amx::available()` was asserted.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            amx::par_blocks(m, n, dot, store)
+        };
         ROWS.set(xb);
     });
 }
 
 thread_local! {
+    /// This thread's rows in bf16 from the last call ([`pool::reused_zeroed`]).
     static ROWS: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
 }
 

@@ -217,46 +217,30 @@ pub fn qlinear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &QuantizedWeight
     });
 }
 
-/// Rows per task on the AMX path: two 16-row tiles, twice.
-const MC_AMX: usize = 64;
 /// Fewer rows than this take the register tiles even on AMX machines.
 const AMX_MIN_ROWS: usize = 8;
 
-/// The AMX path: tasks of up to 64 rows × 128 channels, each a loop of 32 × 32 blocks on the
-/// tiles (two 16-row A tiles against two 16-channel weight panels), whose int32 sums go
-/// through the same epilogue as the VNNI path's register tiles: the same results, bit for bit.
+/// The AMX path: 32 × 32 blocks on the tiles (two 16-row A tiles against two 16-channel
+/// weight panels), whose int32 sums go through the same epilogue as the VNNI path's register
+/// tiles: the same results, bit for bit.
 #[cfg(target_arch = "x86_64")]
 fn qlinear_amx(xq: &QuantizedRows, m: usize, w: &QuantizedWeights, bias: Option<&[f32]>, act: Activation, out: Shared<*mut f32>) {
-    let (n, kp) = (w.n, w.kp);
-    let (row_blocks, col_blocks) = (m.div_ceil(MC_AMX), n.div_ceil(NC));
-    (0..row_blocks * col_blocks).into_par_iter().for_each(|t| {
-        let (r0, c0) = ((t / col_blocks) * MC_AMX, (t % col_blocks) * NC);
-        let (r1, c1) = ((r0 + MC_AMX).min(m), (c0 + NC).min(n));
-        // SAFETY: `Isa::Amx` is only chosen when `amx::available()`.
-        let _tiles = unsafe { amx::Tiles::configure() };
-        let mut acc = [[0i32; 256]; 4];
-        for i0 in (r0..r1).step_by(2 * amx::ROWS) {
-            let two_rows = i0 + amx::ROWS < r1;
-            for j0 in (c0..c1).step_by(2 * NR) {
-                let panel = |j: usize| w.packed[(j / NR) * NR * kp..].as_ptr();
-                let two_panels = j0 + NR < c1;
-                // SAFETY: the rows are padded to a multiple of 16 (`QuantizedRows::new`) and the
-                // channels to whole panels; `i0 + 16 < r1` and `j0 + 16 < c1` guard the second ones.
-                unsafe { amx::dot_u8i8(kp / amx::ROW_BYTES, xq.data[i0 * kp..].as_ptr(), kp, two_rows, panel(j0), two_panels.then(|| panel(j0 + NR)), &mut acc) };
-                for (b, acc) in acc.iter().enumerate() {
-                    let (i, j) = (i0 + (b / 2) * amx::ROWS, j0 + (b % 2) * NR);
-                    if i >= r1 || j >= c1 {
-                        continue;
-                    }
-                    for q in (i..(i + amx::ROWS).min(r1)).step_by(MR) {
-                        let tile = OutTile { w, xq, bias, act, out: out.get(), i0: q, rows: MR.min(r1 - q), j0: j, cols: NR.min(c1 - j) };
-                        // SAFETY: tasks write disjoint (row block × column block) parts of `out`.
-                        unsafe { tile.store_rows(&acc[(q - i) * NR..][..MR.min(r1 - q) * NR]) };
-                    }
-                }
-            }
+    let kp = w.kp;
+    let panel = |j: usize| w.packed[(j / NR) * NR * kp..].as_ptr();
+    let dot = |i0: usize, two_rows: bool, j0: usize, two_panels: bool, acc: &mut [[i32; 256]; 4]| {
+        // SAFETY: the rows are padded to a multiple of 16 (`QuantizedRows::new`) and the
+        // channels to whole panels; `par_blocks` asks for the second ones only inside them.
+        unsafe { amx::dot_u8i8(kp / amx::ROW_BYTES, xq.data[i0 * kp..].as_ptr(), kp, two_rows, panel(j0), two_panels.then(|| panel(j0 + NR)), acc) }
+    };
+    let store = |i: usize, rows: usize, j: usize, cols: usize, acc: &[i32; 256]| {
+        for q in (0..rows).step_by(MR) {
+            let tile = OutTile { w, xq, bias, act, out: out.get(), i0: i + q, rows: MR.min(rows - q), j0: j, cols };
+            // SAFETY: `par_blocks` tasks write disjoint parts of `out`.
+            unsafe { tile.store_rows(&acc[q * NR..][..tile.rows * NR]) };
         }
-    });
+    };
+    // SAFETY: `Isa::Amx` is only chosen when `amx::available()`.
+    unsafe { amx::par_blocks(m, w.n, dot, store) }
 }
 
 /// x quantized per row: packed in MR-row tiles `[tile][kp/4][rows][4]` (u8) for the register
@@ -281,27 +265,19 @@ impl Drop for QuantizedRows {
     }
 }
 
-/// `len` zeros in this thread's reused buffer.
-fn zeroed_rows(len: usize) -> Vec<u8> {
-    let mut data = ROWS.take();
-    data.clear();
-    data.resize(len, 0);
-    data
-}
-
 impl QuantizedRows {
     fn new(isa: Isa, x: &[f32], m: usize, k: usize, kp: usize, row_major: bool) -> QuantizedRows {
         let qmax = if isa >= Isa::Avx512Vnni { 255.0 } else { 127.0 };
         let mut scales = vec![0f32; m];
         let mut zero_points = vec![0i32; m];
         if row_major {
-            let mut data = zeroed_rows(m.next_multiple_of(amx::ROWS) * kp);
+            let mut data = pool::reused_zeroed(&ROWS, m.next_multiple_of(amx::ROWS) * kp);
             data.par_chunks_mut(kp).zip(scales.par_iter_mut()).zip(zero_points.par_iter_mut()).enumerate().for_each(|(r, ((q, s), z))| {
                 (*s, *z) = quantize_row(isa, &x[r * k..(r + 1) * k], qmax, &mut q[..k]);
             });
             return QuantizedRows { data, scales, zero_points, kp, row_major };
         }
-        let mut data = zeroed_rows(m * kp);
+        let mut data = pool::reused_zeroed(&ROWS, m * kp);
         data.par_chunks_mut(MR * kp)
             .zip(scales.par_chunks_mut(MR))
             .zip(zero_points.par_chunks_mut(MR))
