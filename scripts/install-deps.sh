@@ -6,7 +6,7 @@
 # gst-discoverer-1.0, which the video pipelines ask for the input's streams, in -base-apps),
 # meson + ninja (install step), Python's venv and pip (models, references), and pango + cairo
 # development files for the crates in interop/ (gst-plugin-closedcaption's transcriberbin and
-# caption overlays link them).
+# caption overlays link them), and sox, which makes the test audio (gain, noise, music, joins).
 # Skips apt entirely when every package is already installed.
 set -euo pipefail
 
@@ -15,7 +15,7 @@ packages=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-base-apps
   gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-  meson ninja-build pkg-config python3-venv python3-pip unzip
+  meson ninja-build pkg-config python3-venv python3-pip unzip sox
   libpango1.0-dev libcairo2-dev
 )
 

@@ -18,6 +18,7 @@ pub mod caps;
 pub mod decoding;
 pub mod model;
 mod model_property;
+pub mod runtime;
 
 mod f32buf;
 mod passes;

@@ -1,13 +1,25 @@
 //! Cutting a 16 kHz mono sample stream into Whisper windows (≤ 30 s) at pauses. Windows are kept
 //! long (Whisper is most accurate with the most context) and cut at the latest pause before 30 s;
 //! silence before and after speech is split off and marked, so nothing is decoded over it and
-//! speech windows start at the words.
+//! speech windows start at the words. What is speech is decided per 10 ms frame by a
+//! [`Detector`]: Silero VAD in the elements, an energy gate otherwise. Cuts are decided frame by
+//! frame as the decisions become final, so the windows depend only on the samples, not on how
+//! they arrive.
+
+mod detector;
+mod level;
+pub mod vad;
+
+pub use level::level_speech;
+
+pub use detector::{Detector, SileroFrames};
+use vad::{Speech, VadError};
 
 pub const SAMPLE_RATE: u32 = 16000;
 /// Samples in one 30 s window.
 pub const WINDOW_SAMPLES: usize = 480_000;
 /// Energy is measured over 10 ms frames.
-const FRAME: usize = 160;
+pub(crate) const FRAME: usize = 160;
 const FRAMES_PER_WINDOW: usize = WINDOW_SAMPLES / FRAME;
 /// Silence before speech longer than this (1 s) is cut off into a window of its own.
 const LEAD_SILENCE_FRAMES: usize = 100;
@@ -49,32 +61,39 @@ pub struct AudioWindow {
     /// Offset of the first sample, counted from the start of the stream given to the [`Windower`].
     pub start_sample: u64,
     pub samples: Vec<f32>,
-    /// False when no frame rose above the silence threshold: nothing to decode.
+    /// False when the detector was confident of no speech in it: nothing to decode.
     pub has_speech: bool,
+    /// Whether each 10 ms frame is speech (frames past the end of the list are not).
+    pub speech: Vec<bool>,
 }
 
 /// Accumulates samples and emits windows cut at pauses.
 #[derive(Default)]
 pub struct Windower {
     settings: WindowerSettings,
+    detector: Detector,
     pending: Vec<f32>,
     pending_start: u64,
-    /// Speech flag of every complete frame of `pending`.
-    speech: Vec<bool>,
-}
+    /// Speech decision of the first frames of `pending`, as far as they are final.
+    speech: Vec<Speech>,
+    /// First and last speech frame in `speech`.
+    first_speech: Option<usize>,
+    last_speech: Option<usize>,
 
-fn frame_is_speech(frame: &[f32], threshold_db: f32) -> bool {
-    let mean_square = frame.iter().map(|s| s * s).sum::<f32>() / frame.len() as f32;
-    10.0 * mean_square.max(1e-12).log10() >= threshold_db
 }
 
 impl Windower {
+    /// Energy gate: frames above `silence_threshold_db` are speech.
     pub fn new() -> Self {
         Self::default()
     }
 
     pub fn with_settings(settings: WindowerSettings) -> Self {
         Windower { settings, ..Default::default() }
+    }
+
+    pub fn with_detector(settings: WindowerSettings, detector: Detector) -> Self {
+        Windower { settings, detector, ..Default::default() }
     }
 
     /// Changes the settings; windows already cut stay as they are.
@@ -90,57 +109,70 @@ impl Windower {
     /// The audio pending so far as a window, if it holds speech: what a live stream decodes
     /// before the window is complete.
     pub fn pending_window(&self) -> Option<AudioWindow> {
-        let has_speech = self.speech.iter().any(|&s| s);
-        has_speech.then(|| AudioWindow { start_sample: self.pending_start, samples: self.pending.clone(), has_speech })
+        self.speech.iter().any(|s| s.confident).then(|| AudioWindow {
+            start_sample: self.pending_start,
+            samples: self.pending.clone(),
+            has_speech: true,
+            speech: self.speech.iter().map(|s| s.speech).collect(),
+        })
     }
 
     /// Adds samples; returns every window that is complete.
-    pub fn push(&mut self, samples: &[f32]) -> Vec<AudioWindow> {
+    pub fn push(&mut self, samples: &[f32]) -> Result<Vec<AudioWindow>, VadError> {
+        self.pending.extend_from_slice(samples);
+        let decisions = self.detector.push(samples, self.settings.silence_threshold_db)?;
+        Ok(self.add_frames(decisions))
+    }
+
+    /// End of the stream: the windows still to come, the last one holding what is left.
+    /// The detector then starts afresh; the sample count goes on.
+    pub fn flush(&mut self) -> Result<Vec<AudioWindow>, VadError> {
+        let (decisions, partial) = self.detector.finish(self.settings.silence_threshold_db)?;
+        self.detector.reset();
+        let mut out = self.add_frames(decisions);
+        if !self.pending.is_empty() {
+            let mut window = self.take(self.speech.len());
+            window.has_speech |= partial.is_some_and(|p| p.confident);
+            window.speech.extend(partial.map(|p| p.speech));
+            window.samples.extend(std::mem::take(&mut self.pending));
+            self.pending_start = window.start_sample + window.samples.len() as u64;
+            out.push(window);
+        }
+        Ok(out)
+    }
+
+    /// Drops everything pending and restarts the sample count at zero.
+    pub fn reset(&mut self) {
+        self.detector.reset();
+        self.pending.clear();
+        self.pending_start = 0;
+        self.speech.clear();
+        self.first_speech = None;
+        self.last_speech = None;
+    }
+
+    /// Takes final frame decisions one by one, cutting wherever a window completes.
+    fn add_frames(&mut self, decisions: Vec<Speech>) -> Vec<AudioWindow> {
         let mut out = Vec::new();
-        // Feed in pieces so a huge buffer still gets every pause looked at.
-        for piece in samples.chunks(FRAME * 100) {
-            self.pending.extend_from_slice(piece);
-            while let Some(cut) = self.next_cut() {
+        for d in decisions {
+            let i = self.speech.len();
+            self.speech.push(d);
+            if d.speech {
+                self.first_speech.get_or_insert(i);
+                self.last_speech = Some(i);
+            }
+            if let Some(cut) = self.next_cut() {
                 out.push(self.take(cut));
             }
         }
         out
     }
 
-    /// Returns what is left as a last window (at EOS), if anything.
-    pub fn flush(&mut self) -> Option<AudioWindow> {
-        if self.pending.is_empty() {
-            return None;
-        }
-        self.scan_frames();
-        let tail = &self.pending[self.speech.len() * FRAME..];
-        let tail_speech = !tail.is_empty() && frame_is_speech(tail, self.settings.silence_threshold_db);
-        let mut window = self.take(self.speech.len());
-        window.has_speech |= tail_speech;
-        window.samples.extend(std::mem::take(&mut self.pending));
-        self.pending_start = window.start_sample + window.samples.len() as u64;
-        Some(window)
-    }
-
-    /// Drops everything pending and restarts the sample count at zero.
-    pub fn reset(&mut self) {
-        *self = Windower { settings: self.settings, ..Default::default() };
-    }
-
-    fn scan_frames(&mut self) {
-        let done = self.speech.len();
-        let threshold = self.settings.silence_threshold_db;
-        let new = self.pending[done * FRAME..].chunks_exact(FRAME).map(|f| frame_is_speech(f, threshold));
-        self.speech.extend(new);
-    }
-
     /// Frame index to cut `pending` at, if a window is complete.
-    fn next_cut(&mut self) -> Option<usize> {
-        self.scan_frames();
+    fn next_cut(&self) -> Option<usize> {
         let min_pause = (self.settings.min_pause_ms as usize / 10).max(1);
         let speech = &self.speech;
-        let first_speech = speech.iter().position(|&s| s);
-        match first_speech {
+        match self.first_speech {
             // Only silence so far: close it once it is long, so time keeps moving.
             None => {
                 let longest = (self.settings.max_silence_ms as usize / 10).clamp(MIN_MAX_FRAMES, self.max_frames());
@@ -151,7 +183,7 @@ impl Windower {
             Some(f) if f >= LEAD_SILENCE_FRAMES => return Some(f - min_pause / 2),
             Some(_) => {}
         }
-        let last_speech = speech.iter().rposition(|&s| s).unwrap_or(0);
+        let last_speech = self.last_speech.unwrap_or(0);
         if speech.len() - 1 - last_speech >= END_SILENCE_FRAMES {
             // A long silence after speech ends the talk for now.
             return Some(last_speech + 1 + min_pause / 2);
@@ -164,7 +196,7 @@ impl Windower {
         // of equals): the longer the pause, the likelier it falls between sentences.
         let mut quiet_run = 0;
         let mut best: Option<(usize, usize)> = None;
-        for (i, &is_speech) in speech[..max_frames].iter().enumerate() {
+        for (i, is_speech) in speech[..max_frames].iter().map(|s| s.speech).enumerate() {
             if is_speech {
                 let middle = i - quiet_run / 2;
                 if quiet_run >= min_pause && middle >= max_frames / 2 && best.is_none_or(|(len, _)| quiet_run >= len) {
@@ -199,12 +231,16 @@ impl Windower {
         best.1 + SMOOTH_FRAMES / 2
     }
 
+    /// Cuts the first `frames` off as a window; it is to be transcribed if the detector was
+    /// confident of speech somewhere in it.
     fn take(&mut self, frames: usize) -> AudioWindow {
-        let has_speech = self.speech[..frames].iter().any(|&s| s);
+        let has_speech = self.speech[..frames].iter().any(|s| s.confident);
         let rest = self.pending.split_off(frames * FRAME);
         let samples = std::mem::replace(&mut self.pending, rest);
-        self.speech.drain(..frames);
-        let window = AudioWindow { start_sample: self.pending_start, samples, has_speech };
+        let speech = self.speech.drain(..frames).map(|s| s.speech).collect();
+        self.first_speech = self.speech.iter().position(|s| s.speech);
+        self.last_speech = self.speech.iter().rposition(|s| s.speech);
+        let window = AudioWindow { start_sample: self.pending_start, samples, has_speech, speech };
         self.pending_start += (frames * FRAME) as u64;
         window
     }
@@ -222,10 +258,10 @@ mod tests {
         let mut w = Windower::new();
         let mut windows = Vec::new();
         for piece in audio.chunks(chunk) {
-            windows.extend(w.push(piece));
+            windows.extend(w.push(piece).unwrap());
         }
-        windows.extend(w.flush());
-        assert!(w.flush().is_none());
+        windows.extend(w.flush().unwrap());
+        assert!(w.flush().unwrap().is_empty());
         windows
     }
 
@@ -308,16 +344,34 @@ mod tests {
         let mut w = Windower::with_settings(WindowerSettings { max_window_ms: 2000, max_silence_ms: 2000, ..Default::default() });
         let mut windows = Vec::new();
         for piece in audio.chunks(1600) {
-            windows.extend(w.push(piece));
+            windows.extend(w.push(piece).unwrap());
         }
         // Only the last partial window is left for EOS.
         assert!(w.pending() <= 32000, "{} samples held back", w.pending());
-        windows.extend(w.flush());
+        windows.extend(w.flush().unwrap());
         assert_tiles(&windows, &audio);
         assert!(windows.iter().all(|w| w.samples.len() <= 32000));
         // The first cut falls in the pause.
         assert!((24000..30400).contains(&windows[1].start_sample), "cut at {}", windows[1].start_sample);
         assert!(windows.iter().filter(|w| w.start_sample >= 56000).all(|w| !w.has_speech || w.start_sample < 60000));
+    }
+
+    #[test]
+    fn windows_do_not_depend_on_buffer_sizes() {
+        // Speech and pauses of many lengths, with a 25 s stretch that needs a forced cut.
+        let mut audio = Vec::new();
+        for (i, secs) in [3.0f32, 0.2, 7.5, 0.45, 25.0, 2.5, 1.0, 0.31, 12.0].iter().enumerate() {
+            let n = (secs * 16000.0) as usize;
+            audio.extend(if i % 2 == 0 { tone(n) } else { vec![0.0; n] });
+        }
+        let reference: Vec<(u64, usize, bool)> =
+            run(&audio, audio.len()).iter().map(|w| (w.start_sample, w.samples.len(), w.has_speech)).collect();
+        assert!(reference.len() >= 3, "{reference:?}");
+        for chunk in [1, 160, 441, 1152, 4096, 16000, 72_000] {
+            let windows: Vec<(u64, usize, bool)> =
+                run(&audio, chunk).iter().map(|w| (w.start_sample, w.samples.len(), w.has_speech)).collect();
+            assert_eq!(windows, reference, "buffers of {chunk} samples");
+        }
     }
 
     #[test]

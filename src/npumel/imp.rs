@@ -5,7 +5,8 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use npuwhisper_kernels::mel::LogMel;
 
-use crate::audio::{AudioWindow, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES};
+use crate::audio::vad::{self, SileroVad, VadError, VadSettings};
+use crate::audio::{level_speech, AudioWindow, Detector, SileroFrames, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES};
 use crate::{caps, f32buf, passes};
 use crate::model::{MAX_N_MELS, MEL_FRAMES};
 
@@ -28,10 +29,26 @@ const DEFAULT_LIVE_MAX_WINDOW_MS: u32 = 10_000;
 /// Default time between two passes over a growing live window.
 const DEFAULT_LIVE_STEP_MS: u32 = 1000;
 
+/// How speech is told from the rest.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstNpuMelVad")]
+pub enum VadMode {
+    /// Silero VAD v6 through ONNX Runtime.
+    #[default]
+    #[enum_value(name = "Silero VAD: a trained voice activity detector, independent of the recording level", nick = "silero")]
+    Silero,
+    /// Frames louder than `silence-threshold` are speech.
+    #[enum_value(name = "Energy gate: frames louder than silence-threshold are speech", nick = "energy")]
+    Energy,
+}
+
 /// The windower's settings; those without a property keep the audio module's defaults.
 #[derive(Debug, Clone, Copy)]
 struct Settings {
     windower: WindowerSettings,
+    vad: VadMode,
+    vad_settings: VadSettings,
     /// `max_window_ms` used instead of the windower's when upstream is live.
     live_max_window_ms: u32,
     /// Audio (ms) added to a live window before it is sent again as a provisional pass.
@@ -40,11 +57,29 @@ struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { windower: WindowerSettings::default(), live_max_window_ms: DEFAULT_LIVE_MAX_WINDOW_MS, live_step_ms: DEFAULT_LIVE_STEP_MS }
+        Settings {
+            windower: WindowerSettings::default(),
+            vad: VadMode::default(),
+            vad_settings: VadSettings::default(),
+            live_max_window_ms: DEFAULT_LIVE_MAX_WINDOW_MS,
+            live_step_ms: DEFAULT_LIVE_STEP_MS,
+        }
     }
 }
 
 impl Settings {
+    /// A windower with the chosen detector (loading the VAD model).
+    fn windower(&self) -> Result<Windower, VadError> {
+        let detector = match self.vad {
+            VadMode::Energy => Detector::default(),
+            VadMode::Silero => {
+                let vad = SileroVad::load(&vad::default_model_path())?;
+                Detector::Silero(Box::new(SileroFrames::new(vad, self.vad_settings)))
+            }
+        };
+        Ok(Windower::with_detector(self.windower, detector))
+    }
+
     /// The windower's settings when upstream is live.
     fn live_windower(&self) -> WindowerSettings {
         WindowerSettings { max_window_ms: self.live_max_window_ms, max_silence_ms: self.live_step_ms, ..self.windower }
@@ -92,6 +127,8 @@ struct State {
     segment_start: Option<gst::ClockTime>,
     /// NaN or infinite samples were seen (and warned about).
     saw_non_finite: bool,
+    /// A window beyond full scale was scaled down (and warned about).
+    saw_over_range: bool,
     /// Whether upstream is live, asked at the first buffer: live streams get provisional passes.
     live: Option<bool>,
     /// Samples pending in the windower when the last provisional pass was sent.
@@ -182,7 +219,22 @@ impl NpuMel {
                 continue;
             }
 
-            let mel = neg.mel.compute(&w.samples, WINDOW_SAMPLES);
+            // Float input beyond full scale would leave the model's range: the window is scaled
+            // to full scale instead (a function of the window alone, so still deterministic).
+            let mut samples = w.samples;
+            let peak = samples.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+            if peak > 1.0 {
+                if !std::mem::replace(&mut state.saw_over_range, true) {
+                    gst::element_imp_warning!(
+                        self,
+                        gst::StreamError::Format,
+                        ("Input beyond full scale (peak {:.1}): windows over full scale are scaled down to it", peak)
+                    );
+                }
+                samples.iter_mut().for_each(|s| *s /= peak);
+            }
+            level_speech(&mut samples, &w.speech);
+            let mel = neg.mel.compute(&samples, WINDOW_SAMPLES);
             if mel.len() != neg.n_mels * MEL_FRAMES {
                 gst::element_imp_error!(
                     self,
@@ -253,6 +305,20 @@ impl NpuMel {
         }
     }
 
+    /// End of a stream (EOS, discontinuity, new caps): the windows still pending.
+    fn flush_windows(&self, state: &mut State) -> Result<Vec<Output>, gst::FlowError> {
+        let windows = state.windower.flush().map_err(|e| self.vad_failed(e))?;
+        if state.negotiated.is_none() {
+            return Ok(Vec::new());
+        }
+        self.window_outputs(state, windows, false)
+    }
+
+    fn vad_failed(&self, err: VadError) -> gst::FlowError {
+        gst::element_imp_error!(self, gst::LibraryError::Failed, ("Voice activity detection failed: {}", err));
+        gst::FlowError::Error
+    }
+
     fn settings(&self) -> MutexGuard<'_, Settings> {
         self.settings.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -273,8 +339,7 @@ impl NpuMel {
         if live {
             let windower = settings.live_windower();
             gst::info!(CAT, imp = self, "Upstream is live: windows of at most {} ms, passes every {} ms", windower.max_window_ms, settings.live_step_ms);
-            // Nothing is pending yet (first buffer): a fresh windower loses nothing.
-            state.windower = Windower::with_settings(windower);
+            state.windower.set_settings(windower);
         }
     }
 
@@ -369,16 +434,14 @@ impl NpuMel {
                         pts.display()
                     );
                     // The pending audio closes a window on the old timeline.
-                    if let Some(w) = state.windower.flush() {
-                        out.extend(self.window_outputs(&mut state, vec![w], false)?);
-                    }
+                    out.extend(self.flush_windows(&mut state)?);
                     state.reset_stream();
                     state.base_pts = pts.or(expected);
                 }
             }
         }
 
-        let windows = state.windower.push(&samples);
+        let windows = state.windower.push(&samples).map_err(|e| self.vad_failed(e))?;
         state.samples_seen += samples.len() as u64;
         let closed = !windows.is_empty();
         out.extend(self.window_outputs(&mut state, windows, false)?);
@@ -454,11 +517,9 @@ impl NpuMel {
         // Audio pending for the old n-mels is spectrogrammed before switching.
         let mut pending = Vec::new();
         if mel_changed {
-            if let Some(w) = state.windower.flush() {
-                match self.window_outputs(&mut state, vec![w], false) {
-                    Ok(b) => pending = b,
-                    Err(_) => return false,
-                }
+            match self.flush_windows(&mut state) {
+                Ok(b) => pending = b,
+                Err(_) => return false,
             }
             state.reset_stream();
         }
@@ -487,16 +548,8 @@ impl NpuMel {
         match event.view() {
             EventView::Caps(c) => self.set_caps(c.caps()),
             EventView::Eos(_) => {
-                let buffers = {
-                    let mut state = self.state();
-                    let last = state.windower.flush();
-                    match last {
-                        Some(w) if state.negotiated.is_some() => {
-                            self.window_outputs(&mut state, vec![w], false).unwrap_or_default()
-                        }
-                        _ => Vec::new(),
-                    }
-                };
+                // A failure was posted as an element error already.
+                let buffers = self.flush_windows(&mut self.state()).unwrap_or_default();
                 if let Err(err) = self.push_outputs(buffers) {
                     gst::warning!(CAT, imp = self, "Could not push the last window: {err:?}");
                 }
@@ -594,9 +647,14 @@ impl ObjectImpl for NpuMel {
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             let d = WindowerSettings::default();
             vec![
+                glib::ParamSpecEnum::builder_with_default("vad", VadMode::default())
+                    .nick("Voice activity detection")
+                    .blurb("How speech is told from silence, noise and music: windows are cut at pauses in speech and windows without speech are not decoded. silero needs the model and ONNX Runtime that scripts/fetch-models.sh installs")
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecDouble::builder("silence-threshold")
                     .nick("Silence threshold")
-                    .blurb("Level (dBFS) below which a 10 ms frame is silence: windows end at pauses and windows without speech are not decoded")
+                    .blurb("With vad=energy: level (dBFS) below which a 10 ms frame is silence")
                     .minimum(-120.0)
                     .maximum(0.0)
                     .default_value(d.silence_threshold_db as f64)
@@ -663,6 +721,11 @@ impl ObjectImpl for NpuMel {
         }
         let mut settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         match pspec.name() {
+            "vad" => {
+                if let Ok(v) = value.get::<VadMode>() {
+                    settings.vad = v;
+                }
+            }
             "silence-threshold" => {
                 if let Ok(v) = value.get::<f64>() {
                     settings.windower.silence_threshold_db = v as f32;
@@ -680,6 +743,7 @@ impl ObjectImpl for NpuMel {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         let settings = self.settings.lock().unwrap_or_else(|e| e.into_inner());
         match pspec.name() {
+            "vad" => settings.vad.to_value(),
             "silence-threshold" => (settings.windower.silence_threshold_db as f64).to_value(),
             "min-pause" => settings.windower.min_pause_ms.to_value(),
             "live-max-window" => settings.live_max_window_ms.to_value(),
@@ -731,10 +795,11 @@ impl ElementImpl for NpuMel {
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::ReadyToPaused {
             let settings = *self.settings.lock().unwrap_or_else(|e| e.into_inner());
-            *self.state() = State {
-                windower: Windower::with_settings(settings.windower),
-                ..State::default()
-            };
+            let windower = settings.windower().map_err(|err| {
+                gst::element_imp_error!(self, gst::LibraryError::Init, ("Voice activity detection unavailable: {}", err), ["vad={:?}; vad=energy needs no model", settings.vad]);
+                gst::StateChangeError
+            })?;
+            *self.state() = State { windower, ..State::default() };
         }
         let ret = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {

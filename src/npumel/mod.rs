@@ -39,6 +39,8 @@ use gst::prelude::*;
 
 mod imp;
 
+pub use imp::VadMode;
+
 glib::wrapper! {
     pub struct NpuMel(ObjectSubclass<imp::NpuMel>) @extends gst::Element, gst::Object;
 }

@@ -229,6 +229,13 @@ impl ObjectImpl for NpuWhisperBin {
             let mut specs: Vec<_> = npuwhisperdec::param_specs().into_iter().filter(|p| p.name() != "live-hold").collect();
             specs.extend(live::param_specs());
             specs.push(
+                glib::ParamSpecEnum::builder_with_default("vad", crate::npumel::VadMode::default())
+                    .nick("Voice activity detection")
+                    .blurb("How npumel tells speech from silence, noise and music (silero, or energy: its silence-threshold)")
+                    .mutable_ready()
+                    .build(),
+            );
+            specs.push(
                 glib::ParamSpecBoolean::builder("passthrough")
                     .nick("Passthrough")
                     .blurb("Pass the audio through the src pad unchanged; the transcript is still made and posted on the bus as element messages (npuwhisper-phrase / npuwhisper-word, see post-messages)")
@@ -281,6 +288,10 @@ impl ObjectImpl for NpuWhisperBin {
             gst::warning!(CAT, imp = self, "No children to set {} on", pspec.name());
             return;
         };
+        if pspec.name() == "vad" {
+            children.mel.set_property_from_value("vad", value);
+            return;
+        }
         // The decoder holds every setting; the encoder needs the model ones too.
         if matches!(pspec.name(), "model" | "precision" | "threads") {
             children.enc.set_property_from_value(pspec.name(), value);
@@ -296,6 +307,7 @@ impl ObjectImpl for NpuWhisperBin {
             _ => (),
         }
         match self.children().as_ref() {
+            Some(children) if pspec.name() == "vad" => children.mel.property_value("vad"),
             Some(children) => children.dec.property_value(pspec.name()),
             None => pspec.default_value().clone(),
         }

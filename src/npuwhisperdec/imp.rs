@@ -90,6 +90,8 @@ struct State {
     discont: bool,
     /// Windows received and not yet decoded.
     pending: Vec<Window>,
+    /// Events that came while windows were pending, pushed after their text.
+    held_events: Vec<gst::Event>,
     /// Windows decoded together, chosen when streaming starts.
     batch_size: usize,
     /// Provisional passes came since the last reset: complete windows then only release
@@ -104,6 +106,7 @@ impl State {
         self.streaming = false;
         self.agreement.reset();
         self.pending.clear();
+        self.held_events.clear();
         self.next_window_pts = None;
         self.last_end = None;
         self.discont = true;
@@ -254,11 +257,11 @@ impl NpuWhisperDec {
         let language = if !multilingual {
             // English-only models have no language token to choose.
             if !auto && requested != "en" {
-                gst::warning!(
-                    CAT,
-                    imp = self,
-                    "Model {} is English-only: ignoring language {requested:?}",
-                    settings.model.model
+                gst::element_imp_warning!(
+                    self,
+                    gst::LibraryError::Settings,
+                    ("Model {} is English-only: language {:?} is ignored, the text will be English", settings.model.model, requested),
+                    ["use a multilingual model (e.g. model=base) to transcribe {}", requested]
                 );
             }
             None
@@ -285,11 +288,10 @@ impl NpuWhisperDec {
             return Err(gst::StateChangeError);
         };
         if !multilingual && settings.task == NpuWhisperTask::Translate {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "Model {} is English-only: translate does nothing",
-                settings.model.model
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Settings,
+                ("Model {} is English-only: task=translate does nothing", settings.model.model)
             );
         }
 
@@ -369,6 +371,16 @@ impl NpuWhisperDec {
 
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
         gst::log!(CAT, obj = pad, "Handling event {event:?}");
+        if matches!(event.view(), gst::EventView::Tag(_) | gst::EventView::StreamGroupDone(_)) {
+            let mut state = self.state();
+            if !state.pending.is_empty() {
+                // Tags (a decoder's bitrate, say) and decodebin's end of group do not end a
+                // batch: batches, hence prompts and text, stay the same whatever upstream
+                // sends besides the audio.
+                state.held_events.push(event);
+                return true;
+            }
+        }
         // Windows waiting for a batch go out before anything that follows them in the stream.
         if event.is_serialized() && !matches!(event.type_(), gst::EventType::FlushStop) {
             if let Err(err) = self.drain() {
@@ -568,6 +580,10 @@ impl NpuWhisperDec {
                 }
             };
             self.push_text(&result, window.pts, window.duration, pieces, window_end, true)?;
+        }
+        let held = std::mem::take(&mut self.state().held_events);
+        for event in held {
+            self.srcpad.push_event(event);
         }
         Ok(gst::FlowSuccess::Ok)
     }

@@ -1,0 +1,257 @@
+//! Voice activity detection with Silero VAD v6 (MIT), run through ONNX Runtime.
+//!
+//! The model reads the stream in 32 ms chunks (512 samples, each with the 64 samples before it)
+//! and carries an LSTM state from chunk to chunk, so it is fed the whole stream in order. Chunks
+//! are counted from the start of the stream and the model's output does not depend on how many
+//! chunks go into one call, so the result does not depend on how upstream cuts its buffers.
+//!
+//! Before the model the audio goes through a DC blocker and an automatic gain: each chunk is
+//! scaled so that the loudest sample of the last second reaches a fixed level. The model
+//! then hears quiet recordings as it hears loud ones, and loud noise no louder than speech.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use ort::session::Session;
+use ort::value::TensorRef;
+
+/// Samples per chunk at 16 kHz.
+pub const CHUNK: usize = 512;
+/// Samples of the previous chunk given with each chunk.
+const CONTEXT: usize = 64;
+const STATE: usize = 128;
+/// Chunks per model call: bounds the memory of one call; results do not depend on it.
+const MAX_BATCH: usize = 2048;
+/// Level the gain brings the recent peak to.
+const AGC_TARGET: f32 = 0.25;
+/// Most gain (40 dB): audio quieter than that is taken as silence.
+const AGC_MAX_GAIN: f32 = 100.0;
+/// How far back (chunks, 1 s) the peak is taken: short enough that a quiet talker right
+/// after a loud one is heard.
+const AGC_WINDOW: usize = 32;
+/// DC blocker pole: a high-pass at about 13 Hz.
+const DC_POLE: f32 = 0.995;
+
+/// File name of the model in the models directory.
+pub const MODEL_FILE: &str = "silero_vad_v6.onnx";
+
+/// The model file used by default: in the models directory, as the set-up installs it.
+pub fn default_model_path() -> PathBuf {
+    crate::model::models_dir().join(MODEL_FILE)
+}
+
+/// Why the detector could not run.
+#[derive(Debug, Clone)]
+pub struct VadError(pub String);
+
+impl std::fmt::Display for VadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for VadError {}
+
+/// Silero VAD over a stream: speech probability per 512-sample chunk.
+pub struct SileroVad {
+    session: Session,
+    h: Vec<f32>,
+    c: Vec<f32>,
+    /// Conditioned samples not yet in a chunk.
+    pending: Vec<f32>,
+    /// Last samples of the previous chunk (conditioned).
+    context: [f32; CONTEXT],
+    /// Peak of each of the last chunks, for the gain.
+    peaks: VecDeque<f32>,
+    dc_x: f32,
+    dc_y: f32,
+}
+
+impl SileroVad {
+    /// Loads the model from `path` (one thread: the chunks of a stream depend on each other).
+    pub fn load(path: &Path) -> Result<Self, VadError> {
+        if !path.is_file() {
+            return Err(VadError(format!(
+                "Silero VAD model {} not found: run scripts/fetch-models.sh (it takes it from the faster-whisper wheel)",
+                path.display()
+            )));
+        }
+        let env = crate::runtime::environment().map_err(VadError)?;
+        let err = |e: ort::Error| VadError(format!("Could not load the VAD model {}: {e}", path.display()));
+        let session = Session::builder(env)
+            .map_err(err)?
+            .with_intra_threads(1)
+            .map_err(|e| err(e.into()))?
+            .with_inter_threads(1)
+            .map_err(|e| err(e.into()))?
+            .commit_from_file(path)
+            .map_err(err)?;
+        Ok(SileroVad {
+            session,
+            h: vec![0.0; STATE],
+            c: vec![0.0; STATE],
+            pending: Vec::with_capacity(CHUNK),
+            context: [0.0; CONTEXT],
+            peaks: VecDeque::with_capacity(AGC_WINDOW),
+            dc_x: 0.0,
+            dc_y: 0.0,
+        })
+    }
+
+    /// Back to the start of a stream.
+    pub fn reset(&mut self) {
+        self.h.fill(0.0);
+        self.c.fill(0.0);
+        self.pending.clear();
+        self.context = [0.0; CONTEXT];
+        self.peaks.clear();
+        self.dc_x = 0.0;
+        self.dc_y = 0.0;
+    }
+
+    /// Adds samples; returns the speech probability of every chunk completed.
+    pub fn push(&mut self, samples: &[f32]) -> Result<Vec<f32>, VadError> {
+        let mut rows = Vec::new();
+        for &s in samples {
+            // y[n] = x[n] - x[n-1] + R y[n-1]
+            let y = s - self.dc_x + DC_POLE * self.dc_y;
+            self.dc_x = s;
+            self.dc_y = y;
+            self.pending.push(y);
+            if self.pending.len() == CHUNK {
+                self.chunk_row(&mut rows);
+            }
+        }
+        self.run(rows)
+    }
+
+    /// The last partial chunk, padded with zeros: its probability, if there was one.
+    pub fn finish(&mut self) -> Result<Option<f32>, VadError> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        self.pending.resize(CHUNK, 0.0);
+        let mut rows = Vec::new();
+        self.chunk_row(&mut rows);
+        Ok(self.run(rows)?.pop())
+    }
+
+    /// Moves the pending chunk, scaled by the gain, with its context into `rows`.
+    fn chunk_row(&mut self, rows: &mut Vec<f32>) {
+        let peak = self.pending.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+        if self.peaks.len() == AGC_WINDOW {
+            self.peaks.pop_front();
+        }
+        self.peaks.push_back(peak);
+        let recent = self.peaks.iter().fold(0.0f32, |m, &p| m.max(p));
+        let gain = if recent > 0.0 { (AGC_TARGET / recent).min(AGC_MAX_GAIN) } else { 1.0 };
+        for s in &mut self.pending {
+            *s = (*s * gain).clamp(-1.0, 1.0);
+        }
+        rows.extend_from_slice(&self.context);
+        rows.extend_from_slice(&self.pending);
+        self.context.copy_from_slice(&self.pending[CHUNK - CONTEXT..]);
+        self.pending.clear();
+    }
+
+    fn run(&mut self, rows: Vec<f32>) -> Result<Vec<f32>, VadError> {
+        let width = CHUNK + CONTEXT;
+        let mut probs = Vec::with_capacity(rows.len() / width);
+        let err = |e: ort::Error| VadError(format!("Silero VAD failed: {e}"));
+        for batch in rows.chunks(MAX_BATCH * width) {
+            let n = batch.len() / width;
+            let outputs = self
+                .session
+                .run(ort::inputs![
+                    "input" => TensorRef::from_array_view(([n, width], batch)).map_err(err)?,
+                    "h" => TensorRef::from_array_view(([1usize, 1, STATE], self.h.as_slice())).map_err(err)?,
+                    "c" => TensorRef::from_array_view(([1usize, 1, STATE], self.c.as_slice())).map_err(err)?,
+                ])
+                .map_err(err)?;
+            let (_, p) = outputs["speech_probs"].try_extract_tensor::<f32>().map_err(err)?;
+            let (_, h) = outputs["hn"].try_extract_tensor::<f32>().map_err(err)?;
+            let (_, c) = outputs["cn"].try_extract_tensor::<f32>().map_err(err)?;
+            if p.len() != n || h.len() != STATE || c.len() != STATE {
+                return Err(VadError(format!("Silero VAD returned {} probabilities for {n} chunks", p.len())));
+            }
+            probs.extend_from_slice(p);
+            self.h.copy_from_slice(h);
+            self.c.copy_from_slice(c);
+        }
+        Ok(probs)
+    }
+}
+
+/// How chunk probabilities become speech.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VadSettings {
+    /// A chunk at or above this starts speech.
+    pub threshold: f32,
+    /// Speech goes on while chunks stay at or above this.
+    pub neg_threshold: f32,
+    /// A window is transcribed only if one of its chunks reaches this: noise that the model
+    /// finds faintly speech-like stays below it, speech reaches it within a few words.
+    pub confident_threshold: f32,
+    /// Speech is widened by this much (ms) on each side, for soft onsets and endings.
+    pub pad_ms: u32,
+}
+
+impl Default for VadSettings {
+    fn default() -> Self {
+        VadSettings { threshold: 0.5, neg_threshold: 0.35, confident_threshold: 0.8, pad_ms: 96 }
+    }
+}
+
+/// The decision for one chunk (or frame).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Speech {
+    pub speech: bool,
+    /// The detector is sure of it (see [`VadSettings::confident_threshold`]).
+    pub confident: bool,
+}
+
+/// Chunk probabilities to decisions, with hysteresis: speech starts at `threshold` and lasts
+/// while the probability stays at or above `neg_threshold`.
+#[derive(Debug, Default)]
+pub struct ChunkGate {
+    settings: VadSettings,
+    in_speech: bool,
+}
+
+impl ChunkGate {
+    pub fn new(settings: VadSettings) -> Self {
+        ChunkGate { settings, in_speech: false }
+    }
+
+    pub fn decide(&mut self, p: f32) -> Speech {
+        let s = self.settings;
+        self.in_speech = p >= s.threshold || (self.in_speech && p >= s.neg_threshold);
+        Speech { speech: self.in_speech, confident: p >= s.confident_threshold }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(probs: &[f32]) -> Vec<bool> {
+        let mut g = ChunkGate::new(VadSettings::default());
+        probs.iter().map(|&p| g.decide(p).speech).collect()
+    }
+
+    #[test]
+    fn hysteresis_keeps_speech_through_dips() {
+        let out = gate(&[0.1, 0.6, 0.9, 0.4, 0.9, 0.2, 0.1]);
+        assert_eq!(out, vec![false, true, true, true, true, false, false]);
+        // A dip below the lower threshold ends it; the upper one starts it again.
+        assert_eq!(gate(&[0.6, 0.3, 0.4, 0.5]), vec![true, false, false, true]);
+    }
+
+    #[test]
+    fn confidence_is_per_chunk() {
+        let mut g = ChunkGate::new(VadSettings::default());
+        assert_eq!(g.decide(0.6), Speech { speech: true, confident: false });
+        assert_eq!(g.decide(0.85), Speech { speech: true, confident: true });
+        assert_eq!(g.decide(0.4), Speech { speech: true, confident: false });
+    }
+}
