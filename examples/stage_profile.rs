@@ -2,9 +2,10 @@
 //! GStreamer and without the overlap the elements add, each stage on all the kernel threads:
 //!
 //!   cargo run --release --example stage_profile -- [--file ../shared/eval/public/long_lj001_1-20.wav]
-//!       [--model tiny.en] [--batch 8] [--repeat 3] [--precision int8|f32]
+//!       [--model tiny.en] [--batch 8] [--repeat 3] [--precision int8|f32] [--vad silero|energy]
 //!
-//! Stages: windowing at pauses and log-mel (npumel), the encoder (npuwhisperenc), and decoding
+//! Stages: speech detection with windowing at pauses, and log-mel (npumel), the encoder
+//! (npuwhisperenc), and decoding
 //! (npuwhisperdec: cross-attention keys and values, greedy search with timestamps, fallback,
 //! `--batch` windows at a time as the decoder does for files). Prints each stage's wall and CPU
 //! seconds (the fastest of `--repeat` runs), the realtime factor the sum would give, and the
@@ -17,13 +18,14 @@ mod support;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use gstnpuwhisper::audio::{Windower, SAMPLE_RATE, WINDOW_SAMPLES};
+use gstnpuwhisper::audio::vad::{self, SileroVad, VadSettings};
+use gstnpuwhisper::audio::{level_speech, Detector, SileroFrames, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES};
 use gstnpuwhisper::decoding::{DecodeOptions, Transcriber};
 use gstnpuwhisper::model::{self, Precision};
 use npuwhisper_kernels::isa::Isa;
 use npuwhisper_kernels::mel::LogMel;
 
-const USAGE: &str = "usage: stage_profile [--file WAV] [--model NAME|DIR] [--batch N] [--repeat N] [--precision int8|f32]";
+const USAGE: &str = "usage: stage_profile [--file WAV] [--model NAME|DIR] [--batch N] [--repeat N] [--precision int8|f32] [--vad silero|energy]";
 
 /// Wall and CPU seconds of `f`, and its result.
 fn timed<T>(f: impl FnOnce() -> T) -> (f64, f64, T) {
@@ -33,7 +35,15 @@ fn timed<T>(f: impl FnOnce() -> T) -> (f64, f64, T) {
 }
 
 fn main() {
-    let args = support::Args::parse(USAGE, &["--file", "--model", "--batch", "--repeat", "--precision"]);
+    let args = support::Args::parse(USAGE, &["--file", "--model", "--batch", "--repeat", "--precision", "--vad"]);
+    let silero = match args.value("--vad").unwrap_or("silero") {
+        "silero" => true,
+        "energy" => false,
+        other => {
+            eprintln!("--vad is silero or energy, not {other}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     let file = args.value("--file").map_or_else(|| common::eval_file("long_lj001_1-20.wav"), PathBuf::from);
     let model_name = args.value("--model").unwrap_or(model::DEFAULT_MODEL).to_string();
     let batch: usize = args.parsed("--batch", 8).max(1);
@@ -67,24 +77,43 @@ fn main() {
     let mut tokens = 0;
     let mut text = String::new();
     for _ in 0..repeat {
+        let (wall, cpu, windows) = timed(|| {
+            let detector = if silero {
+                let vad = SileroVad::load(&vad::default_model_path()).unwrap_or_else(|e| {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                });
+                Detector::Silero(Box::new(SileroFrames::new(vad, VadSettings::default())))
+            } else {
+                Detector::default()
+            };
+            let mut windower = Windower::with_detector(WindowerSettings::default(), detector);
+            let mut windows = windower.push(&samples).expect("speech detection");
+            windows.extend(windower.flush().expect("speech detection"));
+            windows
+        });
+        keep(&mut best, 0, "speech + windows", wall, cpu);
         let (wall, cpu, mels) = timed(|| {
-            let mut windower = Windower::new();
-            let mut windows = windower.push(&samples);
-            windows.extend(windower.flush());
             let mel = LogMel::new(model.n_mels());
             let speech: Vec<_> = windows.into_iter().filter(|w| w.has_speech).collect();
-            speech.iter().map(|w| (mel.compute(&w.samples, WINDOW_SAMPLES), w.samples.len() as f64 / SAMPLE_RATE as f64)).collect::<Vec<_>>()
+            speech
+                .into_iter()
+                .map(|mut w| {
+                    level_speech(&mut w.samples, &w.speech);
+                    (mel.compute(&w.samples, WINDOW_SAMPLES), w.samples.len() as f64 / SAMPLE_RATE as f64)
+                })
+                .collect::<Vec<_>>()
         });
-        keep(&mut best, 0, "windows + log-mel", wall, cpu);
+        keep(&mut best, 1, "log-mel", wall, cpu);
         let (wall, cpu, states) = timed(|| mels.iter().map(|(mel, secs)| (model.encode_batch(&[mel]).remove(0), *secs)).collect::<Vec<_>>());
-        keep(&mut best, 1, "encoder", wall, cpu);
+        keep(&mut best, 2, "encoder", wall, cpu);
         let (wall, cpu, results) = timed(|| {
             let options = DecodeOptions { language: Some("en".into()), ..Default::default() };
             let mut transcriber = Transcriber::new(model.clone(), options);
             let windows: Vec<(&[f32], f64)> = states.iter().map(|(s, secs)| (s.as_slice(), *secs)).collect();
             windows.chunks(batch).flat_map(|chunk| transcriber.transcribe_batch(chunk)).collect::<Vec<_>>()
         });
-        keep(&mut best, 2, "decoder", wall, cpu);
+        keep(&mut best, 3, "decoder", wall, cpu);
         text = results.iter().flat_map(|r| &r.segments).map(|s| s.text.trim()).collect::<Vec<_>>().join(" ");
         tokens = model.tokenizer.encode(&text).len();
         let lengths: Vec<String> = states.iter().map(|(_, secs)| format!("{secs:.1}")).collect();
@@ -98,6 +127,6 @@ fn main() {
         println!("{name:<20} {wall:8.3} {cpu:8.3} {:7.2} {:7.1}%", cpu / wall, 100.0 * wall / total);
     }
     println!("{:<20} {total:8.3} {:>8} {:>7} {:>8}", "sum", "", "", "");
-    println!("stages in turn: {:.1}x realtime; decoder {:.0} text tokens/s", audio_s / total, tokens as f64 / best[2].1);
+    println!("stages in turn: {:.1}x realtime; decoder {:.0} text tokens/s", audio_s / total, tokens as f64 / best[3].1);
     println!("text: {}…", text.chars().take(120).collect::<String>());
 }

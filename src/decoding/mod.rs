@@ -102,6 +102,20 @@ const UNCOVERED_TAIL_SECONDS: f64 = 1.5;
 const MAX_TAIL_PASSES: usize = 2;
 /// Text decoded this hot is too unsure to prompt the next window with (Whisper's rule).
 const PROMPT_RESET_TEMPERATURE: f32 = 0.5;
+/// Windows hold no pause longer than 2 s (the windower ends a window there) and start within
+/// about 1 s of speech: text that leaves a longer stretch uncovered has skipped speech.
+const UNCOVERED_RETRY_SECONDS: f64 = 3.0;
+
+/// Longest stretch of a window (content of `content_seconds`) that no segment covers.
+fn longest_uncovered(segments: &[Segment], content_seconds: f64) -> f64 {
+    let mut longest: f64 = 0.0;
+    let mut covered_to: f64 = 0.0;
+    for s in segments {
+        longest = longest.max(s.start - covered_to);
+        covered_to = covered_to.max(s.end);
+    }
+    longest.max(content_seconds - covered_to)
+}
 
 /// Decodes windows one after another, keeping the previous text as prompt.
 pub struct Transcriber {
@@ -204,7 +218,20 @@ impl Transcriber {
                 results.push(WindowResult { language, ..Default::default() });
                 continue;
             };
-            let (result, decoded) = self.finish_window(&model, cross, language, &prompt, decoded, content_seconds);
+            let (mut result, mut decoded) = self.finish_window(&model, cross, language.clone(), &prompt, decoded, content_seconds);
+            let gap = longest_uncovered(&result.segments, content_seconds);
+            if !prompt.is_empty() && gap > UNCOVERED_RETRY_SECONDS {
+                // Prompted with text like what it hears, Whisper jumps ahead and skips speech:
+                // decode again without the prompt, keep whichever leaves less uncovered, and
+                // start the prompt over after it.
+                if let Some((retry, retry_decoded)) = self.decode_unprompted(&model, cross, language, content_seconds) {
+                    if longest_uncovered(&retry.segments, content_seconds) < gap {
+                        (result, decoded) = (retry, retry_decoded);
+                        reset_prompt = true;
+                        carried.clear();
+                    }
+                }
+            }
             let silent = result.segments.is_empty() && self.options.is_silence(decoded.no_speech_prob, result.avg_logprob);
             if !silent {
                 // Text decoded this hot is too unsure to prompt with: start over after it.
@@ -262,6 +289,7 @@ impl Transcriber {
         }
         self.decode_uncovered_tail(model, cross, language.as_deref(), prompt, &mut decoded, content_seconds);
         let mut segments = split_segments(model, &decoded.tokens, content_seconds, avg_logprob);
+        segments.retain(|s| !has_non_word(&s.text));
         if self.options.word_timestamps {
             let text_tokens: Vec<u32> = segments.iter().flat_map(|s| s.words[0].tokens.clone()).collect();
             let mut session = model.decoder_session(cross);
@@ -278,6 +306,13 @@ impl Transcriber {
             }
         }
         (WindowResult { language, segments, no_speech_prob: decoded.no_speech_prob, avg_logprob }, decoded)
+    }
+
+    /// A window decoded from scratch, without the previous text.
+    fn decode_unprompted(&mut self, model: &Model, cross: &Arc<CrossKv>, language: Option<String>, content_seconds: f64) -> Option<(WindowResult, Decoded)> {
+        let first = self.search(model, cross, language.as_deref(), &[], &[], 0.0).ok()?;
+        let decoded = self.decode_with_fallback(model, cross, language.as_deref(), &[], first).ok()?;
+        Some(self.finish_window(model, cross, language, &[], decoded, content_seconds))
     }
 
     /// Decodes a window that will be sent again with more audio (a live pass): its text does
@@ -778,6 +813,23 @@ fn set_word_probabilities(model: &Model, decoded: &Decoded, segments: &mut [Segm
 /// acts on it next to silence; here a segment goes when its words score 1 on average (every word
 /// suspect). Whisper's other trigger, a total of 3, also fires on real speech whose alignment
 /// squeezed two words to 20 ms.
+/// Text that is no word of any language: a letter held five times or more ("Aaaaahhhh",
+/// what Whisper writes for noise) or a 40-character run without a space.
+fn has_non_word(text: &str) -> bool {
+    text.split_whitespace().any(|token| {
+        let mut run = 0;
+        let mut prev = None;
+        for c in token.chars().flat_map(char::to_lowercase) {
+            run = if c.is_alphabetic() && prev == Some(c) { run + 1 } else { 1 };
+            if run >= 5 {
+                return true;
+            }
+            prev = Some(c);
+        }
+        token.chars().count() >= 40
+    })
+}
+
 fn is_hallucination(seg: &Segment) -> bool {
     let words: Vec<&WordTiming> = seg.words.iter().filter(|w| !w.text.trim().chars().all(|c| c.is_ascii_punctuation())).take(8).collect();
     if words.is_empty() {
@@ -865,6 +917,15 @@ mod tests {
 
     fn segment(words: Vec<WordTiming>) -> Segment {
         Segment { start: words[0].start, end: words.last().unwrap().end, text: String::new(), avg_logprob: -0.2, words }
+    }
+
+    #[test]
+    fn non_words_are_found() {
+        assert!(has_non_word("Aaaaahhhhhhhhhhhh"));
+        assert!(has_non_word("so ZZZZZ."));
+        assert!(has_non_word(&"ha".repeat(20)));
+        assert!(!has_non_word("Mississippi, a bookkeeper's 1000000 www."));
+        assert!(!has_non_word("Äußerst schöne Straße"));
     }
 
     #[test]
