@@ -106,12 +106,21 @@ const PROMPT_RESET_TEMPERATURE: f32 = 0.5;
 /// about 1 s of speech: text that leaves a longer stretch uncovered has skipped speech.
 const UNCOVERED_RETRY_SECONDS: f64 = 3.0;
 
-/// Longest stretch of a window (content of `content_seconds`) that no segment covers.
+/// Speech runs at 10 to 20 characters a second: a segment this much slower has its
+/// timestamps stretched over speech it left out.
+const SPARSE_CHARS_PER_SECOND: f64 = 4.0;
+
+/// Longest stretch of a window (content of `content_seconds`) that no segment covers, or that
+/// a segment spans with too few characters to have said what was spoken there.
 fn longest_uncovered(segments: &[Segment], content_seconds: f64) -> f64 {
     let mut longest: f64 = 0.0;
     let mut covered_to: f64 = 0.0;
     for s in segments {
         longest = longest.max(s.start - covered_to);
+        let duration = s.end - s.start;
+        if duration > UNCOVERED_RETRY_SECONDS && (s.text.trim().chars().count() as f64) < SPARSE_CHARS_PER_SECOND * duration {
+            longest = longest.max(duration);
+        }
         covered_to = covered_to.max(s.end);
     }
     longest.max(content_seconds - covered_to)
@@ -917,6 +926,18 @@ mod tests {
 
     fn segment(words: Vec<WordTiming>) -> Segment {
         Segment { start: words[0].start, end: words.last().unwrap().end, text: String::new(), avg_logprob: -0.2, words }
+    }
+
+    #[test]
+    fn uncovered_speech_is_measured() {
+        let seg = |start: f64, end: f64, text: &str| Segment { start, end, text: text.into(), avg_logprob: 0.0, words: Vec::new() };
+        let full = [seg(0.3, 4.0, "And so my fellow Americans, ask not"), seg(4.2, 8.0, "what your country can do for you.")];
+        assert!((longest_uncovered(&full, 9.0) - 1.0).abs() < 1e-9);
+        // Nothing from 4 to 9.5 s: the last 5.5 s are uncovered.
+        assert!((longest_uncovered(&full[..1], 9.5) - 5.5).abs() < 1e-9);
+        // Two words over 8 s: timestamps stretched over left-out speech.
+        let sparse = [seg(0.0, 8.0, "Printing then."), seg(8.0, 9.0, "Yes.")];
+        assert!((longest_uncovered(&sparse, 9.0) - 8.0).abs() < 1e-9);
     }
 
     #[test]
