@@ -96,7 +96,7 @@ pub fn transcribe(input: &Path, props: &[(String, String)], stop: &AtomicI32, pr
         let (linked, name) = (linked.clone(), input.display().to_string());
         decode.connect_no_more_pads(move |decode| {
             if !linked.load(Ordering::SeqCst) {
-                decode.post_error_message(gst::error_msg!(gst::StreamError::WrongType, ["no audio stream in {name}"]));
+                decode.post_error_message(gst::error_msg!(gst::StreamError::WrongType, ("no audio stream in {}", name)));
             }
         });
     }
