@@ -348,6 +348,13 @@ impl NpuWhisperDec {
     }
 
     fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        // Any width reaches set_caps, which names both models when they differ (refused
+        // here, the stream would only stop "not negotiated").
+        if let gst::QueryViewMut::AcceptCaps(q) = query.view_mut() {
+            let ok = q.caps().can_intersect(&pad.pad_template_caps());
+            q.set_result(ok);
+            return true;
+        }
         if let gst::QueryViewMut::Caps(q) = query.view_mut() {
             let model = self.state().model.clone();
             if let Some(model) = model {
@@ -378,12 +385,16 @@ impl NpuWhisperDec {
             return false;
         };
         if width < 0 || width as usize != model.d_model() {
+            drop(state);
+            let encoder = self.upstream_encoder_model().map_or_else(String::new, |m| format!(" from model {m:?}"));
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Negotiation,
                 (
-                    "Encoder states have width {} but model {} has width {}: the encoder and decoder must use the same model",
+                    "Encoder states{} have width {} but the decoder's model {:?} ({}) has width {}: the encoder and decoder must use the same model",
+                    encoder,
                     width,
+                    self.settings().model.model,
                     model.dir.display(),
                     model.d_model()
                 )
@@ -395,6 +406,19 @@ impl NpuWhisperDec {
 
         let src_caps = caps::text();
         self.srcpad.push_event(gst::event::Caps::new(&src_caps))
+    }
+
+    /// The `model` of the npuwhisperenc upstream (through queues), to name it in errors.
+    fn upstream_encoder_model(&self) -> Option<String> {
+        let mut pad = self.sinkpad.peer()?;
+        for _ in 0..8 {
+            let element = pad.parent_element()?;
+            if element.factory().is_some_and(|f| f.name() == "npuwhisperenc") {
+                return element.property::<Option<String>>("model");
+            }
+            pad = element.static_pad("sink")?.peer()?;
+        }
+        None
     }
 
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
