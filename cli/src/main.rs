@@ -46,7 +46,7 @@ struct Args {
     /// Write this one file instead (one INPUT; the format from its extension unless --format)
     #[arg(long, alias = "output_file", value_name = "FILE", conflicts_with = "output_dir")]
     output_file: Option<PathBuf>,
-    /// Output formats, comma-separated
+    /// Output formats, comma-separated [default: srt]
     #[arg(short = 'f', long, alias = "output-format", alias = "output_format", value_enum, value_delimiter = ',', value_name = "FORMAT")]
     format: Vec<Format>,
     /// Model name in the models directory, or a CTranslate2 model directory [default: tiny.en]
