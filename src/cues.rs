@@ -49,7 +49,7 @@ pub struct Cue {
 /// Words that start a clause: a line or cue break before them reads naturally.
 const CLAUSE_STARTS: &[&str] = &[
     "and", "but", "or", "nor", "so", "yet", "because", "although", "though", "while", "whereas", "which", "who",
-    "whom", "whose", "that", "when", "where", "if", "unless", "until", "since", "as", "than", "to", "of", "in", "on",
+    "whom", "whose", "that", "what", "how", "why", "when", "where", "if", "unless", "until", "since", "as", "than", "to", "of", "in", "on",
     "for", "with", "from", "by", "at", "into", "und", "oder", "aber", "denn", "weil", "dass", "wenn", "als", "ob",
     "sondern", "damit", "um", "mit", "für", "von", "zu", "et", "ou", "mais", "que", "qui", "y", "pero", "porque",
 ];
@@ -85,9 +85,10 @@ fn chars(s: &str) -> usize {
 }
 
 /// Breaks `words` (trimmed, in order) into the fewest lines of at most `max_chars` characters,
-/// at most `max_lines` of them, at the best places: after punctuation, before a conjunction,
-/// lines of even length. `None` when they do not fit. A word longer than a line gets its own.
-pub fn break_lines(words: &[&str], max_chars: usize, max_lines: usize) -> Option<Vec<String>> {
+/// at most `max_lines` of them, at the best places: after punctuation or where the decoder
+/// ended a phrase (`phrase_ends[i]`: after word i), before a conjunction, lines of even length.
+/// `None` when they do not fit. A word longer than a line gets its own.
+pub fn break_lines(words: &[&str], phrase_ends: &[bool], max_chars: usize, max_lines: usize) -> Option<Vec<String>> {
     let n = words.len();
     if n == 0 {
         return Some(Vec::new());
@@ -105,7 +106,10 @@ pub fn break_lines(words: &[&str], max_chars: usize, max_lines: usize) -> Option
                     if !fits(i, j) || best[k - 1][i].0.is_infinite() {
                         continue;
                     }
-                    let brk = if i > 0 { break_cost(words[i - 1], Some(words[i])) } else { 0.0 };
+                    let mut brk = if i > 0 { break_cost(words[i - 1], Some(words[i])) } else { 0.0 };
+                    if i > 0 && phrase_ends.get(i - 1).copied().unwrap_or(false) {
+                        brk = brk.min(0.5);
+                    }
                     let ragged = (len(i, j) as f64 - ideal).abs() / max_chars.max(1) as f64;
                     let cost = best[k - 1][i].0 + brk + 2.0 * ragged;
                     if cost < best[k][j].0 {
@@ -140,7 +144,8 @@ pub fn layout(words: &[Word], limit_end: f64, layout: &Layout) -> Vec<Cue> {
     let trimmed: Vec<&str> = words.iter().map(|w| w.text.trim()).collect();
     let next_start = |j: usize| if j < n { words[j].start } else { limit_end.max(words[n - 1].end) };
     // The text of a cue over words[i..j], if it fits.
-    let lines = |i: usize, j: usize| break_lines(&trimmed[i..j], layout.max_line_chars, layout.max_lines);
+    let phrase_ends: Vec<bool> = words.iter().map(|w| w.phrase_end).collect();
+    let lines = |i: usize, j: usize| break_lines(&trimmed[i..j], &phrase_ends[i..j], layout.max_line_chars, layout.max_lines);
 
     // best[j]: the cheapest layout of words[..j] and where its last cue starts.
     let mut best = vec![(f64::INFINITY, 0usize); n + 1];
@@ -260,30 +265,38 @@ mod tests {
 
     #[test]
     fn one_line_when_it_fits() {
-        assert_eq!(break_lines(&["Ask", "not", "what"], 42, 2).unwrap(), vec!["Ask not what"]);
+        assert_eq!(break_lines(&["Ask", "not", "what"], &[], 42, 2).unwrap(), vec!["Ask not what"]);
     }
 
     #[test]
     fn lines_break_after_punctuation_and_fit() {
         let w: Vec<&str> = "And so, my fellow Americans, ask not what your country can do for you".split(' ').collect();
-        let lines = break_lines(&w, 42, 2).unwrap();
+        let lines = break_lines(&w, &[], 42, 2).unwrap();
         assert_eq!(lines, vec!["And so, my fellow Americans,", "ask not what your country can do for you"]);
-        assert!(break_lines(&w, 20, 2).is_none(), "69 characters do not fit in 2 lines of 20");
+        assert!(break_lines(&w, &[], 20, 2).is_none(), "69 characters do not fit in 2 lines of 20");
     }
 
     #[test]
     fn lines_break_before_a_conjunction_rather_than_anywhere() {
         let w: Vec<&str> = "we took the old road through the village and walked on to the river bank".split(' ').collect();
-        let lines = break_lines(&w, 42, 2).unwrap();
+        let lines = break_lines(&w, &[], 42, 2).unwrap();
         assert!(lines.iter().all(|l| chars(l) <= 42), "{lines:?}");
         let second = lines[1].split(' ').next().unwrap();
         assert!(CLAUSE_STARTS.contains(&second), "second line starts with {second:?}: {lines:?}");
     }
 
     #[test]
+    fn lines_break_where_the_decoder_ended_a_phrase() {
+        let w: Vec<&str> = "your country can do for you ask what you can do for your country.".split(' ').collect();
+        let mut ends = vec![false; w.len()];
+        ends[5] = true; // "you"
+        assert_eq!(break_lines(&w, &ends, 42, 2).unwrap(), vec!["your country can do for you", "ask what you can do for your country."]);
+    }
+
+    #[test]
     fn an_overlong_word_gets_its_own_line_and_is_never_cut() {
         let long = "Donaudampfschifffahrtsgesellschaftskapitänswitwenrentenversicherung";
-        let lines = break_lines(&["die", long, "zahlt"], 42, 3).unwrap();
+        let lines = break_lines(&["die", long, "zahlt"], &[], 42, 3).unwrap();
         assert_eq!(lines, vec!["die", long, "zahlt"]);
     }
 
