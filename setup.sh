@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up everything on Debian 12 / Ubuntu and transcribe a sample recording to SRT:
-# system packages, the plugin (cargo build --release), the Whisper models, the reference
+# system packages, the plugin and the npuwhisper command (cargo build --release), the Whisper models, the reference
 # venv used by the tests and the benchmark. Safe to run again: finished steps are skipped.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -12,8 +12,8 @@ command -v cargo >/dev/null || { echo "setup: cargo not found: install Rust 1.95
 
 step "system packages"
 scripts/install-deps.sh
-step "building the plugin (cargo build --release)"
-cargo build --release
+step "building the plugin and the npuwhisper command (cargo build --release)"
+cargo build --release -p gst-plugin-npuwhisper -p npuwhisper-cli
 step "building gst-plugins-rs' closed caption plugin for pipelines/caption-video.sh"
 cargo build --release -p npuwhisper-closedcaption
 step "models"
@@ -25,10 +25,10 @@ sample=../shared/eval/public/jfk.wav
 if [ ! -f "$sample" ]; then
   echo
   echo "Set-up done. No sample recording at $sample (the shared evaluation set beside the checkout)."
-  echo "Transcribe one of your own with:  pipelines/file-to-srt.sh RECORDING out/RECORDING.srt"
+  echo "Transcribe one of your own with:  target/release/npuwhisper -o out RECORDING"
   exit 0
 fi
 step "transcribing $sample with the default model"
-pipelines/file-to-srt.sh "$sample" out/jfk.srt
+target/release/npuwhisper --output-dir out "$sample"
 echo "--- out/jfk.srt"
 cat out/jfk.srt

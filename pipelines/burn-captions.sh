@@ -16,18 +16,19 @@ npuwhisper_require "gstreamer1.0-plugins-ugly/-good/-bad/-libav: run scripts/ins
 
 npuwhisper_require_streams audio video
 npuwhisper_tmp_output
-srt=$(mktemp "$npw_output.srt.XXXXXX")
-trap 'rm -f "$srt" "$npw_tmp"' EXIT
-if ! npuwhisper_run filesrc location="$npw_input" ! decodebin ! npuwhisper "${npw_props[@]}" \
-    ! srtenc ! filesink location="$srt"; then
+npuwhisper_tmpfile .srt
+srt=$npw_made
+srt_loc=$(npuwhisper_gst_escape "$srt")
+if ! npuwhisper_run filesrc location="$npw_input_loc" ! decodebin ! npuwhisper "${npw_props[@]}" \
+    ! srtenc ! filesink location="$srt_loc"; then
   echo "$npw_prog: transcribing '$npw_input' failed" >&2
   exit 1
 fi
 npw_doing="burning the captions into"
 npuwhisper_launch \
-  filesrc location="$npw_input" ! decodebin name=input \
-  filesrc location="$srt" ! subparse ! queue ! overlay.text_sink \
+  filesrc location="$npw_input_loc" ! decodebin name=input \
+  filesrc location="$srt_loc" ! subparse ! queue ! overlay.text_sink \
   input. ! queue ! videoconvert ! textoverlay name=overlay valignment=bottom \
     shaded-background=true ! videoconvert ! video/x-raw,format=I420 ! x264enc speed-preset=veryfast ! h264parse ! queue ! mux. \
   input. ! queue ! audioconvert ! avenc_aac ! aacparse ! queue ! mux. \
-  "$npw_mux" name=mux ! filesink location="$npw_tmp"
+  "$npw_mux" name=mux ! filesink location="$npw_tmp_loc"

@@ -27,7 +27,7 @@ npuwhisper_require_streams audio video
 npuwhisper_tmp_output
 # shellcheck disable=SC2086 # $hold is several properties
 npuwhisper_launch \
-  filesrc location="$npw_input" ! decodebin name=input \
+  filesrc location="$npw_input_loc" ! decodebin name=input \
   input. ! queue $hold ! videoconvert ! video/x-raw,format=I420 ! cccombiner name=captions \
     ! x264enc tune=zerolatency speed-preset=veryfast ! h264parse ! queue ! mux. \
   input. ! queue $hold ! tee name=audio \
@@ -36,4 +36,4 @@ npuwhisper_launch \
     ! ccconverter ! closedcaption/x-cea-708,format=cc_data ! queue ! captions.caption \
   audiotestsrc is-live=true wave=silence num-buffers=1 ! $mono16k ! live. \
   audio. ! queue $hold ! audioconvert ! avenc_aac ! aacparse ! queue ! mux. \
-  "$npw_mux" name=mux ! filesink location="$npw_tmp"
+  "$npw_mux" name=mux ! filesink location="$npw_tmp_loc"

@@ -5,4 +5,4 @@
 set -euo pipefail
 # shellcheck source=pipelines/lib.sh
 . "$(dirname "$0")/lib.sh"
-npuwhisper_file_to_subtitles webvttenc "$@"
+npuwhisper_file_to_subtitles vtt "$@"

@@ -1,16 +1,19 @@
 # shellcheck shell=bash
 # Shared by the scripts in pipelines/ (sourced, not run).
 #
-#   npuwhisper_file_to_subtitles ENCODER INPUT OUTPUT [KEY=VALUE...]
+#   npuwhisper_file_to_subtitles FORMAT INPUT OUTPUT [KEY=VALUE...]
 #
-# runs  filesrc location=INPUT ! decodebin ! npuwhisper KEY=VALUE... ! ENCODER ! filesink
+# runs the npuwhisper command (cli/), which writes OUTPUT in FORMAT (srt, vtt, txt, json).
 # The other scripts build their own pipeline from the pieces below: npuwhisper_setup (checks
 # the arguments, finds the plugins), npuwhisper_require (elements), npuwhisper_launch (runs
 # gst-launch-1.0). Output goes to a temporary file beside OUTPUT that replaces OUTPUT only
-# when the pipeline succeeded. When stderr is a terminal, a progress bar is drawn there (from
-# the progress messages of npuwhisper); otherwise nothing is printed but errors. From a
-# checkout, the plugins last built there by cargo (release profile) are used when there are
-# some; otherwise the installed ones (meson install).
+# when the pipeline succeeded. Before any work, an OUTPUT that is the INPUT (any spelling), a
+# directory, or in a place that cannot be written is refused. Ctrl-C and SIGTERM stop
+# gst-launch-1.0, remove the temporary files, keep OUTPUT as it was and exit 130 and 143.
+# When stderr is a terminal, a progress bar is drawn there (from the progress messages of
+# npuwhisper); otherwise nothing is printed but errors. From a checkout, the plugins last built
+# there by cargo (release profile) are used when there are some; otherwise the installed ones
+# (meson install).
 
 # Plugins cargo builds in the checkout: npuwhisper itself, and gst-plugins-rs' closed caption
 # plugin (tttocea608 ...) built by the workspace crate interop/closedcaption.
@@ -45,10 +48,8 @@ npuwhisper_checkout_plugin_dir() {
 
 # npuwhisper_progress_bar: reads gst-launch-1.0's output and draws the progress messages of
 # npuwhisper ("Progress: (transcribe) 57 % (0:01:23 of 0:02:24)") as a bar on stderr; the
-# other lines are dropped (errors go to stderr directly). Ignores Ctrl-C so gst-launch-1.0 can
-# still write out what it has (-e) without losing its stdout. Always succeeds.
+# other lines are dropped (errors go to stderr directly). Always succeeds.
 npuwhisper_progress_bar() {
-  trap '' INT
   local line rest pct width=30 done_ todo
   draw() { # PERCENT TEXT
     printf -v done_ '%*s' $(($1 * width / 100)) ''
@@ -93,6 +94,16 @@ npuwhisper_setup() {
     echo "$npw_prog: input file '$npw_input' does not exist or is not readable" >&2
     return 1
   fi
+  if [ -d "$npw_output" ]; then
+    echo "$npw_prog: output '$npw_output' is a directory" >&2
+    return 1
+  fi
+  if [ "$npw_input" -ef "$npw_output" ]; then
+    echo "$npw_prog: output '$npw_output' is the input '$npw_input': refusing to overwrite it" >&2
+    return 1
+  fi
+  # gst-launch-1.0 reads a backslash in a property value as an escape.
+  npw_input_loc=$(npuwhisper_gst_escape "$npw_input")
 
   local plugin_dir
   npw_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -139,30 +150,75 @@ npuwhisper_require_streams() {
   done
 }
 
-# npuwhisper_tmp_output: makes the temporary file (npw_tmp) the pipeline writes instead of
-# npw_output.
+# npuwhisper_gst_escape PATH: PATH as a gst-launch-1.0 property value (backslashes doubled).
+npuwhisper_gst_escape() {
+  printf '%s' "${1//\\/\\\\}"
+}
+
+# Temporary files of this run, removed on exit, and the running gst-launch-1.0.
+npw_temps=()
+npw_child=""
+npuwhisper_cleanup() {
+  [ ${#npw_temps[@]} -eq 0 ] || rm -f "${npw_temps[@]}"
+}
+# npuwhisper_on_signal CODE: stops gst-launch-1.0 without letting it finish the file, removes
+# the temporary files and exits CODE.
+npuwhisper_on_signal() {
+  trap '' INT TERM
+  if [ -n "$npw_child" ]; then
+    kill -TERM "$npw_child" 2>/dev/null || true
+    wait "$npw_child" 2>/dev/null || true
+  fi
+  npuwhisper_cleanup
+  echo "$npw_prog: stopped; '$npw_output' left as it was" >&2
+  exit "$1"
+}
+trap npuwhisper_cleanup EXIT
+trap 'npuwhisper_on_signal 130' INT
+trap 'npuwhisper_on_signal 143' TERM
+
+# npuwhisper_tmpfile SUFFIX: prints a new temporary file in npw_output's directory, removed on
+# exit; fails with a message when the directory cannot be written. Call it as
+# `npuwhisper_tmpfile SUFFIX; var=$npw_made` (not in $(...), which would lose the record).
+npuwhisper_tmpfile() {
+  local dir name
+  dir=$(dirname "$npw_output") name=$(basename "$npw_output")
+  if ! mkdir -p "$dir" 2>/dev/null || ! npw_made=$(mktemp "$dir/.$name.XXXXXX$1" 2>/dev/null); then
+    echo "$npw_prog: cannot write in '$dir'" >&2
+    return 1
+  fi
+  npw_temps+=("$npw_made")
+}
+
+# npuwhisper_tmp_output: makes the temporary file (npw_tmp, npw_tmp_loc for gst-launch-1.0)
+# the pipeline writes instead of npw_output.
 npuwhisper_tmp_output() {
-  mkdir -p "$(dirname "$npw_output")"
-  npw_tmp=$(mktemp "$npw_output.tmp.XXXXXX")
+  npuwhisper_tmpfile .part || return
+  npw_tmp=$npw_made
+  npw_tmp_loc=$(npuwhisper_gst_escape "$npw_tmp")
 }
 
 # npuwhisper_run PIPELINE...: runs gst-launch-1.0 with the pipeline description, with the
 # progress bar on a terminal; returns gst-launch-1.0's exit code.
 npuwhisper_run() {
-  # -e: on Ctrl-C send EOS so what is written so far is a valid file; at the end of the file
-  # decodebin's EOS ends the pipeline by itself. On a terminal gst-launch-1.0 is not quiet,
-  # so that it prints npuwhisper's progress messages, drawn as a bar on stderr. --no-position:
-  # not the position of the output, which runs ahead of the transcription.
-  local launch=(gst-launch-1.0 -e --no-position) rc=0
+  # No -e: a stopped run is discarded, not finished. On a terminal gst-launch-1.0 is not
+  # quiet, so that it prints npuwhisper's progress messages, drawn as a bar on stderr.
+  # --no-position: not the position of the output, which runs ahead of the transcription.
+  local launch=(gst-launch-1.0 --no-position) rc=0
   [ -t 2 ] || launch+=(-q)
   launch+=("$@")
+  # In the background, so that a signal runs the trap at once (bash waits for a foreground
+  # child first), which stops it: no gst-launch-1.0 outlives the script.
   if [ -t 2 ]; then
     # A whole line first: errors while loading land below it, not after a bar.
     echo "${npw_doing:-transcribing} '$npw_input'" >&2
-    ( set -o pipefail; "${launch[@]}" | npuwhisper_progress_bar ) || rc=$?
+    "${launch[@]}" > >(npuwhisper_progress_bar) &
   else
-    "${launch[@]}" || rc=$?
+    "${launch[@]}" &
   fi
+  npw_child=$!
+  wait "$npw_child" || rc=$?
+  npw_child=""
   return "$rc"
 }
 
@@ -175,7 +231,6 @@ npuwhisper_launch() {
     chmod "$(umask -S | tr -d x)" "$npw_tmp"   # mktemp made it 0600
     mv -f "$npw_tmp" "$npw_output"
   else
-    rm -f "$npw_tmp"
     echo "$npw_prog: transcribing '$npw_input' failed (gst-launch-1.0 exit code $rc)" >&2
     return 1
   fi
@@ -211,12 +266,29 @@ npuwhisper_muxer() {
   return 2
 }
 
+# npuwhisper_file_to_subtitles FORMAT INPUT OUTPUT [PROPERTY=VALUE...]: runs the npuwhisper
+# command (the checkout's build, else the installed one), which has the same guarantees.
 npuwhisper_file_to_subtitles() {
-  local encoder=$1
+  local format=$1 root cli arg
   shift
-  npuwhisper_setup "$@" || return
-  npuwhisper_require "gstreamer1.0-plugins-bad: run scripts/install-deps.sh" "$encoder" || return
-  npuwhisper_tmp_output
-  npuwhisper_launch filesrc location="$npw_input" ! decodebin ! npuwhisper "${npw_props[@]}" \
-    ! "$encoder" ! filesink location="$npw_tmp"
+  npw_prog=$(basename "$0")
+  if [ $# -lt 2 ]; then
+    echo "usage: $npw_prog INPUT OUTPUT [PROPERTY=VALUE...]   e.g. model=base language=auto" >&2
+    return 2
+  fi
+  root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+  cli=${CARGO_TARGET_DIR:-$root/target}/release/npuwhisper
+  [ -x "$cli" ] || cli=$(command -v npuwhisper) || {
+    echo "$npw_prog: the npuwhisper command is not built: run 'cargo build --release' in $root" >&2
+    return 1
+  }
+  local args=(--quiet --format "$format" --output-file "$2")
+  [ -t 2 ] && args=("${args[@]:1}")
+  for arg in "${@:3}"; do
+    case $arg in
+      [A-Za-z]*=*) args+=(--set "$arg") ;;
+      *) echo "$npw_prog: '$arg' is not a PROPERTY=VALUE for npuwhisper" >&2; return 2 ;;
+    esac
+  done
+  exec "$cli" "${args[@]}" -- "$1"
 }

@@ -19,9 +19,9 @@ npuwhisper_require_streams audio video
 npuwhisper_tmp_output
 # shellcheck disable=SC2086 # $unbounded is several properties
 npuwhisper_launch \
-  filesrc location="$npw_input" ! decodebin name=input \
+  filesrc location="$npw_input_loc" ! decodebin name=input \
   input. ! queue ! videoconvert ! video/x-raw,format=I420 ! x264enc speed-preset=veryfast ! h264parse ! queue $unbounded ! mux.video_0 \
   input. ! queue ! tee name=audio \
   audio. ! queue ! npuwhisper "${npw_props[@]}" ! queue ! mux.subtitle_0 \
   audio. ! queue ! audioconvert ! avenc_aac ! aacparse ! queue $unbounded ! mux.audio_0 \
-  matroskamux name=mux ! filesink location="$npw_tmp"
+  matroskamux name=mux ! filesink location="$npw_tmp_loc"

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Create .venv/ at the repository root with the reference implementation the tests and the
 # benchmark compare against: faster-whisper (CTranslate2) for log-mel and encoder states,
-# jiwer + whisper-normalizer for Whisper-normalized WER. The same packages as
-# ../shared/bench/setup_peer.sh installs. Idempotent: does nothing when they are there.
+# jiwer + whisper-normalizer for Whisper-normalized WER (the same packages as
+# ../shared/bench/setup_peer.sh installs); srt and webvtt-py, independent parsers of the
+# subtitle files the npuwhisper command writes. Idempotent: does nothing when they are there.
 # Usage: scripts/setup-reference.sh        (PYTHON=python3.11 to choose the interpreter)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv="$root/.venv"
-reqs=(faster-whisper==1.2.1 jiwer==4.0.0 whisper-normalizer)
+reqs=(faster-whisper==1.2.1 jiwer==4.0.0 whisper-normalizer srt==3.5.3 webvtt-py==0.6.0)
 
 installed() {
   [ -x "$venv/bin/python" ] && "$venv/bin/python" - <<'PY' 2>/dev/null
 from importlib.metadata import version
 assert version("faster-whisper") == "1.2.1"
 assert version("jiwer") == "4.0.0"
+assert version("srt") == "3.5.3"
+assert version("webvtt-py") == "0.6.0"
 version("whisper-normalizer")
 PY
 }

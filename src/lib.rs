@@ -15,6 +15,7 @@ use gst::glib;
 
 pub mod audio;
 pub mod caps;
+pub mod cues;
 pub mod decoding;
 pub mod model;
 mod model_property;

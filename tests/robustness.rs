@@ -439,3 +439,16 @@ fn playing_null_cycles_do_not_grow_memory() {
     // fails this. (Measured: 2 to 4 MB, some of GStreamer's own.)
     assert!(growth < 16.0, "RSS grew by {growth:.1} MB over {} cycles", CYCLES - WARM_UP - SPAN);
 }
+
+#[test]
+fn encoder_and_decoder_of_different_models_is_an_error_naming_both() {
+    let p = pipeline(&format!(
+        "filesrc location=\"{}\" ! decodebin ! audioconvert ! audioresample ! npumel ! npuwhisperenc model=base ! queue ! npuwhisperdec model=tiny.en ! fakesink",
+        eval_file("jfk.wav").display()
+    ));
+    p.set_state(gst::State::Playing).unwrap();
+    let err = wait_end(&p).expect_err("different models must not end as a clean, empty stream");
+    p.set_state(gst::State::Null).unwrap();
+    println!("{err}");
+    assert!(err.contains("npuwhisperdec") && err.contains("\"base\"") && err.contains("\"tiny.en\""), "{err}");
+}

@@ -7,6 +7,7 @@ use gst::subclass::prelude::*;
 use super::NpuWhisperTask;
 use crate::decoding::stream::{LocalAgreement, StreamWord};
 use crate::decoding::{DecodeOptions, Transcriber, WindowResult, FALLBACK_TEMPERATURES};
+use crate::cues::{self, Layout};
 use crate::{caps, f32buf, model_property, passes};
 use crate::model::{Model, ENCODER_FRAMES};
 
@@ -45,6 +46,8 @@ struct Settings {
     post_messages: bool,
     batch_size: u32,
     live_hold_ms: u32,
+    /// How phrases are laid out as cues.
+    layout: Layout,
 }
 
 impl Default for Settings {
@@ -66,6 +69,7 @@ impl Default for Settings {
             post_messages: true,
             batch_size: 0,
             live_hold_ms: super::DEFAULT_LIVE_HOLD_MS,
+            layout: Layout::default(),
         }
     }
 }
@@ -86,6 +90,8 @@ struct State {
     last_end: Option<gst::ClockTime>,
     /// Language of the last tag pushed.
     language: Option<String>,
+    /// Last character of the text pushed: whether the next window starts a sentence.
+    last_char: Option<char>,
     /// Mark the next text buffer DISCONT.
     discont: bool,
     /// Windows received and not yet decoded.
@@ -109,6 +115,7 @@ impl State {
         self.held_events.clear();
         self.next_window_pts = None;
         self.last_end = None;
+        self.last_char = None;
         self.discont = true;
     }
 }
@@ -146,16 +153,39 @@ struct Piece {
     start: gst::ClockTime,
     end: gst::ClockTime,
     avg_logprob: f32,
+    /// The words of a laid-out cue: text, start, end, probability.
+    words: Vec<(String, gst::ClockTime, gst::ClockTime, f32)>,
 }
 
-/// Phrases of a window (or their words, one by one), timed inside it.
-fn window_pieces(result: &WindowResult, window_pts: gst::ClockTime, content_seconds: f64, words: bool) -> Vec<Piece> {
-    let piece = |text: &str, start: f64, end: f64, avg_logprob: f32| Piece {
-        text: text.to_string(),
-        start: window_pts.saturating_add(offset(start, content_seconds)),
-        end: window_pts.saturating_add(offset(end, content_seconds)),
-        avg_logprob,
-    };
+/// Phrases of a window laid out as cues (or its words, one by one), timed inside it.
+fn window_pieces(result: &WindowResult, window_pts: gst::ClockTime, content_seconds: f64, words: bool, layout: &Layout) -> Vec<Piece> {
+    let at = |seconds: f64| window_pts.saturating_add(offset(seconds, content_seconds));
+    let piece = |text: &str, start: f64, end: f64, avg_logprob: f32| Piece { text: text.to_string(), start: at(start), end: at(end), avg_logprob, words: Vec::new() };
+    if !words && result.segments.iter().all(|seg| !seg.words.is_empty()) {
+        // Each word with the log-probability of its phrase.
+        let timed: Vec<(cues::Word, f32, f32)> = result
+            .segments
+            .iter()
+            .flat_map(|seg| {
+                let last = seg.words.len() - 1;
+                seg.words.iter().enumerate().map(move |(k, w)| {
+                    (cues::Word { text: w.text.clone(), start: w.start, end: w.end, phrase_end: k == last }, seg.avg_logprob, w.probability)
+                })
+            })
+            .filter(|(w, _, _)| !w.text.trim().is_empty())
+            .collect();
+        let plain: Vec<cues::Word> = timed.iter().map(|(w, _, _)| w.clone()).collect();
+        return cues::layout(&plain, content_seconds, layout)
+            .into_iter()
+            .map(|cue| {
+                let held = &timed[cue.words.clone()];
+                let avg_logprob = held.iter().map(|(_, lp, _)| lp).sum::<f32>() / held.len().max(1) as f32;
+                let mut p = piece(&cue.text, cue.start, cue.end, avg_logprob);
+                p.words = held.iter().map(|(w, _, prob)| (w.text.trim().to_string(), at(w.start), at(w.end), *prob)).collect();
+                p
+            })
+            .collect();
+    }
     result
         .segments
         .iter()
@@ -185,7 +215,7 @@ fn stream_pieces(words: &[StreamWord], one_per_word: bool) -> Vec<Piece> {
                 p.text.push_str(&w.text);
                 p.end = stream_time(w.end);
             }
-            _ => pieces.push(Piece { text: w.text.clone(), start: stream_time(w.start), end: stream_time(w.end), avg_logprob: w.avg_logprob }),
+            _ => pieces.push(Piece { text: w.text.clone(), start: stream_time(w.start), end: stream_time(w.end), avg_logprob: w.avg_logprob, words: Vec::new() }),
         }
         last_phrase = Some(w.phrase);
     }
@@ -320,6 +350,13 @@ impl NpuWhisperDec {
     }
 
     fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        // Any width reaches set_caps, which names both models when they differ (refused
+        // here, the stream would only stop "not negotiated").
+        if let gst::QueryViewMut::AcceptCaps(q) = query.view_mut() {
+            let ok = q.caps().can_intersect(&pad.pad_template_caps());
+            q.set_result(ok);
+            return true;
+        }
         if let gst::QueryViewMut::Caps(q) = query.view_mut() {
             let model = self.state().model.clone();
             if let Some(model) = model {
@@ -350,12 +387,16 @@ impl NpuWhisperDec {
             return false;
         };
         if width < 0 || width as usize != model.d_model() {
+            drop(state);
+            let encoder = self.upstream_encoder_model().map_or_else(String::new, |m| format!(" from model {m:?}"));
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Negotiation,
                 (
-                    "Encoder states have width {} but model {} has width {}: the encoder and decoder must use the same model",
+                    "Encoder states{} have width {} but the decoder's model {:?} ({}) has width {}: the encoder and decoder must use the same model",
+                    encoder,
                     width,
+                    self.settings().model.model,
                     model.dir.display(),
                     model.d_model()
                 )
@@ -367,6 +408,19 @@ impl NpuWhisperDec {
 
         let src_caps = caps::text();
         self.srcpad.push_event(gst::event::Caps::new(&src_caps))
+    }
+
+    /// The `model` of the npuwhisperenc upstream (through queues), to name it in errors.
+    fn upstream_encoder_model(&self) -> Option<String> {
+        let mut pad = self.sinkpad.peer()?;
+        for _ in 0..8 {
+            let element = pad.parent_element()?;
+            if element.factory().is_some_and(|f| f.name() == "npuwhisperenc") {
+                return element.property::<Option<String>>("model");
+            }
+            pad = element.static_pad("sink")?.peer()?;
+        }
+        None
     }
 
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
@@ -568,7 +622,10 @@ impl NpuWhisperDec {
                 result.no_speech_prob
             );
             let window_end = window.pts.saturating_add(window.duration);
-            let words_apart = self.settings().word_timestamps;
+            let (words_apart, layout) = {
+                let settings = self.settings();
+                (settings.word_timestamps, settings.layout)
+            };
             let pieces = {
                 let mut state = self.state();
                 if state.streaming {
@@ -576,7 +633,7 @@ impl NpuWhisperDec {
                     let released = state.agreement.finalize(StreamWord::of_window(&result, window.pts.seconds_f64()));
                     stream_pieces(&released, words_apart)
                 } else {
-                    window_pieces(&result, window.pts, content_seconds(window.duration), words_apart)
+                    window_pieces(&result, window.pts, content_seconds(window.duration), words_apart, &layout)
                 }
             };
             self.push_text(&result, window.pts, window.duration, pieces, window_end, true)?;
@@ -629,8 +686,17 @@ impl NpuWhisperDec {
                 messages.push(gst::message::Element::builder(s).src(&*self.obj()).build());
             }
 
-            for Piece { text, start, end, avg_logprob } in &pieces {
-                let (text, mut start, mut end) = (text.trim(), *start, *end);
+            let english = state.language.as_deref().unwrap_or("en") == "en";
+            // A window may start inside a sentence; live passes keep their own text.
+            let mut first = complete && !state.streaming;
+            for Piece { text, start, end, avg_logprob, words } in &pieces {
+                let (mut start, mut end) = (*start, *end);
+                let text = if std::mem::take(&mut first) {
+                    cues::continue_sentence(state.last_char, text.trim(), english)
+                } else {
+                    text.trim().to_string()
+                };
+                let text = text.as_str();
                 if text.is_empty() {
                     continue;
                 }
@@ -654,16 +720,29 @@ impl NpuWhisperDec {
                     }
                 }
                 state.last_end = Some(end);
+                state.last_char = text.chars().last();
                 outputs.push(Output::Buffer(buffer));
                 if settings.post_messages {
                     let name = if settings.word_timestamps { "npuwhisper-word" } else { "npuwhisper-phrase" };
-                    let s = gst::Structure::builder(name)
+                    let mut s = gst::Structure::builder(name)
                         .field("text", text)
                         .field("start", start)
                         .field("end", end)
                         .field("avg-logprob", *avg_logprob as f64)
-                        .field("language", state.language.as_deref().unwrap_or("en"))
-                        .build();
+                        .field("language", state.language.as_deref().unwrap_or("en"));
+                    if !words.is_empty() {
+                        let words = words.iter().map(|(text, start, end, probability)| {
+                            gst::Structure::builder("word")
+                                .field("text", text)
+                                .field("start", *start)
+                                .field("end", *end)
+                                .field("probability", *probability as f64)
+                                .build()
+                                .to_send_value()
+                        });
+                        s = s.field("words", gst::List::new(words));
+                    }
+                    let s = s.build();
                     messages.push(gst::message::Element::builder(s).src(&*self.obj()).build());
                 }
             }
@@ -793,6 +872,11 @@ impl ObjectImpl for NpuWhisperDec {
             "word-timestamps" => settings.word_timestamps = value.get().expect("type checked upstream"),
             "post-messages" => settings.post_messages = value.get().expect("type checked upstream"),
             "batch-size" => settings.batch_size = value.get().expect("type checked upstream"),
+            "max-line-chars" => settings.layout.max_line_chars = value.get::<u32>().expect("type checked upstream") as usize,
+            "max-lines" => settings.layout.max_lines = value.get::<u32>().expect("type checked upstream") as usize,
+            "min-cue-duration" => settings.layout.min_duration = value.get::<u32>().expect("type checked upstream") as f64 / 1000.0,
+            "max-cue-duration" => settings.layout.max_duration = value.get::<u32>().expect("type checked upstream") as f64 / 1000.0,
+            "max-reading-speed" => settings.layout.max_cps = value.get::<f32>().expect("type checked upstream") as f64,
             other => gst::warning!(CAT, imp = self, "Unknown property {other}"),
         }
         gst::info!(CAT, imp = self, "Settings now {settings:?}");
@@ -818,6 +902,11 @@ impl ObjectImpl for NpuWhisperDec {
             "post-messages" => s.post_messages.to_value(),
             "batch-size" => s.batch_size.to_value(),
             "live-hold" => s.live_hold_ms.to_value(),
+            "max-line-chars" => (s.layout.max_line_chars as u32).to_value(),
+            "max-lines" => (s.layout.max_lines as u32).to_value(),
+            "min-cue-duration" => ((s.layout.min_duration * 1000.0).round() as u32).to_value(),
+            "max-cue-duration" => ((s.layout.max_duration * 1000.0).round() as u32).to_value(),
+            "max-reading-speed" => (s.layout.max_cps as f32).to_value(),
             // GObject only asks for the properties declared above.
             _ => pspec.default_value().clone(),
         }

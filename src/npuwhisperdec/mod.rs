@@ -98,6 +98,7 @@ static DEFAULTS: LazyLock<crate::decoding::DecodeOptions> = LazyLock::new(Defaul
 /// The decoding properties, shared by the decoder and the `npuwhisper` bin (which forwards them).
 pub(crate) fn param_specs() -> Vec<glib::ParamSpec> {
     let d = &*DEFAULTS;
+    let layout = crate::cues::Layout::default();
     let mut specs = crate::model_property::param_specs();
     specs.extend([
         glib::ParamSpecString::builder("language")
@@ -179,6 +180,45 @@ pub(crate) fn param_specs() -> Vec<glib::ParamSpec> {
             .nick("Word timestamps")
             .blurb("One text buffer per word, timed by cross-attention alignment; otherwise one per phrase")
             .default_value(false)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("max-line-chars")
+            .nick("Max line characters")
+            .blurb("Characters per line of a phrase cue: lines break at phrase boundaries (after punctuation, before conjunctions), never inside a word; lines are separated by \"\\n\" (not with word-timestamps)")
+            .minimum(10)
+            .maximum(1000)
+            .default_value(layout.max_line_chars as u32)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("max-lines")
+            .nick("Max lines")
+            .blurb("Lines per phrase cue")
+            .minimum(1)
+            .maximum(20)
+            .default_value(layout.max_lines as u32)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("min-cue-duration")
+            .nick("Min cue duration")
+            .blurb("Shortest phrase cue (ms), where the speech allows: shorter fragments merge with their neighbours or stay on screen into the pause after them")
+            .maximum(60_000)
+            .default_value((layout.min_duration * 1000.0) as u32)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecUInt::builder("max-cue-duration")
+            .nick("Max cue duration")
+            .blurb("Longest phrase cue (ms)")
+            .minimum(500)
+            .maximum(60_000)
+            .default_value((layout.max_duration * 1000.0) as u32)
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecFloat::builder("max-reading-speed")
+            .nick("Max reading speed")
+            .blurb("Characters per second a phrase cue asks the viewer to read, where the speech allows: faster cues stay on screen into the pause after them or merge; 0 = no limit")
+            .minimum(0.0)
+            .maximum(1000.0)
+            .default_value(layout.max_cps as f32)
             .mutable_ready()
             .build(),
         glib::ParamSpecBoolean::builder("post-messages")
