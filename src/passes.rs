@@ -17,6 +17,10 @@ pub const PROVISIONAL: gst::BufferFlags = gst::BufferFlags::DROPPABLE;
 /// pass (every second or so) is already on its way.
 const STALE_AFTER: gst::ClockTime = gst::ClockTime::from_mseconds(2000);
 
+/// Shortest provisional pass: on less audio Whisper guesses ("And...", "So..."), and the
+/// guess would count as one of the two passes that confirm a word.
+pub const MIN_PASS: gst::ClockTime = gst::ClockTime::from_mseconds(1000);
+
 pub fn is_provisional(buffer: &gst::BufferRef) -> bool {
     buffer.flags().contains(PROVISIONAL)
 }
