@@ -21,6 +21,13 @@ const STALE_AFTER: gst::ClockTime = gst::ClockTime::from_mseconds(2000);
 /// guess would count as one of the two passes that confirm a word.
 pub const MIN_PASS: gst::ClockTime = gst::ClockTime::from_mseconds(1000);
 
+/// Shortest wait for a second pass on the words at the end of a pass: the last half second
+/// of a pass is where Whisper cuts words in two or guesses.
+pub const MIN_HOLD: gst::ClockTime = gst::ClockTime::from_mseconds(500);
+
+/// A pass decoded within this of its audio's end is on time; later, the machine is loaded.
+pub const ON_TIME: gst::ClockTime = gst::ClockTime::from_mseconds(500);
+
 pub fn is_provisional(buffer: &gst::BufferRef) -> bool {
     buffer.flags().contains(PROVISIONAL)
 }

@@ -15,18 +15,17 @@ use gst::glib;
 use gst::prelude::*;
 
 pub const DEFAULT_LATENCY_MS: u32 = 3000;
+const MAX_LATENCY_MS: u32 = 31_000;
 /// Shortest and longest step between passes: shorter costs more passes than two cores can
 /// run; longer only adds latency.
 const MIN_STEP_MS: u32 = 500;
 const MAX_STEP_MS: u32 = 1000;
-/// Shortest hold: the last half second of a pass is where Whisper cuts words in two or
-/// guesses, so a word that recent waits for a second pass to agree on it.
-const MIN_HOLD_MS: u32 = 500;
+const MIN_HOLD_MS: u32 = crate::passes::MIN_HOLD.mseconds() as u32;
 /// Processing time kept per pass (spectrogram, encoder, decoder, a pass in flight) once the
 /// latency leaves room for it: slack for a loaded machine.
 const SLACK_PROCESSING_MS: u32 = 1000;
-/// Processing time of a pass of base on two cores, the model it was measured with (the README's
-/// live sweep); other models scale it by their work per pass.
+/// Processing time of a pass of base on two cores (what base needs to keep 2 s on an idle
+/// machine); other models scale it by their work per pass.
 const BASE_PROCESSING_MS: u32 = 1000;
 const BASE_WORK: f64 = 512.0 * 512.0 * 12.0;
 /// Floor of the processing time: tiny.en, a third of base's work, needs half a second.
@@ -38,16 +37,14 @@ pub fn processing_ms(dims: &crate::model::Dims, cores: usize) -> u32 {
     let work = (dims.d_model * dims.d_model * (dims.encoder_layers + dims.decoder_layers)) as f64;
     let ms = (BASE_PROCESSING_MS as f64 * work / BASE_WORK).max(MIN_PROCESSING_MS as f64) * if cores < 2 { 2.0 } else { 1.0 };
     // Whole tenths of a second, as the latency is stated.
-    ((ms / 100.0).ceil() * 100.0).min(MAX_LATENCY_MS as f64) as u32
+    ((ms / 100.0).ceil() * 100.0).min((MAX_LATENCY_MS - MIN_STEP_MS - MIN_HOLD_MS) as f64) as u32
 }
 
 /// The lowest latency (ms) the bin keeps with passes that take `processing_ms`: the shortest
 /// step, the shortest hold and the processing.
 pub fn min_latency_ms(processing_ms: u32) -> u32 {
-    (MIN_STEP_MS + MIN_HOLD_MS + processing_ms).min(MAX_LATENCY_MS)
+    MIN_STEP_MS + MIN_HOLD_MS + processing_ms
 }
-
-const MAX_LATENCY_MS: u32 = 31_000;
 
 /// How a `latency` (ms, at least [`min_latency_ms`]) is spent: the processing time of a pass
 /// plus up to a second of slack, then the step between passes (half of the rest, 0.5-1 s) and
@@ -225,5 +222,41 @@ impl Live {
                 ("Text comes out {} ms after its audio, more than latency + lateness ({} ms): raise latency or lateness", delay.mseconds(), allowed.mseconds())
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Dims;
+
+    fn dims(d_model: usize, layers: usize) -> Dims {
+        Dims { n_mels: 80, d_model, n_heads: d_model / 64, encoder_layers: layers, decoder_layers: layers, vocab_size: 51864, max_text_positions: 448 }
+    }
+
+    #[test]
+    fn lowest_latency_per_model() {
+        let (tiny, base) = (processing_ms(&dims(384, 4), 2), processing_ms(&dims(512, 6), 2));
+        assert_eq!((min_latency_ms(tiny), min_latency_ms(base)), (1500, 2000));
+        // One core does the work of two.
+        assert_eq!(min_latency_ms(processing_ms(&dims(384, 4), 1)), 2000);
+        // Larger models need more, within the property's range.
+        assert!(min_latency_ms(processing_ms(&dims(768, 12), 2)) > 2000);
+        assert!(min_latency_ms(processing_ms(&dims(1280, 32), 2)) <= MAX_LATENCY_MS);
+    }
+
+    #[test]
+    fn step_hold_and_processing_fit_the_latency() {
+        for processing in [500, 1000, 4500, processing_ms(&dims(1280, 32), 1)] {
+            for latency in (0..=MAX_LATENCY_MS).step_by(100) {
+                let (step, hold) = step_and_hold_ms(latency, processing);
+                let kept = latency.max(min_latency_ms(processing));
+                assert!((MIN_STEP_MS..=MAX_STEP_MS).contains(&step), "{latency} ms: step {step}");
+                assert!(hold >= MIN_HOLD_MS, "{latency} ms: hold {hold}");
+                assert!(step + hold + processing <= kept, "{latency} ms: {step} + {hold} + {processing}");
+            }
+        }
+        // At 3000 ms as before: passes every second, words held a second.
+        assert_eq!(step_and_hold_ms(3000, 500), (1000, 1000));
     }
 }
