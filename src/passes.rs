@@ -1,7 +1,9 @@
 //! Provisional passes on live streams: npumel sends a growing window again every `live-step`
 //! so the decoder can emit words before the window is complete (see
 //! [`crate::decoding::stream`]). Such a buffer is flagged DROPPABLE: a later pass or the
-//! complete window covers the same audio, so an element that has fallen behind skips it.
+//! complete window covers the same audio, so the encoder skips one that waited too long for
+//! it; the decoder decodes every pass that reaches it (the encoder's work is spent, and the
+//! next pass only comes once this one is done).
 //!
 //! Flow control: whoever finishes (or skips) a pass sends a custom upstream event saying so,
 //! and npumel keeps at most one pass in flight once it hears of one. A slow model then gets

@@ -409,10 +409,9 @@ impl NpuWhisperDec {
     }
 
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        if passes::skip_if_stale(&*self.obj(), &self.sinkpad, &buffer) {
-            gst::debug!(CAT, imp = self, "Skipping a stale provisional pass at {}", buffer.pts().display());
-            return Ok(gst::FlowSuccess::Ok);
-        }
+        // A stale pass is decoded all the same: its encoder work is done, and npumel sends the
+        // next one only once this one is (skipping it left a loaded machine with no text
+        // until the window was complete). The encoder skips those that waited for it.
         let Some(width) = self.state().width else {
             gst::element_imp_error!(
                 self,
