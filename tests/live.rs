@@ -59,8 +59,9 @@ fn repeats(text: &str, reference: &str) -> Vec<String> {
 struct Expect {
     model: &'static str,
     latency_ms: u32,
-    /// Bound on the 95th percentile of the text delay over `latency`.
+    /// Bounds on the 95th percentile and the largest text delay over `latency`.
     p95_slack: f64,
+    max_slack: f64,
     /// Points of WER live may lose against file mode.
     wer_points: f64,
 }
@@ -103,7 +104,7 @@ fn run_and_check(file: &str, expect: &Expect) -> LiveRun {
 
     assert!(p95 <= latency + expect.p95_slack, "text delay p95 {p95:.2} s at latency {latency:.1} s");
     // Never behind without bound: even the latest text is at most a pass or two late.
-    assert!(max <= latency + expect.p95_slack + 2.0, "text {max:.2} s after its audio at latency {latency:.1} s");
+    assert!(max <= latency + expect.max_slack, "text {max:.2} s after its audio at latency {latency:.1} s");
     run
 }
 
@@ -113,7 +114,9 @@ fn live_speech_and_silences_within_latency() {
     let _serial = one_at_a_time();
     // Two words of 27 ("my" heard as "am I") at 3 s latency when this was written, 0 in file
     // mode: the first words of a stream get the fewest passes.
-    let run = run_and_check("silence_gaps.wav", &Expect { model: "tiny.en", latency_ms: 3000, p95_slack: 0.5, wer_points: 10.0 });
+    // All text within the LATENCY answer (appsrc's 0.1 s + 3 s) and the slack.
+    let within = LIVE_CHUNK_MS as f64 / 1000.0 + SLACK;
+    let run = run_and_check("silence_gaps.wav", &Expect { model: "tiny.en", latency_ms: 3000, p95_slack: within, max_slack: within, wer_points: 10.0 });
 
     // No text in the silences: jfk.wav is 0-11 s, the phrase about 31-33.5 s.
     let jfk_end = read_wav(&eval_file("jfk.wav")).len() as f64 / 16000.0;
@@ -137,14 +140,14 @@ fn live_speech_and_silences_within_latency() {
 #[test]
 fn live_long_form_tiny_at_1500_ms() {
     let _serial = one_at_a_time();
-    run_and_check("long_lj001_1-20.wav", &Expect { model: "tiny.en", latency_ms: 1500, p95_slack: 0.5, wer_points: 2.0 });
+    run_and_check("long_lj001_1-20.wav", &Expect { model: "tiny.en", latency_ms: 1500, p95_slack: 0.5, max_slack: 2.5, wer_points: 2.0 });
 }
 
 /// The same at the lowest latency base supports.
 #[test]
 fn live_long_form_base_at_2000_ms() {
     let _serial = one_at_a_time();
-    run_and_check("long_lj001_1-20.wav", &Expect { model: "base", latency_ms: 2000, p95_slack: 0.5, wer_points: 2.0 });
+    run_and_check("long_lj001_1-20.wav", &Expect { model: "base", latency_ms: 2000, p95_slack: 0.5, max_slack: 2.5, wer_points: 2.0 });
 }
 
 /// With another process's work on one of the cores, passes take longer: npumel sends the next
@@ -163,7 +166,7 @@ fn live_long_form_with_a_busy_core() {
             }
         })
     };
-    let run = std::panic::catch_unwind(|| run_and_check("long_lj001_1-20.wav", &Expect { model: "tiny.en", latency_ms: 3000, p95_slack: 1.0, wer_points: 3.0 }));
+    let run = std::panic::catch_unwind(|| run_and_check("long_lj001_1-20.wav", &Expect { model: "tiny.en", latency_ms: 3000, p95_slack: 1.0, max_slack: 3.0, wer_points: 3.0 }));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     hog.join().unwrap();
     if let Err(panic) = run {
