@@ -1,7 +1,9 @@
 //! Provisional passes on live streams: npumel sends a growing window again every `live-step`
 //! so the decoder can emit words before the window is complete (see
 //! [`crate::decoding::stream`]). Such a buffer is flagged DROPPABLE: a later pass or the
-//! complete window covers the same audio, so an element that has fallen behind skips it.
+//! complete window covers the same audio, so the encoder skips one that waited too long for
+//! it; the decoder decodes every pass that reaches it (the encoder's work is spent, and the
+//! next pass only comes once this one is done).
 //!
 //! Flow control: whoever finishes (or skips) a pass sends a custom upstream event saying so,
 //! and npumel keeps at most one pass in flight once it hears of one. A slow model then gets
@@ -16,6 +18,17 @@ pub const PROVISIONAL: gst::BufferFlags = gst::BufferFlags::DROPPABLE;
 /// A provisional pass whose audio ended longer ago than this is not worth its work: the next
 /// pass (every second or so) is already on its way.
 const STALE_AFTER: gst::ClockTime = gst::ClockTime::from_mseconds(2000);
+
+/// Shortest provisional pass: on less audio Whisper guesses ("And...", "So..."), and the
+/// guess would count as one of the two passes that confirm a word.
+pub const MIN_PASS: gst::ClockTime = gst::ClockTime::from_mseconds(1000);
+
+/// Shortest wait for a second pass on the words at the end of a pass: the last half second
+/// of a pass is where Whisper cuts words in two or guesses.
+pub const MIN_HOLD: gst::ClockTime = gst::ClockTime::from_mseconds(500);
+
+/// A pass decoded within this of its audio's end is on time; later, the machine is loaded.
+pub const ON_TIME: gst::ClockTime = gst::ClockTime::from_mseconds(500);
 
 pub fn is_provisional(buffer: &gst::BufferRef) -> bool {
     buffer.flags().contains(PROVISIONAL)

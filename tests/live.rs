@@ -1,12 +1,15 @@
 //! The live path on real speech: audio pushed by a live `appsrc` paced by the clock (as a
 //! capture device delivers it) through `npuwhisper` into an appsink. Checks the LATENCY answer,
-//! that the text comes out within it, that it is close to file mode (growing windows decoded
-//! again every second, words emitted once two passes agree), and that nothing is said twice or
-//! during silences, which go out as GAP events.
+//! that the text comes out within it (p95 within 0.5 s of the latency, 1 s with a busy core),
+//! that it is close to file mode at the lowest latency of each model (growing windows decoded
+//! again every 0.5-1 s, words emitted once two passes agree), that nothing is said twice or
+//! during silences, which go out as GAP events, and that a latency below the model's lowest is
+//! raised with a warning. The long-form runs take 144 s each.
 
 mod common;
 
 use common::*;
+use gst::prelude::*;
 use gstnpuwhisper::model::{load_shared, resolve_model_path};
 
 /// Slack over the promised latency for text on a shared, noisy machine.
@@ -28,51 +31,92 @@ fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Runs `file` (of manifest_long.tsv) live and checks what holds for any speech; returns the
-/// run, the live and the file-mode WER.
-fn run_and_check(file: &str) -> (LiveRun, f64, f64) {
-    let _model = load_shared(&resolve_model_path("tiny.en")).unwrap();
+/// Words of `text` said again that `reference` does not say again: a word twice in a row, or a
+/// pair of words more often than in the reference.
+fn repeats(text: &str, reference: &str) -> Vec<String> {
+    let count = |w: &[String]| {
+        let mut n = std::collections::HashMap::<String, usize>::new();
+        for p in w.windows(2) {
+            *n.entry(format!("{} {}", p[0], p[1])).or_default() += 1;
+        }
+        n
+    };
+    let (heard, said) = (count(&words(text)), count(&words(reference)));
+    let mut out: Vec<String> = heard
+        .into_iter()
+        .filter(|(pair, n)| {
+            let twice = pair.split(' ').collect::<Vec<_>>().windows(2).all(|p| p[0] == p[1]);
+            let allowed = said.get(pair).copied().unwrap_or(0);
+            (twice || *n >= 2) && *n > allowed
+        })
+        .map(|(pair, n)| format!("{pair:?} ×{n}"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// What a live run of one file is checked against.
+struct Expect {
+    model: &'static str,
+    latency_ms: u32,
+    /// Bounds on the 95th percentile and the largest text delay over `latency`.
+    p95_slack: f64,
+    max_slack: f64,
+    /// Points of WER live may lose against file mode.
+    wer_points: f64,
+}
+
+/// Runs `file` (of manifest_long.tsv) live and checks what holds for any speech: the LATENCY
+/// answer, the delays, nothing said twice, the WER against file mode. Returns the run.
+fn run_and_check(file: &str, expect: &Expect) -> LiveRun {
+    let _model = load_shared(&resolve_model_path(expect.model)).unwrap();
     let path = eval_file(file);
     let reference = manifest("manifest_long.tsv").into_iter().find(|(f, _, _)| f == file).unwrap().2;
-    let file_text = joined_text(&transcribe(&path, &[]));
+    let model = [("model", expect.model)];
+    let file_text = joined_text(&transcribe(&path, &model));
 
-    // The default; LIVE_LATENCY_MS=4000 tries transcriberbin's.
-    let latency_ms: u32 = std::env::var("LIVE_LATENCY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(3000);
-    let run = run_live(&read_wav(&path), &[("latency", &latency_ms.to_string())]);
+    let latency_ms = expect.latency_ms;
+    let run = run_live(&read_wav(&path), &[("latency", &latency_ms.to_string()), model[0]]);
     let (cues, (live, min)) = (&run.cues, run.latency);
     for c in cues {
         println!("{:7.2} {:7.2} +{:.2} s  {}", c.cue.start, c.cue.end, c.delay, c.cue.text);
     }
-    let promised = latency_ms as f64 / 1000.0 + LIVE_CHUNK_MS as f64 / 1000.0;
+    let latency = latency_ms as f64 / 1000.0;
     assert!(live, "npuwhisper is live");
     assert_eq!(min.mseconds(), latency_ms as u64 + LIVE_CHUNK_MS, "LATENCY: appsrc's {LIVE_CHUNK_MS} ms + latency");
 
     let delays: Vec<f64> = cues.iter().map(|c| c.delay).collect();
     let (p50, p95, max) = percentiles(&delays);
-    println!("latency {latency_ms} ms, text delay after its audio: p50 {p50:.2} s, p95 {p95:.2} s, max {max:.2} s (promised {promised:.2} s)");
-    assert!(max <= promised + SLACK, "text {max:.2} s after its audio, promised {promised:.2} s");
+    println!("{} at {latency_ms} ms, text delay after its audio: p50 {p50:.2} s, p95 {p95:.2} s, max {max:.2} s", expect.model);
 
     let text = joined_text(&cues.iter().map(|c| c.cue.clone()).collect::<Vec<_>>());
     let live_wer = wer(&[(reference.clone(), text.clone())]);
     let file_wer = wer(&[(reference.clone(), file_text.clone())]);
     println!("live: {text}\nfile: {file_text}\nWER live {live_wer:.2} %, file {file_wer:.2} %");
 
-    // Nothing said twice at a window boundary, nor more words than spoken.
+    // Nothing said twice, nor more words than spoken.
+    let again = repeats(&text, &reference);
+    assert!(again.is_empty(), "said again: {again:?} in {text}");
     let w = words(&text);
-    assert!(w.windows(2).all(|p| p[0] != p[1]), "a word repeated: {text}");
     assert!(w.len() <= words(&reference).len() + 2, "{} words for {} spoken: {text}", w.len(), words(&reference).len());
     assert!(cues.windows(2).all(|p| p[0].cue.end <= p[1].cue.start + 1e-6), "text overlaps");
-    (run, live_wer, file_wer)
+    assert!(live_wer <= file_wer + expect.wer_points, "live WER {live_wer:.2} % vs file {file_wer:.2} %");
+
+    assert!(p95 <= latency + expect.p95_slack, "text delay p95 {p95:.2} s at latency {latency:.1} s");
+    // Never behind without bound: even the latest text is at most a pass or two late.
+    assert!(max <= latency + expect.max_slack, "text {max:.2} s after its audio at latency {latency:.1} s");
+    run
 }
 
 /// jfk.wav, 20 s silence, a short phrase, 20 s silence: 56 s in real time.
 #[test]
 fn live_speech_and_silences_within_latency() {
     let _serial = one_at_a_time();
-    let (run, live_wer, file_wer) = run_and_check("silence_gaps.wav");
     // Two words of 27 ("my" heard as "am I") at 3 s latency when this was written, 0 in file
     // mode: the first words of a stream get the fewest passes.
-    assert!(live_wer <= file_wer + 10.0, "live WER {live_wer:.2} % vs file {file_wer:.2} %");
+    // All text within the LATENCY answer (appsrc's 0.1 s + 3 s) and the slack.
+    let within = LIVE_CHUNK_MS as f64 / 1000.0 + SLACK;
+    let run = run_and_check("silence_gaps.wav", &Expect { model: "tiny.en", latency_ms: 3000, p95_slack: within, max_slack: within, wer_points: 10.0 });
 
     // No text in the silences: jfk.wav is 0-11 s, the phrase about 31-33.5 s.
     let jfk_end = read_wav(&eval_file("jfk.wav")).len() as f64 / 16000.0;
@@ -92,13 +136,67 @@ fn live_speech_and_silences_within_latency() {
     }
 }
 
-/// Twenty LJ Speech clips, 144 s in real time. When this was written: WER 1.99 % live against
-/// 1.14 % in file mode; text delay p50 2.41 s, p95 2.96 s, max 3.65 s.
+/// Twenty LJ Speech clips, 144 s in real time, at the lowest latency tiny.en supports.
 #[test]
-fn live_long_form_within_latency() {
+fn live_long_form_tiny_at_1500_ms() {
     let _serial = one_at_a_time();
-    let (_, live_wer, file_wer) = run_and_check("long_lj001_1-20.wav");
-    assert!(live_wer <= file_wer + 2.0, "live WER {live_wer:.2} % vs file {file_wer:.2} %");
+    run_and_check("long_lj001_1-20.wav", &Expect { model: "tiny.en", latency_ms: 1500, p95_slack: 0.5, max_slack: 2.5, wer_points: 2.0 });
+}
+
+/// The same at the lowest latency base supports.
+#[test]
+fn live_long_form_base_at_2000_ms() {
+    let _serial = one_at_a_time();
+    run_and_check("long_lj001_1-20.wav", &Expect { model: "base", latency_ms: 2000, p95_slack: 0.5, max_slack: 2.5, wer_points: 2.0 });
+}
+
+/// With another process's work on one of the cores, passes take longer: npumel sends the next
+/// one only when the decoder is done with the last (over all the audio so far), and stale
+/// ones are skipped, so the text stays within a second of the latency and keeps its quality.
+#[test]
+fn live_long_form_with_a_busy_core() {
+    let _serial = one_at_a_time();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hog = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut x = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+        })
+    };
+    let run = std::panic::catch_unwind(|| run_and_check("long_lj001_1-20.wav", &Expect { model: "tiny.en", latency_ms: 3000, p95_slack: 1.0, max_slack: 3.0, wer_points: 3.0 }));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hog.join().unwrap();
+    if let Err(panic) = run {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Below the lowest latency of the model the bin raises the latency to it, says so on the
+/// bus, and answers LATENCY with what it keeps.
+#[test]
+fn live_latency_below_the_floor_is_raised() {
+    init();
+    for (model, floor) in [("tiny.en", 1500u32), ("base", 2000)] {
+        let bin = gst::ElementFactory::make("npuwhisper").property("model", model).build().unwrap();
+        assert_eq!(bin.property::<u32>("min-latency"), 0, "not known before the model is loaded");
+        bin.set_state(gst::State::Ready).unwrap();
+        assert_eq!(bin.property::<u32>("min-latency"), floor, "{model}");
+        bin.set_state(gst::State::Null).unwrap();
+    }
+
+    let _serial = one_at_a_time();
+    let samples = read_wav(&eval_file("jfk.wav"));
+    let run = run_live(&samples, &[("latency", "1000")]);
+    println!("warnings: {:?}", run.warnings);
+    assert_eq!(run.latency.1.mseconds(), 1500 + LIVE_CHUNK_MS, "LATENCY: raised to tiny.en's 1500 ms");
+    assert!(run.warnings.iter().any(|w| w.contains("1000 ms") && w.contains("1500 ms")), "a warning names both latencies: {:?}", run.warnings);
+    let text = joined_text(&run.cues.iter().map(|c| c.cue.clone()).collect::<Vec<_>>());
+    let reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+    assert!(repeats(&text, reference).is_empty(), "said again: {text}");
+    assert!(text.to_lowercase().contains("country"), "{text}");
 }
 
 /// A capture that loses 3 s of audio (timestamps jump, DISCONT) in the middle of jfk.wav: text
@@ -114,12 +212,12 @@ fn live_discontinuity_does_not_stall() {
         println!("{:7.2} {:7.2} +{:.2} s  {}", c.cue.start, c.cue.end, c.delay, c.cue.text);
     }
     let text = joined_text(&run.cues.iter().map(|c| c.cue.clone()).collect::<Vec<_>>());
-    let w = words(&text);
-    assert!(w.windows(2).all(|p| p[0] != p[1]), "a word repeated: {text}");
+    let reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+    assert!(repeats(&text, reference).is_empty(), "said again: {text}");
     assert!(run.cues.windows(2).all(|p| p[0].cue.start <= p[1].cue.start), "text goes back in time");
     let after: Vec<&str> = run.cues.iter().filter(|c| c.cue.start >= 8.0).map(|c| c.cue.text.as_str()).collect();
     assert!(after.join(" ").to_lowercase().contains("country"), "text after the jump is on the new timeline: {text}");
-    let wer = wer(&[("And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.".into(), text.clone())]);
+    let wer = wer(&[(reference.into(), text.clone())]);
     println!("WER {wer:.2} %: {text}");
     assert!(wer <= 25.0, "WER {wer:.2} % across the jump: {text}");
     // Words still unconfirmed when the audio stops wait for the next audio, 3 s later here.

@@ -45,6 +45,15 @@ fn key(text: &str) -> String {
 
 /// Longest run of committed words that a new pass says again at its start.
 const MAX_REPEAT_CHECK: usize = 5;
+/// A new word starting this long (s) before the end of the last word emitted overlaps it.
+const OVERLAP: f64 = 0.1;
+
+/// Whether two keys are one word heard two ways ("fella" / "fellow", "american" /
+/// "americans"): the same first three letters, or one the start of the other.
+fn same_word(a: &str, b: &str) -> bool {
+    let prefix = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    prefix >= 3 || (prefix > 0 && prefix == a.chars().count().min(b.chars().count()))
+}
 
 /// The stable-prefix policy of one stream.
 #[derive(Debug, Default)]
@@ -110,6 +119,14 @@ impl LocalAgreement {
         if let Some(n) = repeat {
             fresh.drain(..n);
         }
+        // The last word emitted, heard another way by this pass over the same time.
+        let heard_again = match (fresh.first(), tail.last()) {
+            (Some(first), Some(last)) => first.start < self.committed_end - OVERLAP && same_word(&key(&first.text), last),
+            _ => false,
+        };
+        if heard_again {
+            fresh.remove(0);
+        }
         fresh
     }
 
@@ -172,6 +189,19 @@ mod tests {
         // Next window: "not what" again, timed after the committed end, then new words.
         let next = pass("not what your country", 1.3);
         assert_eq!(texts(&la.finalize(next)), "your country");
+    }
+
+    #[test]
+    fn a_word_emitted_then_heard_another_way_is_not_emitted_again() {
+        let mut la = LocalAgreement::new();
+        // "fella" is old enough to go out unconfirmed.
+        assert_eq!(texts(&la.provisional(pass("and so my fella", 0.0), 2.0)), "and so my fella");
+        // The next pass hears "fellow", a little later over the same sound, then new words.
+        let next = pass("fellow Americans ask", 1.75);
+        assert_eq!(texts(&la.finalize(next)), "Americans ask");
+        // A new word right after the last one stays, however it starts.
+        la.finalize(pass("for", 3.0));
+        assert_eq!(texts(&la.finalize(pass("forward", 3.4))), "forward");
     }
 
     #[test]

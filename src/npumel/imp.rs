@@ -344,7 +344,8 @@ impl NpuMel {
     }
 
     /// Live: the window so far, once `live-step` more audio came since the last pass over it
-    /// (`closed`: a window was just cut, the pending audio starts a new one).
+    /// and it is at least [`passes::MIN_PASS`] long (`closed`: a window was just cut, the
+    /// pending audio starts a new one).
     fn next_pass(&self, state: &mut State, closed: bool) -> Option<AudioWindow> {
         if state.live != Some(true) {
             return None;
@@ -353,8 +354,9 @@ impl NpuMel {
             state.pass_sent = 0;
         }
         let step = self.settings().live_step_ms as usize * SAMPLE_RATE as usize / 1000;
+        let shortest = (passes::MIN_PASS.mseconds() as usize) * SAMPLE_RATE as usize / 1000;
         let pending = state.windower.pending();
-        if pending < state.pass_sent + step || state.pass_in_flight() {
+        if pending < (state.pass_sent + step).max(shortest) || state.pass_in_flight() {
             return None;
         }
         let pass = state.windower.pending_window()?;

@@ -67,12 +67,21 @@ impl NpuWhisperBin {
         self.build_error.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Spreads `latency` (ms) over the pass step of npumel and the word hold of the decoder.
-    fn apply_latency(&self, mel: &gst::Element, dec: &gst::Element, latency_ms: u32) {
-        let (step, hold) = (live::step_ms(latency_ms), live::hold_ms(latency_ms));
-        gst::debug!(CAT, imp = self, "Latency {latency_ms} ms: passes every {step} ms, words held up to {hold} ms");
+    /// Spreads the latency over the pass step of npumel and the word hold of the decoder; warns
+    /// when `latency` is below what the loaded model allows.
+    fn apply_latency(&self, mel: &gst::Element, dec: &gst::Element) {
+        let (latency, floor) = (self.live.latency_ms(), self.live.min_latency_ms());
+        if latency < floor {
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Settings,
+                ("Latency {} ms is below the {} ms this model needs on this machine (min-latency): using {} ms", latency, floor, floor)
+            );
+        }
+        let (step, hold) = self.live.step_and_hold_ms();
+        gst::debug!(CAT, imp = self, "Latency {latency} ms (lowest {floor} ms): passes every {step} ms, words held up to {hold} ms");
         mel.set_property("live-step", step);
-        // Read when the decoder starts: transcriberbin sets latency in PAUSED, before data flows.
+        // Read at each pass: transcriberbin sets latency in PAUSED, before data flows.
         dec.set_property("live-hold", hold);
     }
 
@@ -119,7 +128,7 @@ impl NpuWhisperBin {
         // On the decoder's pad, not the bin's: the text, also when it does not leave the bin.
         let text = children.dec.static_pad("src").ok_or("npuwhisperdec has no src pad")?;
         self.live.install(obj.upcast_ref(), &text);
-        self.apply_latency(&children.mel, &children.dec, self.live.latency_ms());
+        self.apply_latency(&children.mel, &children.dec);
 
         Ok(children)
     }
@@ -254,7 +263,7 @@ impl ObjectImpl for NpuWhisperBin {
                 let ms = value.get::<u32>().expect("type checked upstream");
                 self.live.set_latency_ms(ms);
                 if let Some(children) = self.children().as_ref() {
-                    self.apply_latency(&children.mel, &children.dec, ms);
+                    self.apply_latency(&children.mel, &children.dec);
                 }
                 // transcriberbin sets it in PAUSED: have the pipeline ask again.
                 if self.obj().current_state() > gst::State::Ready {
@@ -302,6 +311,7 @@ impl ObjectImpl for NpuWhisperBin {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         match pspec.name() {
             "latency" => return self.live.latency_ms().to_value(),
+            "min-latency" => return self.live.min_latency_ms().to_value(),
             "lateness" => return self.live.lateness_ms().to_value(),
             "passthrough" => return self.passthrough.load(Ordering::Relaxed).to_value(),
             _ => (),
@@ -367,6 +377,9 @@ impl ElementImpl for NpuWhisperBin {
             }
         }
         let ret = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::NullToReady {
+            self.model_loaded();
+        }
         if transition == gst::StateChange::PausedToReady {
             self.progress.reset(self.obj().upcast_ref());
             self.live.reset();
@@ -378,6 +391,22 @@ impl ElementImpl for NpuWhisperBin {
 impl BinImpl for NpuWhisperBin {}
 
 impl NpuWhisperBin {
+    /// The decoder has loaded its model (going to READY): the lowest latency follows from it.
+    fn model_loaded(&self) {
+        let children = self.children();
+        let Some(children) = children.as_ref() else { return };
+        let mut settings = crate::model_property::ModelSettings::default();
+        for name in ["model", "precision", "threads"] {
+            settings.set(name, &children.dec.property_value(name));
+        }
+        // The model the decoder holds, from the shared cache.
+        match crate::model_property::load(&settings) {
+            Ok(model) => self.live.set_model(&model),
+            Err(err) => gst::warning!(CAT, imp = self, "Model not found for the lowest latency: {err:?}"),
+        }
+        self.apply_latency(&children.mel, &children.dec);
+    }
+
     /// LATENCY: when upstream is live, what the bin adds is its `latency` property; in
     /// passthrough mode nothing (the audio is not held back), but the text is still checked
     /// against the latency.

@@ -5,6 +5,8 @@
 //! `latency` property. To keep that promise, `npumel` sends the growing window again every
 //! `live-step` and the decoder emits a word once two passes agree on it, or unconfirmed once
 //! it ends `live-hold` before a pass does: step + hold + processing stays within `latency`.
+//! The processing time of a pass depends on the model, so each model has a lowest latency
+//! (`min-latency`); a `latency` below it is raised to it, with a warning.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::LazyLock;
@@ -13,36 +15,62 @@ use gst::glib;
 use gst::prelude::*;
 
 pub const DEFAULT_LATENCY_MS: u32 = 3000;
-/// Part of `latency` kept for spectrogram, encoder and decoder of a window (tiny.en on two
-/// shared cores: 0.3 to 0.8 s per window); the rest bounds the window length.
-const PROCESSING_ALLOWANCE_MS: u32 = 1000;
+const MAX_LATENCY_MS: u32 = 31_000;
 /// Shortest and longest step between passes: shorter costs more passes than two cores can
 /// run; longer only adds latency.
 const MIN_STEP_MS: u32 = 500;
 const MAX_STEP_MS: u32 = 1000;
-/// Smallest `latency`: one shortest step, processing, and no hold.
-const MIN_LATENCY_MS: u32 = MIN_STEP_MS + PROCESSING_ALLOWANCE_MS;
+const MIN_HOLD_MS: u32 = crate::passes::MIN_HOLD.mseconds() as u32;
+/// Processing time kept per pass (spectrogram, encoder, decoder, a pass in flight) once the
+/// latency leaves room for it: slack for a loaded machine.
+const SLACK_PROCESSING_MS: u32 = 1000;
+/// Processing time of a pass of base on two cores (what base needs to keep 2 s on an idle
+/// machine); other models scale it by their work per pass.
+const BASE_PROCESSING_MS: u32 = 1000;
+const BASE_WORK: f64 = 512.0 * 512.0 * 12.0;
+/// Floor of the processing time: tiny.en, a third of base's work, needs half a second.
+const MIN_PROCESSING_MS: u32 = 500;
 
-/// `live-step` of npumel for a `latency` (ms) of the bin: half of what processing leaves,
-/// so that a word can wait for one more pass.
-pub fn step_ms(latency_ms: u32) -> u32 {
-    (latency_ms.saturating_sub(PROCESSING_ALLOWANCE_MS) / 2).clamp(MIN_STEP_MS, MAX_STEP_MS)
+/// Processing time (ms) a pass of a model of these dimensions needs on this machine: base's,
+/// scaled by the work of the layers (d_model² × layers), and by the missing core on one core.
+pub fn processing_ms(dims: &crate::model::Dims, cores: usize) -> u32 {
+    let work = (dims.d_model * dims.d_model * (dims.encoder_layers + dims.decoder_layers)) as f64;
+    let ms = (BASE_PROCESSING_MS as f64 * work / BASE_WORK).max(MIN_PROCESSING_MS as f64) * if cores < 2 { 2.0 } else { 1.0 };
+    // Whole tenths of a second, as the latency is stated.
+    ((ms / 100.0).ceil() * 100.0).min((MAX_LATENCY_MS - MIN_STEP_MS - MIN_HOLD_MS) as f64) as u32
 }
 
-/// `live-hold` of npuwhisperdec for a `latency` (ms): the rest after a step and processing.
-pub fn hold_ms(latency_ms: u32) -> u32 {
-    latency_ms.saturating_sub(PROCESSING_ALLOWANCE_MS + step_ms(latency_ms))
+/// The lowest latency (ms) the bin keeps with passes that take `processing_ms`: the shortest
+/// step, the shortest hold and the processing.
+pub fn min_latency_ms(processing_ms: u32) -> u32 {
+    MIN_STEP_MS + MIN_HOLD_MS + processing_ms
+}
+
+/// How a `latency` (ms, at least [`min_latency_ms`]) is spent: the processing time of a pass
+/// plus up to a second of slack, then the step between passes (half of the rest, 0.5-1 s) and
+/// the hold, the longest a word waits for a second pass (the rest). Returns (step, hold).
+pub fn step_and_hold_ms(latency_ms: u32, processing_ms: u32) -> (u32, u32) {
+    let latency_ms = latency_ms.max(min_latency_ms(processing_ms));
+    let processing = processing_ms.max(SLACK_PROCESSING_MS.min(latency_ms - MIN_STEP_MS - MIN_HOLD_MS));
+    let rest = latency_ms - processing;
+    let step = (rest / 2).clamp(MIN_STEP_MS, MAX_STEP_MS);
+    (step, rest - step)
 }
 
 pub fn param_specs() -> Vec<glib::ParamSpec> {
     vec![
         glib::ParamSpecUInt::builder("latency")
             .nick("Latency")
-            .blurb("Latency (ms) the bin adds when upstream is live: growing windows are decoded again every 0.5-1 s and a word waits for two passes to agree on it as long as this allows; shorter means less accurate text")
-            .minimum(MIN_LATENCY_MS)
-            .maximum(31_000)
+            .blurb("Latency (ms) the bin adds when upstream is live: growing windows are decoded again every 0.5-1 s and a word waits for two passes to agree on it as long as this allows; shorter means less accurate text. Below min-latency it is raised to it, with a warning")
+            .maximum(MAX_LATENCY_MS)
             .default_value(DEFAULT_LATENCY_MS)
             .mutable_playing()
+            .build(),
+        glib::ParamSpecUInt::builder("min-latency")
+            .nick("Minimum latency")
+            .blurb("Lowest latency (ms) the bin keeps with its model on this machine (0 until the model is loaded, in READY): a pass's processing time, the shortest step between passes (500 ms) and the shortest wait for a second pass (500 ms)")
+            .maximum(MAX_LATENCY_MS)
+            .read_only()
             .build(),
         glib::ParamSpecUInt::builder("lateness")
             .nick("Lateness")
@@ -56,6 +84,8 @@ pub fn param_specs() -> Vec<glib::ParamSpec> {
 #[derive(Default)]
 pub(super) struct Live {
     latency_ms: AtomicU32,
+    /// [`processing_ms`] of the loaded model; 0 until it is loaded.
+    processing_ms: AtomicU32,
     lateness_ms: AtomicU32,
     /// Upstream said it is live in the last LATENCY query.
     live: AtomicBool,
@@ -84,6 +114,35 @@ impl Live {
         self.latency_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// Takes the processing time of the model just loaded.
+    pub(super) fn set_model(&self, model: &crate::model::Model) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.processing_ms.store(processing_ms(&model.dims, cores), Ordering::Relaxed);
+    }
+
+    /// The `min-latency` property: 0 while no model is loaded.
+    pub(super) fn min_latency_ms(&self) -> u32 {
+        match self.processing_ms.load(Ordering::Relaxed) {
+            0 => 0,
+            p => min_latency_ms(p),
+        }
+    }
+
+    /// The latency kept: `latency`, raised to `min-latency`.
+    pub(super) fn effective_latency_ms(&self) -> u32 {
+        self.latency_ms().max(self.min_latency_ms())
+    }
+
+    /// npumel's step and the decoder's hold (ms) for the latency kept; before the model is
+    /// known, as for base.
+    pub(super) fn step_and_hold_ms(&self) -> (u32, u32) {
+        let processing = match self.processing_ms.load(Ordering::Relaxed) {
+            0 => BASE_PROCESSING_MS,
+            p => p,
+        };
+        step_and_hold_ms(self.latency_ms(), processing)
+    }
+
     pub(super) fn lateness_ms(&self) -> u32 {
         self.lateness_ms.load(Ordering::Relaxed)
     }
@@ -108,7 +167,7 @@ impl Live {
         match upstream {
             Some((true, up_min, up_max)) => {
                 // What the bin adds is what it promised, whatever the children say.
-                let ours = gst::ClockTime::from_mseconds(self.latency_ms() as u64);
+                let ours = gst::ClockTime::from_mseconds(self.effective_latency_ms() as u64);
                 let min = up_min.saturating_add(ours);
                 let max = up_max.map(|m| m.saturating_add(ours).max(min));
                 gst::debug!(CAT, "Live: latency {min} (upstream {up_min} + {ours})");
@@ -163,5 +222,41 @@ impl Live {
                 ("Text comes out {} ms after its audio, more than latency + lateness ({} ms): raise latency or lateness", delay.mseconds(), allowed.mseconds())
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Dims;
+
+    fn dims(d_model: usize, layers: usize) -> Dims {
+        Dims { n_mels: 80, d_model, n_heads: d_model / 64, encoder_layers: layers, decoder_layers: layers, vocab_size: 51864, max_text_positions: 448 }
+    }
+
+    #[test]
+    fn lowest_latency_per_model() {
+        let (tiny, base) = (processing_ms(&dims(384, 4), 2), processing_ms(&dims(512, 6), 2));
+        assert_eq!((min_latency_ms(tiny), min_latency_ms(base)), (1500, 2000));
+        // One core does the work of two.
+        assert_eq!(min_latency_ms(processing_ms(&dims(384, 4), 1)), 2000);
+        // Larger models need more, within the property's range.
+        assert!(min_latency_ms(processing_ms(&dims(768, 12), 2)) > 2000);
+        assert!(min_latency_ms(processing_ms(&dims(1280, 32), 2)) <= MAX_LATENCY_MS);
+    }
+
+    #[test]
+    fn step_hold_and_processing_fit_the_latency() {
+        for processing in [500, 1000, 4500, processing_ms(&dims(1280, 32), 1)] {
+            for latency in (0..=MAX_LATENCY_MS).step_by(100) {
+                let (step, hold) = step_and_hold_ms(latency, processing);
+                let kept = latency.max(min_latency_ms(processing));
+                assert!((MIN_STEP_MS..=MAX_STEP_MS).contains(&step), "{latency} ms: step {step}");
+                assert!(hold >= MIN_HOLD_MS, "{latency} ms: hold {hold}");
+                assert!(step + hold + processing <= kept, "{latency} ms: {step} + {hold} + {processing}");
+            }
+        }
+        // At 3000 ms as before: passes every second, words held a second.
+        assert_eq!(step_and_hold_ms(3000, 500), (1000, 1000));
     }
 }

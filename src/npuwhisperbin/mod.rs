@@ -15,10 +15,11 @@
 //!
 //! When upstream is live (a capture device, a network stream), the bin answers the LATENCY
 //! query with upstream's latency plus its `latency` property (ms, default 3000) and keeps to
-//! it: `npumel` then cuts windows of at most `latency` - 1 s (its `live-max-window`), at the
-//! best pause it finds, and the decoder takes them one at a time, so the text of a word leaves
-//! at most `latency` after the word's audio arrived. Shorter latencies mean shorter windows and
-//! less accurate text. `lateness` (ms, default 0) is added to the timestamps of the text and
+//! it: `npumel` sends the growing window again every `live-step` and the decoder emits a word
+//! once two passes agree on it, or once it ends `live-hold` before a pass does (see
+//! `live.rs`). Shorter latencies mean fewer passes per word and less accurate text; below the
+//! model's `min-latency` (read-only; tiny.en 1500 ms, base 2000 ms) the latency is raised to
+//! it, with a warning. `lateness` (ms, default 0) is added to the timestamps of the text and
 //! gaps, for text that would otherwise come out too late. Text leaving later than the latency
 //! (plus lateness) allows gets one element warning per stream.
 //!

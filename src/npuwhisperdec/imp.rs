@@ -475,10 +475,9 @@ impl NpuWhisperDec {
     }
 
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
-        if passes::skip_if_stale(&*self.obj(), &self.sinkpad, &buffer) {
-            gst::debug!(CAT, imp = self, "Skipping a stale provisional pass at {}", buffer.pts().display());
-            return Ok(gst::FlowSuccess::Ok);
-        }
+        // A stale pass is decoded all the same: its encoder work is done, and npumel sends the
+        // next one only once this one is (skipping it left a loaded machine with no text
+        // until the window was complete). The encoder skips those that waited for it.
         let Some(width) = self.state().width else {
             gst::element_imp_error!(
                 self,
@@ -571,13 +570,23 @@ impl NpuWhisperDec {
             }
             state.streaming = true;
             let words = StreamWord::of_window(&result, window.pts.seconds_f64());
-            let emit_before = window_end.saturating_sub(gst::ClockTime::from_mseconds(settings.live_hold_ms as u64));
+            let emit_before = window_end.saturating_sub(self.hold(settings.live_hold_ms, window_end));
             let released = state.agreement.provisional(words, emit_before.seconds_f64());
             let unconfirmed = state.agreement.unconfirmed().first().map(|w| stream_time(w.start));
             let gap_until = window_end.saturating_sub(LIVE_GAP_MARGIN).min(unconfirmed.unwrap_or(window_end));
             (stream_pieces(&released, settings.word_timestamps), gap_until)
         };
         self.push_text(&result, window.pts, window.duration, pieces, gap_until, false)
+    }
+
+    /// How long a word at the end of the pass ending at `end` may wait for the next pass: the
+    /// `live-hold`, less what this pass came late (on a loaded machine), down to
+    /// [`passes::MIN_HOLD`]. The next pass will be as late: words that waited for it would miss
+    /// the latency.
+    fn hold(&self, hold_ms: u32, end: gst::ClockTime) -> gst::ClockTime {
+        let hold = gst::ClockTime::from_mseconds(hold_ms as u64);
+        let late = passes::clock_lag(&*self.obj(), &self.sinkpad, end).map_or(gst::ClockTime::ZERO, |lag| lag.saturating_sub(passes::ON_TIME));
+        hold.saturating_sub(late).max(passes::MIN_HOLD.min(hold))
     }
 
     /// Windows decoded together: `batch-size`, or when 0, 8 for recordings and 1 when upstream

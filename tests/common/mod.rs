@@ -279,6 +279,8 @@ pub struct LiveRun {
     pub latency: (bool, gst::ClockTime),
     /// GAP events leaving npuwhisper: `(start, end)` in seconds.
     pub gaps: Vec<(f64, f64)>,
+    /// Warnings posted on the bus.
+    pub warnings: Vec<String>,
 }
 
 /// Runs `appsrc (live, paced by the clock) ! npuwhisper props ! appsink` on `samples`.
@@ -339,14 +341,17 @@ pub fn run_live_with_jump(samples: &[f32], props: &[(&str, &str)], jump: Option<
     }
     pusher.join().unwrap();
     let bus = pipeline.bus().unwrap();
+    let mut warnings = Vec::new();
     while let Some(msg) = bus.pop() {
-        if let gst::MessageView::Error(e) = msg.view() {
-            panic!("pipeline error in {desc}: {} ({:?})", e.error(), e.debug());
+        match msg.view() {
+            gst::MessageView::Error(e) => panic!("pipeline error in {desc}: {} ({:?})", e.error(), e.debug()),
+            gst::MessageView::Warning(w) => warnings.push(w.error().to_string()),
+            _ => (),
         }
     }
     pipeline.set_state(gst::State::Null).unwrap();
     let gaps = gaps.lock().unwrap().clone();
-    LiveRun { cues, latency: latency.expect("some text came out"), gaps }
+    LiveRun { cues, latency: latency.expect("some text came out"), gaps, warnings }
 }
 
 /// `(p50, p95, max)` of `values`.
