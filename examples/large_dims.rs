@@ -53,7 +53,61 @@ fn run(dims: fixtures::FixtureDims, steps: usize) {
     );
     eprintln!("({} before loading: {rss_before:.0} MB)", dims.name);
     drop(model);
+    peer(&dir, dims, steps, weights_mb);
     let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+}
+
+/// The peer, CTranslate2 int8 through faster-whisper, on the same directory, the same measures
+/// (its decoder steps: greedy generation of `steps` more tokens after the same prompt, the
+/// difference over `steps`). Skipped without the reference Python (scripts/setup-reference.sh).
+const PEER: &str = r#"
+import json, resource, sys, time
+import numpy as np, ctranslate2
+from faster_whisper import WhisperModel
+path, n_mels, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+t = time.perf_counter()
+m = WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=2, num_workers=1)
+load = time.perf_counter() - t
+i = np.arange(n_mels * 3000)
+mel = (np.sin((i % 613) * 0.11) * 0.8).astype(np.float32).reshape(1, n_mels, 3000)
+feats = ctranslate2.StorageView.from_array(mel)
+m.model.encode(feats)
+t = time.perf_counter()
+enc = m.model.encode(feats)
+window = time.perf_counter() - t
+tok = m.hf_tokenizer
+prompt = [tok.token_to_id(x) for x in ("<|startoftranscript|>", "<|en|>", "<|transcribe|>")]
+def gen(n):
+    t = time.perf_counter()
+    m.model.generate(enc, [prompt], beam_size=1, max_length=len(prompt) + n, suppress_blank=False, suppress_tokens=[])
+    return time.perf_counter() - t
+gen(1)
+step = (gen(steps + 1) - gen(1)) / steps
+print(json.dumps({"load_s": load, "window_s": window, "step_ms": step * 1e3, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"#;
+
+fn peer(dir: &std::path::Path, dims: fixtures::FixtureDims, steps: usize, weights_mb: f64) {
+    let python = common::repo().join(".venv/bin/python");
+    if !python.is_file() {
+        return eprintln!("no {}: the peer is not measured", python.display());
+    }
+    let out = std::process::Command::new(python).args(["-c", PEER]).arg(dir).arg(dims.n_mels.to_string()).arg(steps.to_string()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text.trim()) else {
+        return eprintln!("peer on {}: {}", dims.name, String::from_utf8_lossy(&out.stderr));
+    };
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "{:<15} {:>9} {:>7.1} {:>10.2} {:>11.1} {:>10.0} {:>12.0} {:>9.2}x",
+        "  faster-whisper",
+        "",
+        f("load_s"),
+        f("window_s"),
+        f("step_ms"),
+        weights_mb,
+        f("peak_rss_mb"),
+        f("peak_rss_mb") / weights_mb
+    );
 }
 
 fn main() {

@@ -16,12 +16,21 @@ use gstnpuwhisper::model::{CacheOutcome, Model, Precision, WeightCache, MEL_FRAM
 const DIMS: FixtureDims =
     FixtureDims { name: "cache-test", n_mels: 80, d_model: 64, n_heads: 4, encoder_layers: 2, decoder_layers: 2, text_positions: 448 };
 
-/// A fixture model in a fresh directory, and a directory for its cache.
-fn fixture(tag: &str, seed: u64) -> (PathBuf, PathBuf) {
+/// A test's temporary directory, removed when the test ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fixture model in a fresh directory, and a directory for its cache; both go with the guard.
+fn fixture(tag: &str, seed: u64) -> (PathBuf, PathBuf, TempDir) {
     let root = common::tempfile_dir().join(tag);
     let model = root.join("model");
     fixtures::write_model(&model, &DIMS, &common::model_dir("tiny.en"), seed);
-    (model, root.join("cache"))
+    (model, root.join("cache"), TempDir(root))
 }
 
 fn load(model: &Path, policy: &WeightCache) -> Model {
@@ -57,7 +66,7 @@ fn built_note(m: &Model) -> String {
 
 #[test]
 fn second_load_maps_the_cache_with_the_same_results() {
-    let (model, cache_dir) = fixture("same", 1);
+    let (model, cache_dir, _dir) = fixture("same", 1);
     let policy = WeightCache::In(cache_dir.clone());
     let reference = load(&model, &WeightCache::Off);
     assert_eq!(reference.weight_cache, CacheOutcome::Unused);
@@ -79,7 +88,7 @@ fn second_load_maps_the_cache_with_the_same_results() {
 
 #[test]
 fn cache_beside_the_model_by_default() {
-    let (model, _) = fixture("beside", 2);
+    let (model, _, _dir) = fixture("beside", 2);
     let first = load(&model, &WeightCache::Beside);
     built_note(&first);
     let path = mapped_path(&load(&model, &WeightCache::Beside));
@@ -88,7 +97,7 @@ fn cache_beside_the_model_by_default() {
 
 #[test]
 fn changed_model_rebuilds_the_cache() {
-    let (model, cache_dir) = fixture("changed", 3);
+    let (model, cache_dir, _dir) = fixture("changed", 3);
     let policy = WeightCache::In(cache_dir);
     built_note(&load(&model, &policy));
     let old = outputs(&load(&model, &policy));
@@ -105,7 +114,7 @@ fn changed_model_rebuilds_the_cache() {
 
 #[test]
 fn corrupt_or_truncated_cache_is_rebuilt() {
-    let (model, cache_dir) = fixture("corrupt", 5);
+    let (model, cache_dir, _dir) = fixture("corrupt", 5);
     let policy = WeightCache::In(cache_dir);
     built_note(&load(&model, &policy));
     let good_model = load(&model, &policy);
@@ -165,7 +174,7 @@ fn mapped_bytes(pid: u32, path: &Path) -> (u64, u64) {
 
 #[test]
 fn two_processes_share_the_cache() {
-    let (model, cache_dir) = fixture("shared", 6);
+    let (model, cache_dir, _dir) = fixture("shared", 6);
     let policy = WeightCache::In(cache_dir.clone());
     built_note(&load(&model, &policy));
     let path = mapped_path(&load(&model, &policy));
