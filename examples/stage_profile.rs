@@ -3,6 +3,7 @@
 //!
 //!   cargo run --release --example stage_profile -- [--file ../shared/eval/public/long_lj001_1-20.wav]
 //!       [--model tiny.en] [--batch 8] [--repeat 3] [--precision int8|f32] [--vad silero|energy]
+//!       [--load-only]
 //!
 //! Stages: speech detection with windowing at pauses, and log-mel (npumel), the encoder
 //! (npuwhisperenc), and decoding
@@ -10,6 +11,8 @@
 //! `--batch` windows at a time as the decoder does for files). Prints each stage's wall and CPU
 //! seconds (the fastest of `--repeat` runs), the realtime factor the sum would give, and the
 //! decoded tokens per second. Set `NPUWHISPER_ISA=avx512` (or `avx2`) to see a lower SIMD path.
+//! First it prints the model's load time and whether its weights were mapped from the weight
+//! cache or made from `model.bin`; `--load-only` stops there.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -25,7 +28,7 @@ use gstnpuwhisper::model::{self, Precision};
 use npuwhisper_kernels::isa::Isa;
 use npuwhisper_kernels::mel::LogMel;
 
-const USAGE: &str = "usage: stage_profile [--file WAV] [--model NAME|DIR] [--batch N] [--repeat N] [--precision int8|f32] [--vad silero|energy]";
+const USAGE: &str = "usage: stage_profile [--file WAV] [--model NAME|DIR] [--batch N] [--repeat N] [--precision int8|f32] [--vad silero|energy] [--load-only]";
 
 /// Wall and CPU seconds of `f`, and its result.
 fn timed<T>(f: impl FnOnce() -> T) -> (f64, f64, T) {
@@ -35,7 +38,7 @@ fn timed<T>(f: impl FnOnce() -> T) -> (f64, f64, T) {
 }
 
 fn main() {
-    let args = support::Args::parse(USAGE, &["--file", "--model", "--batch", "--repeat", "--precision", "--vad"]);
+    let args = support::Args::parse(USAGE, &["--file", "--model", "--batch", "--repeat", "--precision", "--vad", "--load-only"]);
     let silero = match args.value("--vad").unwrap_or("silero") {
         "silero" => true,
         "energy" => false,
@@ -56,13 +59,18 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let samples = common::read_wav(&file);
-    let audio_s = samples.len() as f64 / SAMPLE_RATE as f64;
     let dir = model::resolve_model_path(&model_name);
+    let t0 = Instant::now();
     let model = model::load_shared_with(&dir, precision).unwrap_or_else(|e| {
         eprintln!("cannot load {}: {e}", dir.display());
         std::process::exit(1);
     });
+    println!("model {model_name} {precision:?} loaded in {:.1} ms: {:?}", 1e3 * t0.elapsed().as_secs_f64(), model.weight_cache);
+    if args.flag("--load-only") {
+        return;
+    }
+    let samples = common::read_wav(&file);
+    let audio_s = samples.len() as f64 / SAMPLE_RATE as f64;
     let threads = npuwhisper_kernels::pool::threads();
 
     // (stage, wall, cpu), the fastest run of each.

@@ -8,6 +8,7 @@
 //! - [`xattn`]: decoder cross-attention on f16 keys and values ([`xattn::HalfKv`]).
 //! - [`ops`]: layer norm, GELU, softmax; [`mel`]: the log-mel front end.
 //! - `amx`: Intel AMX tile instructions, the matrix unit of newer Xeons.
+//! - [`store`]: weight arrays owned or mapped from the loader's weight cache.
 //! - [`isa`]: which SIMD path runs, chosen at run time; [`pool`]: the threads kernels use.
 
 mod amx;
@@ -20,4 +21,5 @@ pub mod ops;
 pub mod pool;
 pub mod qgemm;
 mod sgemm;
+pub mod store;
 pub mod xattn;

@@ -37,6 +37,7 @@ use crate::isa::Isa;
 use crate::ops;
 use crate::pool;
 use crate::sgemm::Shared;
+use crate::store::Store;
 
 /// Output channels per packed panel (two 8-lane int32 vectors per row of the register tile).
 const NR: usize = 16;
@@ -59,11 +60,11 @@ pub struct QuantizedWeights {
     /// k rounded up to a multiple of 4.
     kp: usize,
     /// `[n/16 panels][kp/4][16][4]`, zero-padded.
-    packed: Vec<i8>,
+    packed: Store<i8>,
     /// Per output channel: `w ≈ q·scale`; padded channels have scale 0.
-    scales: Vec<f32>,
+    scales: Store<f32>,
     /// Per output channel: `Σ_k q`, to take out the activations' zero point.
-    row_sums: Vec<i32>,
+    row_sums: Store<i32>,
 }
 
 impl QuantizedWeights {
@@ -114,7 +115,21 @@ impl QuantizedWeights {
                     }
                 });
         }
-        QuantizedWeights { n: n_out, k, kp, packed, scales, row_sums }
+        QuantizedWeights { n: n_out, k, kp, packed: packed.into(), scales: scales.into(), row_sums: row_sums.into() }
+    }
+
+    /// The packed weights, scales and row sums, to store them (see [`from_parts`](Self::from_parts)).
+    pub fn parts(&self) -> (&Store<i8>, &Store<f32>, &Store<i32>) {
+        (&self.packed, &self.scales, &self.row_sums)
+    }
+
+    /// A layer from the parts [`parts`](Self::parts) gave, checked to have their sizes.
+    pub fn from_parts(n_out: usize, k: usize, packed: Store<i8>, scales: Store<f32>, row_sums: Store<i32>) -> Result<QuantizedWeights, String> {
+        let (kp, np) = (k.next_multiple_of(4), n_out.next_multiple_of(NR));
+        if k >= 1 << 16 || packed.len() != np * kp || scales.len() != np || row_sums.len() != np {
+            return Err(format!("INT8 parts of {} / {} / {} values do not make a {n_out}×{k} layer", packed.len(), scales.len(), row_sums.len()));
+        }
+        Ok(QuantizedWeights { n: n_out, k, kp, packed, scales, row_sums })
     }
 
     /// Output channels.

@@ -9,6 +9,7 @@ use npuwhisper_kernels::attention::{attention, Shape};
 use npuwhisper_kernels::gemm::{dot, gemm_nt};
 use npuwhisper_kernels::ops::{add_in_place, gelu, softmax};
 use npuwhisper_kernels::qgemm::{qlinear, QuantizedWeights};
+use npuwhisper_kernels::store::Store;
 use npuwhisper_kernels::xattn::{cross_attention, CrossQuery, HalfKv};
 
 use super::{Dims, LayerNorm, Linear, Model, Precision, Weights, ENCODER_FRAMES};
@@ -30,8 +31,8 @@ pub(crate) struct DecoderLayer {
 /// INT8: looking tokens up in the INT8 projection matrix (even with a scale per 32 values)
 /// changed tiny.en's long-form transcripts (WER 1.06 → 1.32 %), f16 did not change them.
 enum Embeddings {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
+    F32(Store<f32>),
+    F16(Store<f16>),
 }
 
 pub(crate) struct Decoder {
@@ -40,7 +41,7 @@ pub(crate) struct Decoder {
     /// In INT8, the embeddings quantized per token for the vocabulary projection (the largest
     /// matrix read per token).
     embeddings_q: Option<QuantizedWeights>,
-    positions: Vec<f32>,
+    positions: Store<f32>,
     layers: Vec<DecoderLayer>,
     /// Cross-attention keys and values in f16 (INT8 models).
     half_cross_kv: bool,
@@ -82,8 +83,7 @@ impl Decoder {
         let emb = "decoder/embeddings/weight";
         let (embeddings, embeddings_q) = match w.precision {
             Precision::Int8 => {
-                let mut lookup = Vec::with_capacity(dims.vocab_size * d);
-                let q = w.quantized_with(emb, dims.vocab_size, d, |rows| lookup.extend(rows.iter().map(|&v| f16::from_f32(v))))?;
+                let (q, lookup) = w.quantized_and_f16(emb, dims.vocab_size, d)?;
                 (Embeddings::F16(lookup), Some(q))
             }
             Precision::F32 => (Embeddings::F32(w.tensor(emb, &[dims.vocab_size, d])?), None),

@@ -5,6 +5,7 @@ use std::sync::Mutex;
 
 use npuwhisper_kernels::attention::{attention, attention_bf16, Shape};
 use npuwhisper_kernels::ops::{add_in_place, gelu};
+use npuwhisper_kernels::store::Store;
 
 use super::{Dims, LayerNorm, Linear, Precision, Weights, ENCODER_FRAMES, MEL_FRAMES};
 
@@ -21,7 +22,7 @@ pub(crate) struct Encoder {
     /// Convolutions as linear layers over `[channel, tap]` columns.
     conv1: Linear,
     conv2: Linear,
-    positions: Vec<f32>,
+    positions: Store<f32>,
     layers: Vec<EncoderLayer>,
     ln_post: LayerNorm,
     n_mels: usize,

@@ -2,6 +2,7 @@
 //! Usable without GStreamer: `Model::load(dir)?.encode_batch(&[&mel])`, then a
 //! [`DecoderSession`] per window.
 
+mod cache;
 mod ct2;
 mod decoder;
 mod encoder;
@@ -11,9 +12,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
+static CAT: LazyLock<gst::DebugCategory> =
+    LazyLock::new(|| gst::DebugCategory::new("npuwhisper-model", gst::DebugColorFlags::empty(), Some("Whisper model loading and weight cache")));
+
+pub use cache::{CacheOutcome, WeightCache};
 pub use decoder::{CrossKv, DecoderSession, Sequence};
+use half::f16;
 use npuwhisper_kernels::bgemm::Bf16Weights;
 use npuwhisper_kernels::qgemm::QuantizedWeights;
+use npuwhisper_kernels::store::Store;
 use tokenizer::Tokenizer;
 
 /// Frames of log-mel per 30 s window (10 ms hop).
@@ -79,21 +86,21 @@ pub enum Precision {
 
 /// `y = x·Wᵀ + b`, W stored `[n_out, n_in]`, in f32, INT8 once quantized, or bf16 on AMX.
 pub(crate) struct Linear {
-    pub w: Vec<f32>,
+    pub w: Store<f32>,
     pub q: Option<QuantizedWeights>,
     pub h: Option<Bf16Weights>,
-    pub b: Option<Vec<f32>>,
+    pub b: Option<Store<f32>>,
     pub n_out: usize,
     pub n_in: usize,
 }
 
 impl Linear {
-    pub fn new(w: Vec<f32>, b: Option<Vec<f32>>, n_out: usize, n_in: usize) -> Linear {
+    pub fn new(w: Store<f32>, b: Option<Store<f32>>, n_out: usize, n_in: usize) -> Linear {
         Linear { w, q: None, h: None, b, n_out, n_in }
     }
 
-    pub fn new_quantized(q: QuantizedWeights, b: Option<Vec<f32>>) -> Linear {
-        Linear { w: Vec::new(), n_out: q.n_out(), n_in: q.k(), q: Some(q), h: None, b }
+    pub fn new_quantized(q: QuantizedWeights, b: Option<Store<f32>>) -> Linear {
+        Linear { w: Store::default(), n_out: q.n_out(), n_in: q.k(), q: Some(q), h: None, b }
     }
 
     /// The layer in bf16 on the AMX tiles when `precision` is INT8 and the CPU has them;
@@ -103,7 +110,7 @@ impl Linear {
             return self;
         }
         match Bf16Weights::pack(&self.w, self.n_out, self.n_in) {
-            Some(h) => Linear { w: Vec::new(), h: Some(h), ..self },
+            Some(h) => Linear { w: Store::default(), h: Some(h), ..self },
             None => self,
         }
     }
@@ -119,8 +126,8 @@ impl Linear {
 }
 
 pub(crate) struct LayerNorm {
-    pub gamma: Vec<f32>,
-    pub beta: Vec<f32>,
+    pub gamma: Store<f32>,
+    pub beta: Store<f32>,
 }
 
 impl LayerNorm {
@@ -135,17 +142,22 @@ pub struct Model {
     pub dir: PathBuf,
     pub config: Config,
     pub tokenizer: Tokenizer,
+    /// Where the INT8 weights came from: mapped from the weight cache, or made from `model.bin`.
+    pub weight_cache: CacheOutcome,
     pub(crate) encoder: encoder::Encoder,
     pub(crate) decoder: decoder::Decoder,
 }
 
 /// Reads tensors out of `model.bin` as the model is built, each converted (and, in INT8,
-/// quantized) on its own, with errors that name the tensor.
+/// quantized) on its own, with errors that name the tensor. In INT8 the arrays come instead
+/// from a mapped weight cache, or are written to a new one as they are made.
 pub(crate) struct Weights {
     bin: ct2::ModelBin,
     /// Tensors read so far (by their own name, not an alias): each is read once.
     taken: std::cell::RefCell<std::collections::HashSet<String>>,
     pub precision: Precision,
+    cache: Option<cache::Cache>,
+    writer: Option<std::cell::RefCell<cache::Writer>>,
 }
 
 impl Weights {
@@ -162,20 +174,51 @@ impl Weights {
     }
 
     /// A tensor's values as f32; a tensor is read once.
-    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
-        let (_, t) = self.take(name, shape)?;
-        self.bin.read(name, t)
+    pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Store<f32>, String> {
+        let (target, t) = self.take(name, shape)?;
+        if let Some(cache) = &self.cache {
+            return cache.f32(target, t.len());
+        }
+        let v = Store::from(self.bin.read(name, t)?);
+        if let Some(w) = &self.writer {
+            w.borrow_mut().f32(target, &v);
+        }
+        Ok(v)
     }
 
     /// A `[n_out, k]` matrix quantized per row straight from the file, a block of rows at a
     /// time: its f32 form never exists whole.
     pub fn quantized(&self, name: &str, n_out: usize, k: usize) -> Result<QuantizedWeights, String> {
-        self.quantized_with(name, n_out, k, |_| {})
+        let (target, t) = self.take(name, &[n_out, k])?;
+        if let Some(cache) = &self.cache {
+            return cache.int8(target, n_out, k);
+        }
+        let q = self.quantize(name, t, n_out, k, |_| {})?;
+        if let Some(w) = &self.writer {
+            w.borrow_mut().int8(target, &q);
+        }
+        Ok(q)
     }
 
-    /// [`quantized`](Self::quantized), also handing each block of f32 rows, in order, to `also`.
-    pub fn quantized_with(&self, name: &str, n_out: usize, k: usize, mut also: impl FnMut(&[f32])) -> Result<QuantizedWeights, String> {
-        let (_, t) = self.take(name, &[n_out, k])?;
+    /// [`quantized`](Self::quantized), and the matrix in f16 beside it.
+    pub fn quantized_and_f16(&self, name: &str, n_out: usize, k: usize) -> Result<(QuantizedWeights, Store<f16>), String> {
+        let (target, t) = self.take(name, &[n_out, k])?;
+        if let Some(cache) = &self.cache {
+            return Ok((cache.int8(target, n_out, k)?, cache.f16(target, n_out * k)?));
+        }
+        let mut half = Vec::with_capacity(n_out * k);
+        let q = self.quantize(name, t, n_out, k, |rows| half.extend(rows.iter().map(|&v| f16::from_f32(v))))?;
+        let half = Store::from(half);
+        if let Some(w) = &self.writer {
+            let mut w = w.borrow_mut();
+            w.int8(target, &q);
+            w.f16(target, &half);
+        }
+        Ok((q, half))
+    }
+
+    /// Quantizes `t` from the file, handing each block of f32 rows, in order, to `also`.
+    fn quantize(&self, name: &str, t: &ct2::Tensor, n_out: usize, k: usize, mut also: impl FnMut(&[f32])) -> Result<QuantizedWeights, String> {
         let mut err = Ok(());
         let q = QuantizedWeights::quantize_with(n_out, k, |r0, rows| {
             if err.is_ok() {
@@ -346,16 +389,16 @@ fn parse_added_tokens(bytes: &[u8]) -> Result<Vec<(String, u32)>, String> {
         id: u32,
         content: String,
     }
+    // The model (vocabulary and merges, most of the file) is only checked to be an object here:
+    // skipped over, not built.
     #[derive(serde::Deserialize)]
     struct TokenizerJson {
         #[serde(default)]
         added_tokens: Vec<Added>,
-        model: serde_json::Value,
+        #[serde(rename = "model")]
+        _model: HashMap<String, serde::de::IgnoredAny>,
     }
     let t: TokenizerJson = serde_json::from_slice(bytes).map_err(|e| format!("invalid tokenizer JSON: {e}"))?;
-    if !t.model.is_object() {
-        return Err("has no tokenizer model".into());
-    }
     Ok(t.added_tokens.into_iter().map(|a| (a.content, a.id)).collect())
 }
 
@@ -367,32 +410,89 @@ impl Model {
     }
 
     /// Loads a model at `precision`. In INT8 each matrix is quantized as it is read, so the
-    /// loading peak is the INT8 model and one f32 block, not the f32 model.
+    /// loading peak is the INT8 model and one f32 block, not the f32 model; the INT8 weights
+    /// then go to the weight cache that `NPUWHISPER_WEIGHT_CACHE` names ([`WeightCache::from_env`]),
+    /// from which the next load maps them.
     pub fn load_with(dir: &Path, precision: Precision) -> Result<Model, ModelError> {
+        Model::load_cached(dir, precision, &WeightCache::from_env())
+    }
+
+    /// [`load_with`](Self::load_with) with the weight cache at `policy`.
+    pub fn load_cached(dir: &Path, precision: Precision, policy: &WeightCache) -> Result<Model, ModelError> {
         return_large_buffers_to_the_system();
         let err = |file: &str, reason: String| ModelError { file: dir.join(file), reason };
         if !dir.is_dir() {
             return Err(ModelError { file: dir.to_path_buf(), reason: "model directory does not exist".into() });
         }
-        let config = parse_config(&read_file(&dir.join("config.json"))?).map_err(|e| err("config.json", e))?;
+        let config_json = read_file(&dir.join("config.json"))?;
+        let config = parse_config(&config_json).map_err(|e| err("config.json", e))?;
         let tokenizer_json = read_file(&dir.join("tokenizer.json"))?;
         let added = parse_added_tokens(&tokenizer_json).map_err(|e| err("tokenizer.json", e))?;
         let vocab_bytes = read_file(&dir.join("vocabulary.txt"))?;
         let vocab = std::str::from_utf8(&vocab_bytes).map_err(|_| err("vocabulary.txt", "is not UTF-8".into()))?;
         let tokenizer = Tokenizer::new(vocab, &added).map_err(|e| err("vocabulary.txt", e))?;
-        let tokenizer = tokenizer.with_encoder(&tokenizer_json).map_err(|e| err("tokenizer.json", e))?;
-
         let bin_path = dir.join("model.bin");
-        let file = std::fs::File::open(&bin_path).map_err(|e| err("model.bin", format!("cannot open: {e}")))?;
-        let bin = ct2::parse(file).map_err(|e| err("model.bin", e))?;
-        if !bin.spec.is_empty() && bin.spec != "WhisperSpec" {
-            return Err(err("model.bin", format!("holds a {:?} model, not a WhisperSpec", bin.spec)));
-        }
-        let w = Weights { bin, taken: Default::default(), precision };
-        let dims = derive_dims(&w, tokenizer.vocab_size()).map_err(|e| err("model.bin", e))?;
-        let encoder = encoder::Encoder::load(&w, &dims).map_err(|e| err("model.bin", e))?;
-        let decoder = decoder::Decoder::load(&w, &dims).map_err(|e| err("model.bin", e))?;
-        w.check_unread().map_err(|e| err("model.bin", e))?;
+        let plan = match precision {
+            Precision::Int8 => cache::Plan::new(dir, &bin_path, &[&config_json, &tokenizer_json, &vocab_bytes], policy),
+            Precision::F32 => cache::Plan::Unused,
+        };
+        // A cache is made from text files whose BPE passed the checks: they are the same bytes,
+        // so building it (a fifth of a second) waits for the first prompt to encode.
+        let tokenizer = match plan {
+            cache::Plan::Map { .. } => tokenizer.with_lazy_encoder(tokenizer_json),
+            _ => tokenizer.with_encoder(&tokenizer_json).map_err(|e| err("tokenizer.json", e))?,
+        };
+
+        let weights = |cache, writer| -> Result<Weights, ModelError> {
+            let file = std::fs::File::open(&bin_path).map_err(|e| err("model.bin", format!("cannot open: {e}")))?;
+            let bin = ct2::parse(file).map_err(|e| err("model.bin", e))?;
+            if !bin.spec.is_empty() && bin.spec != "WhisperSpec" {
+                return Err(err("model.bin", format!("holds a {:?} model, not a WhisperSpec", bin.spec)));
+            }
+            Ok(Weights { bin, taken: Default::default(), precision, cache, writer })
+        };
+        let build = |w: &Weights| -> Result<(Dims, encoder::Encoder, decoder::Decoder), String> {
+            let dims = derive_dims(w, tokenizer.vocab_size())?;
+            let encoder = encoder::Encoder::load(w, &dims)?;
+            let decoder = decoder::Decoder::load(w, &dims)?;
+            // A cache was made from a model.bin whose every tensor passed (the same bytes).
+            if w.cache.is_none() {
+                w.check_unread()?;
+            }
+            Ok((dims, encoder, decoder))
+        };
+        // Makes the weights from model.bin, writing them to a new cache where the plan says.
+        let make = |candidates: &[PathBuf], source: Option<cache::Source>, mut notes: Vec<String>| {
+            for note in &notes {
+                gst::warning!(CAT, "weight cache {note}: making the weights from model.bin");
+            }
+            let writer = source.as_ref().and_then(|_| cache::Plan::writer(candidates, &mut notes));
+            let w = weights(None, writer.map(std::cell::RefCell::new))?;
+            let (dims, encoder, decoder) = build(&w).map_err(|e| err("model.bin", e))?;
+            let outcome = match (w.writer.map(|w| w.into_inner()), source) {
+                (Some(writer), Some(source)) => {
+                    let path = writer.finish(source).map_err(|e| notes.push(format!("cannot write the weight cache: {e}"))).ok();
+                    CacheOutcome::Built { path, note: notes.join("; ") }
+                }
+                (None, Some(_)) => CacheOutcome::Built { path: None, note: notes.join("; ") },
+                _ => CacheOutcome::Unused,
+            };
+            Ok::<_, ModelError>((dims, encoder, decoder, outcome))
+        };
+        let (dims, encoder, decoder, weight_cache) = match plan {
+            cache::Plan::Unused => make(&[], None, Vec::new())?,
+            cache::Plan::Write { candidates, source, notes } => make(&candidates, Some(source), notes)?,
+            cache::Plan::Map { cache, source } => {
+                let path = cache.path.clone();
+                match build(&weights(Some(cache), None)?) {
+                    Ok((dims, encoder, decoder)) => (dims, encoder, decoder, CacheOutcome::Mapped(path)),
+                    Err(why) => {
+                        let note = format!("{} not used: {why}", path.display());
+                        make(&[path], Some(source), vec![note])?
+                    }
+                }
+            }
+        };
         let bad_id = config.suppress_ids.iter().chain(&config.suppress_ids_begin).find(|&&id| id as usize >= dims.vocab_size);
         if let Some(id) = bad_id {
             return Err(err("config.json", format!("token id {id} is outside the vocabulary of {} (vocabulary.txt)", dims.vocab_size)));
@@ -406,7 +506,7 @@ impl Model {
                 ),
             ));
         }
-        Ok(Model { dims, precision, dir: dir.to_path_buf(), config, tokenizer, encoder, decoder })
+        Ok(Model { dims, precision, dir: dir.to_path_buf(), config, tokenizer, weight_cache, encoder, decoder })
     }
 
     pub fn n_mels(&self) -> usize {

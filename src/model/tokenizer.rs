@@ -19,12 +19,16 @@ pub struct Tokenizer {
     pub timestamp_begin: u32,
     /// `(code, id)` of every language token, in vocabulary order.
     pub languages: Vec<(String, u32)>,
-    /// `tokenizer.json`'s BPE, for turning prompt text into tokens.
-    encoder: Option<Box<tokenizers::Tokenizer>>,
+    /// `tokenizer.json`'s BPE, for turning prompt text into tokens, built at load or on first use
+    /// from `encoder_json`.
+    encoder: std::sync::OnceLock<Option<Box<tokenizers::Tokenizer>>>,
+    encoder_json: Vec<u8>,
 }
 
-/// GPT-2's reversible map from bytes to printable characters, inverted.
-fn unicode_to_byte() -> HashMap<char, u8> {
+/// GPT-2's reversible map from bytes to printable characters, inverted: indexed by character
+/// (all below U+0144), a table rather than a hash map (every character of the vocabulary goes
+/// through it at each load).
+fn unicode_to_byte() -> Vec<Option<u8>> {
     let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
     let mut chars = printable.clone();
     let mut extra = 0;
@@ -35,7 +39,11 @@ fn unicode_to_byte() -> HashMap<char, u8> {
             extra += 1;
         }
     }
-    printable.iter().zip(&chars).map(|(&b, &c)| (char::from_u32(c).unwrap(), b as u8)).collect()
+    let mut table = vec![None; 256 + extra as usize];
+    for (&b, &c) in printable.iter().zip(&chars) {
+        table[c as usize] = Some(b as u8);
+    }
+    table
 }
 
 impl Tokenizer {
@@ -43,13 +51,14 @@ impl Tokenizer {
     /// `tokenizer.json`. Errors say what is wrong, without the file name (the caller adds it).
     pub fn new(vocabulary: &str, added_tokens: &[(String, u32)]) -> Result<Tokenizer, String> {
         let decode_map = unicode_to_byte();
-        let mut token_bytes = Vec::new();
-        let mut ids = HashMap::new();
+        let lines = vocabulary.lines().count();
+        let mut token_bytes = Vec::with_capacity(lines);
+        let mut ids = HashMap::with_capacity(lines);
         for (id, line) in vocabulary.lines().enumerate() {
             let bytes = if line.starts_with("<|") && line.ends_with("|>") {
                 line.as_bytes().to_vec()
             } else {
-                line.chars().map(|c| decode_map.get(&c).copied().ok_or(())).collect::<Result<Vec<u8>, ()>>()
+                line.chars().map(|c| decode_map.get(c as usize).copied().flatten().ok_or(())).collect::<Result<Vec<u8>, ()>>()
                     .map_err(|_| format!("line {}: token {line:?} is not byte-level BPE", id + 1))?
             };
             ids.entry(line.to_string()).or_insert(id as u32);
@@ -82,7 +91,8 @@ impl Tokenizer {
             languages,
             token_bytes,
             ids,
-            encoder: None,
+            encoder: std::sync::OnceLock::new(),
+            encoder_json: Vec::new(),
         };
         t.check_order()?;
         Ok(t)
@@ -125,13 +135,21 @@ impl Tokenizer {
         if probe.get_ids().iter().any(|&id| id as usize >= self.token_bytes.len()) || self.decode(probe.get_ids()) != " hello world" {
             return Err("its BPE does not match vocabulary.txt".into());
         }
-        self.encoder = Some(Box::new(bpe));
+        self.encoder = std::sync::OnceLock::from(Some(Box::new(bpe)));
         Ok(self)
+    }
+
+    /// [`with_encoder`](Self::with_encoder) for a `tokenizer.json` known to pass its checks:
+    /// the BPE is built when first used.
+    pub fn with_lazy_encoder(mut self, tokenizer_json: Vec<u8>) -> Tokenizer {
+        self.encoder_json = tokenizer_json;
+        self
     }
 
     /// Tokens of `text` (no special tokens); empty without an encoder.
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        let Some(bpe) = &self.encoder else { return Vec::new() };
+        let bpe = self.encoder.get_or_init(|| tokenizers::Tokenizer::from_bytes(&self.encoder_json).ok().map(Box::new));
+        let Some(bpe) = bpe else { return Vec::new() };
         bpe.encode(text, false).map(|e| e.get_ids().iter().copied().filter(|&id| id < self.eot).collect()).unwrap_or_default()
     }
 
