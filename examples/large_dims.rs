@@ -77,9 +77,11 @@ enc = m.model.encode(feats)
 window = time.perf_counter() - t
 tok = m.hf_tokenizer
 prompt = [tok.token_to_id(x) for x in ("<|startoftranscript|>", "<|en|>", "<|transcribe|>")]
+# End of text suppressed, so that every generation runs its full length.
+eot = tok.token_to_id("<|endoftext|>")
 def gen(n):
     t = time.perf_counter()
-    m.model.generate(enc, [prompt], beam_size=1, max_length=len(prompt) + n, suppress_blank=False, suppress_tokens=[])
+    m.model.generate(enc, [prompt], beam_size=1, max_length=len(prompt) + n, suppress_blank=False, suppress_tokens=[eot])
     return time.perf_counter() - t
 gen(1)
 step = (gen(steps + 1) - gen(1)) / steps
