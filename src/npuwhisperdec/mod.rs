@@ -24,8 +24,8 @@
 //!
 //! When upstream is live, npumel sends each growing window again every `live-step` as a
 //! provisional pass (flagged DROPPABLE). A word goes out once two consecutive passes agree on
-//! it, or once it ends more than `live-hold` before the pass does; the complete window then
-//! releases the rest. Words are never taken back nor repeated, and fall-back decoding is
+//! it, or once it ends more than `live-hold` before the pass does (less what the pass came
+//! late, down to 0.5 s); the complete window then releases the rest. Words are never taken back nor repeated, and fall-back decoding is
 //! limited to two temperatures so that no window takes unbounded time.
 //!
 //! ## Messages
