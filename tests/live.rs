@@ -34,23 +34,29 @@ fn words(text: &str) -> Vec<String> {
 /// Words of `text` said again that `reference` does not say again: a word twice in a row, or a
 /// pair of words more often than in the reference.
 fn repeats(text: &str, reference: &str) -> Vec<String> {
-    let count = |w: &[String]| {
-        let mut n = std::collections::HashMap::<String, usize>::new();
-        for p in w.windows(2) {
-            *n.entry(format!("{} {}", p[0], p[1])).or_default() += 1;
+    // A word right after itself, or three words in a row more often than spoken: a word left
+    // out can make two words meet that the reference has once ("than the [capital] letters"),
+    // a passage emitted again repeats more.
+    let count = |w: &[String], n: usize| {
+        let mut c = std::collections::HashMap::<String, usize>::new();
+        for p in w.windows(n) {
+            *c.entry(p.join(" ")).or_default() += 1;
         }
-        n
+        c
     };
-    let (heard, said) = (count(&words(text)), count(&words(reference)));
-    let mut out: Vec<String> = heard
-        .into_iter()
-        .filter(|(pair, n)| {
-            let twice = pair.split(' ').collect::<Vec<_>>().windows(2).all(|p| p[0] == p[1]);
-            let allowed = said.get(pair).copied().unwrap_or(0);
-            (twice || *n >= 2) && *n > allowed
-        })
-        .map(|(pair, n)| format!("{pair:?} ×{n}"))
-        .collect();
+    let (heard, said) = (words(text), words(reference));
+    let mut out: Vec<String> = Vec::new();
+    for (n, min) in [(2, 1), (3, 2)] {
+        let (h, r) = (count(&heard, n), count(&said, n));
+        out.extend(
+            h.into_iter()
+                .filter(|(gram, k)| {
+                    let doubled = n == 2 && gram.split(' ').collect::<Vec<_>>().windows(2).all(|p| p[0] == p[1]);
+                    (doubled || (n == 3 && *k >= min)) && *k > r.get(gram).copied().unwrap_or(0)
+                })
+                .map(|(gram, k)| format!("{gram:?} ×{k}")),
+        );
+    }
     out.sort();
     out
 }

@@ -74,8 +74,9 @@ fn mixed_levels_in_one_recording() {
     let clean_ref = manifest("manifest_long.tsv").into_iter().find(|(f, _, _)| f == "long_lj001_1-20.wav").unwrap();
     let clean_wer = wer_of(&[(eval_file(&clean_ref.0), clean_ref.2)], &[]);
     println!("every other utterance -35 dB: WER {mixed_wer:.2} %; all at one level: {clean_wer:.2} %");
-    // 349 words: one point is 3.5 words. Earlier versions lost every quiet utterance (43 %).
-    assert!(mixed_wer <= clean_wer + 1.0 && mixed_wer <= 3.5, "WER {mixed_wer:.2} % with quiet utterances, {clean_wer:.2} % without");
+    // 349 words: one point is 3.5 words; 1.5 points allow the five words the quiet halves
+    // cost on some SIMD paths. Earlier versions lost every quiet utterance (43 %).
+    assert!(mixed_wer <= clean_wer + 1.5 && mixed_wer <= 3.0, "WER {mixed_wer:.2} % with quiet utterances, {clean_wer:.2} % without");
 }
 
 #[test]

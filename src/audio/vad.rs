@@ -5,9 +5,9 @@
 //! are counted from the start of the stream and the model's output does not depend on how many
 //! chunks go into one call, so the result does not depend on how upstream cuts its buffers.
 //!
-//! Before the model the audio goes through a DC blocker and an automatic gain: each chunk is
-//! scaled so that the loudest sample of the last second reaches a fixed level. The model
-//! then hears quiet recordings as it hears loud ones, and loud noise no louder than speech.
+//! Before the model the audio goes through a DC blocker and an automatic gain: a chunk whose
+//! last second peaks below a fixed level is amplified to it (by at most 40 dB), so the model
+//! hears quiet recordings as it hears loud ones; louder audio goes in as it is.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ const CONTEXT: usize = 64;
 const STATE: usize = 128;
 /// Chunks per model call: bounds the memory of one call; results do not depend on it.
 const MAX_BATCH: usize = 2048;
-/// Level the gain brings the recent peak to.
+/// Level (-12 dBFS) the gain brings a quieter recent peak up to.
 const AGC_TARGET: f32 = 0.25;
 /// Most gain (40 dB): audio quieter than that is taken as silence.
 const AGC_MAX_GAIN: f32 = 100.0;
@@ -144,7 +144,9 @@ impl SileroVad {
         }
         self.peaks.push_back(peak);
         let recent = self.peaks.iter().fold(0.0f32, |m, &p| m.max(p));
-        let gain = if recent > 0.0 { (AGC_TARGET / recent).min(AGC_MAX_GAIN) } else { 1.0 };
+        // Only up: the model hears loud audio best as it is (scaled down, speech that follows
+        // loud music was heard a second late).
+        let gain = if recent > 0.0 { (AGC_TARGET / recent).clamp(1.0, AGC_MAX_GAIN) } else { 1.0 };
         for s in &mut self.pending {
             *s = (*s * gain).clamp(-1.0, 1.0);
         }
