@@ -42,9 +42,18 @@ fn read_manifest(path: &Path) -> Vec<(PathBuf, f64, String)> {
 
 /// Transcribes `path` (only up to `stop`, if given); returns the text and the wall time from
 /// PLAYING to EOS.
-fn transcribe(path: &Path, model: &str, language: &str, props: &[(String, String)], stop: Option<gst::ClockTime>) -> (String, f64) {
+fn transcribe(
+    path: &Path,
+    model: &str,
+    language: &str,
+    props: &[(String, String)],
+    stop: Option<gst::ClockTime>,
+) -> (String, f64) {
     let pipeline = gst::Pipeline::new();
-    let src = gst::ElementFactory::make("filesrc").property("location", path).build().unwrap();
+    let src = gst::ElementFactory::make("filesrc")
+        .property("location", path)
+        .build()
+        .unwrap();
     let decode = gst::ElementFactory::make("decodebin").build().unwrap();
     let asr = gst::ElementFactory::make("npuwhisper")
         .property("model", model)
@@ -73,7 +82,9 @@ fn transcribe(path: &Path, model: &str, language: &str, props: &[(String, String
     };
     if let Some(stop) = stop {
         // Preroll, then play only [0, stop).
-        pipeline.set_state(gst::State::Paused).unwrap_or_else(|_| fail("no preroll"));
+        pipeline
+            .set_state(gst::State::Paused)
+            .unwrap_or_else(|_| fail("no preroll"));
         if pipeline.state(gst::ClockTime::from_seconds(300)).0.is_err() {
             fail("no preroll");
         }
@@ -89,7 +100,9 @@ fn transcribe(path: &Path, model: &str, language: &str, props: &[(String, String
             .unwrap_or_else(|_| fail("seek failed"));
     }
     let start = Instant::now();
-    pipeline.set_state(gst::State::Playing).unwrap_or_else(|_| fail("does not play"));
+    pipeline
+        .set_state(gst::State::Playing)
+        .unwrap_or_else(|_| fail("does not play"));
     let mut texts = Vec::new();
     while let Ok(sample) = sink.pull_sample() {
         if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
@@ -106,8 +119,10 @@ fn transcribe(path: &Path, model: &str, language: &str, props: &[(String, String
 
 /// Corpus WER in percent after Whisper's English normaliser, by tests/reference/score_wer.py.
 fn score_wer(python: &Path, pairs: &[(String, String)]) -> Result<f64, String> {
-    let json: Vec<serde_json::Value> =
-        pairs.iter().map(|(r, h)| serde_json::json!({"ref": r, "hyp": h})).collect();
+    let json: Vec<serde_json::Value> = pairs
+        .iter()
+        .map(|(r, h)| serde_json::json!({"ref": r, "hyp": h}))
+        .collect();
     let file = std::env::temp_dir().join(format!("npuwhisper-bench-{}.json", std::process::id()));
     std::fs::write(&file, serde_json::to_string(&json).unwrap()).map_err(|e| e.to_string())?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/score_wer.py");
@@ -128,7 +143,15 @@ fn score_wer(python: &Path, pairs: &[(String, String)]) -> Result<f64, String> {
 fn main() {
     let args = support::Args::parse(
         USAGE,
-        &["--manifest", "--model", "--language", "--set", "--python", "--hyp-out", "--verbose"],
+        &[
+            "--manifest",
+            "--model",
+            "--language",
+            "--set",
+            "--python",
+            "--hyp-out",
+            "--verbose",
+        ],
     );
     let Some(manifest) = args.value("--manifest").map(PathBuf::from) else {
         eprintln!("{USAGE}");
@@ -167,7 +190,13 @@ fn main() {
     let t = Instant::now();
     let _model = support::load_model(&model_name);
     let load_s = t.elapsed().as_secs_f64();
-    transcribe(&rows[0].0, &model_name, &language, &props, Some(gst::ClockTime::from_seconds(5)));
+    transcribe(
+        &rows[0].0,
+        &model_name,
+        &language,
+        &props,
+        Some(gst::ClockTime::from_seconds(5)),
+    );
     stages.take();
 
     let (mut audio_s, mut wall_s) = (0.0, 0.0);
@@ -177,7 +206,12 @@ fn main() {
     for (path, duration, reference) in &rows {
         let (text, wall) = transcribe(path, &model_name, &language, &props, None);
         if verbose {
-            eprintln!("{:>8.2} s audio {wall:7.2} s wall {:6.1}x  {}", duration, duration / wall, path.display());
+            eprintln!(
+                "{:>8.2} s audio {wall:7.2} s wall {:6.1}x  {}",
+                duration,
+                duration / wall,
+                path.display()
+            );
         }
         audio_s += duration;
         wall_s += wall;

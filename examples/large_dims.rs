@@ -93,7 +93,13 @@ fn peer(dir: &std::path::Path, dims: fixtures::FixtureDims, steps: usize, weight
     if !python.is_file() {
         return eprintln!("no {}: the peer is not measured", python.display());
     }
-    let out = std::process::Command::new(python).args(["-c", PEER]).arg(dir).arg(dims.n_mels.to_string()).arg(steps.to_string()).output().unwrap();
+    let out = std::process::Command::new(python)
+        .args(["-c", PEER])
+        .arg(dir)
+        .arg(dims.n_mels.to_string())
+        .arg(steps.to_string())
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let Ok(v) = serde_json::from_str::<serde_json::Value>(text.trim()) else {
         return eprintln!("peer on {}: {}", dims.name, String::from_utf8_lossy(&out.stderr));
@@ -115,12 +121,23 @@ fn peer(dir: &std::path::Path, dims: fixtures::FixtureDims, steps: usize, weight
 fn main() {
     let args = support::Args::parse(USAGE, &["--sizes", "--steps", "--one"]);
     let steps: usize = args.parsed("--steps", 16).max(1);
-    let all = [fixtures::SMALL, fixtures::MEDIUM, fixtures::LARGE_V3, fixtures::LARGE_V3_TURBO];
-    let by_name = |n: &str| all.into_iter().find(|d| d.name == n).unwrap_or_else(|| panic!("no size {n}\n{USAGE}"));
+    let all = [
+        fixtures::SMALL,
+        fixtures::MEDIUM,
+        fixtures::LARGE_V3,
+        fixtures::LARGE_V3_TURBO,
+    ];
+    let by_name = |n: &str| {
+        all.into_iter()
+            .find(|d| d.name == n)
+            .unwrap_or_else(|| panic!("no size {n}\n{USAGE}"))
+    };
     if let Some(one) = args.value("--one") {
         return run(by_name(one), steps);
     }
-    let sizes: Vec<_> = args.value("--sizes").map_or_else(|| all.to_vec(), |s| s.split(',').map(by_name).collect());
+    let sizes: Vec<_> = args
+        .value("--sizes")
+        .map_or_else(|| all.to_vec(), |s| s.split(',').map(by_name).collect());
     println!(
         "INT8, {} threads, SIMD path {:?}; random weights, {steps} token steps",
         npuwhisper_kernels::pool::threads(),

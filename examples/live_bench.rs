@@ -65,7 +65,11 @@ fn main() {
     let args = support::Args::parse(USAGE, &["--file", "--latency", "--sweep", "--model", "--set"]);
     let file = args.value("--file").unwrap_or("long_lj001_1-20.wav").to_string();
     let model = args.value("--model").unwrap_or("tiny.en").to_string();
-    let latencies = if args.flag("--sweep") { SWEEP_MS.to_vec() } else { vec![args.parsed("--latency", 3000u32)] };
+    let latencies = if args.flag("--sweep") {
+        SWEEP_MS.to_vec()
+    } else {
+        vec![args.parsed("--latency", 3000u32)]
+    };
     let set = args.value("--set").unwrap_or("");
     let reference = ["manifest_long.tsv", "manifest.tsv"]
         .iter()
@@ -78,7 +82,11 @@ fn main() {
     let audio_seconds = samples.len() as f64 / 16000.0;
 
     let mut props: Vec<(&str, &str)> = vec![("model", model.as_str())];
-    props.extend(set.split(',').filter(|kv| !kv.is_empty()).map(|kv| kv.split_once('=').expect("--set takes PROP=VALUE")));
+    props.extend(
+        set.split(',')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| kv.split_once('=').expect("--set takes PROP=VALUE")),
+    );
 
     // Load the model before timing, and keep it for every run: a capture pipeline starts with
     // it loaded.

@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use gst::prelude::*;
 
-const USAGE: &str = "usage: long_memory [--hours H | --minutes M] [--every MINUTES] [--model NAME|DIR] [--input FILE] [--text-out FILE]
+const USAGE: &str =
+    "usage: long_memory [--hours H | --minutes M] [--every MINUTES] [--model NAME|DIR] [--input FILE] [--text-out FILE]
   --hours/--minutes: audio to feed (default 2 hours); --every: audio minutes between two
   RSS lines (default 10, or a tenth of a shorter run); --text-out: the transcript, a line
   per text buffer (start s, text)";
@@ -34,8 +35,14 @@ fn decode(path: &std::path::Path) -> Vec<u8> {
     );
     let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
     pipeline.by_name("src").unwrap().set_property("location", path);
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
-    pipeline.set_state(gst::State::Playing).expect("the decoding pipeline plays");
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline
+        .set_state(gst::State::Playing)
+        .expect("the decoding pipeline plays");
     let mut pcm = Vec::new();
     while let Ok(sample) = sink.pull_sample() {
         if let Some(map) = sample.buffer().and_then(|b| b.map_readable().ok()) {
@@ -56,7 +63,10 @@ fn sample_time(n: u64) -> gst::ClockTime {
 }
 
 fn main() {
-    let args = support::Args::parse(USAGE, &["--hours", "--minutes", "--every", "--model", "--input", "--text-out"]);
+    let args = support::Args::parse(
+        USAGE,
+        &["--hours", "--minutes", "--every", "--model", "--input", "--text-out"],
+    );
     let minutes: f64 = match (args.value("--hours"), args.value("--minutes")) {
         (Some(_), _) => args.parsed("--hours", 2.0) * 60.0,
         (None, Some(_)) => args.parsed("--minutes", 120.0),
@@ -103,7 +113,11 @@ fn main() {
         .max_bytes(2 * RATE)
         .build();
     src.set_duration(total);
-    let asr = gst::ElementFactory::make("npuwhisper").name("asr").property("model", &model).build().unwrap();
+    let asr = gst::ElementFactory::make("npuwhisper")
+        .name("asr")
+        .property("model", &model)
+        .build()
+        .unwrap();
     // Words transcribed, and the transcript if asked for.
     let words = Arc::new(AtomicU64::new(0));
     let counted = words.clone();
@@ -163,7 +177,10 @@ fn main() {
         })
     };
 
-    println!("{:>10} {:>9} {:>8} {:>9} {:>11} {:>7}", "audio min", "wall s", "RSS MB", "peak MB", "x realtime", "words");
+    println!(
+        "{:>10} {:>9} {:>8} {:>9} {:>11} {:>7}",
+        "audio min", "wall s", "RSS MB", "peak MB", "x realtime", "words"
+    );
     let line = |audio: gst::ClockTime| {
         let wall = start.elapsed().as_secs_f64();
         println!(
@@ -190,7 +207,9 @@ fn main() {
                 let Some(s) = e.structure().filter(|s| s.name() == "npuwhisper-progress") else {
                     continue;
                 };
-                let Ok(position) = s.get::<gst::ClockTime>("position") else { continue };
+                let Ok(position) = s.get::<gst::ClockTime>("position") else {
+                    continue;
+                };
                 if position.seconds_f64() / 60.0 >= next - 1e-9 {
                     line(position);
                     rss.push(support::rss_mb());

@@ -22,7 +22,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use gstnpuwhisper::audio::vad::{self, SileroVad, VadSettings};
-use gstnpuwhisper::audio::{level_speech, Detector, SileroFrames, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES};
+use gstnpuwhisper::audio::{
+    level_speech, Detector, SileroFrames, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES,
+};
 use gstnpuwhisper::decoding::{DecodeOptions, Transcriber};
 use gstnpuwhisper::model::{self, Precision};
 use npuwhisper_kernels::isa::Isa;
@@ -38,7 +40,18 @@ fn timed<T>(f: impl FnOnce() -> T) -> (f64, f64, T) {
 }
 
 fn main() {
-    let args = support::Args::parse(USAGE, &["--file", "--model", "--batch", "--repeat", "--precision", "--vad", "--load-only"]);
+    let args = support::Args::parse(
+        USAGE,
+        &[
+            "--file",
+            "--model",
+            "--batch",
+            "--repeat",
+            "--precision",
+            "--vad",
+            "--load-only",
+        ],
+    );
     let silero = match args.value("--vad").unwrap_or("silero") {
         "silero" => true,
         "energy" => false,
@@ -47,7 +60,9 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let file = args.value("--file").map_or_else(|| common::eval_file("long_lj001_1-20.wav"), PathBuf::from);
+    let file = args
+        .value("--file")
+        .map_or_else(|| common::eval_file("long_lj001_1-20.wav"), PathBuf::from);
     let model_name = args.value("--model").unwrap_or(model::DEFAULT_MODEL).to_string();
     let batch: usize = args.parsed("--batch", 8).max(1);
     let repeat: usize = args.parsed("--repeat", 3).max(1);
@@ -65,7 +80,11 @@ fn main() {
         eprintln!("cannot load {}: {e}", dir.display());
         std::process::exit(1);
     });
-    println!("model {model_name} {precision:?} loaded in {:.1} ms: {:?}", 1e3 * t0.elapsed().as_secs_f64(), model.weight_cache);
+    println!(
+        "model {model_name} {precision:?} loaded in {:.1} ms: {:?}",
+        1e3 * t0.elapsed().as_secs_f64(),
+        model.weight_cache
+    );
     if args.flag("--load-only") {
         return;
     }
@@ -108,33 +127,67 @@ fn main() {
                 .into_iter()
                 .map(|mut w| {
                     level_speech(&mut w.samples, &w.speech);
-                    (mel.compute(&w.samples, WINDOW_SAMPLES), w.samples.len() as f64 / SAMPLE_RATE as f64)
+                    (
+                        mel.compute(&w.samples, WINDOW_SAMPLES),
+                        w.samples.len() as f64 / SAMPLE_RATE as f64,
+                    )
                 })
                 .collect::<Vec<_>>()
         });
         keep(&mut best, 1, "log-mel", wall, cpu);
-        let (wall, cpu, states) = timed(|| mels.iter().map(|(mel, secs)| (model.encode_batch(&[mel]).remove(0), *secs)).collect::<Vec<_>>());
+        let (wall, cpu, states) = timed(|| {
+            mels.iter()
+                .map(|(mel, secs)| (model.encode_batch(&[mel]).remove(0), *secs))
+                .collect::<Vec<_>>()
+        });
         keep(&mut best, 2, "encoder", wall, cpu);
         let (wall, cpu, results) = timed(|| {
-            let options = DecodeOptions { language: Some("en".into()), ..Default::default() };
+            let options = DecodeOptions {
+                language: Some("en".into()),
+                ..Default::default()
+            };
             let mut transcriber = Transcriber::new(model.clone(), options);
             let windows: Vec<(&[f32], f64)> = states.iter().map(|(s, secs)| (s.as_slice(), *secs)).collect();
-            windows.chunks(batch).flat_map(|chunk| transcriber.transcribe_batch(chunk)).collect::<Vec<_>>()
+            windows
+                .chunks(batch)
+                .flat_map(|chunk| transcriber.transcribe_batch(chunk))
+                .collect::<Vec<_>>()
         });
         keep(&mut best, 3, "decoder", wall, cpu);
-        text = results.iter().flat_map(|r| &r.segments).map(|s| s.text.trim()).collect::<Vec<_>>().join(" ");
+        text = results
+            .iter()
+            .flat_map(|r| &r.segments)
+            .map(|s| s.text.trim())
+            .collect::<Vec<_>>()
+            .join(" ");
         tokens = model.tokenizer.encode(&text).len();
         let lengths: Vec<String> = states.iter().map(|(_, secs)| format!("{secs:.1}")).collect();
-        eprintln!("{} windows ({} s): {:.2} s wall in all", states.len(), lengths.join(", "), best.iter().map(|b| b.1).sum::<f64>());
+        eprintln!(
+            "{} windows ({} s): {:.2} s wall in all",
+            states.len(),
+            lengths.join(", "),
+            best.iter().map(|b| b.1).sum::<f64>()
+        );
     }
 
     println!("{} ({audio_s:.1} s), model {model_name} {precision:?}, {threads} threads, SIMD path {:?}, decoder batch {batch}, best of {repeat}", file.display(), Isa::detect());
-    println!("{:<20} {:>8} {:>8} {:>7} {:>8}", "stage", "wall s", "CPU s", "cores", "share");
+    println!(
+        "{:<20} {:>8} {:>8} {:>7} {:>8}",
+        "stage", "wall s", "CPU s", "cores", "share"
+    );
     let total: f64 = best.iter().map(|b| b.1).sum();
     for &(name, wall, cpu) in &best {
-        println!("{name:<20} {wall:8.3} {cpu:8.3} {:7.2} {:7.1}%", cpu / wall, 100.0 * wall / total);
+        println!(
+            "{name:<20} {wall:8.3} {cpu:8.3} {:7.2} {:7.1}%",
+            cpu / wall,
+            100.0 * wall / total
+        );
     }
     println!("{:<20} {total:8.3} {:>8} {:>7} {:>8}", "sum", "", "", "");
-    println!("stages in turn: {:.1}x realtime; decoder {:.0} text tokens/s", audio_s / total, tokens as f64 / best[3].1);
+    println!(
+        "stages in turn: {:.1}x realtime; decoder {:.0} text tokens/s",
+        audio_s / total,
+        tokens as f64 / best[3].1
+    );
     println!("text: {}…", text.chars().take(120).collect::<String>());
 }

@@ -28,7 +28,9 @@ pub fn states(width: Option<usize>) -> gst::Caps {
         Some(w) => b.field("width", w as i32),
         None => b.field("width", gst::IntRange::new(1i32, MAX_D_MODEL as i32)),
     };
-    b.field("frames", ENCODER_FRAMES as i32).field("format", "F32LE").build()
+    b.field("frames", ENCODER_FRAMES as i32)
+        .field("format", "F32LE")
+        .build()
 }
 
 pub fn text() -> gst::Caps {
@@ -37,10 +39,13 @@ pub fn text() -> gst::Caps {
 
 /// The always `sink` and `src` pad templates of a one-in, one-out element.
 pub fn sink_src_templates(sink: &gst::Caps, src: &gst::Caps) -> Vec<gst::PadTemplate> {
-    [("sink", gst::PadDirection::Sink, sink), ("src", gst::PadDirection::Src, src)]
-        .into_iter()
-        .map(|(name, dir, caps)| {
-            gst::PadTemplate::new(name, dir, gst::PadPresence::Always, caps).expect("static pad template is valid")
-        })
-        .collect()
+    [
+        ("sink", gst::PadDirection::Sink, sink),
+        ("src", gst::PadDirection::Src, src),
+    ]
+    .into_iter()
+    .map(|(name, dir, caps)| {
+        gst::PadTemplate::new(name, dir, gst::PadPresence::Always, caps).expect("static pad template is valid")
+    })
+    .collect()
 }

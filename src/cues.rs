@@ -33,7 +33,13 @@ pub struct Layout {
 impl Default for Layout {
     /// BBC and Netflix style guides: 2 lines of 42 characters, 1 to 7 s, 17 characters a second.
     fn default() -> Self {
-        Layout { max_line_chars: 42, max_lines: 2, min_duration: 1.0, max_duration: 7.0, max_cps: 17.0 }
+        Layout {
+            max_line_chars: 42,
+            max_lines: 2,
+            min_duration: 1.0,
+            max_duration: 7.0,
+            max_cps: 17.0,
+        }
     }
 }
 
@@ -49,9 +55,10 @@ pub struct Cue {
 /// Words that start a clause: a line or cue break before them reads naturally.
 const CLAUSE_STARTS: &[&str] = &[
     "and", "but", "or", "nor", "so", "yet", "because", "although", "though", "while", "whereas", "which", "who",
-    "whom", "whose", "that", "what", "how", "why", "when", "where", "if", "unless", "until", "since", "as", "than", "to", "of", "in", "on",
-    "for", "with", "from", "by", "at", "into", "und", "oder", "aber", "denn", "weil", "dass", "wenn", "als", "ob",
-    "sondern", "damit", "um", "mit", "für", "von", "zu", "et", "ou", "mais", "que", "qui", "y", "pero", "porque",
+    "whom", "whose", "that", "what", "how", "why", "when", "where", "if", "unless", "until", "since", "as", "than",
+    "to", "of", "in", "on", "for", "with", "from", "by", "at", "into", "und", "oder", "aber", "denn", "weil", "dass",
+    "wenn", "als", "ob", "sondern", "damit", "um", "mit", "für", "von", "zu", "et", "ou", "mais", "que", "qui", "y",
+    "pero", "porque",
 ];
 
 /// Words that bind to the word after them: a line or cue never ends on one if it can help it.
@@ -106,7 +113,11 @@ pub fn break_lines(words: &[&str], phrase_ends: &[bool], max_chars: usize, max_l
                     if !fits(i, j) || best[k - 1][i].0.is_infinite() {
                         continue;
                     }
-                    let mut brk = if i > 0 { break_cost(words[i - 1], Some(words[i])) } else { 0.0 };
+                    let mut brk = if i > 0 {
+                        break_cost(words[i - 1], Some(words[i]))
+                    } else {
+                        0.0
+                    };
                     if i > 0 && phrase_ends.get(i - 1).copied().unwrap_or(false) {
                         brk = brk.min(0.5);
                     }
@@ -142,10 +153,23 @@ pub fn layout(words: &[Word], limit_end: f64, layout: &Layout) -> Vec<Cue> {
         return Vec::new();
     }
     let trimmed: Vec<&str> = words.iter().map(|w| w.text.trim()).collect();
-    let next_start = |j: usize| if j < n { words[j].start } else { limit_end.max(words[n - 1].end) };
+    let next_start = |j: usize| {
+        if j < n {
+            words[j].start
+        } else {
+            limit_end.max(words[n - 1].end)
+        }
+    };
     // The text of a cue over words[i..j], if it fits.
     let phrase_ends: Vec<bool> = words.iter().map(|w| w.phrase_end).collect();
-    let lines = |i: usize, j: usize| break_lines(&trimmed[i..j], &phrase_ends[i..j], layout.max_line_chars, layout.max_lines);
+    let lines = |i: usize, j: usize| {
+        break_lines(
+            &trimmed[i..j],
+            &phrase_ends[i..j],
+            layout.max_line_chars,
+            layout.max_lines,
+        )
+    };
 
     // best[j]: the cheapest layout of words[..j] and where its last cue starts.
     let mut best = vec![(f64::INFINITY, 0usize); n + 1];
@@ -205,14 +229,25 @@ pub fn layout(words: &[Word], limit_end: f64, layout: &Layout) -> Vec<Cue> {
     bounds
         .into_iter()
         .map(|r| {
-            let text = lines(r.start, r.end).unwrap_or_else(|| vec![trimmed[r.clone()].join(" ")]).join("\n");
+            let text = lines(r.start, r.end)
+                .unwrap_or_else(|| vec![trimmed[r.clone()].join(" ")])
+                .join("\n");
             let start = words[r.start].start;
             let spoken_end = words[r.end - 1].end.max(start);
             // Shown long enough to read, into the silence before the next cue.
-            let read = if layout.max_cps > 0.0 { chars(&text) as f64 / layout.max_cps } else { 0.0 };
+            let read = if layout.max_cps > 0.0 {
+                chars(&text) as f64 / layout.max_cps
+            } else {
+                0.0
+            };
             let wanted = start + read.max(layout.min_duration).min(layout.max_duration);
             let end = spoken_end.max(wanted.min(next_start(r.end)));
-            Cue { text, start, end, words: r }
+            Cue {
+                text,
+                start,
+                end,
+                words: r,
+            }
         })
         .collect()
 }
@@ -233,13 +268,20 @@ pub fn continue_sentence(previous: Option<char>, text: &str, english: bool) -> S
     let Some(prev) = previous else { return text.to_string() };
     let lead = text.len() - text.trim_start().len();
     let (space, rest) = text.split_at(lead);
-    let Some(first) = rest.chars().next() else { return text.to_string() };
+    let Some(first) = rest.chars().next() else {
+        return text.to_string();
+    };
     let sentence_end = matches!(prev, '.' | '?' | '!' | '…' | '。' | '？' | '！');
     if sentence_end && first.is_lowercase() {
         return format!("{space}{}{}", first.to_uppercase(), &rest[first.len_utf8()..]);
     }
     let word: String = rest.chars().take_while(|c| c.is_alphabetic()).collect();
-    if !sentence_end && english && first.is_uppercase() && LOWER_IN_SENTENCE.contains(&word.to_lowercase().as_str()) && word.chars().skip(1).all(char::is_lowercase) {
+    if !sentence_end
+        && english
+        && first.is_uppercase()
+        && LOWER_IN_SENTENCE.contains(&word.to_lowercase().as_str())
+        && word.chars().skip(1).all(char::is_lowercase)
+    {
         return format!("{space}{}{}", first.to_lowercase(), &rest[first.len_utf8()..]);
     }
     text.to_string()
@@ -250,14 +292,26 @@ mod tests {
     use super::*;
 
     fn words(spec: &[(&str, f64, f64)]) -> Vec<Word> {
-        spec.iter().map(|&(t, s, e)| Word { text: format!(" {t}"), start: s, end: e, phrase_end: false }).collect()
+        spec.iter()
+            .map(|&(t, s, e)| Word {
+                text: format!(" {t}"),
+                start: s,
+                end: e,
+                phrase_end: false,
+            })
+            .collect()
     }
 
     /// Evenly spoken words, `per_second` a second from 0 s.
     fn speech(text: &str, per_second: f64) -> Vec<Word> {
         text.split(' ')
             .enumerate()
-            .map(|(k, t)| Word { text: format!(" {t}"), start: k as f64 / per_second, end: (k as f64 + 0.8) / per_second, phrase_end: false })
+            .map(|(k, t)| Word {
+                text: format!(" {t}"),
+                start: k as f64 / per_second,
+                end: (k as f64 + 0.8) / per_second,
+                phrase_end: false,
+            })
             .collect()
     }
 
@@ -265,32 +319,56 @@ mod tests {
 
     #[test]
     fn one_line_when_it_fits() {
-        assert_eq!(break_lines(&["Ask", "not", "what"], &[], 42, 2).unwrap(), vec!["Ask not what"]);
+        assert_eq!(
+            break_lines(&["Ask", "not", "what"], &[], 42, 2).unwrap(),
+            vec!["Ask not what"]
+        );
     }
 
     #[test]
     fn lines_break_after_punctuation_and_fit() {
-        let w: Vec<&str> = "And so, my fellow Americans, ask not what your country can do for you".split(' ').collect();
+        let w: Vec<&str> = "And so, my fellow Americans, ask not what your country can do for you"
+            .split(' ')
+            .collect();
         let lines = break_lines(&w, &[], 42, 2).unwrap();
-        assert_eq!(lines, vec!["And so, my fellow Americans,", "ask not what your country can do for you"]);
-        assert!(break_lines(&w, &[], 20, 2).is_none(), "69 characters do not fit in 2 lines of 20");
+        assert_eq!(
+            lines,
+            vec![
+                "And so, my fellow Americans,",
+                "ask not what your country can do for you"
+            ]
+        );
+        assert!(
+            break_lines(&w, &[], 20, 2).is_none(),
+            "69 characters do not fit in 2 lines of 20"
+        );
     }
 
     #[test]
     fn lines_break_before_a_conjunction_rather_than_anywhere() {
-        let w: Vec<&str> = "we took the old road through the village and walked on to the river bank".split(' ').collect();
+        let w: Vec<&str> = "we took the old road through the village and walked on to the river bank"
+            .split(' ')
+            .collect();
         let lines = break_lines(&w, &[], 42, 2).unwrap();
         assert!(lines.iter().all(|l| chars(l) <= 42), "{lines:?}");
         let second = lines[1].split(' ').next().unwrap();
-        assert!(CLAUSE_STARTS.contains(&second), "second line starts with {second:?}: {lines:?}");
+        assert!(
+            CLAUSE_STARTS.contains(&second),
+            "second line starts with {second:?}: {lines:?}"
+        );
     }
 
     #[test]
     fn lines_break_where_the_decoder_ended_a_phrase() {
-        let w: Vec<&str> = "your country can do for you ask what you can do for your country.".split(' ').collect();
+        let w: Vec<&str> = "your country can do for you ask what you can do for your country."
+            .split(' ')
+            .collect();
         let mut ends = vec![false; w.len()];
         ends[5] = true; // "you"
-        assert_eq!(break_lines(&w, &ends, 42, 2).unwrap(), vec!["your country can do for you", "ask what you can do for your country."]);
+        assert_eq!(
+            break_lines(&w, &ends, 42, 2).unwrap(),
+            vec!["your country can do for you", "ask what you can do for your country."]
+        );
     }
 
     #[test]
@@ -306,14 +384,25 @@ mod tests {
         let end = w.last().unwrap().end + 2.0;
         let layout = Layout::default();
         let cues = layout_cues(&w, end, &layout);
-        let rebuilt: Vec<String> = cues.iter().flat_map(|c| c.text.split(['\n', ' ']).map(str::to_string).collect::<Vec<_>>()).collect();
+        let rebuilt: Vec<String> = cues
+            .iter()
+            .flat_map(|c| c.text.split(['\n', ' ']).map(str::to_string).collect::<Vec<_>>())
+            .collect();
         assert_eq!(rebuilt.join(" "), LONG, "every word once, in order, none cut");
         for (k, c) in cues.iter().enumerate() {
             let lines: Vec<&str> = c.text.split('\n').collect();
-            assert!(lines.len() <= 2 && lines.iter().all(|l| chars(l) <= 42), "cue {k}: {:?}", c.text);
+            assert!(
+                lines.len() <= 2 && lines.iter().all(|l| chars(l) <= 42),
+                "cue {k}: {:?}",
+                c.text
+            );
             let d = c.end - c.start;
             assert!((1.0..=7.0).contains(&d), "cue {k} lasts {d:.2} s: {:?}", c.text);
-            assert!(chars(&c.text) as f64 / d <= 20.0, "cue {k} read at {:.1} chars/s", chars(&c.text) as f64 / d);
+            assert!(
+                chars(&c.text) as f64 / d <= 20.0,
+                "cue {k} read at {:.1} chars/s",
+                chars(&c.text) as f64 / d
+            );
             if k > 0 {
                 assert!(c.start >= cues[k - 1].end, "cue {k} overlaps the previous one");
             }
@@ -329,7 +418,15 @@ mod tests {
     #[test]
     fn short_fragments_merge_with_their_neighbours() {
         // "copy," and "modify," alone would be cues under a second.
-        let mut w = words(&[("You", 0.0, 0.2), ("may", 0.2, 0.4), ("copy,", 0.5, 0.9), ("modify,", 1.2, 1.6), ("and", 1.7, 1.8), ("share", 1.8, 2.1), ("it.", 2.1, 2.4)]);
+        let mut w = words(&[
+            ("You", 0.0, 0.2),
+            ("may", 0.2, 0.4),
+            ("copy,", 0.5, 0.9),
+            ("modify,", 1.2, 1.6),
+            ("and", 1.7, 1.8),
+            ("share", 1.8, 2.1),
+            ("it.", 2.1, 2.4),
+        ]);
         w[2].phrase_end = true;
         w[3].phrase_end = true;
         let cues = layout(&w, 2.6, &Layout::default());
@@ -360,9 +457,17 @@ mod tests {
         assert_eq!(continue_sentence(Some(','), " The earliest", true), " the earliest");
         assert_eq!(continue_sentence(Some('.'), " The earliest", true), " The earliest");
         assert_eq!(continue_sentence(Some('.'), " and then", true), " And then");
-        assert_eq!(continue_sentence(Some(','), " London", true), " London", "names keep their capital");
+        assert_eq!(
+            continue_sentence(Some(','), " London", true),
+            " London",
+            "names keep their capital"
+        );
         assert_eq!(continue_sentence(Some(','), " I think", true), " I think");
-        assert_eq!(continue_sentence(Some(','), " Die Katze", false), " Die Katze", "German nouns are capitalised");
+        assert_eq!(
+            continue_sentence(Some(','), " Die Katze", false),
+            " Die Katze",
+            "German nouns are capitalised"
+        );
         assert_eq!(continue_sentence(None, " The start", true), " The start");
     }
 }

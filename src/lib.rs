@@ -22,11 +22,11 @@ mod model_property;
 pub mod runtime;
 
 mod f32buf;
-mod passes;
 mod npumel;
 mod npuwhisperbin;
 mod npuwhisperdec;
 mod npuwhisperenc;
+mod passes;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     npumel::register(plugin)?;

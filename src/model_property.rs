@@ -20,7 +20,10 @@ pub enum NpuWhisperPrecision {
     #[enum_value(name = "F32: the weights as shipped, in single precision", nick = "f32")]
     F32 = 0,
     #[default]
-    #[enum_value(name = "INT8: weights quantized per channel at load, activations per row; bf16 attention on AMX CPUs (fastest)", nick = "int8")]
+    #[enum_value(
+        name = "INT8: weights quantized per channel at load, activations per row; bf16 attention on AMX CPUs (fastest)",
+        nick = "int8"
+    )]
     Int8 = 1,
 }
 
@@ -44,7 +47,11 @@ pub struct ModelSettings {
 
 impl Default for ModelSettings {
     fn default() -> Self {
-        ModelSettings { model: model::DEFAULT_MODEL.to_string(), precision: NpuWhisperPrecision::default(), threads: 0 }
+        ModelSettings {
+            model: model::DEFAULT_MODEL.to_string(),
+            precision: NpuWhisperPrecision::default(),
+            threads: 0,
+        }
     }
 }
 
@@ -53,7 +60,11 @@ impl ModelSettings {
     pub fn set(&mut self, name: &str, value: &glib::Value) -> bool {
         match name {
             "model" => {
-                self.model = value.get::<Option<String>>().ok().flatten().unwrap_or_else(|| model::DEFAULT_MODEL.to_string())
+                self.model = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| model::DEFAULT_MODEL.to_string())
             }
             "precision" => self.precision = value.get().expect("type checked upstream"),
             "threads" => self.threads = value.get().expect("type checked upstream"),

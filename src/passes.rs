@@ -39,7 +39,10 @@ pub fn is_provisional(buffer: &gst::BufferRef) -> bool {
 pub fn clock_lag(element: &impl IsA<gst::Element>, pad: &gst::Pad, time: gst::ClockTime) -> Option<gst::ClockTime> {
     let (clock, base) = (element.clock()?, element.base_time()?);
     let segment = pad.sticky_event::<gst::event::Segment>(0)?;
-    let running = segment.segment().downcast_ref::<gst::ClockTime>()?.to_running_time(time)?;
+    let running = segment
+        .segment()
+        .downcast_ref::<gst::ClockTime>()?
+        .to_running_time(time)?;
     Some(clock.time().saturating_sub(base).saturating_sub(running))
 }
 
@@ -47,7 +50,10 @@ pub fn clock_lag(element: &impl IsA<gst::Element>, pad: &gst::Pad, time: gst::Cl
 /// left behind; if so it is reported done upstream, and the caller drops it.
 pub fn skip_if_stale(element: &impl IsA<gst::Element>, sinkpad: &gst::Pad, buffer: &gst::BufferRef) -> bool {
     let end = buffer.pts().zip(buffer.duration()).map(|(p, d)| p + d);
-    let stale = is_provisional(buffer) && end.and_then(|end| clock_lag(element, sinkpad, end)).is_some_and(|lag| lag > STALE_AFTER);
+    let stale = is_provisional(buffer)
+        && end
+            .and_then(|end| clock_lag(element, sinkpad, end))
+            .is_some_and(|lag| lag > STALE_AFTER);
     if stale {
         send_done(sinkpad, buffer);
     }
@@ -65,7 +71,10 @@ pub fn done_event(end: gst::ClockTime) -> gst::Event {
 /// End of the pass a done event is about.
 pub fn done_end(event: &gst::EventRef) -> Option<gst::ClockTime> {
     match event.view() {
-        gst::EventView::CustomUpstream(e) => e.structure().filter(|s| s.name() == DONE).and_then(|s| s.get("end").ok()),
+        gst::EventView::CustomUpstream(e) => e
+            .structure()
+            .filter(|s| s.name() == DONE)
+            .and_then(|s| s.get("end").ok()),
         _ => None,
     }
 }

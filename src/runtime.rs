@@ -31,7 +31,8 @@ pub fn environment() -> Result<&'static ort::environment::Environment, String> {
                 path.display()
             ));
         }
-        let builder = ort::init_from(&path).map_err(|e| format!("Could not load ONNX Runtime from {}: {e}", path.display()))?;
+        let builder =
+            ort::init_from(&path).map_err(|e| format!("Could not load ONNX Runtime from {}: {e}", path.display()))?;
         builder
             .with_name("npuwhisper")
             .build()

@@ -23,7 +23,10 @@ fn manifest_wer(manifest_name: &str, props: &[(&str, &str)]) -> f64 {
 
 /// Lower-case letters and digits of a word, for matching words across transcripts.
 fn norm(word: &str) -> String {
-    word.chars().filter(|c| c.is_alphanumeric()).flat_map(char::to_lowercase).collect()
+    word.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Index pairs of a longest common subsequence of two word lists.
@@ -31,7 +34,11 @@ fn matched_words(a: &[String], b: &[String]) -> Vec<(usize, usize)> {
     let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
         }
     }
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
@@ -53,12 +60,23 @@ fn matched_words(a: &[String], b: &[String]) -> Vec<(usize, usize)> {
 fn word_timestamps_time_every_word() {
     let file = eval_file("long_lj001_1-20.wav");
     let cues = transcribe(&file, &[("word-timestamps", "true")]);
-    assert!(cues.len() > 300, "expected one buffer per word, got {} buffers", cues.len());
+    assert!(
+        cues.len() > 300,
+        "expected one buffer per word, got {} buffers",
+        cues.len()
+    );
     for c in &cues {
-        assert!(!c.text.trim().contains(char::is_whitespace), "buffer holds more than one word: {:?}", c.text);
+        assert!(
+            !c.text.trim().contains(char::is_whitespace),
+            "buffer holds more than one word: {:?}",
+            c.text
+        );
     }
     for pair in cues.windows(2) {
-        assert!(pair[1].start >= pair[0].end - 1e-6, "words overlap or go back: {pair:?}");
+        assert!(
+            pair[1].start >= pair[0].end - 1e-6,
+            "words overlap or go back: {pair:?}"
+        );
     }
 
     // Against faster-whisper's word times on the same audio and model.
@@ -67,13 +85,29 @@ fn word_timestamps_time_every_word() {
     let ref_words: Vec<String> = reference.iter().map(|w| norm(w["word"].as_str().unwrap())).collect();
     let ours: Vec<String> = cues.iter().map(|c| norm(&c.text)).collect();
     let pairs = matched_words(&ours, &ref_words);
-    assert!(pairs.len() * 10 >= ref_words.len() * 9, "only {} of {} words match the reference's", pairs.len(), ref_words.len());
-    let mut errors: Vec<f64> = pairs.iter().map(|&(i, j)| (cues[i].start - reference[j]["start"].as_f64().unwrap()).abs()).collect();
+    assert!(
+        pairs.len() * 10 >= ref_words.len() * 9,
+        "only {} of {} words match the reference's",
+        pairs.len(),
+        ref_words.len()
+    );
+    let mut errors: Vec<f64> = pairs
+        .iter()
+        .map(|&(i, j)| (cues[i].start - reference[j]["start"].as_f64().unwrap()).abs())
+        .collect();
     errors.sort_by(f64::total_cmp);
     let within = errors.iter().filter(|&&e| e <= 0.5).count() as f64 / errors.len() as f64;
     let (median, p95) = (errors[errors.len() / 2], errors[errors.len() * 95 / 100]);
-    println!("word starts vs faster-whisper: {} words, median |Δ| {median:.3} s, p95 {p95:.3} s, {:.1} % within 0.5 s", errors.len(), within * 100.0);
-    assert!(within >= 0.95, "{:.1} % of words start within 0.5 s of the reference's", within * 100.0);
+    println!(
+        "word starts vs faster-whisper: {} words, median |Δ| {median:.3} s, p95 {p95:.3} s, {:.1} % within 0.5 s",
+        errors.len(),
+        within * 100.0
+    );
+    assert!(
+        within >= 0.95,
+        "{:.1} % of words start within 0.5 s of the reference's",
+        within * 100.0
+    );
 
     // The first word of each utterance starts where the utterance does.
     let mut off = Vec::new();
@@ -85,13 +119,20 @@ fn word_timestamps_time_every_word() {
             .min_by(|a, b| (a.start - start).abs().total_cmp(&(b.start - start).abs()));
         match nearest {
             Some(c) if (c.start - start).abs() <= 0.5 => (),
-            _ => off.push(format!("{first:?} at {:?}, utterance at {start:.2} s", nearest.map(|c| c.start))),
+            _ => off.push(format!(
+                "{first:?} at {:?}, utterance at {start:.2} s",
+                nearest.map(|c| c.start)
+            )),
         }
     }
     println!("utterance onsets off by more than 0.5 s: {off:?}");
     // Two of twenty with the Silero windows (0.6 and 0.8 s early, where the window starts a
     // pause before the utterance and Whisper places its first word there); one before.
-    assert!(off.len() <= 2, "{} utterances' first words are off: {off:#?}", off.len());
+    assert!(
+        off.len() <= 2,
+        "{} utterances' first words are off: {off:#?}",
+        off.len()
+    );
 }
 
 #[test]
@@ -110,17 +151,30 @@ fn wer_without_temperature_fallback() {
     let short = manifest_wer("manifest.tsv", &off);
     let long = manifest_wer("manifest_long.tsv", &off);
     println!("tiny.en greedy, no fallback: manifest.tsv WER {short:.2} %, manifest_long.tsv WER {long:.2} %");
-    assert!(short <= 3.5 && long <= 2.0, "no-fallback WER {short:.2} % / {long:.2} %");
+    assert!(
+        short <= 3.5 && long <= 2.0,
+        "no-fallback WER {short:.2} % / {long:.2} %"
+    );
 }
 
 #[test]
 fn fallback_runs_when_every_temperature_fails() {
     // A log-probability bar nothing meets makes every window go through all six temperatures
     // with five samples each; the likeliest result must still be the speech.
-    let cues = transcribe(&eval_file("jfk.wav"), &[("logprob-threshold", "-0.0"), ("no-speech-threshold", "1.0")]);
+    let cues = transcribe(
+        &eval_file("jfk.wav"),
+        &[("logprob-threshold", "-0.0"), ("no-speech-threshold", "1.0")],
+    );
     let text = joined_text(&cues);
     println!("{text}");
-    let w = wer(&[(manifest("manifest.tsv").into_iter().find(|r| r.0 == "jfk.wav").unwrap().2, text)]);
+    let w = wer(&[(
+        manifest("manifest.tsv")
+            .into_iter()
+            .find(|r| r.0 == "jfk.wav")
+            .unwrap()
+            .2,
+        text,
+    )]);
     assert!(w <= 15.0, "WER {w:.1} % after all temperatures");
 }
 
@@ -128,10 +182,17 @@ fn fallback_runs_when_every_temperature_fails() {
 fn initial_prompt_steers_spelling() {
     let file = eval_file("LJ001-0007.wav");
     let plain = joined_text(&transcribe(&file, &[]));
-    let prompted = joined_text(&transcribe_with_messages(&file, &[("initial-prompt", "Gutenberg printed the first Bible.")]).0);
+    let prompted =
+        joined_text(&transcribe_with_messages(&file, &[("initial-prompt", "Gutenberg printed the first Bible.")]).0);
     println!("without prompt: {plain}\nwith prompt:    {prompted}");
-    assert!(!plain.contains("Gutenberg"), "the test needs a word the model misspells unprompted: {plain}");
-    assert!(prompted.contains("Gutenberg"), "the prompt's spelling was not used: {prompted}");
+    assert!(
+        !plain.contains("Gutenberg"),
+        "the test needs a word the model misspells unprompted: {plain}"
+    );
+    assert!(
+        prompted.contains("Gutenberg"),
+        "the prompt's spelling was not used: {prompted}"
+    );
 }
 
 /// `seconds` of a melody: a note every 0.4 s, each a sine with two harmonics and a soft attack.
@@ -144,13 +205,20 @@ fn melody(seconds: f64, rate: f64) -> Vec<f32> {
             let f = NOTES[(i / note_len) % NOTES.len()];
             let t = i as f64 / rate;
             let env = ((i % note_len) as f64 / (0.02 * rate)).min(1.0) * (-3.0 * (i % note_len) as f64 / rate).exp();
-            (0.25 * env * ((2.0 * std::f64::consts::PI * f * t).sin() + 0.4 * (4.0 * std::f64::consts::PI * f * t).sin() + 0.2 * (6.0 * std::f64::consts::PI * f * t).sin())) as f32
+            (0.25
+                * env
+                * ((2.0 * std::f64::consts::PI * f * t).sin()
+                    + 0.4 * (4.0 * std::f64::consts::PI * f * t).sin()
+                    + 0.2 * (6.0 * std::f64::consts::PI * f * t).sin())) as f32
         })
         .collect()
 }
 
 fn write_wav(path: &Path, samples: &[f32]) {
-    let data: Vec<u8> = samples.iter().flat_map(|&s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes()).collect();
+    let data: Vec<u8> = samples
+        .iter()
+        .flat_map(|&s| ((s.clamp(-1.0, 1.0) * 32767.0) as i16).to_le_bytes())
+        .collect();
     let mut w = Vec::new();
     w.extend_from_slice(b"RIFF");
     w.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
@@ -210,38 +278,85 @@ fn silence_gaps_give_no_text_in_the_silences() {
         assert!(in_speech, "text in a silence: {c:?}");
     }
     let text = joined_text(&cues);
-    assert!(text.contains("country") && text.contains("horizon"), "speech missing: {text}");
+    assert!(
+        text.contains("country") && text.contains("horizon"),
+        "speech missing: {text}"
+    );
 }
 
-const ENGLISH: &[&str] = &["the", "and", "of", "to", "is", "this", "any", "without", "or", "copy", "software"];
-const GERMAN: &[&str] = &["der", "die", "und", "zu", "das", "den", "dies", "diese", "recht", "bedingungen"];
+const ENGLISH: &[&str] = &[
+    "the", "and", "of", "to", "is", "this", "any", "without", "or", "copy", "software",
+];
+const GERMAN: &[&str] = &[
+    "der",
+    "die",
+    "und",
+    "zu",
+    "das",
+    "den",
+    "dies",
+    "diese",
+    "recht",
+    "bedingungen",
+];
 
 fn count_words(text: &str, words: &[&str]) -> usize {
-    text.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| words.contains(w)).count()
+    text.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| words.contains(w))
+        .count()
 }
 
 #[test]
 fn base_translates_german_to_english() {
-    let cues = transcribe(&eval_file("multilingual_en_de.wav"), &[("model", "base"), ("task", "translate")]);
-    let german_part: String = cues.iter().filter(|c| c.start >= 30.0).map(|c| c.text.as_str()).collect::<Vec<_>>().join(" ");
+    let cues = transcribe(
+        &eval_file("multilingual_en_de.wav"),
+        &[("model", "base"), ("task", "translate")],
+    );
+    let german_part: String = cues
+        .iter()
+        .filter(|c| c.start >= 30.0)
+        .map(|c| c.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
     println!("German part, translated: {german_part}");
-    assert!(count_words(&german_part, ENGLISH) >= 5, "translation is not English: {german_part}");
-    assert!(count_words(&german_part, GERMAN) <= 1, "translation is still German: {german_part}");
+    assert!(
+        count_words(&german_part, ENGLISH) >= 5,
+        "translation is not English: {german_part}"
+    );
+    assert!(
+        count_words(&german_part, GERMAN) <= 1,
+        "translation is still German: {german_part}"
+    );
 }
 
 #[test]
 fn base_posts_language_per_window() {
-    let (cues, messages) = transcribe_with_messages(&eval_file("multilingual_en_de.wav"), &[("model", "base"), ("language", "auto")]);
+    let (cues, messages) = transcribe_with_messages(
+        &eval_file("multilingual_en_de.wav"),
+        &[("model", "base"), ("language", "auto")],
+    );
     assert!(!cues.is_empty());
     let languages: Vec<(String, u64)> = messages
         .iter()
         .filter(|s| s.name() == "npuwhisper-language")
-        .map(|s| (s.get::<String>("language").unwrap(), s.get::<gst::ClockTime>("start").unwrap().nseconds()))
+        .map(|s| {
+            (
+                s.get::<String>("language").unwrap(),
+                s.get::<gst::ClockTime>("start").unwrap().nseconds(),
+            )
+        })
         .collect();
     println!("languages per window: {languages:?}");
     let first_de = languages.iter().position(|l| l.0 == "de").expect("German detected");
-    assert!(languages[..first_de].iter().any(|l| l.0 == "en"), "English not detected first: {languages:?}");
-    assert!(languages.windows(2).all(|w| w[0].1 < w[1].1), "windows out of order: {languages:?}");
+    assert!(
+        languages[..first_de].iter().any(|l| l.0 == "en"),
+        "English not detected first: {languages:?}"
+    );
+    assert!(
+        languages.windows(2).all(|w| w[0].1 < w[1].1),
+        "windows out of order: {languages:?}"
+    );
     let phrases = messages.iter().filter(|s| s.name() == "npuwhisper-phrase").count();
     assert_eq!(phrases, cues.len(), "one phrase message per text buffer");
 }
@@ -249,26 +364,38 @@ fn base_posts_language_per_window() {
 #[test]
 fn base_sends_language_tags_downstream() {
     init();
-    let desc = bin_pipeline(&eval_file("multilingual_en_de.wav"), &[("model", "base"), ("language", "auto")]);
+    let desc = bin_pipeline(
+        &eval_file("multilingual_en_de.wav"),
+        &[("model", "base"), ("language", "auto")],
+    );
     let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     let tags = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen = tags.clone();
-    sink.static_pad("sink").unwrap().add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-        if let Some(gst::PadProbeData::Event(ev)) = &info.data {
-            if let gst::EventView::Tag(t) = ev.view() {
-                if let Some(code) = t.tag().get::<gst::tags::LanguageCode>() {
-                    seen.lock().unwrap().push(code.get().to_string());
+    sink.static_pad("sink")
+        .unwrap()
+        .add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(ev)) = &info.data {
+                if let gst::EventView::Tag(t) = ev.view() {
+                    if let Some(code) = t.tag().get::<gst::tags::LanguageCode>() {
+                        seen.lock().unwrap().push(code.get().to_string());
+                    }
                 }
             }
-        }
-        gst::PadProbeReturn::Ok
-    });
+            gst::PadProbeReturn::Ok
+        });
     pipeline.set_state(gst::State::Playing).unwrap();
     while sink.pull_sample().is_ok() {}
     pipeline.set_state(gst::State::Null).unwrap();
     let tags = tags.lock().unwrap().clone();
     println!("language tags: {tags:?}");
     let de = tags.iter().position(|t| t == "de").expect("a German tag");
-    assert!(tags[..de].iter().any(|t| t == "en"), "no English tag before the German one: {tags:?}");
+    assert!(
+        tags[..de].iter().any(|t| t == "en"),
+        "no English tag before the German one: {tags:?}"
+    );
 }

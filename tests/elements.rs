@@ -40,17 +40,15 @@ fn sample_time(n: u64) -> gst::ClockTime {
 /// npumel with the energy gate: these tests are about windows, passes and caps on synthetic
 /// tones, which a voice activity detector rightly takes for no speech (tests/vad.rs tests it).
 fn energy_npumel() -> Harness {
-    let mel = gst::ElementFactory::make("npumel").property_from_str("vad", "energy").build().unwrap();
+    let mel = gst::ElementFactory::make("npumel")
+        .property_from_str("vad", "energy")
+        .build()
+        .unwrap();
     Harness::with_element(&mel, Some("sink"), Some("src"))
 }
 
 /// Pushes `samples` through npumel in timestamped buffers, then EOS; returns the windows.
-fn run_npumel(
-    format: &str,
-    sink_caps: Option<&str>,
-    samples: &[f32],
-    to_bytes: fn(&[f32]) -> Vec<u8>,
-) -> Mel {
+fn run_npumel(format: &str, sink_caps: Option<&str>, samples: &[f32], to_bytes: fn(&[f32]) -> Vec<u8>) -> Mel {
     let mut h = energy_npumel();
     // Windows as for a file: no provisional passes.
     h.set_live(false);
@@ -89,11 +87,7 @@ fn run_npumel(
         .sinkpad()
         .and_then(|p| p.current_caps())
         .expect("npumel negotiated no output caps");
-    Mel {
-        windows,
-        gaps,
-        caps,
-    }
+    Mel { windows, gaps, caps }
 }
 
 /// What npumel output: spectrogram windows, gaps for windows without speech, the caps.
@@ -105,11 +99,7 @@ struct Mel {
 
 impl Mel {
     fn n_mels(&self) -> i32 {
-        self.caps
-            .structure(0)
-            .unwrap()
-            .get::<i32>("n-mels")
-            .unwrap()
+        self.caps.structure(0).unwrap().get::<i32>("n-mels").unwrap()
     }
 }
 
@@ -128,11 +118,7 @@ fn s16le(samples: &[f32]) -> Vec<u8> {
 /// `total`.
 fn check_windows(mel: &Mel, n_mels: usize, total: gst::ClockTime) {
     let windows = &mel.windows;
-    assert!(
-        windows.len() >= 2,
-        "expected at least 2 windows, got {}",
-        windows.len()
-    );
+    assert!(windows.len() >= 2, "expected at least 2 windows, got {}", windows.len());
     assert_eq!(windows[0].pts(), Some(gst::ClockTime::ZERO));
 
     let mut previous: Option<gst::ClockTime> = None;
@@ -188,9 +174,7 @@ fn npumel_windows_f32() {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    assert!(values
-        .iter()
-        .all(|v| v.is_finite() && (-2.0..=3.0).contains(v)));
+    assert!(values.iter().all(|v| v.is_finite() && (-2.0..=3.0).contains(v)));
 }
 
 #[test]
@@ -260,11 +244,7 @@ fn npumel_discont_restarts_window() {
     }
     let jump = gst::ClockTime::from_seconds(100);
     for (i, chunk) in audio[32000..].chunks(BUFFER_SAMPLES).enumerate() {
-        push(
-            &mut h,
-            jump + sample_time((i * BUFFER_SAMPLES) as u64),
-            chunk,
-        );
+        push(&mut h, jump + sample_time((i * BUFFER_SAMPLES) as u64), chunk);
     }
     assert!(h.push_event(gst::event::Eos::new()));
 
@@ -301,16 +281,30 @@ fn npumel_live_sends_growing_passes() {
     while let Some(b) = h.try_pull() {
         out.push(b);
     }
-    let (passes, complete): (Vec<_>, Vec<_>) = out.iter().partition(|b| b.flags().contains(gst::BufferFlags::DROPPABLE));
+    let (passes, complete): (Vec<_>, Vec<_>) = out
+        .iter()
+        .partition(|b| b.flags().contains(gst::BufferFlags::DROPPABLE));
     let seconds = |b: &&gst::Buffer| b.duration().unwrap().seconds_f64();
     let lengths: Vec<f64> = passes.iter().map(seconds).collect();
-    println!("passes {lengths:?}, complete {:?}", complete.iter().map(seconds).collect::<Vec<_>>());
+    println!(
+        "passes {lengths:?}, complete {:?}",
+        complete.iter().map(seconds).collect::<Vec<_>>()
+    );
     assert!(passes.len() >= 4, "a pass every second of speech: {lengths:?}");
-    assert!(passes.iter().all(|b| b.pts() == Some(gst::ClockTime::ZERO)), "passes grow from the window start");
-    assert!(lengths.windows(2).all(|w| w[1] >= w[0] + 0.99), "each pass 1 s longer: {lengths:?}");
+    assert!(
+        passes.iter().all(|b| b.pts() == Some(gst::ClockTime::ZERO)),
+        "passes grow from the window start"
+    );
+    assert!(
+        lengths.windows(2).all(|w| w[1] >= w[0] + 0.99),
+        "each pass 1 s longer: {lengths:?}"
+    );
     assert_eq!(complete.len(), 1, "one complete window");
     assert!(!complete[0].flags().contains(gst::BufferFlags::DROPPABLE));
-    assert!((4.5..=6.5).contains(&seconds(&complete[0])), "the window ends in the silence after the tone");
+    assert!(
+        (4.5..=6.5).contains(&seconds(&complete[0])),
+        "the window ends in the silence after the tone"
+    );
     // The rest of the silence: gaps, none much longer than a step.
     let mut gaps = Vec::new();
     while let Some(ev) = h.try_pull_event() {
@@ -319,7 +313,10 @@ fn npumel_live_sends_growing_passes() {
         }
     }
     // The first holds the silence that closed the window (2 s after the tone, less a margin).
-    assert!(!gaps.is_empty() && gaps.iter().all(|&g| g <= 2.0), "silence in short gaps: {gaps:?}");
+    assert!(
+        !gaps.is_empty() && gaps.iter().all(|&g| g <= 2.0),
+        "silence in short gaps: {gaps:?}"
+    );
 }
 
 /// Flow control: once downstream reports passes done (`npuwhisper-pass-done` upstream), a new
@@ -342,7 +339,9 @@ fn npumel_live_waits_for_the_pass_in_flight() {
         }
     };
     let done = |h: &mut Harness, end: gst::ClockTime| {
-        let s = gst::Structure::builder("npuwhisper-pass-done").field("end", end).build();
+        let s = gst::Structure::builder("npuwhisper-pass-done")
+            .field("end", end)
+            .build();
         assert!(h.push_upstream_event(gst::event::CustomUpstream::new(s)));
     };
     let pull_lengths = |h: &mut Harness| {
@@ -381,9 +380,7 @@ fn npumel_rejects_wrong_caps() {
     // A sticky event is stored even when refused: the refusal shows on the next buffer.
     h.push_event(gst::event::StreamStart::new("npumel-test"));
     h.push_event(gst::event::Caps::new(&caps));
-    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
-        gst::ClockTime,
-    >::new()));
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new()));
     let buffer = gst::Buffer::from_mut_slice(f32le(&[0.0; BUFFER_SAMPLES]));
     assert_eq!(h.push(buffer), Err(gst::FlowError::NotNegotiated));
 }
@@ -392,10 +389,7 @@ fn npumel_rejects_wrong_caps() {
 fn ready_error(element: &gst::Element) -> String {
     let pipeline = gst::Pipeline::new();
     pipeline.add(element).unwrap();
-    assert!(
-        element.set_state(gst::State::Ready).is_err(),
-        "READY should fail"
-    );
+    assert!(element.set_state(gst::State::Ready).is_err(), "READY should fail");
 
     let bus = pipeline.bus().unwrap();
     let msg = bus
@@ -455,10 +449,7 @@ fn npuwhisperenc_truncated_model() {
         "error does not name the model: {text}"
     );
     if have_reference {
-        assert!(
-            text.contains("model.bin"),
-            "error does not name model.bin: {text}"
-        );
+        assert!(text.contains("model.bin"), "error does not name model.bin: {text}");
     } else {
         println!("No default model to borrow tokenizer files from: checked only the directory");
     }
@@ -495,11 +486,7 @@ fn npuwhisper_bin_builds_and_cycles() {
     bin.set_property("condition-on-previous-text", false);
     assert_eq!(bin.property::<String>("language"), "de");
     assert!(!bin.property::<bool>("condition-on-previous-text"));
-    let dec = bin
-        .downcast_ref::<gst::Bin>()
-        .unwrap()
-        .by_name("dec")
-        .unwrap();
+    let dec = bin.downcast_ref::<gst::Bin>().unwrap().by_name("dec").unwrap();
     assert_eq!(dec.property::<String>("language"), "de");
     bin.set_property("language", "auto");
     bin.set_property_from_str("task", "transcribe");
@@ -514,14 +501,8 @@ fn npuwhisper_bin_builds_and_cycles() {
         return;
     }
     for _ in 0..3 {
-        assert_eq!(
-            bin.set_state(gst::State::Ready),
-            Ok(gst::StateChangeSuccess::Success)
-        );
-        assert_eq!(
-            bin.set_state(gst::State::Null),
-            Ok(gst::StateChangeSuccess::Success)
-        );
+        assert_eq!(bin.set_state(gst::State::Ready), Ok(gst::StateChangeSuccess::Success));
+        assert_eq!(bin.set_state(gst::State::Null), Ok(gst::StateChangeSuccess::Success));
     }
 }
 

@@ -116,7 +116,11 @@ struct BinWriter {
 
 impl BinWriter {
     fn put(&mut self, field: Field, b: &[u8]) {
-        self.spans.push(Span { at: self.bytes.len(), len: b.len(), field });
+        self.spans.push(Span {
+            at: self.bytes.len(),
+            len: b.len(),
+            field,
+        });
         self.bytes.extend_from_slice(b);
     }
     fn u32(&mut self, field: Field, v: u32) {
@@ -177,11 +181,21 @@ fn tensor(name: &str, shape: &[usize], rng: &mut Rng) -> TensorSpec {
     } else {
         (0..n).map(|_| rng.value()).collect()
     };
-    TensorSpec { name: name.into(), shape: shape.to_vec(), dtype: 4, values }
+    TensorSpec {
+        name: name.into(),
+        shape: shape.to_vec(),
+        dtype: 4,
+        values,
+    }
 }
 
 fn scalar(name: &str, dtype: u8, v: f32) -> TensorSpec {
-    TensorSpec { name: name.into(), shape: Vec::new(), dtype, values: vec![v] }
+    TensorSpec {
+        name: name.into(),
+        shape: Vec::new(),
+        dtype,
+        values: vec![v],
+    }
 }
 
 fn add_block(t: &mut Vec<TensorSpec>, p: &str, cross: bool, rng: &mut Rng) {
@@ -198,7 +212,11 @@ fn add_block(t: &mut Vec<TensorSpec>, p: &str, cross: bool, rng: &mut Rng) {
         linear(t, "attention/linear_1", 2 * D, D);
         linear(t, "attention/linear_2", D, D);
     }
-    let norms: &[&str] = if cross { &["self_attention", "ffn", "attention"] } else { &["self_attention", "ffn"] };
+    let norms: &[&str] = if cross {
+        &["self_attention", "ffn", "attention"]
+    } else {
+        &["self_attention", "ffn"]
+    };
     for n in norms {
         for g in ["gamma", "beta"] {
             t.push(tensor(&format!("{p}/{n}/layer_norm/{g}"), &[D], rng));
@@ -333,7 +351,11 @@ struct Base {
 impl Base {
     fn new() -> Base {
         let mini = Mini::new(&mut Rng(1));
-        Base { bin: mini.model_bin(), files: FILES.iter().map(|f| mini.file(f)).collect(), mini }
+        Base {
+            bin: mini.model_bin(),
+            files: FILES.iter().map(|f| mini.file(f)).collect(),
+            mini,
+        }
     }
 
     fn file(&self, name: &str) -> &[u8] {
@@ -420,7 +442,15 @@ fn mutate_bin_bytes(base: &Base, rng: &mut Rng) -> Case {
         }
         1 => {
             let n = 1 + rng.below(4);
-            let at = flip_bits(&mut b, |r| { let s = r.pick(&table); s.at + r.below(s.len) }, n, rng);
+            let at = flip_bits(
+                &mut b,
+                |r| {
+                    let s = r.pick(&table);
+                    s.at + r.below(s.len)
+                },
+                n,
+                rng,
+            );
             format!("table bits flipped at {at}")
         }
         2 => {
@@ -442,11 +472,24 @@ fn mutate_bin_bytes(base: &Base, rng: &mut Rng) -> Case {
         _ => {
             let orig = &b[s.at..s.at + s.len];
             let new: Vec<u8> = match s.len {
-                4 => interesting_u32(u32::from_le_bytes(orig.try_into().unwrap()), b.len(), rng).to_le_bytes().to_vec(),
+                4 => interesting_u32(u32::from_le_bytes(orig.try_into().unwrap()), b.len(), rng)
+                    .to_le_bytes()
+                    .to_vec(),
                 2 => {
                     let o = u16::from_le_bytes(orig.try_into().unwrap());
                     let r = rng.next() as u16;
-                    rng.pick(&[0, 1, 0xFFFF, 0x8000, o.wrapping_add(1), o.wrapping_sub(1), o.wrapping_add(9), r]).to_le_bytes().to_vec()
+                    rng.pick(&[
+                        0,
+                        1,
+                        0xFFFF,
+                        0x8000,
+                        o.wrapping_add(1),
+                        o.wrapping_sub(1),
+                        o.wrapping_add(9),
+                        r,
+                    ])
+                    .to_le_bytes()
+                    .to_vec()
                 }
                 1 => {
                     let r = rng.next() as u8;
@@ -461,10 +504,21 @@ fn mutate_bin_bytes(base: &Base, rng: &mut Rng) -> Case {
                 }
             };
             b[s.at..s.at + s.len].copy_from_slice(&new);
-            format!("{:?} at {} overwritten {:02x?} -> {new:02x?}", s.field, s.at, &w.bytes[s.at..s.at + s.len])
+            format!(
+                "{:?} at {} overwritten {:02x?} -> {new:02x?}",
+                s.field,
+                s.at,
+                &w.bytes[s.at..s.at + s.len]
+            )
         }
     };
-    Case { also: None, desc, file: "model.bin", bytes: b, must_fail: false }
+    Case {
+        also: None,
+        desc,
+        file: "model.bin",
+        bytes: b,
+        must_fail: false,
+    }
 }
 
 fn resize(t: &mut TensorSpec, shape: Vec<usize>, rng: &mut Rng) {
@@ -509,7 +563,11 @@ fn mutate_bin_meaning(base: &Base, rng: &mut Rng) -> Case {
         2 => {
             let which = *rng.pick(&["encoder/num_heads", "decoder/num_heads"]);
             let v = *rng.pick(&[0.0, 3.0, 5.0, 16.0, -2.0, 30000.0, 2.5, f32::NAN, 1e30]);
-            let dtype = if v.fract() != 0.0 || v.is_nan() || v.abs() > 32767.0 { 0 } else { *rng.pick(&[0, 2, 3]) };
+            let dtype = if v.fract() != 0.0 || v.is_nan() || v.abs() > 32767.0 {
+                0
+            } else {
+                *rng.pick(&[0, 2, 3])
+            };
             // 2 heads or 1 would still fit a width of 8; the others do not, or disagree.
             m.find(which).values = vec![v];
             m.find(which).dtype = dtype;
@@ -522,7 +580,11 @@ fn mutate_bin_meaning(base: &Base, rng: &mut Rng) -> Case {
         }
         4 => {
             let rows = m.vocab.len() + *rng.pick(&[1usize, 2, 100]);
-            let rows = if rng.chance(0.5) { rows } else { m.vocab.len() - (rows - m.vocab.len()) };
+            let rows = if rng.chance(0.5) {
+                rows
+            } else {
+                m.vocab.len() - (rows - m.vocab.len())
+            };
             resize(m.find("decoder/embeddings/weight"), vec![rows, D], rng);
             format!("embeddings: {rows} rows for {} tokens", m.vocab.len())
         }
@@ -530,8 +592,19 @@ fn mutate_bin_meaning(base: &Base, rng: &mut Rng) -> Case {
             // Every tensor consistent with another width or mel count.
             let (d, n_mels) = *rng.pick(&[(0usize, N_MELS), (D, 0), (D, 300), (0, 0)]);
             for t in &mut m.tensors {
-                let shape: Vec<usize> = t.shape.iter().enumerate()
-                    .map(|(k, &s)| if s == N_MELS && k == 1 && t.name == "encoder/conv1/weight" { n_mels } else if s % D == 0 && s > 0 && s <= 4 * D { s / D * d } else { s })
+                let shape: Vec<usize> = t
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &s)| {
+                        if s == N_MELS && k == 1 && t.name == "encoder/conv1/weight" {
+                            n_mels
+                        } else if s % D == 0 && s > 0 && s <= 4 * D {
+                            s / D * d
+                        } else {
+                            s
+                        }
+                    })
                     .collect();
                 let n = shape.iter().product();
                 t.values.resize(n, 0.1);
@@ -567,16 +640,26 @@ fn mutate_bin_meaning(base: &Base, rng: &mut Rng) -> Case {
         }
         8 => {
             // A layer that is there only in part.
-            let (p, i) = *rng.pick(&[("encoder", ENC_LAYERS), ("decoder", DEC_LAYERS), ("decoder", DEC_LAYERS + 3)]);
+            let (p, i) = *rng.pick(&[
+                ("encoder", ENC_LAYERS),
+                ("decoder", DEC_LAYERS),
+                ("decoder", DEC_LAYERS + 3),
+            ]);
             let name = format!("{p}/layer_{i}/ffn/layer_norm/gamma");
-            m.tensors.push(TensorSpec { name: name.clone(), shape: vec![D], dtype: 4, values: vec![1.0; D] });
+            m.tensors.push(TensorSpec {
+                name: name.clone(),
+                shape: vec![D],
+                dtype: 4,
+                values: vec![1.0; D],
+            });
             format!("stray {name}")
         }
         9 => {
             // Aliases: to nothing, in a cycle, or standing in for a tensor that is gone.
             match rng.below(3) {
                 0 => {
-                    m.aliases.push(("decoder/projection/weight".into(), "nothing/here".into()));
+                    m.aliases
+                        .push(("decoder/projection/weight".into(), "nothing/here".into()));
                     must_fail = false;
                     "alias to a missing tensor".into()
                 }
@@ -590,7 +673,8 @@ fn mutate_bin_meaning(base: &Base, rng: &mut Rng) -> Case {
                 }
                 _ => {
                     m.tensors.retain(|t| t.name != "encoder/conv2/weight");
-                    m.aliases.push(("encoder/conv2/weight".into(), "encoder/conv1/weight".into()));
+                    m.aliases
+                        .push(("encoder/conv2/weight".into(), "encoder/conv1/weight".into()));
                     "conv2 aliased to conv1".into()
                 }
             }
@@ -599,15 +683,26 @@ fn mutate_bin_meaning(base: &Base, rng: &mut Rng) -> Case {
             // A second entry of the same name: the last one wins, and it must fit.
             let i = rng.below(n_tensors);
             let mut t = m.tensors[i].clone();
-            let shape = if t.shape.is_empty() { vec![2] } else { t.shape.iter().map(|&s| s + 1).collect() };
+            let shape = if t.shape.is_empty() {
+                vec![2]
+            } else {
+                t.shape.iter().map(|&s| s + 1).collect()
+            };
             let name = t.name.clone();
             resize(&mut t, shape, rng);
             m.tensors.push(t);
-            must_fail = !name.contains("alibi") && !name.contains("alignment") && !name.contains("activation") && !name.contains("pre_norm") && !name.contains("scale_emb") && !name.contains("start_from");
+            must_fail = !name.contains("alibi")
+                && !name.contains("alignment")
+                && !name.contains("activation")
+                && !name.contains("pre_norm")
+                && !name.contains("scale_emb")
+                && !name.contains("start_from");
             format!("{name} repeated with a bigger shape")
         }
         11 => {
-            m.spec = rng.pick(&["TransformerSpec", "", "WhisperSpecX", "Whisper"]).to_string();
+            m.spec = rng
+                .pick(&["TransformerSpec", "", "WhisperSpecX", "Whisper"])
+                .to_string();
             must_fail = !m.spec.is_empty();
             format!("spec name {:?}", m.spec)
         }
@@ -617,14 +712,24 @@ fn mutate_bin_meaning(base: &Base, rng: &mut Rng) -> Case {
             format!("written as binary version {}", m.version)
         }
         _ => {
-            let name = *rng.pick(&["encoder/conv1/weight", "decoder/embeddings/weight", "encoder/position_encodings/encodings"]);
+            let name = *rng.pick(&[
+                "encoder/conv1/weight",
+                "decoder/embeddings/weight",
+                "encoder/position_encodings/encodings",
+            ]);
             let t = m.find(name);
             let big = vec![t.shape[0], t.shape[1] * 2];
             resize(t, big, rng);
             format!("{name} has a doubled last dimension")
         }
     };
-    Case { also: None, desc, file: "model.bin", bytes: m.file("model.bin"), must_fail }
+    Case {
+        also: None,
+        desc,
+        file: "model.bin",
+        bytes: m.file("model.bin"),
+        must_fail,
+    }
 }
 
 /// Byte-level damage to a text file.
@@ -643,7 +748,9 @@ fn mangle_text(bytes: &[u8], rng: &mut Rng) -> (String, Vec<u8>) {
         }
         2 => {
             let at = rng.below(len);
-            let c = *rng.pick(&[b'{', b'}', b'[', b']', b'"', b'\\', b',', b':', b'\n', 0, 0xFF, 0xC3, b'-', b'9']);
+            let c = *rng.pick(&[
+                b'{', b'}', b'[', b']', b'"', b'\\', b',', b':', b'\n', 0, 0xFF, 0xC3, b'-', b'9',
+            ]);
             b[at] = c;
             format!("byte {at} = {c:#04x}")
         }
@@ -671,7 +778,13 @@ fn mangle_text(bytes: &[u8], rng: &mut Rng) -> (String, Vec<u8>) {
 
 fn mangled(base: &Base, file: &'static str, rng: &mut Rng) -> Case {
     let (desc, bytes) = mangle_text(base.file(file), rng);
-    Case { also: None, desc, file, bytes, must_fail: false }
+    Case {
+        also: None,
+        desc,
+        file,
+        bytes,
+        must_fail: false,
+    }
 }
 
 fn odd_json(rng: &mut Rng) -> Value {
@@ -714,13 +827,27 @@ fn mutate_config(base: &Base, rng: &mut Rng) -> Case {
     let mut c = mini.config.clone();
     let desc = match rng.below(5) {
         0 => {
-            c = rng.pick(&[json!([]), json!(1), json!("config"), json!(null), json!([{"alignment_heads": []}])]).clone();
+            c = rng
+                .pick(&[
+                    json!([]),
+                    json!(1),
+                    json!("config"),
+                    json!(null),
+                    json!([{"alignment_heads": []}]),
+                ])
+                .clone();
             format!("config is {c}")
         }
         1 => {
             let depth = *rng.pick(&[200usize, 5000, 100_000]);
             let text = "[".repeat(depth) + &"]".repeat(depth);
-            return Case { also: None, desc: format!("nested {depth} deep"), file, bytes: format!("{{\"alignment_heads\": {text}}}").into_bytes(), must_fail: true };
+            return Case {
+                also: None,
+                desc: format!("nested {depth} deep"),
+                file,
+                bytes: format!("{{\"alignment_heads\": {text}}}").into_bytes(),
+                must_fail: true,
+            };
         }
         _ => {
             let key = *rng.pick(&["alignment_heads", "suppress_ids", "suppress_ids_begin", "lang_ids"]);
@@ -730,7 +857,13 @@ fn mutate_config(base: &Base, rng: &mut Rng) -> Case {
         }
     };
     // Which of these are valid is for the loader to say; a loaded model runs.
-    Case { also: None, desc, file, bytes: serde_json::to_vec(&c).unwrap(), must_fail: false }
+    Case {
+        also: None,
+        desc,
+        file,
+        bytes: serde_json::to_vec(&c).unwrap(),
+        must_fail: false,
+    }
 }
 
 fn mutate_tokenizer(base: &Base, rng: &mut Rng) -> Case {
@@ -778,7 +911,13 @@ fn mutate_tokenizer(base: &Base, rng: &mut Rng) -> Case {
             format!("tokenizer is {t}")
         }
     };
-    Case { also: None, desc, file, bytes: serde_json::to_vec(&t).unwrap(), must_fail }
+    Case {
+        also: None,
+        desc,
+        file,
+        bytes: serde_json::to_vec(&t).unwrap(),
+        must_fail,
+    }
 }
 
 fn mutate_vocab(base: &Base, rng: &mut Rng) -> Case {
@@ -816,7 +955,13 @@ fn mutate_vocab(base: &Base, rng: &mut Rng) -> Case {
             let mut bytes = v.join("\n").into_bytes();
             bytes.push(b'\n');
             let desc = format!("special lines {a} and {b} swapped, tokenizer.json alike");
-            return Case { also: Some(("tokenizer.json", serde_json::to_vec(&t).unwrap())), desc, file, bytes, must_fail };
+            return Case {
+                also: Some(("tokenizer.json", serde_json::to_vec(&t).unwrap())),
+                desc,
+                file,
+                bytes,
+                must_fail,
+            };
         }
         3 => {
             v[i] = rng.pick(&["a b", "中", "\t", "x\u{7f}", "<|", "|>"]).to_string();
@@ -838,16 +983,34 @@ fn mutate_vocab(base: &Base, rng: &mut Rng) -> Case {
             let mut bytes = base.file(file).to_vec();
             let at = rng.below(bytes.len());
             bytes.insert(at, *rng.pick(&[0xFF, 0xC3, 0x80, 0xFE]));
-            return Case { also: None, desc: format!("invalid UTF-8 at {at}"), file, bytes, must_fail: true };
+            return Case {
+                also: None,
+                desc: format!("invalid UTF-8 at {at}"),
+                file,
+                bytes,
+                must_fail: true,
+            };
         }
         _ => {
             let crlf = v.join("\r\n") + "\r\n";
-            return Case { also: None, desc: "CRLF line ends".into(), file, bytes: crlf.into_bytes(), must_fail: false };
+            return Case {
+                also: None,
+                desc: "CRLF line ends".into(),
+                file,
+                bytes: crlf.into_bytes(),
+                must_fail: false,
+            };
         }
     };
     let mut bytes = v.join("\n").into_bytes();
     bytes.push(b'\n');
-    Case { also: None, desc, file, bytes, must_fail }
+    Case {
+        also: None,
+        desc,
+        file,
+        bytes,
+        must_fail,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -880,13 +1043,20 @@ fn check_error(e: &ModelError, dir: &Path, file: &str) -> Result<(), String> {
         return Err(format!("error does not name {file}: {msg}"));
     }
     if msg.chars().count() > MAX_MESSAGE {
-        return Err(format!("error message of {} characters: {}…", msg.chars().count(), msg.chars().take(200).collect::<String>()));
+        return Err(format!(
+            "error message of {} characters: {}…",
+            msg.chars().count(),
+            msg.chars().take(200).collect::<String>()
+        ));
     }
     Ok(())
 }
 
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
-    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 /// What the forward pass and decoding index with: the loader checks every tensor against the
@@ -897,7 +1067,19 @@ fn signature(m: &Model) -> String {
         "{:?} {:?} {:?}",
         m.dims,
         m.config,
-        (t.vocab_size(), t.eot, t.sot, t.translate, t.transcribe, t.sot_lm, t.sot_prev, t.no_speech, t.no_timestamps, t.timestamp_begin, &t.languages)
+        (
+            t.vocab_size(),
+            t.eot,
+            t.sot,
+            t.translate,
+            t.transcribe,
+            t.sot_lm,
+            t.sot_prev,
+            t.no_speech,
+            t.no_timestamps,
+            t.timestamp_begin,
+            &t.languages
+        )
     )
 }
 
@@ -929,7 +1111,13 @@ struct Tally {
 
 impl Tally {
     fn new() -> Tally {
-        Tally { cases: 0, loaded: 0, ran: 0, errors: BTreeMap::new(), failures: Vec::new() }
+        Tally {
+            cases: 0,
+            loaded: 0,
+            ran: 0,
+            errors: BTreeMap::new(),
+            failures: Vec::new(),
+        }
     }
 
     fn report(&self, what: &str, t0: Instant) {
@@ -945,7 +1133,12 @@ impl Tally {
         for f in self.failures.iter().take(200) {
             println!("  {f}");
         }
-        assert!(self.failures.is_empty(), "{what}: {} of {} cases failed (listed above)", self.failures.len(), self.cases);
+        assert!(
+            self.failures.is_empty(),
+            "{what}: {} of {} cases failed (listed above)",
+            self.failures.len(),
+            self.cases
+        );
     }
 }
 
@@ -955,16 +1148,29 @@ fn miniature_model_loads_and_runs() {
     let dir = temp_model_dir("mini");
     mini.write(&dir);
     let model = Model::load(&dir).unwrap_or_else(|e| panic!("the miniature model does not load: {e}"));
-    assert_eq!((model.d_model(), model.n_mels(), model.dims.n_heads), (D, N_MELS, HEADS));
-    assert_eq!((model.dims.encoder_layers, model.dims.decoder_layers), (ENC_LAYERS, DEC_LAYERS));
+    assert_eq!(
+        (model.d_model(), model.n_mels(), model.dims.n_heads),
+        (D, N_MELS, HEADS)
+    );
+    assert_eq!(
+        (model.dims.encoder_layers, model.dims.decoder_layers),
+        (ENC_LAYERS, DEC_LAYERS)
+    );
     assert_eq!(model.dims.vocab_size, mini.vocab.len());
     assert_eq!(model.config.alignment_heads, vec![(1, 0), (1, 1)]);
     let t0 = Instant::now();
     run_model(model).unwrap();
-    println!("model.bin of {} bytes; one run: {:?}", mini.file("model.bin").len(), t0.elapsed());
+    println!(
+        "model.bin of {} bytes; one run: {:?}",
+        mini.file("model.bin").len(),
+        t0.elapsed()
+    );
     // The untouched files load under every supported binary version.
     for version in 1..=6 {
-        let m = Mini { version, ..mini.clone() };
+        let m = Mini {
+            version,
+            ..mini.clone()
+        };
         std::fs::write(dir.join("model.bin"), m.file("model.bin")).unwrap();
         Model::load(&dir).unwrap_or_else(|e| panic!("version {version}: {e}"));
     }
@@ -1003,7 +1209,9 @@ fn fuzz_miniature_model() {
             Ok(Some(model)) => {
                 tally.loaded += 1;
                 if case.must_fail {
-                    tally.failures.push(format!("{label}: loaded, but the model is unusable"));
+                    tally
+                        .failures
+                        .push(format!("{label}: loaded, but the model is unusable"));
                 }
                 if seen.insert(signature(&model)) || tally.loaded.is_multiple_of(50) {
                     tally.ran += 1;
@@ -1081,8 +1289,19 @@ fn fuzz_real_model_header() {
     const HEAD: usize = 4096;
     // The header, the flag scalars and the first tensor's entry; past them the first 4 kB are
     // embedding weights, whose changes mostly load (a full load takes a few tenths of a second).
-    let table_end = fields.iter().map(|&(at, len)| at + len).filter(|&e| e < HEAD).max().unwrap();
-    let in_head = |r: &mut Rng| if r.chance(0.6) { r.below(table_end) } else { r.below(HEAD) };
+    let table_end = fields
+        .iter()
+        .map(|&(at, len)| at + len)
+        .filter(|&e| e < HEAD)
+        .max()
+        .unwrap();
+    let in_head = |r: &mut Rng| {
+        if r.chance(0.6) {
+            r.below(table_end)
+        } else {
+            r.below(HEAD)
+        }
+    };
     let t0 = Instant::now();
     let mut tally = Tally::new();
     for n in 0..cases {
@@ -1092,7 +1311,11 @@ fn fuzz_real_model_header() {
         let restore: Option<(usize, Vec<u8>)>;
         let desc = match rng.below(10) {
             0..=1 => {
-                let len = if rng.chance(0.8) { rng.below(HEAD) } else { rng.below(original.len()) };
+                let len = if rng.chance(0.8) {
+                    rng.below(HEAD)
+                } else {
+                    rng.below(original.len())
+                };
                 file.set_len(len as u64).unwrap();
                 restore = Some((len, original[len..].to_vec()));
                 format!("truncated to {len} bytes")
@@ -1117,8 +1340,13 @@ fn fuzz_real_model_header() {
                 let &(at, len) = rng.pick(&fields);
                 let old = &original[at..at + len];
                 let new: Vec<u8> = match len {
-                    4 => interesting_u32(u32::from_le_bytes(old.try_into().unwrap()), original.len(), &mut rng).to_le_bytes().to_vec(),
-                    2 => rng.pick(&[0u16, 1, 0xFFFF, u16::from_le_bytes([old[0], old[1]]).wrapping_add(1)]).to_le_bytes().to_vec(),
+                    4 => interesting_u32(u32::from_le_bytes(old.try_into().unwrap()), original.len(), &mut rng)
+                        .to_le_bytes()
+                        .to_vec(),
+                    2 => rng
+                        .pick(&[0u16, 1, 0xFFFF, u16::from_le_bytes([old[0], old[1]]).wrapping_add(1)])
+                        .to_le_bytes()
+                        .to_vec(),
                     _ => vec![*rng.pick(&[0u8, 1, 2, 3, 4, 5, 6, 9, 0xFF])],
                 };
                 file.write_all_at(&new, at as u64).unwrap();
@@ -1135,7 +1363,12 @@ fn fuzz_real_model_header() {
             Ok(Some(_)) => tally.loaded += 1,
         }
         let (at, bytes) = restore.unwrap();
-        std::fs::OpenOptions::new().write(true).open(&path).unwrap().write_all_at(&bytes, at as u64).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .write_all_at(&bytes, at as u64)
+            .unwrap();
     }
     assert_eq!(std::fs::read(&path).unwrap(), original, "the copy was not restored");
     let _ = std::fs::remove_dir_all(dir.parent().unwrap());

@@ -13,19 +13,31 @@ use gstnpuwhisper::model::{Model, Precision, WeightCache};
 
 #[test]
 fn larger_sizes_load_and_run() {
-    for dims in [fixtures::SMALL, fixtures::MEDIUM, fixtures::LARGE_V3, fixtures::LARGE_V3_TURBO] {
+    for dims in [
+        fixtures::SMALL,
+        fixtures::MEDIUM,
+        fixtures::LARGE_V3,
+        fixtures::LARGE_V3_TURBO,
+    ] {
         let dir = common::tempfile_dir().join(dims.name);
         let t0 = Instant::now();
         // base's multilingual vocabulary (51865 tokens; large-v3's has one language more).
         let bytes = fixtures::write_model(&dir, &dims, &common::model_dir("base"), 7);
         let written = t0.elapsed();
         let t0 = Instant::now();
-        let model = Model::load_cached(&dir, Precision::Int8, &WeightCache::Off).unwrap_or_else(|e| panic!("{}: {e}", dims.name));
+        let model = Model::load_cached(&dir, Precision::Int8, &WeightCache::Off)
+            .unwrap_or_else(|e| panic!("{}: {e}", dims.name));
         let loaded = t0.elapsed();
         let d = model.dims;
         assert_eq!(
             (d.n_mels, d.d_model, d.n_heads, d.encoder_layers, d.decoder_layers),
-            (dims.n_mels, dims.d_model, dims.n_heads, dims.encoder_layers, dims.decoder_layers),
+            (
+                dims.n_mels,
+                dims.d_model,
+                dims.n_heads,
+                dims.encoder_layers,
+                dims.decoder_layers
+            ),
             "{}",
             dims.name
         );

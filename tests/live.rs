@@ -77,7 +77,11 @@ struct Expect {
 fn run_and_check(file: &str, expect: &Expect) -> LiveRun {
     let _model = load_shared(&resolve_model_path(expect.model)).unwrap();
     let path = eval_file(file);
-    let reference = manifest("manifest_long.tsv").into_iter().find(|(f, _, _)| f == file).unwrap().2;
+    let reference = manifest("manifest_long.tsv")
+        .into_iter()
+        .find(|(f, _, _)| f == file)
+        .unwrap()
+        .2;
     let model = [("model", expect.model)];
     let file_text = joined_text(&transcribe(&path, &model));
 
@@ -85,15 +89,25 @@ fn run_and_check(file: &str, expect: &Expect) -> LiveRun {
     let run = run_live(&read_wav(&path), &[("latency", &latency_ms.to_string()), model[0]]);
     let (cues, (live, min)) = (&run.cues, run.latency);
     for c in cues {
-        println!("{:7.2} {:7.2} +{:.2} s  {}", c.cue.start, c.cue.end, c.delay, c.cue.text);
+        println!(
+            "{:7.2} {:7.2} +{:.2} s  {}",
+            c.cue.start, c.cue.end, c.delay, c.cue.text
+        );
     }
     let latency = latency_ms as f64 / 1000.0;
     assert!(live, "npuwhisper is live");
-    assert_eq!(min.mseconds(), latency_ms as u64 + LIVE_CHUNK_MS, "LATENCY: appsrc's {LIVE_CHUNK_MS} ms + latency");
+    assert_eq!(
+        min.mseconds(),
+        latency_ms as u64 + LIVE_CHUNK_MS,
+        "LATENCY: appsrc's {LIVE_CHUNK_MS} ms + latency"
+    );
 
     let delays: Vec<f64> = cues.iter().map(|c| c.delay).collect();
     let (p50, p95, max) = percentiles(&delays);
-    println!("{} at {latency_ms} ms, text delay after its audio: p50 {p50:.2} s, p95 {p95:.2} s, max {max:.2} s", expect.model);
+    println!(
+        "{} at {latency_ms} ms, text delay after its audio: p50 {p50:.2} s, p95 {p95:.2} s, max {max:.2} s",
+        expect.model
+    );
 
     let text = joined_text(&cues.iter().map(|c| c.cue.clone()).collect::<Vec<_>>());
     let live_wer = wer(&[(reference.clone(), text.clone())]);
@@ -104,13 +118,30 @@ fn run_and_check(file: &str, expect: &Expect) -> LiveRun {
     let again = repeats(&text, &reference);
     assert!(again.is_empty(), "said again: {again:?} in {text}");
     let w = words(&text);
-    assert!(w.len() <= words(&reference).len() + 2, "{} words for {} spoken: {text}", w.len(), words(&reference).len());
-    assert!(cues.windows(2).all(|p| p[0].cue.end <= p[1].cue.start + 1e-6), "text overlaps");
-    assert!(live_wer <= file_wer + expect.wer_points, "live WER {live_wer:.2} % vs file {file_wer:.2} %");
+    assert!(
+        w.len() <= words(&reference).len() + 2,
+        "{} words for {} spoken: {text}",
+        w.len(),
+        words(&reference).len()
+    );
+    assert!(
+        cues.windows(2).all(|p| p[0].cue.end <= p[1].cue.start + 1e-6),
+        "text overlaps"
+    );
+    assert!(
+        live_wer <= file_wer + expect.wer_points,
+        "live WER {live_wer:.2} % vs file {file_wer:.2} %"
+    );
 
-    assert!(p95 <= latency + expect.p95_slack, "text delay p95 {p95:.2} s at latency {latency:.1} s");
+    assert!(
+        p95 <= latency + expect.p95_slack,
+        "text delay p95 {p95:.2} s at latency {latency:.1} s"
+    );
     // Never behind without bound: even the latest text is at most a pass or two late.
-    assert!(max <= latency + expect.max_slack, "text {max:.2} s after its audio at latency {latency:.1} s");
+    assert!(
+        max <= latency + expect.max_slack,
+        "text {max:.2} s after its audio at latency {latency:.1} s"
+    );
     run
 }
 
@@ -122,23 +153,45 @@ fn live_speech_and_silences_within_latency() {
     // mode: the first words of a stream get the fewest passes.
     // All text within the LATENCY answer (appsrc's 0.1 s + 3 s) and the slack.
     let within = LIVE_CHUNK_MS as f64 / 1000.0 + SLACK;
-    let run = run_and_check("silence_gaps.wav", &Expect { model: "tiny.en", latency_ms: 3000, p95_slack: within, max_slack: within, wer_points: 10.0 });
+    let run = run_and_check(
+        "silence_gaps.wav",
+        &Expect {
+            model: "tiny.en",
+            latency_ms: 3000,
+            p95_slack: within,
+            max_slack: within,
+            wer_points: 10.0,
+        },
+    );
 
     // No text in the silences: jfk.wav is 0-11 s, the phrase about 31-33.5 s.
     let jfk_end = read_wav(&eval_file("jfk.wav")).len() as f64 / 16000.0;
     let right_start = jfk_end + 20.0;
     let right_end = right_start + read_wav(&eval_file("stereo_right.wav")).len() as f64 / 16000.0;
     for c in &run.cues {
-        let in_speech = c.cue.start < jfk_end + 0.5 || (c.cue.start >= right_start - 0.5 && c.cue.end <= right_end + 0.5);
+        let in_speech =
+            c.cue.start < jfk_end + 0.5 || (c.cue.start >= right_start - 0.5 && c.cue.end <= right_end + 0.5);
         assert!(in_speech, "text in a silence: {c:?}");
     }
     // The silences go downstream as gaps, a second or so at a time, as they happen.
     for (from, to) in [(jfk_end + 1.0, right_start - 1.0), (right_end + 1.0, right_end + 19.0)] {
         let covered: f64 = run.gaps.iter().map(|&(s, e)| (e.min(to) - s.max(from)).max(0.0)).sum();
-        let longest = run.gaps.iter().filter(|&&(s, e)| e > from && s < to).map(|&(s, e)| e - s).fold(0.0, f64::max);
+        let longest = run
+            .gaps
+            .iter()
+            .filter(|&&(s, e)| e > from && s < to)
+            .map(|&(s, e)| e - s)
+            .fold(0.0, f64::max);
         println!("silence {from:.1}-{to:.1} s: {covered:.1} s covered by gaps, longest {longest:.1} s");
-        assert!(covered >= (to - from) * 0.9, "gaps cover {covered:.1} s of the silence {from:.1}-{to:.1} s: {:?}", run.gaps);
-        assert!(longest <= 3.0, "a gap of {longest:.1} s holds time back longer than the latency");
+        assert!(
+            covered >= (to - from) * 0.9,
+            "gaps cover {covered:.1} s of the silence {from:.1}-{to:.1} s: {:?}",
+            run.gaps
+        );
+        assert!(
+            longest <= 3.0,
+            "a gap of {longest:.1} s holds time back longer than the latency"
+        );
     }
 }
 
@@ -152,14 +205,32 @@ fn live_speech_and_silences_within_latency() {
 #[test]
 fn live_long_form_tiny_at_1500_ms() {
     let _serial = one_at_a_time();
-    run_and_check("long_lj001_1-20.wav", &Expect { model: "tiny.en", latency_ms: 1500, p95_slack: 1.5, max_slack: 3.5, wer_points: 2.0 });
+    run_and_check(
+        "long_lj001_1-20.wav",
+        &Expect {
+            model: "tiny.en",
+            latency_ms: 1500,
+            p95_slack: 1.5,
+            max_slack: 3.5,
+            wer_points: 2.0,
+        },
+    );
 }
 
 /// The same at the lowest latency base supports.
 #[test]
 fn live_long_form_base_at_2000_ms() {
     let _serial = one_at_a_time();
-    run_and_check("long_lj001_1-20.wav", &Expect { model: "base", latency_ms: 2000, p95_slack: 3.0, max_slack: 5.0, wer_points: 2.0 });
+    run_and_check(
+        "long_lj001_1-20.wav",
+        &Expect {
+            model: "base",
+            latency_ms: 2000,
+            p95_slack: 3.0,
+            max_slack: 5.0,
+            wer_points: 2.0,
+        },
+    );
 }
 
 /// With another process's work on one of the cores, passes take longer: npumel sends the next
@@ -178,7 +249,18 @@ fn live_long_form_with_a_busy_core() {
             }
         })
     };
-    let run = std::panic::catch_unwind(|| run_and_check("long_lj001_1-20.wav", &Expect { model: "tiny.en", latency_ms: 3000, p95_slack: 3.0, max_slack: 5.0, wer_points: 3.0 }));
+    let run = std::panic::catch_unwind(|| {
+        run_and_check(
+            "long_lj001_1-20.wav",
+            &Expect {
+                model: "tiny.en",
+                latency_ms: 3000,
+                p95_slack: 3.0,
+                max_slack: 5.0,
+                wer_points: 3.0,
+            },
+        )
+    });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     hog.join().unwrap();
     if let Err(panic) = run {
@@ -192,8 +274,15 @@ fn live_long_form_with_a_busy_core() {
 fn live_latency_below_the_floor_is_raised() {
     init();
     for (model, floor) in [("tiny.en", 1500u32), ("base", 2000)] {
-        let bin = gst::ElementFactory::make("npuwhisper").property("model", model).build().unwrap();
-        assert_eq!(bin.property::<u32>("min-latency"), 0, "not known before the model is loaded");
+        let bin = gst::ElementFactory::make("npuwhisper")
+            .property("model", model)
+            .build()
+            .unwrap();
+        assert_eq!(
+            bin.property::<u32>("min-latency"),
+            0,
+            "not known before the model is loaded"
+        );
         bin.set_state(gst::State::Ready).unwrap();
         assert_eq!(bin.property::<u32>("min-latency"), floor, "{model}");
         bin.set_state(gst::State::Null).unwrap();
@@ -203,10 +292,21 @@ fn live_latency_below_the_floor_is_raised() {
     let samples = read_wav(&eval_file("jfk.wav"));
     let run = run_live(&samples, &[("latency", "1000")]);
     println!("warnings: {:?}", run.warnings);
-    assert_eq!(run.latency.1.mseconds(), 1500 + LIVE_CHUNK_MS, "LATENCY: raised to tiny.en's 1500 ms");
-    assert!(run.warnings.iter().any(|w| w.contains("1000 ms") && w.contains("1500 ms")), "a warning names both latencies: {:?}", run.warnings);
+    assert_eq!(
+        run.latency.1.mseconds(),
+        1500 + LIVE_CHUNK_MS,
+        "LATENCY: raised to tiny.en's 1500 ms"
+    );
+    assert!(
+        run.warnings
+            .iter()
+            .any(|w| w.contains("1000 ms") && w.contains("1500 ms")),
+        "a warning names both latencies: {:?}",
+        run.warnings
+    );
     let text = joined_text(&run.cues.iter().map(|c| c.cue.clone()).collect::<Vec<_>>());
-    let reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+    let reference =
+        "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
     assert!(repeats(&text, reference).is_empty(), "said again: {text}");
     assert!(text.to_lowercase().contains("country"), "{text}");
 }
@@ -221,14 +321,29 @@ fn live_discontinuity_does_not_stall() {
     let jump_at = (5000 / LIVE_CHUNK_MS) as usize;
     let run = run_live_with_jump(&samples, &[], Some((jump_at, gst::ClockTime::from_seconds(3))));
     for c in &run.cues {
-        println!("{:7.2} {:7.2} +{:.2} s  {}", c.cue.start, c.cue.end, c.delay, c.cue.text);
+        println!(
+            "{:7.2} {:7.2} +{:.2} s  {}",
+            c.cue.start, c.cue.end, c.delay, c.cue.text
+        );
     }
     let text = joined_text(&run.cues.iter().map(|c| c.cue.clone()).collect::<Vec<_>>());
-    let reference = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
+    let reference =
+        "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country.";
     assert!(repeats(&text, reference).is_empty(), "said again: {text}");
-    assert!(run.cues.windows(2).all(|p| p[0].cue.start <= p[1].cue.start), "text goes back in time");
-    let after: Vec<&str> = run.cues.iter().filter(|c| c.cue.start >= 8.0).map(|c| c.cue.text.as_str()).collect();
-    assert!(after.join(" ").to_lowercase().contains("country"), "text after the jump is on the new timeline: {text}");
+    assert!(
+        run.cues.windows(2).all(|p| p[0].cue.start <= p[1].cue.start),
+        "text goes back in time"
+    );
+    let after: Vec<&str> = run
+        .cues
+        .iter()
+        .filter(|c| c.cue.start >= 8.0)
+        .map(|c| c.cue.text.as_str())
+        .collect();
+    assert!(
+        after.join(" ").to_lowercase().contains("country"),
+        "text after the jump is on the new timeline: {text}"
+    );
     let wer = wer(&[(reference.into(), text.clone())]);
     println!("WER {wer:.2} %: {text}");
     assert!(wer <= 25.0, "WER {wer:.2} % across the jump: {text}");
@@ -250,7 +365,14 @@ fn live_lateness_offsets_the_text() {
     println!("first text at {first:.2} s, last ends {last:.2} s: {text}");
     // jfk.wav speaks from about 0.3 s to 10.7 s; shifted by 2 s.
     assert!((2.0..3.5).contains(&first), "first text at {first:.2} s");
-    assert!(last <= 2.0 + samples.len() as f64 / 16000.0 + 0.1, "text ends at {last:.2} s");
-    assert_eq!(run.latency.1.mseconds(), 3000 + LIVE_CHUNK_MS, "lateness does not change the LATENCY answer");
+    assert!(
+        last <= 2.0 + samples.len() as f64 / 16000.0 + 0.1,
+        "text ends at {last:.2} s"
+    );
+    assert_eq!(
+        run.latency.1.mseconds(),
+        3000 + LIVE_CHUNK_MS,
+        "lateness does not change the LATENCY answer"
+    );
     assert!(text.to_lowercase().contains("country"), "{text}");
 }

@@ -17,7 +17,11 @@ fn log_mel_matches_whisper_reference_on_jfk() {
     let expected = read_f32(&reference);
     let mel = LogMel::new(80).compute(&read_wav(&wav), WINDOW_SAMPLES);
     assert_eq!(mel.len(), expected.len());
-    let max_diff = mel.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let max_diff = mel
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     println!("log-mel max |diff| = {max_diff:e}");
     assert!(max_diff <= 2e-3, "log-mel differs from the reference by {max_diff}");
 }
@@ -34,7 +38,10 @@ fn check_encoder(model_name: &str, wavs: &[&str]) {
     let model = Model::load(&model_path).unwrap();
     let front = LogMel::new(model.n_mels());
     let dir = tempfile_dir();
-    let mels: Vec<Vec<f32>> = wavs.iter().map(|w| front.compute(&read_wav(&eval_file(w)), WINDOW_SAMPLES)).collect();
+    let mels: Vec<Vec<f32>> = wavs
+        .iter()
+        .map(|w| front.compute(&read_wav(&eval_file(w)), WINDOW_SAMPLES))
+        .collect();
     // One batch, so batching is what is checked.
     let refs: Vec<&[f32]> = mels.iter().map(Vec::as_slice).collect();
     let states = model.encode_batch(&refs);

@@ -26,7 +26,8 @@ fn record(pipeline: &gst::Pipeline, name: &str) -> Arc<Mutex<Received>> {
         if r.caps.is_none() {
             r.caps = pad.current_caps().map(|c| c.to_string());
         }
-        r.buffers.push((buffer.pts(), buffer.duration(), buffer.map_readable().unwrap().to_vec()));
+        r.buffers
+            .push((buffer.pts(), buffer.duration(), buffer.map_readable().unwrap().to_vec()));
     });
     received
 }
@@ -52,9 +53,17 @@ fn run(pipeline: &gst::Pipeline) -> (Vec<(f64, String)>, Option<(bool, gst::Cloc
                     phrases.push((now, s.get::<String>("text").unwrap()));
                 }
             }
-            gst::MessageView::StateChanged(sc) if sc.src() == Some(pipeline.upcast_ref()) && sc.current() == gst::State::Playing => {
+            gst::MessageView::StateChanged(sc)
+                if sc.src() == Some(pipeline.upcast_ref()) && sc.current() == gst::State::Playing =>
+            {
                 let mut q = gst::query::Latency::new();
-                if pipeline.by_name("asr").unwrap().static_pad("src").unwrap().query(&mut q) {
+                if pipeline
+                    .by_name("asr")
+                    .unwrap()
+                    .static_pad("src")
+                    .unwrap()
+                    .query(&mut q)
+                {
                     let (live, min, _) = q.result();
                     latency = Some((live, min));
                 }
@@ -68,7 +77,11 @@ fn run(pipeline: &gst::Pipeline) -> (Vec<(f64, String)>, Option<(bool, gst::Cloc
 }
 
 fn jfk_reference() -> String {
-    manifest("manifest.tsv").into_iter().find(|(f, _, _)| f == "jfk.wav").unwrap().2
+    manifest("manifest.tsv")
+        .into_iter()
+        .find(|(f, _, _)| f == "jfk.wav")
+        .unwrap()
+        .2
 }
 
 fn joined(phrases: &[(f64, String)]) -> String {
@@ -93,7 +106,11 @@ fn passthrough_keeps_the_audio_and_posts_the_words() {
 
     let (before, after) = (before.lock().unwrap(), after.lock().unwrap());
     let bytes = before.buffers.iter().map(|b| b.2.len()).sum::<usize>();
-    println!("{} buffers, {bytes} bytes in; caps out: {:?}", before.buffers.len(), after.caps);
+    println!(
+        "{} buffers, {bytes} bytes in; caps out: {:?}",
+        before.buffers.len(),
+        after.caps
+    );
     assert!(bytes > 300_000, "jfk.wav is 11 s of 16-bit audio: {bytes} bytes");
     assert_eq!(after.caps, before.caps, "caps changed");
     assert_eq!(after.buffers.len(), before.buffers.len(), "buffer count changed");
@@ -131,7 +148,11 @@ fn passthrough_live_adds_no_latency() {
     let (live, min) = latency.expect("npuwhisper answered LATENCY");
     println!("LATENCY answer in passthrough: live {live}, min {min}");
     assert!(live, "upstream is live");
-    assert_eq!(min, gst::ClockTime::from_mseconds(LIVE_CHUNK_MS), "passthrough adds latency to the audio");
+    assert_eq!(
+        min,
+        gst::ClockTime::from_mseconds(LIVE_CHUNK_MS),
+        "passthrough adds latency to the audio"
+    );
     assert!(*after.lock().unwrap() == *before.lock().unwrap(), "buffers changed");
 
     let seconds = samples.len() as f64 / 16000.0;
@@ -140,10 +161,16 @@ fn passthrough_live_adds_no_latency() {
     for (t, text) in &phrases {
         println!("  {t:6.2} s  {text}");
     }
-    assert!(transcript.to_lowercase().contains("americans"), "transcript: {transcript}");
+    assert!(
+        transcript.to_lowercase().contains("americans"),
+        "transcript: {transcript}"
+    );
     // Live text within the latency (3 s by default) of the end of the audio, with some slack.
     let last = phrases.last().map_or(f64::NAN, |p| p.0);
-    assert!(last <= seconds + 3.0 + 2.0, "last phrase posted at {last} s, audio ends at {seconds} s");
+    assert!(
+        last <= seconds + 3.0 + 2.0,
+        "last phrase posted at {last} s, audio ends at {seconds} s"
+    );
 }
 
 /// Passthrough switched on and off again (in NULL) leaves the normal bin: text out of the src
@@ -163,8 +190,17 @@ fn passthrough_off_again_gives_text() {
     let text = record(&pipeline, "sink");
     let (phrases, _) = run(&pipeline);
     let text = text.lock().unwrap();
-    assert_eq!(text.caps.as_deref(), Some("text/x-raw, format=(string)utf8"), "caps out");
-    let joined = text.buffers.iter().map(|b| String::from_utf8_lossy(&b.2).trim().to_string()).collect::<Vec<_>>().join(" ");
+    assert_eq!(
+        text.caps.as_deref(),
+        Some("text/x-raw, format=(string)utf8"),
+        "caps out"
+    );
+    let joined = text
+        .buffers
+        .iter()
+        .map(|b| String::from_utf8_lossy(&b.2).trim().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
     println!("text out: {joined}");
     assert!(joined.to_lowercase().contains("country"), "text out: {joined}");
     assert_eq!(text.buffers.len(), phrases.len(), "one message per text buffer");

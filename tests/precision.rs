@@ -11,7 +11,10 @@ use gstnpuwhisper::model::{load_shared_with, resolve_model_path, Model, Precisio
 fn word_errors(pairs: &[(String, String)]) -> (usize, usize) {
     let dir = tempfile_dir();
     let json = dir.join("pairs.json");
-    let items: Vec<serde_json::Value> = pairs.iter().map(|(r, h)| serde_json::json!({"ref": r, "hyp": h})).collect();
+    let items: Vec<serde_json::Value> = pairs
+        .iter()
+        .map(|(r, h)| serde_json::json!({"ref": r, "hyp": h}))
+        .collect();
     std::fs::write(&json, serde_json::to_string(&items).unwrap()).unwrap();
     const COUNT: &str = "import json, sys, jiwer\n\
         from whisper_normalizer.english import EnglishTextNormalizer\n\
@@ -19,8 +22,16 @@ fn word_errors(pairs: &[(String, String)]) -> (usize, usize) {
         p = json.load(open(sys.argv[1], encoding='utf-8'))\n\
         o = jiwer.process_words([n(x['ref']) for x in p], [n(x['hyp']) for x in p])\n\
         print(o.substitutions + o.deletions + o.insertions, o.substitutions + o.deletions + o.hits)\n";
-    let out = std::process::Command::new(reference_python()).args(["-c", COUNT]).arg(&json).output().unwrap();
-    assert!(out.status.success(), "word count failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(reference_python())
+        .args(["-c", COUNT])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "word count failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let v: Vec<usize> = text.split_whitespace().map(|v| v.parse().unwrap()).collect();
     (v[0], v[1])
@@ -29,7 +40,15 @@ fn word_errors(pairs: &[(String, String)]) -> (usize, usize) {
 fn manifest_errors(model: &str, manifest_name: &str, precision: &str) -> (usize, usize) {
     let pairs: Vec<(String, String)> = manifest(manifest_name)
         .into_iter()
-        .map(|(file, _, reference)| (reference, joined_text(&transcribe(&eval_file(&file), &[("model", model), ("precision", precision)]))))
+        .map(|(file, _, reference)| {
+            (
+                reference,
+                joined_text(&transcribe(
+                    &eval_file(&file),
+                    &[("model", model), ("precision", precision)],
+                )),
+            )
+        })
         .collect();
     word_errors(&pairs)
 }
@@ -52,7 +71,11 @@ fn int8_holds_f32_wer(model: &str) {
         let (f, n) = manifest_errors(model, manifest_name, "f32");
         let (q, _) = manifest_errors(model, manifest_name, "int8");
         let pct = |e: usize| 100.0 * e as f64 / n as f64;
-        println!("{model} {manifest_name}: {n} words, f32 {f} errors ({:.2} %), int8 {q} ({:.2} %)", pct(f), pct(q));
+        println!(
+            "{model} {manifest_name}: {n} words, f32 {f} errors ({:.2} %), int8 {q} ({:.2} %)",
+            pct(f),
+            pct(q)
+        );
         (f32_errors, int8_errors, words) = (f32_errors + f, int8_errors + q, words + n);
     }
     println!("{model} both manifests, {words} words: f32 {f32_errors} errors, int8 {int8_errors}");
@@ -71,8 +94,6 @@ fn tiny_en_int8_holds_f32_wer() {
 fn base_int8_holds_f32_wer() {
     int8_holds_f32_wer("base");
 }
-
-
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();

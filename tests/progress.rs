@@ -22,7 +22,11 @@ fn progress_on_long_file_is_monotonic_and_ends_at_100() {
     .unwrap()
     .downcast::<gst::Pipeline>()
     .unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     pipeline.set_state(gst::State::Playing).expect("pipeline plays");
     // The appsink holds the streaming threads until its samples are pulled: pull them all, then
     // read the messages the bus kept meanwhile.
@@ -74,7 +78,11 @@ fn progress_on_long_file_is_monotonic_and_ends_at_100() {
 
     // A 144 s file decoded window by window: several reports along the way.
     assert!(progress.len() >= 3, "only {} progress messages", progress.len());
-    assert_eq!(progress.len(), element.len(), "one element message per progress message");
+    assert_eq!(
+        progress.len(),
+        element.len(),
+        "one element message per progress message"
+    );
     assert_eq!(progress[0].0, gst::ProgressType::Start);
     for p in &progress[1..progress.len() - 1] {
         assert_eq!(p.0, gst::ProgressType::Continue);
@@ -96,10 +104,18 @@ fn progress_on_long_file_is_monotonic_and_ends_at_100() {
         assert_eq!(*d, duration, "the duration changed");
         assert!(*position <= duration, "position {position} past the duration");
         let expected = 100.0 * position.seconds_f64() / duration.seconds_f64();
-        assert!((percent - expected).abs() < 1e-6, "percent {percent} is not position / duration");
+        assert!(
+            (percent - expected).abs() < 1e-6,
+            "percent {percent} is not position / duration"
+        );
     }
     for w in element.windows(2) {
-        assert!(w[0].0 <= w[1].0 && w[0].1 <= w[1].1, "progress went back: {:?} then {:?}", w[0], w[1]);
+        assert!(
+            w[0].0 <= w[1].0 && w[0].1 <= w[1].1,
+            "progress went back: {:?} then {:?}",
+            w[0],
+            w[1]
+        );
     }
     assert_eq!(element.last().unwrap().0, 100.0);
     assert_eq!(element.last().unwrap().1, duration);

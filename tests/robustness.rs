@@ -16,7 +16,10 @@ const TIMEOUT: gst::ClockTime = gst::ClockTime::from_seconds(120);
 
 fn pipeline(desc: &str) -> gst::Pipeline {
     init();
-    gst::parse::launch(desc).unwrap_or_else(|e| panic!("{desc}: {e}")).downcast::<gst::Pipeline>().unwrap()
+    gst::parse::launch(desc)
+        .unwrap_or_else(|e| panic!("{desc}: {e}"))
+        .downcast::<gst::Pipeline>()
+        .unwrap()
 }
 
 /// Runs until EOS or an error; the error as text.
@@ -41,10 +44,16 @@ fn error_text(msg: &gst::Message, e: &gst::message::Error) -> String {
 fn npumel_with_caps(caps: &str) -> Result<(), String> {
     init();
     let p = gst::Pipeline::new();
-    let src = gst::ElementFactory::make("audiotestsrc").property("num-buffers", 20).build().unwrap();
+    let src = gst::ElementFactory::make("audiotestsrc")
+        .property("num-buffers", 20)
+        .build()
+        .unwrap();
     let filter = gst::ElementFactory::make("capsfilter").build().unwrap();
     let mel = gst::ElementFactory::make("npumel").build().unwrap();
-    let sink = gst::ElementFactory::make("fakesink").property("sync", false).build().unwrap();
+    let sink = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .build()
+        .unwrap();
     p.add_many([&src, &filter, &mel, &sink]).unwrap();
     gst::Element::link_many([&src, &filter, &mel, &sink]).unwrap();
     filter.set_property("caps", gst::Caps::from_str(caps).unwrap());
@@ -56,7 +65,10 @@ fn npumel_with_caps(caps: &str) -> Result<(), String> {
 
 #[test]
 fn npumel_refuses_other_rates_formats_and_channels() {
-    for good in ["format=F32LE,rate=16000,channels=1", "format=S16LE,rate=16000,channels=1"] {
+    for good in [
+        "format=F32LE,rate=16000,channels=1",
+        "format=S16LE,rate=16000,channels=1",
+    ] {
         npumel_with_caps(&format!("audio/x-raw,{good}")).unwrap_or_else(|e| panic!("{good} refused: {e}"));
     }
     for bad in [
@@ -90,14 +102,22 @@ fn npumel_refuses_caps_pushed_without_asking() {
 
 /// Reference text of a clip of the short manifest.
 fn reference(file: &str) -> String {
-    manifest("manifest.tsv").into_iter().find(|(f, _, _)| f == file).map(|(_, _, t)| t).unwrap()
+    manifest("manifest.tsv")
+        .into_iter()
+        .find(|(f, _, _)| f == file)
+        .map(|(_, _, t)| t)
+        .unwrap()
 }
 
 #[test]
 fn bin_takes_any_rate_and_channel_layout() {
     let _model = gstnpuwhisper::model::load_shared(&model_dir("tiny.en")).unwrap();
     let clips = ["LJ001-0001.wav", "LJ001-0003.wav"];
-    for caps in ["format=S16LE,rate=8000,channels=1", "format=S16LE,rate=44100,channels=2", "format=S16LE,rate=48000,channels=6"] {
+    for caps in [
+        "format=S16LE,rate=8000,channels=1",
+        "format=S16LE,rate=44100,channels=2",
+        "format=S16LE,rate=48000,channels=6",
+    ] {
         let pairs: Vec<(String, String)> = clips
             .iter()
             .map(|clip| {
@@ -109,7 +129,10 @@ fn bin_takes_any_rate_and_channel_layout() {
             })
             .collect();
         let wer = wer(&pairs);
-        println!("{caps}: WER {wer:.1} %: {:?}", pairs.iter().map(|p| &p.1).collect::<Vec<_>>());
+        println!(
+            "{caps}: WER {wer:.1} %: {:?}",
+            pairs.iter().map(|p| &p.1).collect::<Vec<_>>()
+        );
         assert!(wer <= 10.0, "{caps}: WER {wer:.1} % > 10 %");
     }
 }
@@ -128,7 +151,15 @@ fn appsrc_through_bin(parts: &[(&str, Vec<u8>)]) -> Run {
     let p = pipeline("appsrc name=src format=time ! npuwhisper name=asr ! appsink name=sink sync=false");
     let src = p.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
     let sink = p.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
-    let mel_sink = p.by_name("asr").unwrap().downcast::<gst::Bin>().unwrap().by_name("mel").unwrap().static_pad("sink").unwrap();
+    let mel_sink = p
+        .by_name("asr")
+        .unwrap()
+        .downcast::<gst::Bin>()
+        .unwrap()
+        .by_name("mel")
+        .unwrap()
+        .static_pad("sink")
+        .unwrap();
     let samples_in = Arc::new(AtomicU64::new(0));
     let counter = samples_in.clone();
     mel_sink.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
@@ -160,7 +191,9 @@ fn appsrc_through_bin(parts: &[(&str, Vec<u8>)]) -> Run {
         let bpf = info.bpf() as usize;
         for chunk in samples.chunks(info.rate() as usize / 10 * bpf) {
             let frames = (chunk.len() / bpf) as u64;
-            let duration = gst::ClockTime::SECOND.mul_div_floor(frames, info.rate() as u64).unwrap();
+            let duration = gst::ClockTime::SECOND
+                .mul_div_floor(frames, info.rate() as u64)
+                .unwrap();
             let mut buffer = gst::Buffer::from_mut_slice(chunk.to_vec());
             {
                 let b = buffer.get_mut().unwrap();
@@ -180,7 +213,11 @@ fn appsrc_through_bin(parts: &[(&str, Vec<u8>)]) -> Run {
     p.set_state(gst::State::Null).unwrap();
     end.unwrap_or_else(|e| panic!("pipeline error: {e}"));
     let warnings = std::mem::take(&mut *warnings.lock().unwrap());
-    Run { cues, samples_in: samples_in.load(Ordering::SeqCst), warnings }
+    Run {
+        cues,
+        samples_in: samples_in.load(Ordering::SeqCst),
+        warnings,
+    }
 }
 
 const MONO_16K: &str = "audio/x-raw,format=S16LE,rate=16000,channels=1,layout=interleaved";
@@ -190,19 +227,29 @@ fn empty_and_one_sample_streams_end_cleanly() {
     let run = appsrc_through_bin(&[]);
     assert!(run.cues.is_empty(), "text from an empty stream: {:?}", run.cues);
     let run = appsrc_through_bin(&[(MONO_16K, Vec::new())]);
-    assert!(run.cues.is_empty(), "text from a stream with caps and no samples: {:?}", run.cues);
+    assert!(
+        run.cues.is_empty(),
+        "text from a stream with caps and no samples: {:?}",
+        run.cues
+    );
     for sample in [0i16, 12000, i16::MIN] {
         let run = appsrc_through_bin(&[(MONO_16K, sample.to_le_bytes().to_vec())]);
         assert!(run.cues.is_empty(), "text from one sample {sample}: {:?}", run.cues);
         assert_eq!(run.samples_in, 1);
     }
     let frame = [9000i16, -9000].iter().flat_map(|s| s.to_le_bytes()).collect();
-    let run = appsrc_through_bin(&[("audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved", frame)]);
+    let run = appsrc_through_bin(&[(
+        "audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved",
+        frame,
+    )]);
     assert!(run.cues.is_empty(), "text from one stereo frame: {:?}", run.cues);
 }
 
 fn s16le(samples: &[f32]) -> Vec<u8> {
-    samples.iter().flat_map(|&s| ((s * 32768.0).clamp(-32768.0, 32767.0) as i16).to_le_bytes()).collect()
+    samples
+        .iter()
+        .flat_map(|&s| ((s * 32768.0).clamp(-32768.0, 32767.0) as i16).to_le_bytes())
+        .collect()
 }
 
 fn f32le(samples: &[f32]) -> Vec<u8> {
@@ -233,16 +280,29 @@ fn caps_change_mid_stream_keeps_the_audio() {
     let second = s16le(&upsample(&audio[cut..], 3, 2));
     let Run { cues, samples_in, .. } = appsrc_through_bin(&[
         (MONO_16K, first),
-        ("audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved", second),
+        (
+            "audio/x-raw,format=S16LE,rate=48000,channels=2,layout=interleaved",
+            second,
+        ),
     ]);
     // The resampler may round at the change, by a sample or so.
-    assert!(samples_in.abs_diff(audio.len() as u64) <= 16, "npumel got {samples_in} samples of {}", audio.len());
+    assert!(
+        samples_in.abs_diff(audio.len() as u64) <= 16,
+        "npumel got {samples_in} samples of {}",
+        audio.len()
+    );
     let text = joined_text(&cues);
     println!("{cues:?}");
     let wer = wer(&[(reference(clip), text.clone())]);
     assert!(wer <= 10.0, "WER {wer:.1} % after a caps change: {text}");
-    assert!(cues.windows(2).all(|c| c[1].start >= c[0].end - 1e-6), "text overlaps: {cues:?}");
-    assert!(cues.last().is_some_and(|c| c.end <= 9.7), "text past the audio: {cues:?}");
+    assert!(
+        cues.windows(2).all(|c| c[1].start >= c[0].end - 1e-6),
+        "text overlaps: {cues:?}"
+    );
+    assert!(
+        cues.last().is_some_and(|c| c.end <= 9.7),
+        "text past the audio: {cues:?}"
+    );
 }
 
 #[test]
@@ -258,13 +318,20 @@ fn nan_and_infinite_samples_are_silence() {
             _ => s,
         })
         .collect();
-    let run = appsrc_through_bin(&[("audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved", f32le(&audio))]);
+    let run = appsrc_through_bin(&[(
+        "audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved",
+        f32le(&audio),
+    )]);
     let text = joined_text(&run.cues);
     let wer = wer(&[(reference(clip), text.clone())]);
     println!("{text}\nwarnings: {:?}", run.warnings);
     // Before: NaN spread over whole spectrogram windows, and no text came out at all.
     assert!(wer <= 10.0, "WER {wer:.1} % with NaN samples: {text}");
-    assert!(run.warnings.iter().any(|w| w.contains("NaN")), "no warning about NaN samples: {:?}", run.warnings);
+    assert!(
+        run.warnings.iter().any(|w| w.contains("NaN")),
+        "no warning about NaN samples: {:?}",
+        run.warnings
+    );
 }
 
 /// npumel takes F32LE and S16LE: a format change mid-stream loses no sample.
@@ -272,17 +339,19 @@ fn nan_and_infinite_samples_are_silence() {
 fn npumel_format_change_mid_stream_loses_nothing() {
     init();
     // The energy gate: a tone is speech to it, and the test is about samples, not detection.
-    let mel = gst::ElementFactory::make("npumel").property_from_str("vad", "energy").build().unwrap();
+    let mel = gst::ElementFactory::make("npumel")
+        .property_from_str("vad", "energy")
+        .build()
+        .unwrap();
     let mut h = gst_check::Harness::with_element(&mel, Some("sink"), Some("src"));
     h.set_live(false);
     h.set_sink_caps_str("audio/x-npuwhisper-mel,n-mels=80,frames=3000,format=F32LE");
     let tone: Vec<f32> = (0..64_000).map(|i| 0.3 * (i as f32 * 0.1).sin()).collect();
     let mut pts = gst::ClockTime::ZERO;
-    for (format, bytes) in [
-        ("F32LE", f32le(&tone[..32_000])),
-        ("S16LE", s16le(&tone[32_000..])),
-    ] {
-        h.set_src_caps_str(&format!("audio/x-raw,format={format},rate=16000,channels=1,layout=interleaved"));
+    for (format, bytes) in [("F32LE", f32le(&tone[..32_000])), ("S16LE", s16le(&tone[32_000..]))] {
+        h.set_src_caps_str(&format!(
+            "audio/x-raw,format={format},rate=16000,channels=1,layout=interleaved"
+        ));
         let mut b = gst::Buffer::from_mut_slice(bytes);
         b.get_mut().unwrap().set_pts(pts);
         h.push(b).unwrap();
@@ -296,14 +365,21 @@ fn npumel_format_change_mid_stream_loses_nothing() {
         covered += w.duration().unwrap();
         windows += 1;
     }
-    assert_eq!(covered, gst::ClockTime::from_seconds(4), "{windows} windows cover {covered} of 4 s");
+    assert_eq!(
+        covered,
+        gst::ClockTime::from_seconds(4),
+        "{windows} windows cover {covered} of 4 s"
+    );
 }
 
 #[test]
 fn flushing_seek_mid_file() {
     let _model = gstnpuwhisper::model::load_shared(&model_dir("tiny.en")).unwrap();
     let file = eval_file("long_lj001_1-20.wav");
-    let p = pipeline(&format!("filesrc location={} ! decodebin ! npuwhisper ! appsink name=sink sync=false", file.display()));
+    let p = pipeline(&format!(
+        "filesrc location={} ! decodebin ! npuwhisper ! appsink name=sink sync=false",
+        file.display()
+    ));
     let sink = p.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
     p.set_state(gst::State::Playing).unwrap();
     // Text is flowing: the seek lands in the middle of the stream.
@@ -311,7 +387,8 @@ fn flushing_seek_mid_file() {
     println!("before the seek: {first:?}");
     // 10 s is in the pause between the first two sentences.
     let target = gst::ClockTime::from_seconds(10);
-    p.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, target).expect("seek");
+    p.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, target)
+        .expect("seek");
     let mut cues = Vec::new();
     while let Ok(sample) = sink.pull_sample() {
         cues.push(Cue::from_sample(&sample));
@@ -324,16 +401,27 @@ fn flushing_seek_mid_file() {
     println!("after the seek: {text}");
     assert!(!cues.is_empty(), "no text after the seek");
     for c in &cues {
-        assert!(c.start >= 10.0 - 1e-6 && c.end <= 144.1 && c.end > c.start, "cue out of [10 s, end]: {c:?}");
+        assert!(
+            c.start >= 10.0 - 1e-6 && c.end <= 144.1 && c.end > c.start,
+            "cue out of [10 s, end]: {c:?}"
+        );
     }
-    assert!(cues.windows(2).all(|c| c[1].start >= c[0].end - 1e-6), "text goes back in time: {cues:?}");
+    assert!(
+        cues.windows(2).all(|c| c[1].start >= c[0].end - 1e-6),
+        "text goes back in time: {cues:?}"
+    );
     // Only the first sentence lies before 10 s.
     let lower = text.to_lowercase();
     let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric()).collect();
     for word in ["exhibition", "crafts", "concerned", "differs"] {
         assert!(!words.contains(&word), "text from before the seek ({word}): {text}");
     }
-    let after: Vec<String> = manifest("manifest.tsv").into_iter().skip(1).take(19).map(|(_, _, t)| t).collect();
+    let after: Vec<String> = manifest("manifest.tsv")
+        .into_iter()
+        .skip(1)
+        .take(19)
+        .map(|(_, _, t)| t)
+        .collect();
     let wer = wer(&[(after.join(" "), text.clone())]);
     println!("WER after the seek: {wer:.1} %");
     assert!(wer <= 5.0, "WER {wer:.1} % after the seek");
@@ -357,10 +445,13 @@ fn rss_bytes() -> u64 {
 fn flag_on_data(pad: &gst::Pad) -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
-    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
-        f.store(true, Ordering::SeqCst);
-        gst::PadProbeReturn::Ok
-    });
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST,
+        move |_, _| {
+            f.store(true, Ordering::SeqCst);
+            gst::PadProbeReturn::Ok
+        },
+    );
     flag
 }
 
@@ -414,8 +505,16 @@ fn playing_null_cycles_do_not_grow_memory() {
         if kind < stops.len() {
             let deadline = Instant::now() + Duration::from_secs(60);
             while !stops[kind].1.load(Ordering::SeqCst) {
-                assert!(Instant::now() < deadline, "cycle {cycle}: no data reached {}", stops[kind].0);
-                assert!(errors.lock().unwrap().is_empty(), "cycle {cycle}: {:?}", errors.lock().unwrap());
+                assert!(
+                    Instant::now() < deadline,
+                    "cycle {cycle}: no data reached {}",
+                    stops[kind].0
+                );
+                assert!(
+                    errors.lock().unwrap().is_empty(),
+                    "cycle {cycle}: {:?}",
+                    errors.lock().unwrap()
+                );
                 std::thread::sleep(Duration::from_millis(2));
             }
         } else {
@@ -423,10 +522,19 @@ fn playing_null_cycles_do_not_grow_memory() {
             assert!(stops[3].1.load(Ordering::SeqCst), "cycle {cycle}: EOS without text");
         }
         p.set_state(gst::State::Null).unwrap();
-        assert!(errors.lock().unwrap().is_empty(), "cycle {cycle}: {:?}", errors.lock().unwrap());
+        assert!(
+            errors.lock().unwrap().is_empty(),
+            "cycle {cycle}: {:?}",
+            errors.lock().unwrap()
+        );
         rss.push(rss_bytes() as f64 / (1 << 20) as f64);
         if (cycle + 1) % 10 == 0 {
-            println!("cycle {}: RSS {:.0} MB, {:.1} s", cycle + 1, rss[cycle], t0.elapsed().as_secs_f64());
+            println!(
+                "cycle {}: RSS {:.0} MB, {:.1} s",
+                cycle + 1,
+                rss[cycle],
+                t0.elapsed().as_secs_f64()
+            );
         }
     }
     let mean = |r: &[f64]| r.iter().sum::<f64>() / r.len() as f64;
@@ -437,7 +545,11 @@ fn playing_null_cycles_do_not_grow_memory() {
     assert!(weak.upgrade().is_none(), "the elements hold the model in NULL");
     // A window of encoder states is 2.3 MB, of mel 1 MB: leaking a fifth of either per cycle
     // fails this. (Measured: 2 to 4 MB, some of GStreamer's own.)
-    assert!(growth < 16.0, "RSS grew by {growth:.1} MB over {} cycles", CYCLES - WARM_UP - SPAN);
+    assert!(
+        growth < 16.0,
+        "RSS grew by {growth:.1} MB over {} cycles",
+        CYCLES - WARM_UP - SPAN
+    );
 }
 
 #[test]
@@ -450,5 +562,8 @@ fn encoder_and_decoder_of_different_models_is_an_error_naming_both() {
     let err = wait_end(&p).expect_err("different models must not end as a clean, empty stream");
     p.set_state(gst::State::Null).unwrap();
     println!("{err}");
-    assert!(err.contains("npuwhisperdec") && err.contains("\"base\"") && err.contains("\"tiny.en\""), "{err}");
+    assert!(
+        err.contains("npuwhisperdec") && err.contains("\"base\"") && err.contains("\"tiny.en\""),
+        "{err}"
+    );
 }

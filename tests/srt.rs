@@ -47,29 +47,51 @@ fn long_form_srt_is_valid_and_timed() {
     for (i, c) in cues.iter().enumerate() {
         assert_eq!(c.0, i + 1, "cue numbers run 1, 2, 3…");
         assert!(c.1 < c.2, "cue {} has no duration", c.0);
-        assert!(c.2 <= audio_end + 0.001, "cue {} ends at {} after the audio ({audio_end})", c.0, c.2);
+        assert!(
+            c.2 <= audio_end + 0.001,
+            "cue {} ends at {} after the audio ({audio_end})",
+            c.0,
+            c.2
+        );
         assert!(!c.3.trim().is_empty(), "cue {} is empty", c.0);
         if i > 0 {
-            assert!(c.1 >= cues[i - 1].2 - 0.0005, "cue {} overlaps or precedes cue {}", c.0, c.0 - 1);
+            assert!(
+                c.1 >= cues[i - 1].2 - 0.0005,
+                "cue {} overlaps or precedes cue {}",
+                c.0,
+                c.0 - 1
+            );
         }
     }
 
     // The file is the twenty utterances of manifest.tsv, each followed by a 0.6 s pause.
     let mut starts = Vec::new();
     let mut t = 0.0;
-    for (file, duration, _) in manifest("manifest.tsv").into_iter().filter(|(f, _, _)| f.starts_with("LJ001-")) {
+    for (file, duration, _) in manifest("manifest.tsv")
+        .into_iter()
+        .filter(|(f, _, _)| f.starts_with("LJ001-"))
+    {
         starts.push((file, t, t + duration));
         t += duration + 0.6;
     }
     assert_eq!(starts.len(), 20);
-    assert!((t - audio_end).abs() < 0.05, "utterance times do not add up to the file: {t} vs {audio_end}");
+    assert!(
+        (t - audio_end).abs() < 0.05,
+        "utterance times do not add up to the file: {t} vs {audio_end}"
+    );
     let mut well_started = 0;
     for (file, start, end) in &starts {
-        assert!(cues.iter().any(|c| c.1 < *end && c.2 > *start), "no cue overlaps {file} ({start:.2}–{end:.2} s)");
+        assert!(
+            cues.iter().any(|c| c.1 < *end && c.2 > *start),
+            "no cue overlaps {file} ({start:.2}–{end:.2} s)"
+        );
         if cues.iter().any(|c| (c.1 - start).abs() <= 1.0) {
             well_started += 1;
         }
     }
     println!("{well_started} of 20 utterances have a cue starting within 1 s of them");
-    assert!(well_started >= 15, "only {well_started} of 20 utterances have a cue starting within 1 s");
+    assert!(
+        well_started >= 15,
+        "only {well_started} of 20 utterances have a cue starting within 1 s"
+    );
 }

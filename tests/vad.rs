@@ -17,7 +17,11 @@ fn eval_set(set: &str) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = repo().join("target/eval-sets");
-    let status = std::process::Command::new(repo().join("scripts/eval-sets.sh")).arg(&dir).arg(set).status().expect("scripts/eval-sets.sh runs");
+    let status = std::process::Command::new(repo().join("scripts/eval-sets.sh"))
+        .arg(&dir)
+        .arg(set)
+        .status()
+        .expect("scripts/eval-sets.sh runs");
     assert!(status.success(), "scripts/eval-sets.sh {set} failed");
     dir.join(set)
 }
@@ -26,10 +30,13 @@ fn eval_set(set: &str) -> PathBuf {
 fn rows(manifest: &Path) -> Vec<(PathBuf, String)> {
     let text = std::fs::read_to_string(manifest).unwrap();
     let base = manifest.parent().unwrap();
-    text.lines().skip(1).map(|l| {
-        let mut f = l.splitn(3, '\t');
-        (base.join(f.next().unwrap()), f.nth(1).unwrap_or("").to_string())
-    }).collect()
+    text.lines()
+        .skip(1)
+        .map(|l| {
+            let mut f = l.splitn(3, '\t');
+            (base.join(f.next().unwrap()), f.nth(1).unwrap_or("").to_string())
+        })
+        .collect()
 }
 
 fn wer_of(files: &[(PathBuf, String)], props: &[(&str, &str)]) -> f64 {
@@ -50,19 +57,33 @@ const SHORT_SET_WORDS: f64 = 395.0;
 #[test]
 fn quiet_speech_is_heard() {
     let _model = load_shared(&resolve_model_path("tiny.en")).unwrap();
-    let own: Vec<(PathBuf, String)> = manifest("manifest.tsv").into_iter().map(|(f, _, r)| (eval_file(&f), r)).collect();
+    let own: Vec<(PathBuf, String)> = manifest("manifest.tsv")
+        .into_iter()
+        .map(|(f, _, r)| (eval_file(&f), r))
+        .collect();
     let quiet = rows(&eval_set("quiet").join("manifest.tsv"));
     let own_wer = wer_of(&own, &[]);
     for gain in ["m40_", "m50_"] {
-        let set: Vec<_> = quiet.iter().filter(|(f, _)| f.file_name().unwrap().to_string_lossy().starts_with(gain)).cloned().collect();
+        let set: Vec<_> = quiet
+            .iter()
+            .filter(|(f, _)| f.file_name().unwrap().to_string_lossy().starts_with(gain))
+            .cloned()
+            .collect();
         assert_eq!(set.len(), own.len());
         let quiet_wer = wer_of(&set, &[]);
-        println!("short set at its own level: WER {own_wer:.2} %; turned down {}: {quiet_wer:.2} %", &gain[1..3]);
+        println!(
+            "short set at its own level: WER {own_wer:.2} %; turned down {}: {quiet_wer:.2} %",
+            &gain[1..3]
+        );
         // The acceptance asks 0.5 points, two words of the set. Measured: +2 words at -50 dB
         // on AMX and AVX-512, +4 on AVX2 (words the SIMD path flips in quiet audio); the bound
         // is those four words. The energy gate of earlier versions gave 100 %: not a word.
         let extra_words = (quiet_wer - own_wer) * SHORT_SET_WORDS / 100.0;
-        assert!(extra_words <= 4.1, "-{} dB: WER {quiet_wer:.2} % against {own_wer:.2} % at the set's own level", &gain[1..3]);
+        assert!(
+            extra_words <= 4.1,
+            "-{} dB: WER {quiet_wer:.2} % against {own_wer:.2} % at the set's own level",
+            &gain[1..3]
+        );
     }
 }
 
@@ -71,12 +92,18 @@ fn mixed_levels_in_one_recording() {
     let _model = load_shared(&resolve_model_path("tiny.en")).unwrap();
     let mixed = rows(&eval_set("long").join("manifest.tsv"));
     let mixed_wer = wer_of(&mixed, &[]);
-    let clean_ref = manifest("manifest_long.tsv").into_iter().find(|(f, _, _)| f == "long_lj001_1-20.wav").unwrap();
+    let clean_ref = manifest("manifest_long.tsv")
+        .into_iter()
+        .find(|(f, _, _)| f == "long_lj001_1-20.wav")
+        .unwrap();
     let clean_wer = wer_of(&[(eval_file(&clean_ref.0), clean_ref.2)], &[]);
     println!("every other utterance -35 dB: WER {mixed_wer:.2} %; all at one level: {clean_wer:.2} %");
     // 349 words: one point is 3.5 words; 1.5 points allow the five words the quiet halves
     // cost on some SIMD paths. Earlier versions lost every quiet utterance (43 %).
-    assert!(mixed_wer <= clean_wer + 1.5 && mixed_wer <= 3.0, "WER {mixed_wer:.2} % with quiet utterances, {clean_wer:.2} % without");
+    assert!(
+        mixed_wer <= clean_wer + 1.5 && mixed_wer <= 3.0,
+        "WER {mixed_wer:.2} % with quiet utterances, {clean_wer:.2} % without"
+    );
 }
 
 #[test]
@@ -95,7 +122,10 @@ fn non_speech_gives_no_words() {
         "filesrc location=\"{}\" ! decodebin ! audioconvert ! audioresample ! npumel vad=energy ! npuwhisperenc ! npuwhisperdec ! appsink name=sink sync=false",
         white.display()
     ));
-    assert!(!gated.is_empty(), "the energy gate found nothing to decode in white noise");
+    assert!(
+        !gated.is_empty(),
+        "the energy gate found nothing to decode in white noise"
+    );
 }
 
 #[test]
@@ -121,9 +151,15 @@ fn non_speech_gives_no_words_live() {
 /// Live `appsrc ! npuwhisper ! appsink`, paced by the clock; the text that came out.
 fn run_live_text(samples: &[f32]) -> Vec<Cue> {
     init();
-    let desc = format!("appsrc name=src is-live=true format=time caps=\"{LIVE_CAPS}\" ! npuwhisper ! appsink name=sink sync=false");
+    let desc = format!(
+        "appsrc name=src is-live=true format=time caps=\"{LIVE_CAPS}\" ! npuwhisper ! appsink name=sink sync=false"
+    );
     let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
     let pusher = {
         let (pipeline, src, samples) = (pipeline.clone(), src.clone(), samples.to_vec());
@@ -151,7 +187,11 @@ fn fail_on_error(pipeline: &gst::Pipeline) {
 
 /// SubRip bytes of a pipeline whose text goes `! srtenc ! appsink name=sink`.
 fn srt_bytes(pipeline: &gst::Pipeline) -> Vec<u8> {
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut out = Vec::new();
     while let Ok(sample) = sink.pull_sample() {
@@ -201,18 +241,29 @@ fn text_does_not_depend_on_buffer_sizes_or_container() {
     let wav = eval_file("long_lj001_1-20.wav");
     let from_file = |path: &Path| {
         init();
-        let desc = format!("filesrc location=\"{}\" ! decodebin ! npuwhisper ! srtenc ! appsink name=sink sync=false", path.display());
+        let desc = format!(
+            "filesrc location=\"{}\" ! decodebin ! npuwhisper ! srtenc ! appsink name=sink sync=false",
+            path.display()
+        );
         srt_bytes(&gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap())
     };
     let reference = from_file(&wav);
     let text = String::from_utf8_lossy(&reference);
     assert!(text.matches(" --> ").count() >= 10, "{text}");
-    assert_eq!(from_file(&eval_set("long").join("long_lj001_1-20.flac")), reference, "FLAC differs from WAV");
+    assert_eq!(
+        from_file(&eval_set("long").join("long_lj001_1-20.flac")),
+        reference,
+        "FLAC differs from WAV"
+    );
     let samples = read_wav(&wav);
     // 10 ms, 72 ms, 1 s and 4096 samples per buffer.
     for chunk in [160, 1152, 16000, 4096] {
         let srt = srt_from_buffers(&samples, chunk);
-        assert!(srt == reference, "{chunk}-sample buffers give\n{}\nagainst\n{text}", String::from_utf8_lossy(&srt));
+        assert!(
+            srt == reference,
+            "{chunk}-sample buffers give\n{}\nagainst\n{text}",
+            String::from_utf8_lossy(&srt)
+        );
     }
 }
 
@@ -220,12 +271,19 @@ fn text_does_not_depend_on_buffer_sizes_or_container() {
 fn input_beyond_full_scale_is_scaled_with_a_warning() {
     let _model = load_shared(&resolve_model_path("tiny.en")).unwrap();
     init();
-    let (_, _, reference) = manifest("manifest.tsv").into_iter().find(|(f, _, _)| f == "jfk.wav").unwrap();
+    let (_, _, reference) = manifest("manifest.tsv")
+        .into_iter()
+        .find(|(f, _, _)| f == "jfk.wav")
+        .unwrap();
     let loud: Vec<f32> = read_wav(&eval_file("jfk.wav")).iter().map(|s| s * 1000.0).collect();
     let desc = "appsrc name=src format=time caps=\"audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved\" ! npuwhisper ! appsink name=sink sync=false";
     let pipeline = gst::parse::launch(desc).unwrap().downcast::<gst::Pipeline>().unwrap();
     let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     let bytes: Vec<u8> = loud.iter().flat_map(|s| s.to_le_bytes()).collect();
     src.push_buffer(gst::Buffer::from_mut_slice(bytes)).unwrap();
     src.end_of_stream().unwrap();
@@ -246,13 +304,20 @@ fn input_beyond_full_scale_is_scaled_with_a_warning() {
     let w = wer(&[(reference, hyp.clone())]);
     println!("x1000 full scale: {hyp} (WER {w:.1} %); warnings {warnings:?}");
     assert!(w <= 10.0, "WER {w:.1} %: {hyp}");
-    assert_eq!(warnings.iter().filter(|w| w.contains("beyond full scale")).count(), 1, "{warnings:?}");
+    assert_eq!(
+        warnings.iter().filter(|w| w.contains("beyond full scale")).count(),
+        1,
+        "{warnings:?}"
+    );
 }
 
 #[test]
 fn english_only_model_warns_about_another_language() {
     init();
-    let desc = format!("filesrc location=\"{}\" ! decodebin ! npuwhisper model=tiny.en language=de ! fakesink", eval_file("jfk.wav").display());
+    let desc = format!(
+        "filesrc location=\"{}\" ! decodebin ! npuwhisper model=tiny.en language=de ! fakesink",
+        eval_file("jfk.wav").display()
+    );
     let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let bus = pipeline.bus().unwrap();
@@ -277,10 +342,17 @@ fn an_hour_of_long_form_loses_no_speech() {
     let (cues, _) = run_pipeline(&bin_pipeline(file, &[("word-timestamps", "true")]));
     let words: Vec<&Cue> = cues.iter().filter(|c| !c.text.trim().is_empty()).collect();
     // The audio is speech throughout, with pauses of 0.6 s between sentences.
-    let gaps: Vec<(f64, f64)> = words.windows(2).map(|w| (w[0].end, w[1].start - w[0].end)).filter(|&(_, g)| g > 4.0).collect();
+    let gaps: Vec<(f64, f64)> = words
+        .windows(2)
+        .map(|w| (w[0].end, w[1].start - w[0].end))
+        .filter(|&(_, g)| g > 4.0)
+        .collect();
     let w = wer(&[(reference.clone(), joined_text(&cues))]);
     let last = words.last().map_or(0.0, |c| c.end);
-    println!("one hour: {} words, WER {w:.2} %, gaps over 4 s: {gaps:?}, last word ends at {last:.1} s", words.len());
+    println!(
+        "one hour: {} words, WER {w:.2} %, gaps over 4 s: {gaps:?}, last word ends at {last:.1} s",
+        words.len()
+    );
     assert!(gaps.is_empty(), "gaps over 4 s inside speech (at, length): {gaps:?}");
     assert!(last > 3590.0, "text stops at {last:.1} s");
     // The acceptance asks 2 %. tiny.en's own mistakes on this passage ("wood cutters",

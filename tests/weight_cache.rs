@@ -13,8 +13,15 @@ use std::process::{Command, Stdio};
 use fixtures::FixtureDims;
 use gstnpuwhisper::model::{CacheOutcome, Model, Precision, WeightCache, MEL_FRAMES};
 
-const DIMS: FixtureDims =
-    FixtureDims { name: "cache-test", n_mels: 80, d_model: 64, n_heads: 4, encoder_layers: 2, decoder_layers: 2, text_positions: 448 };
+const DIMS: FixtureDims = FixtureDims {
+    name: "cache-test",
+    n_mels: 80,
+    d_model: 64,
+    n_heads: 4,
+    encoder_layers: 2,
+    decoder_layers: 2,
+    text_positions: 448,
+};
 
 /// A test's temporary directory, removed when the test ends.
 struct TempDir(PathBuf);
@@ -40,7 +47,9 @@ fn load(model: &Path, policy: &WeightCache) -> Model {
 /// What the model computes: encoder states of a fixed log-mel, and the logits of three tokens
 /// decoded over them. Equal outputs mean equal weights (every array takes part).
 fn outputs(m: &Model) -> (Vec<f32>, Vec<f32>) {
-    let mel: Vec<f32> = (0..m.n_mels() * MEL_FRAMES).map(|i| ((i % 977) as f32 * 0.37).sin()).collect();
+    let mel: Vec<f32> = (0..m.n_mels() * MEL_FRAMES)
+        .map(|i| ((i % 977) as f32 * 0.37).sin())
+        .collect();
     let states = m.encode_batch(&[&mel]).remove(0);
     let cross = m.cross_kv(&states);
     let mut seq = m.sequence(&cross);
@@ -74,12 +83,23 @@ fn second_load_maps_the_cache_with_the_same_results() {
     assert_eq!(built_note(&first), "", "a first load has nothing to say");
     let second = load(&model, &policy);
     let path = mapped_path(&second);
-    assert!(path.starts_with(&cache_dir), "{} is not in {}", path.display(), cache_dir.display());
+    assert!(
+        path.starts_with(&cache_dir),
+        "{} is not in {}",
+        path.display(),
+        cache_dir.display()
+    );
     let expected = outputs(&reference);
-    assert!(outputs(&first) == expected, "the load that wrote the cache computes differently");
+    assert!(
+        outputs(&first) == expected,
+        "the load that wrote the cache computes differently"
+    );
     assert!(outputs(&second) == expected, "the mapped weights compute differently");
     // No temporary files left beside it.
-    let files: Vec<_> = std::fs::read_dir(&cache_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let files: Vec<_> = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(files.len(), 1, "{files:?}");
     // f32 loads neither read nor write it.
     let f32_model = Model::load_cached(&model, Precision::F32, &policy).unwrap();
@@ -108,7 +128,10 @@ fn changed_model_rebuilds_the_cache() {
     assert!(note.contains("model changed"), "{note}");
     let new = outputs(&changed);
     assert!(new != old, "the rebuilt model computes as the old one");
-    assert!(new == outputs(&load(&model, &WeightCache::Off)), "the rebuilt cache differs from the new model");
+    assert!(
+        new == outputs(&load(&model, &WeightCache::Off)),
+        "the rebuilt cache differs from the new model"
+    );
     mapped_path(&load(&model, &policy));
 }
 
@@ -141,12 +164,20 @@ fn corrupt_or_truncated_cache_is_rebuilt() {
     ];
     for (what, bytes) in cases {
         std::fs::write(&path, &bytes).unwrap();
-        let m = Model::load_cached(&model, Precision::Int8, &policy).unwrap_or_else(|e| panic!("{what}: the load failed: {e}"));
+        let m = Model::load_cached(&model, Precision::Int8, &policy)
+            .unwrap_or_else(|e| panic!("{what}: the load failed: {e}"));
         let note = built_note(&m);
         assert!(note.contains("not used"), "{what}: {note}");
         println!("{what}: {note}");
-        assert!(outputs(&m) == expected, "{what}: the rebuilt model computes differently");
-        assert_eq!(mapped_path(&load(&model, &policy)), path, "{what}: the cache was not rebuilt");
+        assert!(
+            outputs(&m) == expected,
+            "{what}: the rebuilt model computes differently"
+        );
+        assert_eq!(
+            mapped_path(&load(&model, &policy)),
+            path,
+            "{what}: the cache was not rebuilt"
+        );
     }
 }
 
@@ -181,8 +212,18 @@ fn two_processes_share_the_cache() {
     let size = std::fs::metadata(&path).unwrap().len();
     let spawn = || {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_holds_the_model", "--ignored", "--nocapture", "--test-threads", "1"])
-            .env("NPUWHISPER_CACHE_TEST_CHILD", format!("{}\n{}", model.display(), cache_dir.display()))
+            .args([
+                "--exact",
+                "child_holds_the_model",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(
+                "NPUWHISPER_CACHE_TEST_CHILD",
+                format!("{}\n{}", model.display(), cache_dir.display()),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -199,7 +240,10 @@ fn two_processes_share_the_cache() {
     let mut children = [spawn(), spawn()];
     for (child, _) in &children {
         let (rss, shared) = mapped_bytes(child.id(), &path);
-        println!("child {}: maps {rss} bytes of the {size}-byte cache, {shared} shared", child.id());
+        println!(
+            "child {}: maps {rss} bytes of the {size}-byte cache, {shared} shared",
+            child.id()
+        );
         assert!(rss * 10 >= size * 9, "the child maps {rss} of {size} bytes");
         assert!(shared * 10 >= size * 9, "only {shared} of {size} bytes are shared");
     }
@@ -214,11 +258,17 @@ fn two_processes_share_the_cache() {
 #[test]
 #[ignore = "a helper process that two_processes_share_the_cache starts"]
 fn child_holds_the_model() {
-    let Ok(spec) = std::env::var("NPUWHISPER_CACHE_TEST_CHILD") else { return };
+    let Ok(spec) = std::env::var("NPUWHISPER_CACHE_TEST_CHILD") else {
+        return;
+    };
     let (model, cache_dir) = spec.split_once('\n').unwrap();
     let m = load(Path::new(model), &WeightCache::In(PathBuf::from(cache_dir)));
     outputs(&m);
-    let what = if matches!(m.weight_cache, CacheOutcome::Mapped(_)) { "mapped" } else { "not mapped" };
+    let what = if matches!(m.weight_cache, CacheOutcome::Mapped(_)) {
+        "mapped"
+    } else {
+        "not mapped"
+    };
     println!("holding: {what}");
     std::io::stdout().flush().unwrap();
     let _ = std::io::stdin().read_line(&mut String::new());

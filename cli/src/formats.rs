@@ -71,7 +71,13 @@ impl Format {
 /// `HH:MM:SS<sep>mmm`.
 fn timestamp(seconds: f64, sep: char) -> String {
     let ms = (seconds.max(0.0) * 1000.0).round() as u64;
-    format!("{:02}:{:02}:{:02}{sep}{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+    format!(
+        "{:02}:{:02}:{:02}{sep}{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
 
 /// Cue lines without blank lines, which would end the cue in SRT and WebVTT.
@@ -82,7 +88,13 @@ fn cue_lines(text: &str) -> impl Iterator<Item = &str> {
 fn srt(t: &Transcript) -> String {
     let mut out = String::new();
     for (i, c) in t.cues.iter().enumerate() {
-        let _ = writeln!(out, "{}\n{} --> {}", i + 1, timestamp(c.start, ','), timestamp(c.end, ','));
+        let _ = writeln!(
+            out,
+            "{}\n{} --> {}",
+            i + 1,
+            timestamp(c.start, ','),
+            timestamp(c.end, ',')
+        );
         for line in cue_lines(&c.text) {
             let _ = writeln!(out, "{line}");
         }
@@ -107,7 +119,10 @@ fn vtt(t: &Transcript) -> String {
 
 /// One phrase a line.
 fn txt(t: &Transcript) -> String {
-    t.cues.iter().map(|c| cue_lines(&c.text).collect::<Vec<_>>().join(" ") + "\n").collect()
+    t.cues
+        .iter()
+        .map(|c| cue_lines(&c.text).collect::<Vec<_>>().join(" ") + "\n")
+        .collect()
 }
 
 fn json(t: &Transcript, input: &Path) -> String {
@@ -149,8 +164,21 @@ mod tests {
     use super::*;
 
     fn transcript() -> Transcript {
-        let cue = |start, end, text: &str| Cue { start, end, text: text.into(), avg_logprob: -0.2, language: "en".into(), words: vec![] };
-        Transcript { cues: vec![cue(0.5, 2.25, "Ask not\nwhat <your> country"), cue(3661.0, 3662.5, "can do & for you.")], duration: Some(3663.0) }
+        let cue = |start, end, text: &str| Cue {
+            start,
+            end,
+            text: text.into(),
+            avg_logprob: -0.2,
+            language: "en".into(),
+            words: vec![],
+        };
+        Transcript {
+            cues: vec![
+                cue(0.5, 2.25, "Ask not\nwhat <your> country"),
+                cue(3661.0, 3662.5, "can do & for you."),
+            ],
+            duration: Some(3663.0),
+        }
     }
 
     #[test]
@@ -164,7 +192,10 @@ mod tests {
             Format::Vtt.render(&t, Path::new("a.wav")),
             "WEBVTT\n\n00:00:00.500 --> 00:00:02.250\nAsk not\nwhat &lt;your&gt; country\n\n01:01:01.000 --> 01:01:02.500\ncan do &amp; for you.\n\n"
         );
-        assert_eq!(Format::Txt.render(&t, Path::new("a.wav")), "Ask not what <your> country\ncan do & for you.\n");
+        assert_eq!(
+            Format::Txt.render(&t, Path::new("a.wav")),
+            "Ask not what <your> country\ncan do & for you.\n"
+        );
     }
 
     #[test]

@@ -25,8 +25,8 @@ static STOP: AtomicI32 = AtomicI32::new(0);
 
 /// Extensions a directory walk picks up.
 const MEDIA: &[&str] = &[
-    "wav", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "wma", "mka", "aiff", "aif", "mp4", "m4v", "mkv", "webm", "mov",
-    "avi", "ts", "mts", "mpg", "mpeg", "3gp", "amr",
+    "wav", "flac", "mp3", "ogg", "oga", "opus", "m4a", "aac", "wma", "mka", "aiff", "aif", "mp4", "m4v", "mkv", "webm",
+    "mov", "avi", "ts", "mts", "mpg", "mpeg", "3gp", "amr",
 ];
 
 /// Transcribe recordings with Whisper (the npuwhisper GStreamer plugin).
@@ -47,7 +47,15 @@ struct Args {
     #[arg(long, alias = "output_file", value_name = "FILE", conflicts_with = "output_dir")]
     output_file: Option<PathBuf>,
     /// Output formats, comma-separated [default: srt]
-    #[arg(short = 'f', long, alias = "output-format", alias = "output_format", value_enum, value_delimiter = ',', value_name = "FORMAT")]
+    #[arg(
+        short = 'f',
+        long,
+        alias = "output-format",
+        alias = "output_format",
+        value_enum,
+        value_delimiter = ',',
+        value_name = "FORMAT"
+    )]
     format: Vec<Format>,
     /// Model name in the models directory, or a CTranslate2 model directory [default: tiny.en]
     #[arg(short = 'm', long)]
@@ -117,7 +125,9 @@ impl Args {
         put("max-cue-duration", self.max_cue_duration.map(ms));
         put("max-reading-speed", self.max_cps.map(|v| v.to_string()));
         for s in &self.set {
-            let (k, v) = s.split_once('=').ok_or_else(|| format!("--set '{s}' is not PROPERTY=VALUE"))?;
+            let (k, v) = s
+                .split_once('=')
+                .ok_or_else(|| format!("--set '{s}' is not PROPERTY=VALUE"))?;
             props.push((k.trim().to_string(), v.to_string()));
         }
         Ok(props)
@@ -156,7 +166,11 @@ fn expand_inputs(args: &[PathBuf]) -> Vec<PathBuf> {
                 .filter_map(Result::ok)
                 .filter(|e| e.file_type().is_file())
                 .map(|e| e.into_path())
-                .filter(|p| p.extension().and_then(|e| e.to_str()).is_some_and(|e| MEDIA.contains(&e.to_ascii_lowercase().as_str())))
+                .filter(|p| {
+                    p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| MEDIA.contains(&e.to_ascii_lowercase().as_str()))
+                })
                 .collect();
             found.sort();
             out.extend(found);
@@ -194,18 +208,35 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 return Err(format!("--output-file takes one input, not {}", inputs.len()));
             }
             let format = match args.format.as_slice() {
-                [] => Format::from_extension(file).ok_or_else(|| format!("cannot tell the format of '{}': use --format", file.display()))?,
+                [] => Format::from_extension(file)
+                    .ok_or_else(|| format!("cannot tell the format of '{}': use --format", file.display()))?,
                 [f] => *f,
                 _ => return Err("--output-file writes one format".into()),
             };
-            let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = file
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             outputs::check_dir(dir)?;
-            vec![(inputs[0].clone(), vec![Output { path: file.clone(), format }])]
+            vec![(
+                inputs[0].clone(),
+                vec![Output {
+                    path: file.clone(),
+                    format,
+                }],
+            )]
         }
         None => {
             outputs::check_dir(&args.output_dir)?;
-            let formats = if args.format.is_empty() { vec![Format::Srt] } else { args.format.clone() };
-            inputs.iter().map(|i| (i.clone(), outputs::outputs_in(&args.output_dir, i, &formats))).collect()
+            let formats = if args.format.is_empty() {
+                vec![Format::Srt]
+            } else {
+                args.format.clone()
+            };
+            inputs
+                .iter()
+                .map(|i| (i.clone(), outputs::outputs_in(&args.output_dir, i, &formats)))
+                .collect()
         }
     };
     outputs::check_outputs(&plan)?;
@@ -216,11 +247,8 @@ fn run(args: Args) -> Result<ExitCode, String> {
     // and checks the properties and the model before any work.
     let keeper = load_model(&props)?;
 
-    let todo: VecDeque<(usize, PathBuf, Vec<Output>)> = plan
-        .into_iter()
-        .enumerate()
-        .map(|(k, (i, o))| (k, i, o))
-        .collect();
+    let todo: VecDeque<(usize, PathBuf, Vec<Output>)> =
+        plan.into_iter().enumerate().map(|(k, (i, o))| (k, i, o)).collect();
     let total = todo.len();
     let bar = progress_bar(total as u64, args.quiet);
     let permille: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
@@ -230,10 +258,18 @@ fn run(args: Args) -> Result<ExitCode, String> {
 
     let workers: Vec<_> = (0..args.jobs.min(total as u32))
         .map(|_| {
-            let (queue, results, permille, bar, props) = (queue.clone(), results.clone(), permille.clone(), bar.clone(), props.clone());
+            let (queue, results, permille, bar, props) = (
+                queue.clone(),
+                results.clone(),
+                permille.clone(),
+                bar.clone(),
+                props.clone(),
+            );
             let skip_existing = args.skip_existing;
             std::thread::spawn(move || loop {
-                let Some((k, input, outs)) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else { break };
+                let Some((k, input, outs)) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
+                    break;
+                };
                 if STOP.load(Ordering::SeqCst) != 0 {
                     break;
                 }
@@ -243,9 +279,20 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 };
                 let done = if skip_existing && outs.iter().all(|o| o.path.is_file()) {
                     show(1.0);
-                    Done { input, status: "skipped", audio_seconds: None, wall_seconds: 0.0, error: None }
+                    Done {
+                        input,
+                        status: "skipped",
+                        audio_seconds: None,
+                        wall_seconds: 0.0,
+                        error: None,
+                    }
                 } else {
-                    bar.set_message(input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                    bar.set_message(
+                        input
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                    );
                     let done = one(&input, &outs, &props, mode, &show);
                     if let Some(err) = &done.error {
                         bar.suspend(|| eprintln!("npuwhisper: {}: {err}", input.display()));
@@ -267,7 +314,16 @@ fn run(args: Args) -> Result<ExitCode, String> {
     let stopped = STOP.load(Ordering::SeqCst);
     // Inputs never started: in the report as interrupted.
     for (k, input, _) in queue.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-        results.push((k, Done { input, status: "interrupted", audio_seconds: None, wall_seconds: 0.0, error: None }));
+        results.push((
+            k,
+            Done {
+                input,
+                status: "interrupted",
+                audio_seconds: None,
+                wall_seconds: 0.0,
+                error: None,
+            },
+        ));
     }
     let results: Vec<Done> = results.into_iter().map(|(_, d)| d).collect();
     if let Some(path) = &args.report {
@@ -278,13 +334,23 @@ fn run(args: Args) -> Result<ExitCode, String> {
         eprintln!("npuwhisper: stopped by signal {stopped}: unfinished outputs discarded, earlier files kept");
         return Ok(ExitCode::from(128 + stopped as u8));
     }
-    Ok(if results.iter().all(|d| d.status == "ok" || d.status == "skipped") { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if results.iter().all(|d| d.status == "ok" || d.status == "skipped") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Transcribes one input into its outputs.
 fn one(input: &Path, outs: &[Output], props: &[(String, String)], mode: u32, show: &dyn Fn(f64)) -> Done {
     let t0 = Instant::now();
-    let mut done = Done { input: input.to_path_buf(), status: "failed", audio_seconds: None, wall_seconds: 0.0, error: None };
+    let mut done = Done {
+        input: input.to_path_buf(),
+        status: "failed",
+        audio_seconds: None,
+        wall_seconds: 0.0,
+        error: None,
+    };
     let result = (|| {
         if !input.is_file() {
             return Err(Failure::Error("no such file".into()));
@@ -292,7 +358,10 @@ fn one(input: &Path, outs: &[Output], props: &[(String, String)], mode: u32, sho
         // Made first: they exist only while the work runs, and a full disk shows early.
         let pending: Vec<Pending> = outs
             .iter()
-            .map(|o| Pending::create(&o.path).map_err(|e| Failure::Error(format!("cannot write '{}': {e}", o.path.display()))))
+            .map(|o| {
+                Pending::create(&o.path)
+                    .map_err(|e| Failure::Error(format!("cannot write '{}': {e}", o.path.display())))
+            })
             .collect::<Result<_, _>>()?;
         let transcript = transcribe::transcribe(input, props, &STOP, show)?;
         done.audio_seconds = transcript.duration;
@@ -315,7 +384,9 @@ fn one(input: &Path, outs: &[Output], props: &[(String, String)], mode: u32, sho
 /// or model now rather than once per input.
 fn load_model(props: &[(String, String)]) -> Result<gst::Pipeline, String> {
     let pipeline = gst::Pipeline::new();
-    let asr = gst::ElementFactory::make("npuwhisper").build().map_err(|e| e.to_string())?;
+    let asr = gst::ElementFactory::make("npuwhisper")
+        .build()
+        .map_err(|e| e.to_string())?;
     transcribe::set_properties(&asr, props)?;
     pipeline.add(&asr).map_err(|e| e.to_string())?;
     if pipeline.set_state(gst::State::Ready).is_err() {
@@ -334,10 +405,14 @@ fn load_model(props: &[(String, String)]) -> Result<gst::Pipeline, String> {
 /// 130 or 143. A second one ends at once.
 fn install_signal_handlers() -> Result<(), String> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot handle signals: {e}"))?;
     std::thread::spawn(move || {
         for sig in signals.forever() {
-            if STOP.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+            if STOP
+                .compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
                 outputs::remove_pending();
                 let _ = std::io::stderr().write_all(b"\nnpuwhisper: stopped at once\n");
                 std::process::exit(128 + STOP.load(Ordering::SeqCst));
@@ -348,7 +423,11 @@ fn install_signal_handlers() -> Result<(), String> {
 }
 
 fn progress_bar(inputs: u64, quiet: bool) -> indicatif::ProgressBar {
-    let target = if quiet { indicatif::ProgressDrawTarget::hidden() } else { indicatif::ProgressDrawTarget::stderr() };
+    let target = if quiet {
+        indicatif::ProgressDrawTarget::hidden()
+    } else {
+        indicatif::ProgressDrawTarget::stderr()
+    };
     let bar = indicatif::ProgressBar::with_draw_target(Some(inputs * 1000), target);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix}[{bar:30}] {percent:>3}% ETA {eta} {wide_msg}")
@@ -380,7 +459,12 @@ fn write_report(path: &Path, results: &[Done], mode: u32) -> std::io::Result<()>
 fn summary(results: &[Done], wall: f64) {
     let count = |s: &str| results.iter().filter(|d| d.status == s).count();
     let audio: f64 = results.iter().filter_map(|d| d.audio_seconds).sum();
-    let mut line = format!("npuwhisper: {} transcribed, {} failed, {} skipped", count("ok"), count("failed"), count("skipped"));
+    let mut line = format!(
+        "npuwhisper: {} transcribed, {} failed, {} skipped",
+        count("ok"),
+        count("failed"),
+        count("skipped")
+    );
     if count("interrupted") > 0 {
         line += &format!(", {} interrupted", count("interrupted"));
     }

@@ -33,7 +33,10 @@ pub fn outputs_in(dir: &Path, input: &Path, formats: &[Format]) -> Vec<Output> {
             let mut name = stem.to_os_string();
             name.push(".");
             name.push(format.extension());
-            Output { path: dir.join(name), format }
+            Output {
+                path: dir.join(name),
+                format,
+            }
         })
         .collect()
 }
@@ -63,7 +66,11 @@ pub fn check_outputs(plan: &[(PathBuf, Vec<Output>)]) -> Result<(), String> {
             }
             for (other, _) in plan {
                 if same_file::is_same_file(other, path).unwrap_or(false) {
-                    return Err(format!("output '{}' is the input '{}': refusing to overwrite it", path.display(), other.display()));
+                    return Err(format!(
+                        "output '{}' is the input '{}': refusing to overwrite it",
+                        path.display(),
+                        other.display()
+                    ));
                 }
             }
             let key = normalized(path);
@@ -83,7 +90,10 @@ pub fn check_outputs(plan: &[(PathBuf, Vec<Output>)]) -> Result<(), String> {
 /// An absolute path with `.` and `..` resolved through the directory, for comparing outputs
 /// that do not exist yet.
 fn normalized(path: &Path) -> PathBuf {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     match (dir.canonicalize(), path.file_name()) {
         (Ok(d), Some(name)) => d.join(name),
         _ => path.to_path_buf(),
@@ -98,13 +108,25 @@ pub struct Pending {
 
 impl Pending {
     pub fn create(target: &Path) -> std::io::Result<Pending> {
-        let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let mut prefix = std::ffi::OsString::from(".");
         prefix.push(target.file_name().unwrap_or_default());
         prefix.push(".");
-        let file = tempfile::Builder::new().prefix(&prefix).suffix(".part").tempfile_in(dir)?;
-        PENDING.lock().unwrap_or_else(|e| e.into_inner()).push(file.path().to_path_buf());
-        Ok(Pending { file: Some(file), target: target.to_path_buf() })
+        let file = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".part")
+            .tempfile_in(dir)?;
+        PENDING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(file.path().to_path_buf());
+        Ok(Pending {
+            file: Some(file),
+            target: target.to_path_buf(),
+        })
     }
 
     /// Writes `contents` and renames the file over the target, with the usual permissions.

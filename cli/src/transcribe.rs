@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use gst::prelude::*;
 
 use crate::formats::{Cue, Transcript, Word};
@@ -20,7 +19,9 @@ pub enum Failure {
 
 /// Sets `props` (`PROPERTY=VALUE` strings, as `gst-launch-1.0` reads them) on `element`.
 pub fn set_properties(element: &gst::Element, props: &[(String, String)]) -> Result<(), String> {
-    let factory = element.factory().map_or_else(|| "element".to_string(), |f| f.name().to_string());
+    let factory = element
+        .factory()
+        .map_or_else(|| "element".to_string(), |f| f.name().to_string());
     for (name, value) in props {
         let pspec = element
             .find_property(name)
@@ -28,7 +29,12 @@ pub fn set_properties(element: &gst::Element, props: &[(String, String)]) -> Res
         let v = glib::Value::deserialize_with_pspec(value, &pspec)
             .ok()
             .filter(|v| pspec.value_is_valid(v))
-            .ok_or_else(|| format!("'{value}' is not a valid value for {factory} property '{name}' ({})", pspec.value_type().name()))?;
+            .ok_or_else(|| {
+                format!(
+                    "'{value}' is not a valid value for {factory} property '{name}' ({})",
+                    pspec.value_type().name()
+                )
+            })?;
         element.set_property_from_value(name, &v);
     }
     Ok(())
@@ -64,9 +70,18 @@ fn cue_of(s: &gst::StructureRef) -> Cue {
 }
 
 /// Transcribes `input`; `progress` gets the fraction done. Stops when `stop` is set.
-pub fn transcribe(input: &Path, props: &[(String, String)], stop: &AtomicI32, progress: &dyn Fn(f64)) -> Result<Transcript, Failure> {
+pub fn transcribe(
+    input: &Path,
+    props: &[(String, String)],
+    stop: &AtomicI32,
+    progress: &dyn Fn(f64),
+) -> Result<Transcript, Failure> {
     let fail = |e: String| Failure::Error(e);
-    let make = |name: &str| gst::ElementFactory::make(name).build().map_err(|_| fail(format!("GStreamer element '{name}' is missing")));
+    let make = |name: &str| {
+        gst::ElementFactory::make(name)
+            .build()
+            .map_err(|_| fail(format!("GStreamer element '{name}' is missing")))
+    };
     let pipeline = gst::Pipeline::new();
     let src = make("filesrc")?;
     src.set_property("location", input);
@@ -76,7 +91,9 @@ pub fn transcribe(input: &Path, props: &[(String, String)], stop: &AtomicI32, pr
     asr.set_property("post-messages", true);
     let sink = make("fakesink")?;
     sink.set_property("sync", false);
-    pipeline.add_many([&src, &decode, &asr, &sink]).map_err(|e| fail(e.to_string()))?;
+    pipeline
+        .add_many([&src, &decode, &asr, &sink])
+        .map_err(|e| fail(e.to_string()))?;
     src.link(&decode).map_err(|e| fail(e.to_string()))?;
     asr.link(&sink).map_err(|e| fail(e.to_string()))?;
 
@@ -86,7 +103,10 @@ pub fn transcribe(input: &Path, props: &[(String, String)], stop: &AtomicI32, pr
     {
         let linked = linked.clone();
         decode.connect_pad_added(move |_, pad| {
-            let audio = pad.current_caps().and_then(|c| c.structure(0).map(|s| s.name().starts_with("audio/"))).unwrap_or(false);
+            let audio = pad
+                .current_caps()
+                .and_then(|c| c.structure(0).map(|s| s.name().starts_with("audio/")))
+                .unwrap_or(false);
             if audio && !linked.load(Ordering::SeqCst) && pad.link(&asr_sink).is_ok() {
                 linked.store(true, Ordering::SeqCst);
             }
@@ -96,7 +116,10 @@ pub fn transcribe(input: &Path, props: &[(String, String)], stop: &AtomicI32, pr
         let (linked, name) = (linked.clone(), input.display().to_string());
         decode.connect_no_more_pads(move |decode| {
             if !linked.load(Ordering::SeqCst) {
-                decode.post_error_message(gst::error_msg!(gst::StreamError::WrongType, ("no audio stream in {}", name)));
+                decode.post_error_message(gst::error_msg!(
+                    gst::StreamError::WrongType,
+                    ("no audio stream in {}", name)
+                ));
             }
         });
     }
@@ -118,13 +141,17 @@ fn run(pipeline: &gst::Pipeline, stop: &AtomicI32, progress: &dyn Fn(f64)) -> Re
                 gst::MessageView::Error(e) => Some(e.error().to_string()),
                 _ => None,
             });
-        return Err(Failure::Error(why.unwrap_or_else(|| "the pipeline did not start".into())));
+        return Err(Failure::Error(
+            why.unwrap_or_else(|| "the pipeline did not start".into()),
+        ));
     }
     loop {
         if stop.load(Ordering::SeqCst) != 0 {
             return Err(Failure::Interrupted);
         }
-        let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(Duration::from_millis(100).as_nanos() as u64)) else {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(
+            Duration::from_millis(100).as_nanos() as u64
+        )) else {
             continue;
         };
         match msg.view() {

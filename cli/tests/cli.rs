@@ -7,19 +7,34 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn eval_file(name: &str) -> PathBuf {
-    let shared = std::env::var_os("NPUWHISPER_SHARED_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared"));
+    let shared = std::env::var_os("NPUWHISPER_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared"));
     let path = shared.join("eval/public").join(name);
-    assert!(path.is_file(), "{} is missing: the tests read the shared eval audio from there", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: the tests read the shared eval audio from there",
+        path.display()
+    );
     path
 }
 
 fn python() -> PathBuf {
-    let py = std::env::var_os("NPUWHISPER_REFERENCE_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));
-    assert!(py.is_file(), "{} is missing: run scripts/setup-reference.sh", py.display());
+    let py = std::env::var_os("NPUWHISPER_REFERENCE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+    assert!(
+        py.is_file(),
+        "{} is missing: run scripts/setup-reference.sh",
+        py.display()
+    );
     py
 }
 
@@ -54,13 +69,26 @@ fn read(path: &Path) -> String {
 
 /// Files in `dir` whose name ends in ".part" (the command's and the scripts' temp files).
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir).unwrap().filter_map(Result::ok).map(|e| e.path()).filter(|p| p.to_string_lossy().ends_with(".part")).collect()
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".part"))
+        .collect()
 }
 
 /// The cues of subtitle files as Python's `srt` and `webvtt-py` read them.
 fn parse_subtitles(files: &[&Path]) -> serde_json::Value {
-    let out = Command::new(python()).arg(repo().join("cli/tests/check_subtitles.py")).args(files).output().unwrap();
-    assert!(out.status.success(), "a parser refused the file: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python())
+        .arg(repo().join("cli/tests/check_subtitles.py"))
+        .args(files)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "a parser refused the file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -73,28 +101,59 @@ fn outputs_that_are_the_input_or_a_directory_are_refused_before_any_work() {
     std::fs::create_dir(dir.join("sub")).unwrap();
 
     // The same file under another spelling.
-    let out = run(npuwhisper().arg("--output-file").arg(dir.join("sub/../rec.wav")).arg("--format").arg("srt").arg(&rec));
+    let out = run(npuwhisper()
+        .arg("--output-file")
+        .arg(dir.join("sub/../rec.wav"))
+        .arg("--format")
+        .arg("srt")
+        .arg(&rec));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("is the input"), "{}", stderr(&out));
     // An input whose name is the output's.
     let talk = dir.join("talk.srt");
     std::fs::copy(&rec, &talk).unwrap();
     let out = run(npuwhisper().arg("-f").arg("srt").arg("-o").arg(&dir).arg(&talk));
-    assert!(stderr(&out).contains("is the input") && out.status.code() == Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is the input") && out.status.code() == Some(2),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(std::fs::read(&talk).unwrap(), original);
     // An output that is a directory, an output directory that is a file.
     std::fs::create_dir(dir.join("rec.vtt")).unwrap();
     let out = run(npuwhisper().args(["-f", "srt,vtt", "-o"]).arg(&dir).arg(&rec));
-    assert!(stderr(&out).contains("is a directory") && out.status.code() == Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is a directory") && out.status.code() == Some(2),
+        "{}",
+        stderr(&out)
+    );
     assert!(!dir.join("rec.srt").exists(), "work started before the refusal");
     let out = run(npuwhisper().arg("-o").arg(&talk).arg(&rec));
-    assert!(stderr(&out).contains("not a directory") && out.status.code() == Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a directory") && out.status.code() == Some(2),
+        "{}",
+        stderr(&out)
+    );
     // The scripts: the wrapper and the video scripts' lib.sh.
     for script in ["file-to-srt.sh", "subtitle-track.sh"] {
-        let out = run(Command::new("bash").arg(repo().join("pipelines").join(script)).arg(&rec).arg(dir.join("./sub/../rec.wav")));
-        assert!(!out.status.success() && stderr(&out).contains("is the input"), "{script}: {}", stderr(&out));
-        let out = run(Command::new("bash").arg(repo().join("pipelines").join(script)).arg(&rec).arg(dir.join("sub")));
-        assert!(!out.status.success() && stderr(&out).contains("is a directory"), "{script}: {}", stderr(&out));
+        let out = run(Command::new("bash")
+            .arg(repo().join("pipelines").join(script))
+            .arg(&rec)
+            .arg(dir.join("./sub/../rec.wav")));
+        assert!(
+            !out.status.success() && stderr(&out).contains("is the input"),
+            "{script}: {}",
+            stderr(&out)
+        );
+        let out = run(Command::new("bash")
+            .arg(repo().join("pipelines").join(script))
+            .arg(&rec)
+            .arg(dir.join("sub")));
+        assert!(
+            !out.status.success() && stderr(&out).contains("is a directory"),
+            "{script}: {}",
+            stderr(&out)
+        );
     }
     assert_eq!(std::fs::read(&rec).unwrap(), original, "the input was changed");
     assert!(dir.join("sub").is_dir() && std::fs::read_dir(dir.join("sub")).unwrap().next().is_none());
@@ -171,9 +230,14 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 fn interrupt(mut cmd: Command, dir: &Path, output: &Path, sigs: &[i32]) -> Duration {
     std::fs::write(output, "older output\n").unwrap();
     let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_for("the temporary output", Duration::from_secs(60), || !temp_files(dir).is_empty());
+    wait_for("the temporary output", Duration::from_secs(60), || {
+        !temp_files(dir).is_empty()
+    });
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(child.try_wait().unwrap().is_none(), "finished before the signal: make the recording longer");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "finished before the signal: make the recording longer"
+    );
     let t0 = Instant::now();
     for &sig in sigs {
         signal(&child, sig);
@@ -188,7 +252,9 @@ fn interrupt(mut cmd: Command, dir: &Path, output: &Path, sigs: &[i32]) -> Durat
     assert_eq!(read(output), "older output\n", "the older output was replaced");
     assert!(temp_files(dir).is_empty(), "temp files left: {:?}", temp_files(dir));
     let dir_s = dir.to_string_lossy();
-    wait_for("no process left", Duration::from_secs(5), || processes_mentioning(&dir_s).is_empty());
+    wait_for("no process left", Duration::from_secs(5), || {
+        processes_mentioning(&dir_s).is_empty()
+    });
     took
 }
 
@@ -231,7 +297,10 @@ fn the_video_scripts_stop_cleanly_on_sigterm_and_sigint() {
     let out = dir.join("talk-subtitled.mkv");
     for sig in [libc::SIGTERM, libc::SIGINT] {
         let mut cmd = Command::new("bash");
-        cmd.arg(repo().join("pipelines/subtitle-track.sh")).arg(&video).arg(&out).arg("threads=1");
+        cmd.arg(repo().join("pipelines/subtitle-track.sh"))
+            .arg(&video)
+            .arg(&out)
+            .arg("threads=1");
         interrupt(cmd, &dir, &out, &[sig]);
     }
 }
@@ -244,23 +313,47 @@ fn backslashes_spaces_and_unicode_in_paths_work() {
     let input = input_dir.join("a\\b c ü.wav");
     std::fs::copy(eval_file("jfk.wav"), &input).unwrap();
     let out_dir = dir.join("out\\ dir ü");
-    let out = run(npuwhisper().args(["-f", "srt,vtt,txt,json", "-o"]).arg(&out_dir).arg(&input));
+    let out = run(npuwhisper()
+        .args(["-f", "srt,vtt,txt,json", "-o"])
+        .arg(&out_dir)
+        .arg(&input));
     assert!(out.status.success(), "{}", stderr(&out));
     let srt = out_dir.join("a\\b c ü.srt");
     let vtt = out_dir.join("a\\b c ü.vtt");
     let cues = parse_subtitles(&[&srt, &vtt]);
     for file in [&srt, &vtt] {
-        let text: Vec<String> = cues[file.to_str().unwrap()].as_array().unwrap().iter().flat_map(|c| c["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string())).collect();
-        assert!(text.join(" ").contains("fellow Americans"), "{}: {text:?}", file.display());
+        let text: Vec<String> = cues[file.to_str().unwrap()]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|c| {
+                c["lines"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l.as_str().unwrap().to_string())
+            })
+            .collect();
+        assert!(
+            text.join(" ").contains("fellow Americans"),
+            "{}: {text:?}",
+            file.display()
+        );
     }
     assert!(read(&out_dir.join("a\\b c ü.txt")).contains("your country"));
     let json: serde_json::Value = serde_json::from_str(&read(&out_dir.join("a\\b c ü.json"))).unwrap();
     assert_eq!(json["language"], "en");
     let words = json["segments"][0]["words"].as_array().unwrap();
-    assert!(!words.is_empty() && words.iter().all(|w| w["start"].as_f64() <= w["end"].as_f64()), "{json}");
+    assert!(
+        !words.is_empty() && words.iter().all(|w| w["start"].as_f64() <= w["end"].as_f64()),
+        "{json}"
+    );
     // The wrapper script, which used to leave an empty output and a stray temp file.
     let script_out = dir.join("x\\y z ü.srt");
-    let out = run(Command::new("bash").arg(repo().join("pipelines/file-to-srt.sh")).arg(&input).arg(&script_out));
+    let out = run(Command::new("bash")
+        .arg(repo().join("pipelines/file-to-srt.sh"))
+        .arg(&input)
+        .arg(&script_out));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(read(&script_out), read(&srt));
     assert!(temp_files(&dir).is_empty() && temp_files(&out_dir).is_empty());
@@ -270,11 +363,20 @@ fn backslashes_spaces_and_unicode_in_paths_work() {
 fn every_input_gives_valid_output_or_a_clear_error() {
     let dir = scratch();
     // Silence: a WebVTT file with its header, empty SRT and text, JSON without segments.
-    let out = run(npuwhisper().args(["-f", "srt,vtt,txt,json", "-o"]).arg(&dir).arg(eval_file("silence_30s.wav")));
+    let out = run(npuwhisper()
+        .args(["-f", "srt,vtt,txt,json", "-o"])
+        .arg(&dir)
+        .arg(eval_file("silence_30s.wav")));
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(read(&dir.join("silence_30s.vtt")), "WEBVTT\n\n");
     let cues = parse_subtitles(&[&dir.join("silence_30s.vtt"), &dir.join("silence_30s.srt")]);
-    assert!(cues.as_object().unwrap().values().all(|c| c.as_array().unwrap().is_empty()), "{cues}");
+    assert!(
+        cues.as_object()
+            .unwrap()
+            .values()
+            .all(|c| c.as_array().unwrap().is_empty()),
+        "{cues}"
+    );
     assert_eq!(read(&dir.join("silence_30s.txt")), "");
     let json: serde_json::Value = serde_json::from_str(&read(&dir.join("silence_30s.json"))).unwrap();
     assert_eq!(json["segments"], serde_json::json!([]));
@@ -282,20 +384,47 @@ fn every_input_gives_valid_output_or_a_clear_error() {
     // Video without audio, and a file that is no media at all: named errors, nothing written.
     let video = dir.join("picture.avi");
     let made = Command::new("gst-launch-1.0")
-        .args(["-q", "videotestsrc", "num-buffers=10", "!", "jpegenc", "!", "avimux", "!", "filesink"])
+        .args([
+            "-q",
+            "videotestsrc",
+            "num-buffers=10",
+            "!",
+            "jpegenc",
+            "!",
+            "avimux",
+            "!",
+            "filesink",
+        ])
         .arg(format!("location={}", video.display()))
         .status()
         .unwrap();
     assert!(made.success());
     let corrupt = dir.join("corrupt.wav");
-    std::fs::write(&corrupt, (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect::<Vec<u8>>()).unwrap();
-    let out = run(npuwhisper().arg("-o").arg(&dir).arg(&video).arg(&corrupt).arg(eval_file("jfk.wav")));
+    std::fs::write(
+        &corrupt,
+        (0..50_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let out = run(npuwhisper()
+        .arg("-o")
+        .arg(&dir)
+        .arg(&video)
+        .arg(&corrupt)
+        .arg(eval_file("jfk.wav")));
     assert_eq!(out.status.code(), Some(1), "exit 0 only when every input succeeded");
     let err = stderr(&out);
-    assert!(err.contains(&format!("no audio stream in {}", video.display())), "{err}");
+    assert!(
+        err.contains(&format!("no audio stream in {}", video.display())),
+        "{err}"
+    );
     assert!(err.contains("corrupt.wav:"), "{err}");
     assert!(!dir.join("picture.srt").exists() && !dir.join("corrupt.srt").exists());
-    assert!(read(&dir.join("jfk.srt")).contains("Americans"), "the good file still ran");
+    assert!(
+        read(&dir.join("jfk.srt")).contains("Americans"),
+        "the good file still ran"
+    );
     assert!(temp_files(&dir).is_empty());
 }
 
@@ -315,11 +444,21 @@ fn short_clips() -> Vec<(String, String)> {
 /// Corpus WER (%) after Whisper's normaliser, by tests/reference/score_wer.py.
 fn wer(pairs: &[(String, String)], dir: &Path) -> f64 {
     let json = dir.join("pairs.json");
-    let items: Vec<_> = pairs.iter().map(|(r, h)| serde_json::json!({"ref": r, "hyp": h})).collect();
+    let items: Vec<_> = pairs
+        .iter()
+        .map(|(r, h)| serde_json::json!({"ref": r, "hyp": h}))
+        .collect();
     std::fs::write(&json, serde_json::to_string(&items).unwrap()).unwrap();
-    let out = Command::new(python()).arg(repo().join("tests/reference/score_wer.py")).arg(&json).output().unwrap();
+    let out = Command::new(python())
+        .arg(repo().join("tests/reference/score_wer.py"))
+        .arg(&json)
+        .output()
+        .unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
-    said.trim().strip_prefix("WER ").and_then(|v| v.trim_end_matches('%').trim().parse().ok()).unwrap_or_else(|| panic!("score_wer.py said {said:?}"))
+    said.trim()
+        .strip_prefix("WER ")
+        .and_then(|v| v.trim_end_matches('%').trim().parse().ok())
+        .unwrap_or_else(|| panic!("score_wer.py said {said:?}"))
 }
 
 fn report(path: &Path) -> Vec<serde_json::Value> {
@@ -329,7 +468,11 @@ fn report(path: &Path) -> Vec<serde_json::Value> {
 /// The outputs that must be identical between runs (the JSON names its input).
 fn comparable(dir: &Path, stem: &str) -> (String, String, serde_json::Value) {
     let json: serde_json::Value = serde_json::from_str(&read(&dir.join(format!("{stem}.json")))).unwrap();
-    (read(&dir.join(format!("{stem}.srt"))), read(&dir.join(format!("{stem}.txt"))), json["segments"].clone())
+    (
+        read(&dir.join(format!("{stem}.srt"))),
+        read(&dir.join(format!("{stem}.txt"))),
+        json["segments"].clone(),
+    )
 }
 
 #[test]
@@ -343,19 +486,39 @@ fn a_batch_of_50_with_a_corrupt_file_two_jobs_report_and_resume() {
         let (file, reference) = &clips[k % clips.len()];
         let name = format!("clip{k:02}.wav");
         std::fs::copy(eval_file(file), batch.join(&name)).unwrap();
-        sources.push((format!("clip{k:02}"), file.trim_end_matches(".wav").to_string(), reference.clone()));
+        sources.push((
+            format!("clip{k:02}"),
+            file.trim_end_matches(".wav").to_string(),
+            reference.clone(),
+        ));
     }
-    std::fs::write(batch.join("clip49.wav"), b"RIFF\x10\x00\x00\x00WAVEfmt garbage, not audio").unwrap();
+    std::fs::write(
+        batch.join("clip49.wav"),
+        b"RIFF\x10\x00\x00\x00WAVEfmt garbage, not audio",
+    )
+    .unwrap();
 
     // Each clip alone (one recording at a time), the reference for the batch.
     let single = dir.join("single");
-    let out = run(npuwhisper().args(["-j", "1", "-f", "srt,txt,json", "-o"]).arg(&single).args(clips.iter().map(|(f, _)| eval_file(f))));
+    let out = run(npuwhisper()
+        .args(["-j", "1", "-f", "srt,txt,json", "-o"])
+        .arg(&single)
+        .args(clips.iter().map(|(f, _)| eval_file(f))));
     assert!(out.status.success(), "{}", stderr(&out));
 
     let out_dir = dir.join("out");
     let report1 = dir.join("report.jsonl");
-    let out = run(npuwhisper().args(["-j", "2", "-f", "srt,txt,json", "-o"]).arg(&out_dir).arg("--report").arg(&report1).arg(&batch));
-    assert_eq!(out.status.code(), Some(1), "a failed input makes the exit status non-zero");
+    let out = run(npuwhisper()
+        .args(["-j", "2", "-f", "srt,txt,json", "-o"])
+        .arg(&out_dir)
+        .arg("--report")
+        .arg(&report1)
+        .arg(&batch));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed input makes the exit status non-zero"
+    );
     assert!(stderr(&out).contains("49 transcribed, 1 failed"), "{}", stderr(&out));
     let lines = report(&report1);
     assert_eq!(lines.len(), 50);
@@ -366,12 +529,19 @@ fn a_batch_of_50_with_a_corrupt_file_two_jobs_report_and_resume() {
         if corrupt {
             assert!(!l["error"].as_str().unwrap().is_empty(), "{l}");
         } else {
-            assert!(l["error"].is_null() && l["audio_seconds"].as_f64().unwrap() > 1.0, "{l}");
+            assert!(
+                l["error"].is_null() && l["audio_seconds"].as_f64().unwrap() > 1.0,
+                "{l}"
+            );
         }
     }
     let mut pairs = Vec::new();
     for (stem, source, reference) in &sources {
-        assert_eq!(comparable(&out_dir, stem), comparable(&single, source), "{stem} ({source}) differs from its single run");
+        assert_eq!(
+            comparable(&out_dir, stem),
+            comparable(&single, source),
+            "{stem} ({source}) differs from its single run"
+        );
         pairs.push((reference.clone(), read(&out_dir.join(format!("{stem}.txt")))));
     }
     let wer = wer(&pairs, &dir);
@@ -386,14 +556,31 @@ fn a_batch_of_50_with_a_corrupt_file_two_jobs_report_and_resume() {
     let kept = out_dir.join("clip10.srt");
     let before = std::fs::metadata(&kept).unwrap().modified().unwrap();
     let report2 = dir.join("report2.jsonl");
-    let out = run(npuwhisper().args(["-j", "2", "-f", "srt,txt,json", "--skip-existing", "-o"]).arg(&out_dir).arg("--report").arg(&report2).arg(&batch));
+    let out = run(npuwhisper()
+        .args(["-j", "2", "-f", "srt,txt,json", "--skip-existing", "-o"])
+        .arg(&out_dir)
+        .arg("--report")
+        .arg(&report2)
+        .arg(&batch));
     assert_eq!(out.status.code(), Some(1));
     let lines = report(&report2);
-    let redone: Vec<&str> = lines.iter().filter(|l| l["status"] == "ok").map(|l| l["input"].as_str().unwrap()).collect();
+    let redone: Vec<&str> = lines
+        .iter()
+        .filter(|l| l["status"] == "ok")
+        .map(|l| l["input"].as_str().unwrap())
+        .collect();
     assert_eq!(redone.len(), 3, "{redone:?}");
-    assert!(gone.iter().all(|g| redone.iter().any(|r| r.ends_with(&format!("{g}.wav")))), "{redone:?}");
+    assert!(
+        gone.iter()
+            .all(|g| redone.iter().any(|r| r.ends_with(&format!("{g}.wav")))),
+        "{redone:?}"
+    );
     assert_eq!(lines.iter().filter(|l| l["status"] == "skipped").count(), 46);
-    assert_eq!(std::fs::metadata(&kept).unwrap().modified().unwrap(), before, "a finished output was redone");
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().modified().unwrap(),
+        before,
+        "a finished output was redone"
+    );
     for (stem, source, _) in sources.iter().filter(|(s, _, _)| gone.contains(&s.as_str())) {
         assert_eq!(comparable(&out_dir, stem), comparable(&single, source));
     }
@@ -406,20 +593,45 @@ fn check_layout(cues: &serde_json::Value, file: &str) {
     assert!(cues.len() > 5, "{file}: {} cues", cues.len());
     let mut fast = Vec::new();
     for (k, c) in cues.iter().enumerate() {
-        let lines: Vec<&str> = c["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
-        let (start, end, duration, cps) = (c["start"].as_f64().unwrap(), c["end"].as_f64().unwrap(), c["duration"].as_f64().unwrap(), c["cps"].as_f64().unwrap());
-        assert!(lines.len() <= 2 && lines.iter().all(|l| l.chars().count() <= 42), "{file} cue {k}: {lines:?}");
+        let lines: Vec<&str> = c["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l.as_str().unwrap())
+            .collect();
+        let (start, end, duration, cps) = (
+            c["start"].as_f64().unwrap(),
+            c["end"].as_f64().unwrap(),
+            c["duration"].as_f64().unwrap(),
+            c["cps"].as_f64().unwrap(),
+        );
+        assert!(
+            lines.len() <= 2 && lines.iter().all(|l| l.chars().count() <= 42),
+            "{file} cue {k}: {lines:?}"
+        );
         assert!(duration <= 7.0 + 1e-6, "{file} cue {k} lasts {duration:.3} s");
         if k + 1 < cues.len() {
-            assert!(duration >= 0.8 - 1e-6, "{file} cue {k} lasts {duration:.3} s: {lines:?}");
+            assert!(
+                duration >= 0.8 - 1e-6,
+                "{file} cue {k} lasts {duration:.3} s: {lines:?}"
+            );
         }
         if cps > 20.0 {
             let next = cues.get(k + 1).map_or(f64::INFINITY, |n| n["start"].as_f64().unwrap());
-            assert!(end >= next - 0.002 || duration >= 7.0 - 1e-6, "{file} cue {k} ({start:.2} s) could stay longer: {cps:.1} chars/s");
-            fast.push(format!("{start:.2} s: {cps:.1} chars/s, {duration:.2} s up to the next cue"));
+            assert!(
+                end >= next - 0.002 || duration >= 7.0 - 1e-6,
+                "{file} cue {k} ({start:.2} s) could stay longer: {cps:.1} chars/s"
+            );
+            fast.push(format!(
+                "{start:.2} s: {cps:.1} chars/s, {duration:.2} s up to the next cue"
+            ));
         }
     }
-    eprintln!("{file}: {} cues, {} faster than 20 chars/s where the speech left no room: {fast:#?}", cues.len(), fast.len());
+    eprintln!(
+        "{file}: {} cues, {} faster than 20 chars/s where the speech left no room: {fast:#?}",
+        cues.len(),
+        fast.len()
+    );
 }
 
 #[test]
@@ -428,22 +640,59 @@ fn cues_are_laid_out_for_reading_and_parse_with_srt_and_webvtt_py() {
     let long = eval_file("long_lj001_1-20.wav");
     let out = run(npuwhisper().args(["-f", "srt,vtt,json", "-o"]).arg(&dir).arg(&long));
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = run(npuwhisper().args(["-m", "base", "-l", "auto", "-f", "srt,vtt", "-o"]).arg(&dir).arg(eval_file("multilingual_en_de.wav")));
+    let out = run(npuwhisper()
+        .args(["-m", "base", "-l", "auto", "-f", "srt,vtt", "-o"])
+        .arg(&dir)
+        .arg(eval_file("multilingual_en_de.wav")));
     assert!(out.status.success(), "{}", stderr(&out));
-    let files: Vec<PathBuf> = ["long_lj001_1-20.srt", "long_lj001_1-20.vtt", "multilingual_en_de.srt", "multilingual_en_de.vtt"].iter().map(|f| dir.join(f)).collect();
+    let files: Vec<PathBuf> = [
+        "long_lj001_1-20.srt",
+        "long_lj001_1-20.vtt",
+        "multilingual_en_de.srt",
+        "multilingual_en_de.vtt",
+    ]
+    .iter()
+    .map(|f| dir.join(f))
+    .collect();
     let cues = parse_subtitles(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>());
     for f in &files {
         check_layout(&cues, f.to_str().unwrap());
     }
-    let german: String = cues[files[2].to_str().unwrap()].as_array().unwrap().iter().flat_map(|c| c["lines"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string())).collect::<Vec<_>>().join(" ");
-    assert!(german.contains("Software") && german.contains(['ä', 'ö', 'ü']), "{german}");
+    let german: String = cues[files[2].to_str().unwrap()]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| {
+            c["lines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap().to_string())
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        german.contains("Software") && german.contains(['ä', 'ö', 'ü']),
+        "{german}"
+    );
 
     // Laid out, the words are the same: WER as before (tests/transcripts.rs' bound).
     let json: serde_json::Value = serde_json::from_str(&read(&dir.join("long_lj001_1-20.json"))).unwrap();
-    let reference = read(&eval_file("manifest_long.tsv")).lines().find(|l| l.starts_with("long_lj001_1-20.wav")).unwrap().splitn(3, '\t').nth(2).unwrap().to_string();
+    let reference = read(&eval_file("manifest_long.tsv"))
+        .lines()
+        .find(|l| l.starts_with("long_lj001_1-20.wav"))
+        .unwrap()
+        .splitn(3, '\t')
+        .nth(2)
+        .unwrap()
+        .to_string();
     let wer = wer(&[(reference, json["text"].as_str().unwrap().to_string())], &dir);
     eprintln!("long_lj001 laid out, tiny.en: WER {wer:.2} %");
     assert!(wer <= 1.5, "WER {wer:.2} %");
     // A window starting inside a sentence does not start with a capital (issue 13).
-    assert!(!json["text"].as_str().unwrap().contains("typography, The"), "{}", json["text"]);
+    assert!(
+        !json["text"].as_str().unwrap().contains("typography, The"),
+        "{}",
+        json["text"]
+    );
 }

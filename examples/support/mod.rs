@@ -63,7 +63,10 @@ impl Args {
 pub fn load_model(name: &str) -> Arc<Model> {
     let dir = model::resolve_model_path(name);
     model::load_shared(&dir).unwrap_or_else(|e| {
-        eprintln!("cannot load model {name} ({}): {e}; run scripts/fetch-models.sh", dir.display());
+        eprintln!(
+            "cannot load model {name} ({}): {e}; run scripts/fetch-models.sh",
+            dir.display()
+        );
         std::process::exit(1);
     })
 }
@@ -88,7 +91,11 @@ pub fn cpu_seconds() -> f64 {
 /// Current resident set of this process, in MB (/proc/self/statm).
 pub fn rss_mb() -> f64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
     pages * page / (1024.0 * 1024.0)

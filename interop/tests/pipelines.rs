@@ -29,7 +29,11 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn jfk_reference() -> String {
-    manifest("manifest.tsv").into_iter().find(|(f, _, _)| f == "jfk.wav").expect("jfk.wav in manifest.tsv").2
+    manifest("manifest.tsv")
+        .into_iter()
+        .find(|(f, _, _)| f == "jfk.wav")
+        .expect("jfk.wav in manifest.tsv")
+        .2
 }
 
 fn jfk_seconds() -> f64 {
@@ -52,7 +56,9 @@ fn run(desc: &str) {
 }
 
 fn run_to_eos(pipeline: &gst::Pipeline, what: &str) {
-    pipeline.set_state(gst::State::Playing).unwrap_or_else(|e| panic!("{what} does not play: {e}"));
+    pipeline
+        .set_state(gst::State::Playing)
+        .unwrap_or_else(|e| panic!("{what} does not play: {e}"));
     let bus = pipeline.bus().unwrap();
     let mut eos = false;
     for msg in bus.iter_timed(gst::ClockTime::from_seconds(120)) {
@@ -98,14 +104,22 @@ fn run_script(name: &str, input: &Path, output: &Path, props: &[&str]) {
         .unwrap_or_else(|e| panic!("{name} runs: {e}"));
     assert!(status.success(), "{name} failed: {status}");
     assert!(output.is_file(), "{name} wrote no {}", output.display());
-    println!("{name}: {} in {:.1} s", output.display(), started.elapsed().as_secs_f64());
+    println!(
+        "{name}: {} in {:.1} s",
+        output.display(),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// `(PTS in s, CEA-608 text)` of each video frame with captions in the H.264 stream of `file`
 /// (MP4 or MPEG-TS): h264parse turns the SEI into caption metas, ccextractor hands them out.
 fn extract_captions(file: &Path) -> Vec<(f64, String)> {
     common::init();
-    let demux = if file.extension().is_some_and(|e| e == "ts") { "tsdemux" } else { "qtdemux" };
+    let demux = if file.extension().is_some_and(|e| e == "ts") {
+        "tsdemux"
+    } else {
+        "qtdemux"
+    };
     let desc = format!(
         "filesrc location=\"{}\" ! {demux} name=demux demux. ! video/x-h264 ! queue ! h264parse \
          ! ccextractor name=cc ! fakesink",
@@ -143,20 +157,40 @@ fn caption_video_round_trip() {
         run_script("caption-video.sh", &input, &output, &[]);
         let frames = extract_captions(&output);
         let text: String = frames.iter().map(|(_, t)| t.as_str()).collect();
-        let first = frames.iter().find(|(_, t)| t.chars().any(|c| c.is_alphanumeric())).map(|(pts, _)| *pts);
-        println!("{ext}: {} frames with captions, first letters at {first:?} s; captions as typed:\n{text}", frames.len());
+        let first = frames
+            .iter()
+            .find(|(_, t)| t.chars().any(|c| c.is_alphanumeric()))
+            .map(|(pts, _)| *pts);
+        println!(
+            "{ext}: {} frames with captions, first letters at {first:?} s; captions as typed:\n{text}",
+            frames.len()
+        );
 
         let got = words(&text);
         let present = reference.iter().filter(|w| got.contains(w)).count();
         let share = present as f64 / reference.len() as f64;
-        println!("{ext}: {present} of {} reference words in the captions ({:.0} %)", reference.len(), share * 100.0);
+        println!(
+            "{ext}: {present} of {} reference words in the captions ({:.0} %)",
+            reference.len(),
+            share * 100.0
+        );
         for w in ["fellow", "americans", "country"] {
-            assert!(got.iter().any(|g| g == w), "{ext}: '{w}' is not in the captions: {text}");
+            assert!(
+                got.iter().any(|g| g == w),
+                "{ext}: '{w}' is not in the captions: {text}"
+            );
         }
-        assert!(share >= 0.7, "{ext}: only {:.0} % of the reference words in the captions: {text}", share * 100.0);
+        assert!(
+            share >= 0.7,
+            "{ext}: only {:.0} % of the reference words in the captions: {text}",
+            share * 100.0
+        );
         // Speech starts at 0.3 s; the captions within the latency (and the typing) of it.
         let first = first.expect("captions with letters");
-        assert!(first <= 0.3 + latency_ms as f64 / 1000.0 + 1.0, "{ext}: first caption at {first} s");
+        assert!(
+            first <= 0.3 + latency_ms as f64 / 1000.0 + 1.0,
+            "{ext}: first caption at {first} s"
+        );
     }
 }
 
@@ -207,7 +241,10 @@ fn subtitle_track_holds_the_transcript() {
     }
     let transcript = cues.iter().map(|(_, _, t)| t.trim()).collect::<Vec<_>>().join(" ");
     let wer = wer(&[(jfk_reference(), transcript.clone())]);
-    println!("subtitle track: {} entries, audio track {audio_end:.2} s, WER {wer:.1} %", cues.len());
+    println!(
+        "subtitle track: {} entries, audio track {audio_end:.2} s, WER {wer:.1} %",
+        cues.len()
+    );
 
     assert!(!cues.is_empty(), "no subtitle entries");
     assert!(wer <= 10.0, "WER {wer:.1} % of the subtitle track: {transcript}");
@@ -215,9 +252,15 @@ fn subtitle_track_holds_the_transcript() {
     assert!(audio_end >= jfk_seconds() - 0.1, "audio track ends at {audio_end} s");
     for (i, (start, end, text)) in cues.iter().enumerate() {
         assert!(start < end, "entry {i} ({text}) has no duration");
-        assert!(*end <= jfk_seconds() + 0.05, "entry {i} ({text}) ends at {end} s, after the speech");
+        assert!(
+            *end <= jfk_seconds() + 0.05,
+            "entry {i} ({text}) ends at {end} s, after the speech"
+        );
         if i > 0 {
-            assert!(*start >= cues[i - 1].0, "entry {i} ({text}) starts before the one before it");
+            assert!(
+                *start >= cues[i - 1].0,
+                "entry {i} ({text}) starts before the one before it"
+            );
         }
     }
 }
@@ -231,7 +274,11 @@ fn grey_frames(file: &Path) -> Vec<(f64, Vec<u8>)> {
         file.display()
     );
     let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut frames = Vec::new();
     while let Ok(sample) = sink.pull_sample() {
@@ -239,7 +286,11 @@ fn grey_frames(file: &Path) -> Vec<(f64, Vec<u8>)> {
         let map = buffer.map_readable().unwrap();
         // Rows without their padding, if any.
         let stride = map.len() / 240;
-        let pixels = map.chunks(stride).take(240).flat_map(|row| row[..320].to_vec()).collect();
+        let pixels = map
+            .chunks(stride)
+            .take(240)
+            .flat_map(|row| row[..320].to_vec())
+            .collect();
         frames.push((buffer.pts().unwrap().seconds_f64(), pixels));
     }
     let bus = pipeline.bus().unwrap();
@@ -256,7 +307,11 @@ fn grey_frames(file: &Path) -> Vec<(f64, Vec<u8>)> {
 /// the grey scale between two frames (coding noise stays far below).
 fn bottom_changed(a: &[u8], b: &[u8]) -> usize {
     let from = a.len() * 2 / 3;
-    a[from..].iter().zip(&b[from..]).filter(|(x, y)| x.abs_diff(**y) > 64).count()
+    a[from..]
+        .iter()
+        .zip(&b[from..])
+        .filter(|(x, y)| x.abs_diff(**y) > 64)
+        .count()
 }
 
 /// burn-captions.sh: the output decodes to as many frames as the input, over the same time, and
@@ -276,9 +331,17 @@ fn burn_captions_draws_the_text() {
         // Same span; the start may move by a frame or two (the encoder's reordering delay).
         let span = |f: &[(f64, Vec<u8>)]| (f[0].0, f.last().unwrap().0 - f[0].0);
         let ((first_in, span_in), (first_out, span_out)) = (span(&original), span(&burnt));
-        println!("{ext}: frames from {first_in:.3} s over {span_in:.3} s in, from {first_out:.3} s over {span_out:.3} s out");
-        assert!((span_in - span_out).abs() < 0.5 / FPS as f64, "{ext}: frames span {span_out} s, the input's {span_in} s");
-        assert!((first_in - first_out).abs() <= 0.1, "{ext}: first frame at {first_out} s, the input's at {first_in} s");
+        println!(
+            "{ext}: frames from {first_in:.3} s over {span_in:.3} s in, from {first_out:.3} s over {span_out:.3} s out"
+        );
+        assert!(
+            (span_in - span_out).abs() < 0.5 / FPS as f64,
+            "{ext}: frames span {span_out} s, the input's {span_in} s"
+        );
+        assert!(
+            (first_in - first_out).abs() <= 0.1,
+            "{ext}: first frame at {first_out} s, the input's at {first_in} s"
+        );
 
         // Frame i of one is frame i of the other. "And so my fellow Americans" is spoken
         // from 0.3 s to 3 s; nothing after 11 s.
@@ -286,9 +349,14 @@ fn burn_captions_draws_the_text() {
         let after_s = jfk_seconds() + 2.0;
         let speech = bottom_changed(&original[at(2.0)].1, &burnt[at(2.0)].1);
         let after = bottom_changed(&original[at(after_s)].1, &burnt[at(after_s)].1);
-        println!("{ext}: {speech} pixels of the bottom third changed at 2 s (speech), {after} at {after_s:.0} s (after it)");
+        println!(
+            "{ext}: {speech} pixels of the bottom third changed at 2 s (speech), {after} at {after_s:.0} s (after it)"
+        );
         assert!(speech >= 100, "{ext}: no text drawn at 2 s ({speech} pixels changed)");
-        assert!(after <= 10, "{ext}: {after} pixels changed at {after_s:.0} s, after the speech");
+        assert!(
+            after <= 10,
+            "{ext}: {after} pixels changed at {after_s:.0} s, after the speech"
+        );
     }
 }
 
@@ -296,7 +364,11 @@ fn burn_captions_draws_the_text() {
 #[test]
 fn video_pipelines_refuse_audio_only_input() {
     let dir = tempfile_dir();
-    for (name, ext) in [("caption-video.sh", "ts"), ("subtitle-track.sh", "mkv"), ("burn-captions.sh", "mp4")] {
+    for (name, ext) in [
+        ("caption-video.sh", "ts"),
+        ("subtitle-track.sh", "mkv"),
+        ("burn-captions.sh", "mp4"),
+    ] {
         let output = dir.join(format!("out.{ext}"));
         let out = Command::new("bash")
             .arg(repo().join("pipelines").join(name))

@@ -38,30 +38,44 @@ fn npuwhisper_captions_video_in_transcriberbin() {
     let text: Arc<Mutex<Vec<(gst::ClockTime, String)>>> = Arc::default();
     {
         let text = text.clone();
-        asr.static_pad("src").unwrap().add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(buffer) = info.buffer() {
-                let map = buffer.map_readable().unwrap();
-                text.lock().unwrap().push((buffer.pts().expect("text has a PTS"), String::from_utf8_lossy(&map).into_owned()));
-            }
-            gst::PadProbeReturn::Ok
-        });
+        asr.static_pad("src")
+            .unwrap()
+            .add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(buffer) = info.buffer() {
+                    let map = buffer.map_readable().unwrap();
+                    text.lock().unwrap().push((
+                        buffer.pts().expect("text has a PTS"),
+                        String::from_utf8_lossy(&map).into_owned(),
+                    ));
+                }
+                gst::PadProbeReturn::Ok
+            });
     }
     // Captions: ccextractor's caption pad appears with the first caption meta.
     let captions: Arc<Mutex<String>> = Arc::default();
     {
         let captions = captions.clone();
         on_extracted_captions(&pipeline, &pipeline.by_name("cc").unwrap(), move |buffer| {
-            captions.lock().unwrap().push_str(&cea608_text(&buffer.map_readable().unwrap()));
+            captions
+                .lock()
+                .unwrap()
+                .push_str(&cea608_text(&buffer.map_readable().unwrap()));
         });
     }
 
-    let appsrc = pipeline.by_name("audio").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+    let appsrc = pipeline
+        .by_name("audio")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
     let pusher = {
         let pipeline = pipeline.clone();
         std::thread::spawn(move || push_live(&pipeline, &appsrc, &samples))
     };
 
-    pipeline.set_state(gst::State::Playing).expect("transcriberbin with npuwhisper plays");
+    pipeline
+        .set_state(gst::State::Playing)
+        .expect("transcriberbin with npuwhisper plays");
 
     let bus = pipeline.bus().unwrap();
     let mut latency = None;
@@ -88,7 +102,11 @@ fn npuwhisper_captions_video_in_transcriberbin() {
     assert!(played, "the pipeline reached PLAYING");
     // transcriberbin drives the transcriber's latency (its own default, 4 s).
     assert_eq!(asr.property::<u32>("latency"), tb.property::<u32>("latency"));
-    assert_eq!(asr.property::<String>("language"), "en", "language-code en-GB maps to en");
+    assert_eq!(
+        asr.property::<String>("language"),
+        "en",
+        "language-code en-GB maps to en"
+    );
     pipeline.set_state(gst::State::Null).unwrap();
 
     let text = text.lock().unwrap().clone();
@@ -100,12 +118,26 @@ fn npuwhisper_captions_video_in_transcriberbin() {
     println!("captions (CEA-608 on the video, as typed):\n{captions}");
     println!("pipeline latency: {latency:?}");
 
-    let joined = text.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join(" ").to_lowercase();
-    assert!(joined.contains("country") && joined.contains("americans"), "transcript: {joined}");
+    let joined = text
+        .iter()
+        .map(|(_, t)| t.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    assert!(
+        joined.contains("country") && joined.contains("americans"),
+        "transcript: {joined}"
+    );
     assert!(text.windows(2).all(|w| w[0].0 <= w[1].0), "text PTS go backwards");
-    assert!(text.iter().all(|(pts, _)| pts.seconds_f64() < seconds), "text PTS past the audio");
+    assert!(
+        text.iter().all(|(pts, _)| pts.seconds_f64() < seconds),
+        "text PTS past the audio"
+    );
     let captions = captions.to_lowercase();
-    assert!(captions.contains("country") && captions.contains("fellow"), "captions: {captions}");
+    assert!(
+        captions.contains("country") && captions.contains("fellow"),
+        "captions: {captions}"
+    );
 }
 
 /// appsrc (live audio) and videotestsrc (live video) into transcriberbin with npuwhisper as its
@@ -125,7 +157,12 @@ fn build_pipeline(frames: u32) -> gst::Pipeline {
         .property("is-live", true)
         .property_from_str("format", "time")
         .property("min-latency", 100_000_000i64)
-        .property("caps", "audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved".parse::<gst::Caps>().unwrap())
+        .property(
+            "caps",
+            "audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved"
+                .parse::<gst::Caps>()
+                .unwrap(),
+        )
         .build()
         .unwrap();
     let video = gst::ElementFactory::make("videotestsrc")
@@ -135,15 +172,30 @@ fn build_pipeline(frames: u32) -> gst::Pipeline {
         .build()
         .unwrap();
     let vcaps = gst::ElementFactory::make("capsfilter")
-        .property("caps", "video/x-raw,width=320,height=240,framerate=30/1".parse::<gst::Caps>().unwrap())
+        .property(
+            "caps",
+            "video/x-raw,width=320,height=240,framerate=30/1"
+                .parse::<gst::Caps>()
+                .unwrap(),
+        )
         .build()
         .unwrap();
     let cc = gst::ElementFactory::make("ccextractor").name("cc").build().unwrap();
     // Not prerolling: cccombiner only lets video through once captions or its deadline arrive,
     // and the deadline needs the clock running, i.e. PLAYING.
-    let asink = gst::ElementFactory::make("fakesink").property("sync", true).property("async", false).build().unwrap();
-    let vsink = gst::ElementFactory::make("fakesink").property("sync", true).property("async", false).build().unwrap();
-    pipeline.add_many([&audio, &video, &vcaps, &tb, &cc, &asink, &vsink]).unwrap();
+    let asink = gst::ElementFactory::make("fakesink")
+        .property("sync", true)
+        .property("async", false)
+        .build()
+        .unwrap();
+    let vsink = gst::ElementFactory::make("fakesink")
+        .property("sync", true)
+        .property("async", false)
+        .build()
+        .unwrap();
+    pipeline
+        .add_many([&audio, &video, &vcaps, &tb, &cc, &asink, &vsink])
+        .unwrap();
     audio.link_pads(None, &tb, Some("sink_audio")).unwrap();
     video.link(&vcaps).unwrap();
     vcaps.link_pads(None, &tb, Some("sink_video")).unwrap();

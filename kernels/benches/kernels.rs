@@ -102,7 +102,15 @@ fn clock_ghz() -> f64 {
     {
         std::fs::read_to_string("/proc/cpuinfo")
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse::<f64>().ok())
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("cpu MHz"))?
+                    .split(':')
+                    .nth(1)?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
             .map_or(f64::NAN, |mhz| mhz / 1000.0)
     }
 }
@@ -116,13 +124,19 @@ fn print_peak() {
         cores as f64 * 32.0 * ghz,
         32.0 * ghz,
         Isa::detect(),
-        if std::env::var("BENCH_TIME").as_deref() == Ok("cpu") { "CPU time / threads" } else { "wall" },
+        if std::env::var("BENCH_TIME").as_deref() == Ok("cpu") {
+            "CPU time / threads"
+        } else {
+            "wall"
+        },
     );
 }
 
 fn group<'a>(c: &'a mut Criterion<Clock>, name: &str) -> BenchmarkGroup<'a, Clock> {
     let mut g = c.benchmark_group(name);
-    g.sample_size(10).measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(300));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(300));
     g
 }
 
@@ -130,7 +144,12 @@ fn sgemm(c: &mut Criterion<Clock>) {
     print_peak();
     let mut g = group(c, "sgemm (Gelem/s = GFLOP/s)");
     // Encoder linears (m = 1500 frames) and one attention head's Q·Kᵀ (k = head_dim 64).
-    for &(m, k, n, label) in &[(1500, 384, 1536, "fc1"), (1500, 1536, 384, "fc2"), (1500, 384, 384, "out"), (1500, 64, 1500, "qk")] {
+    for &(m, k, n, label) in &[
+        (1500, 384, 1536, "fc1"),
+        (1500, 1536, 384, "fc2"),
+        (1500, 384, 384, "out"),
+        (1500, 64, 1500, "qk"),
+    ] {
         let a = data(m * k, 1);
         let b = data(n * k, 2);
         let mut out = vec![0f32; m * n];
@@ -147,7 +166,20 @@ fn sgemm(c: &mut Criterion<Clock>) {
             g.bench_function(format!("packed-{isa:?}/{shape}"), |bench| {
                 bench.iter(|| unsafe {
                     let (a, b, c) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
-                    gemm_strided_with(isa, m, n, k, 1.0, a, (k as isize, 1), b, (1, k as isize), 0.0, c, (n as isize, 1));
+                    gemm_strided_with(
+                        isa,
+                        m,
+                        n,
+                        k,
+                        1.0,
+                        a,
+                        (k as isize, 1),
+                        b,
+                        (1, k as isize),
+                        0.0,
+                        c,
+                        (n as isize, 1),
+                    );
                     black_box(&out);
                 })
             });
@@ -164,7 +196,10 @@ fn sgemm(c: &mut Criterion<Clock>) {
 }
 
 fn qlinear(c: &mut Criterion<Clock>) {
-    let paths: Vec<Isa> = [Isa::Avx2, Isa::Avx512Vnni, Isa::Amx].into_iter().filter(|i| i.available()).collect();
+    let paths: Vec<Isa> = [Isa::Avx2, Isa::Avx512Vnni, Isa::Amx]
+        .into_iter()
+        .filter(|i| i.available())
+        .collect();
     // Decoder steps: one token, memory-bound; GiB/s of weight streamed (f32: 4 bytes a weight,
     // INT8: 1), so equal GiB/s means INT8 is 4x faster.
     // m = 8: one step of a batch of 8 windows (files' default).
@@ -175,7 +210,9 @@ fn qlinear(c: &mut Criterion<Clock>) {
         let qw = QuantizedWeights::quantize(&w, n, k);
         let mut y = vec![0f32; m * n];
         g.throughput(Throughput::Bytes((n * k * 4) as u64));
-        g.bench_function(format!("f32/m{m} k{k} n{n}"), |bench| bench.iter(|| linear(m, n, k, &x, &w, None, black_box(&mut y))));
+        g.bench_function(format!("f32/m{m} k{k} n{n}"), |bench| {
+            bench.iter(|| linear(m, n, k, &x, &w, None, black_box(&mut y)))
+        });
         g.throughput(Throughput::Bytes(qw.bytes() as u64));
         for &isa in &paths {
             g.bench_function(format!("int8-{isa:?}/m{m} k{k} n{n}"), |bench| {
@@ -193,7 +230,9 @@ fn qlinear(c: &mut Criterion<Clock>) {
         let qw = QuantizedWeights::quantize(&w, n, k);
         let mut y = vec![0f32; m * n];
         g.throughput(Throughput::Elements(2 * (m * n * k) as u64));
-        g.bench_function(format!("f32/{label} {m}x{k}x{n}"), |bench| bench.iter(|| linear(m, n, k, &x, &w, None, black_box(&mut y))));
+        g.bench_function(format!("f32/{label} {m}x{k}x{n}"), |bench| {
+            bench.iter(|| linear(m, n, k, &x, &w, None, black_box(&mut y)))
+        });
         for &isa in &paths {
             g.bench_function(format!("int8-{isa:?}/{label} {m}x{k}x{n}"), |bench| {
                 bench.iter(|| qlinear_with(isa, &x, m, k, &qw, None, Activation::None, black_box(&mut y)))
@@ -207,11 +246,24 @@ fn attention_bench(c: &mut Criterion<Clock>) {
     let mut g = group(c, "attention (Gelem/s = GFLOP/s of QKᵀ and PV)");
     let (heads, hd) = (6, 64);
     let d = heads * hd;
-    for &(tq, tk, label) in &[(1500, 1500, "encoder self"), (1, 1500, "decoder cross"), (2, 1500, "decoder cross")] {
+    for &(tq, tk, label) in &[
+        (1500, 1500, "encoder self"),
+        (1, 1500, "decoder cross"),
+        (2, 1500, "decoder cross"),
+    ] {
         let q = data(tq * d, 7);
         let kv = data(tk * 2 * d, 8);
         let mut out = vec![0f32; tq * d];
-        let s = Shape { tq, tk, n_heads: heads, head_dim: hd, q_stride: d, k_stride: 2 * d, v_stride: 2 * d, causal: false };
+        let s = Shape {
+            tq,
+            tk,
+            n_heads: heads,
+            head_dim: hd,
+            q_stride: d,
+            k_stride: 2 * d,
+            v_stride: 2 * d,
+            causal: false,
+        };
         g.throughput(Throughput::Elements((4 * tq * tk * d) as u64));
         g.bench_function(format!("unfused/{label} {tq}x{tk}"), |bench| {
             bench.iter(|| attention_unfused(s, &q, &kv, &kv[d..], black_box(&mut out)))
@@ -230,16 +282,39 @@ fn attention_bench(c: &mut Criterion<Clock>) {
             let half = HalfKv::new(&kv, 2 * d, &kv[d..], 2 * d, tk, heads, hd);
             for isa in Isa::all_available() {
                 g.bench_function(format!("f16 kv-{isa:?}/{label} {tq}x{tk}"), |bench| {
-                    bench.iter(|| cross_attention_with(isa, &mut [CrossQuery { q: &q, tq, q_stride: d, kv: &half, out: black_box(&mut out) }]))
+                    bench.iter(|| {
+                        cross_attention_with(
+                            isa,
+                            &mut [CrossQuery {
+                                q: &q,
+                                tq,
+                                q_stride: d,
+                                kv: &half,
+                                out: black_box(&mut out),
+                            }],
+                        )
+                    })
                 });
             }
             // Four windows of one batched decoder step in one call.
-            let halves: Vec<HalfKv> = (0..4).map(|_| HalfKv::new(&kv, 2 * d, &kv[d..], 2 * d, tk, heads, hd)).collect();
+            let halves: Vec<HalfKv> = (0..4)
+                .map(|_| HalfKv::new(&kv, 2 * d, &kv[d..], 2 * d, tk, heads, hd))
+                .collect();
             let mut outs = vec![vec![0f32; tq * d]; 4];
             g.throughput(Throughput::Elements((4 * 4 * tq * tk * d) as u64));
             g.bench_function(format!("f16 kv, 4 windows/{label} {tq}x{tk}"), |bench| {
                 bench.iter(|| {
-                    let mut queries: Vec<CrossQuery> = outs.iter_mut().zip(&halves).map(|(out, kv)| CrossQuery { q: &q, tq, q_stride: d, kv, out }).collect();
+                    let mut queries: Vec<CrossQuery> = outs
+                        .iter_mut()
+                        .zip(&halves)
+                        .map(|(out, kv)| CrossQuery {
+                            q: &q,
+                            tq,
+                            q_stride: d,
+                            kv,
+                            out,
+                        })
+                        .collect();
                     cross_attention(black_box(&mut queries));
                 })
             });
@@ -254,10 +329,14 @@ fn row_ops(c: &mut Criterion<Clock>) {
     let (gamma, beta) = (data(d, 10), data(d, 11));
     let mut x = data(m * d, 9);
     g.throughput(Throughput::Bytes((2 * 4 * m * d) as u64));
-    g.bench_function(format!("layer_norm {m}x{d}"), |bench| bench.iter(|| layer_norm(black_box(&mut x), &gamma, &beta, 1e-5)));
+    g.bench_function(format!("layer_norm {m}x{d}"), |bench| {
+        bench.iter(|| layer_norm(black_box(&mut x), &gamma, &beta, 1e-5))
+    });
     let mut s = data(1500 * 1500, 12);
     g.throughput(Throughput::Bytes((2 * 4 * s.len()) as u64));
-    g.bench_function("softmax 1500x1500", |bench| bench.iter(|| softmax_rows(black_box(&mut s), 1500)));
+    g.bench_function("softmax 1500x1500", |bench| {
+        bench.iter(|| softmax_rows(black_box(&mut s), 1500))
+    });
     // A fresh input each time: GELU applied over and over drives negatives into denormals.
     let h = data(m * 4 * d, 13);
     g.throughput(Throughput::Bytes((2 * 4 * h.len()) as u64));
@@ -272,13 +351,19 @@ fn mel(c: &mut Criterion<Clock>) {
     let mel = LogMel::new(80);
     let audio: Vec<f32> = data(480_000, 14).iter().map(|v| v * 0.2).collect();
     g.throughput(Throughput::Elements(audio.len() as u64));
-    g.bench_function("80 mels, 30 s", |bench| bench.iter(|| black_box(mel.compute(&audio, 480_000))));
+    g.bench_function("80 mels, 30 s", |bench| {
+        bench.iter(|| black_box(mel.compute(&audio, 480_000)))
+    });
     g.finish();
 }
 
 fn config() -> Criterion<Clock> {
     let cpu = std::env::var("BENCH_TIME").as_deref() == Ok("cpu");
-    Criterion::default().with_measurement(Clock { cpu, threads: pool::threads() as f64, wall: WallTime })
+    Criterion::default().with_measurement(Clock {
+        cpu,
+        threads: pool::threads() as f64,
+        wall: WallTime,
+    })
 }
 
 criterion_group! {

@@ -59,7 +59,13 @@ impl Tiles {
     /// [`available`] must have returned true.
     #[cfg(target_arch = "x86_64")]
     pub(crate) unsafe fn configure() -> Tiles {
-        let mut config = TileConfig { palette: 1, start_row: 0, reserved: [0; 14], bytes_per_row: [0; 16], rows: [0; 16] };
+        let mut config = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            bytes_per_row: [0; 16],
+            rows: [0; 16],
+        };
         config.bytes_per_row[..8].fill(ROW_BYTES as u16);
         config.rows[..8].fill(ROWS as u8);
         asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
@@ -197,8 +203,22 @@ pub(crate) const BF16_TILE: usize = ROWS * ROW_BYTES / 2;
 /// A [`Tiles`] guard must be alive on this thread; the pointers must cover what is read and
 /// written.
 #[cfg(target_arch = "x86_64")]
-pub(crate) unsafe fn scores_bf16(chunks: usize, q: *const u16, ldq: usize, k0: *const u16, k1: *const u16, out: *mut f32, ldo: usize) {
-    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+pub(crate) unsafe fn scores_bf16(
+    chunks: usize,
+    q: *const u16,
+    ldq: usize,
+    k0: *const u16,
+    k1: *const u16,
+    out: *mut f32,
+    ldo: usize,
+) {
+    asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        options(nostack, nomem)
+    );
     let q1 = (q as *const u8).add(ROWS * ldq);
     for c in 0..chunks {
         asm!(
@@ -234,8 +254,20 @@ pub(crate) unsafe fn scores_bf16(chunks: usize, q: *const u16, ldq: usize, k0: *
 /// # Safety
 /// As [`scores_bf16`].
 #[cfg(target_arch = "x86_64")]
-pub(crate) unsafe fn weighted_sum_bf16(chunks: usize, p: *const u16, ldp: usize, v: *const u16, out: &mut [f32; 16 * 64]) {
-    asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+pub(crate) unsafe fn weighted_sum_bf16(
+    chunks: usize,
+    p: *const u16,
+    ldp: usize,
+    v: *const u16,
+    out: &mut [f32; 16 * 64],
+) {
+    asm!(
+        "tilezero tmm0",
+        "tilezero tmm1",
+        "tilezero tmm2",
+        "tilezero tmm3",
+        options(nostack, nomem)
+    );
     for c in 0..chunks {
         let vc = v.add(c * 4 * BF16_TILE);
         asm!(

@@ -193,8 +193,16 @@ pub fn attention_fused(isa: Isa, s: Shape, q: &[f32], k: &[f32], v: &[f32], out:
         let packs: Vec<(PackedB, PackedB)> = (0..s.n_heads)
             .into_par_iter()
             .map(|h| unsafe {
-                let kt = View { ptr: k.as_ptr().add(h * hd), rs: 1, cs: s.k_stride as isize };
-                let vv = View { ptr: v.as_ptr().add(h * hd), rs: s.v_stride as isize, cs: 1 };
+                let kt = View {
+                    ptr: k.as_ptr().add(h * hd),
+                    rs: 1,
+                    cs: s.k_stride as isize,
+                };
+                let vv = View {
+                    ptr: v.as_ptr().add(h * hd),
+                    rs: s.v_stride as isize,
+                    cs: 1,
+                };
                 (PackedB::new(hd, s.tk, kt), PackedB::new(s.tk, hd, vv))
             })
             .collect();
@@ -214,7 +222,16 @@ pub fn attention_fused(isa: Isa, s: Shape, q: &[f32], k: &[f32], v: &[f32], out:
                 // rows r0.. of head h's columns belong to this task alone.
                 unsafe {
                     let qp = q.as_ptr().add(r0 * s.q_stride + h * hd);
-                    kt.gemm_a_in_place(isa, rows, 0..hd, tk, scale, (qp, s.q_stride as isize), 0.0, (sc.as_mut_ptr(), tk as isize));
+                    kt.gemm_a_in_place(
+                        isa,
+                        rows,
+                        0..hd,
+                        tk,
+                        scale,
+                        (qp, s.q_stride as isize),
+                        0.0,
+                        (sc.as_mut_ptr(), tk as isize),
+                    );
                 }
                 for (i, row) in sc.chunks_mut(tk).enumerate() {
                     row[s.visible_keys(r0 + i)..].fill(f32::NEG_INFINITY);
@@ -222,7 +239,16 @@ pub fn attention_fused(isa: Isa, s: Shape, q: &[f32], k: &[f32], v: &[f32], out:
                 }
                 unsafe {
                     let op = out.get().add(r0 * d + h * hd);
-                    vv.gemm_a_in_place(isa, rows, 0..tk, hd, 1.0, (sc.as_ptr(), tk as isize), 0.0, (op, d as isize));
+                    vv.gemm_a_in_place(
+                        isa,
+                        rows,
+                        0..tk,
+                        hd,
+                        1.0,
+                        (sc.as_ptr(), tk as isize),
+                        0.0,
+                        (op, d as isize),
+                    );
                     // The softmax's normalisation, on the narrow output rather than the scores.
                     for (i, &sum) in sums[..rows].iter().enumerate() {
                         let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
@@ -245,10 +271,17 @@ fn attention_on_pool(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
         // SAFETY: the asserts above bound every row and column addressed here.
         unsafe {
             gemm_strided(
-                s.tq, s.tk, s.head_dim, scale,
-                q.as_ptr().add(off), (s.q_stride as isize, 1),
-                k.as_ptr().add(off), (1, s.k_stride as isize),
-                0.0, scores.as_mut_ptr(), (s.tk as isize, 1),
+                s.tq,
+                s.tk,
+                s.head_dim,
+                scale,
+                q.as_ptr().add(off),
+                (s.q_stride as isize, 1),
+                k.as_ptr().add(off),
+                (1, s.k_stride as isize),
+                0.0,
+                scores.as_mut_ptr(),
+                (s.tk as isize, 1),
             );
         }
         scores.par_chunks_mut(s.tk).enumerate().for_each(|(i, row)| {
@@ -258,10 +291,17 @@ fn attention_on_pool(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
         // SAFETY: as above; out rows are d wide.
         unsafe {
             gemm_strided(
-                s.tq, s.head_dim, s.tk, 1.0,
-                scores.as_ptr(), (s.tk as isize, 1),
-                v.as_ptr().add(off), (s.v_stride as isize, 1),
-                0.0, out.as_mut_ptr().add(off), (d as isize, 1),
+                s.tq,
+                s.head_dim,
+                s.tk,
+                1.0,
+                scores.as_ptr(),
+                (s.tk as isize, 1),
+                v.as_ptr().add(off),
+                (s.v_stride as isize, 1),
+                0.0,
+                out.as_mut_ptr().add(off),
+                (d as isize, 1),
             );
         }
     }
@@ -376,7 +416,10 @@ mod amx_tiles {
     pub(super) fn attention(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
         let d = s.n_heads * HEAD_DIM;
         let scale = 1.0 / (HEAD_DIM as f32).sqrt();
-        let packs: Vec<(Vec<u16>, Vec<u16>)> = (0..s.n_heads).into_par_iter().map(|h| (pack_keys(&s, k, h), pack_values(&s, v, h))).collect();
+        let packs: Vec<(Vec<u16>, Vec<u16>)> = (0..s.n_heads)
+            .into_par_iter()
+            .map(|h| (pack_keys(&s, k, h), pack_values(&s, v, h)))
+            .collect();
         let blocks = s.tq.div_ceil(ROWS);
         let out = Shared(out.as_mut_ptr());
         (0..s.n_heads * blocks).into_par_iter().for_each(|t| {
@@ -391,7 +434,10 @@ mod amx_tiles {
                 b.q.clear();
                 b.q.resize(ROWS * HEAD_DIM, 0);
                 for (i, dst) in b.q.chunks_mut(HEAD_DIM).take(rows).enumerate() {
-                    for (d, &x) in dst.iter_mut().zip(&q[(r0 + i) * s.q_stride + h * HEAD_DIM..][..HEAD_DIM]) {
+                    for (d, &x) in dst
+                        .iter_mut()
+                        .zip(&q[(r0 + i) * s.q_stride + h * HEAD_DIM..][..HEAD_DIM])
+                    {
                         *d = bf16(x * scale);
                     }
                 }
@@ -403,7 +449,15 @@ mod amx_tiles {
                 for j0 in (0..width).step_by(KEYS) {
                     unsafe {
                         let k0 = kp.as_ptr().add(j0 * HEAD_DIM);
-                        amx::scores_bf16(2, b.q.as_ptr(), HEAD_DIM * 2, k0, k0.add(16 * HEAD_DIM), b.scores.as_mut_ptr().add(j0), width * 4);
+                        amx::scores_bf16(
+                            2,
+                            b.q.as_ptr(),
+                            HEAD_DIM * 2,
+                            k0,
+                            k0.add(16 * HEAD_DIM),
+                            b.scores.as_mut_ptr().add(j0),
+                            width * 4,
+                        );
                     }
                 }
                 let mut sums = [0f32; ROWS];
@@ -424,10 +478,17 @@ mod amx_tiles {
                     // SAFETY: the probabilities are 32 × width, the value pack covers width keys;
                     // output rows r0.. of head h's columns belong to this task alone.
                     unsafe {
-                        amx::weighted_sum_bf16(width / KEYS, b.probs.as_ptr().add(half * 16 * width), width * 2, vp.as_ptr(), &mut o);
+                        amx::weighted_sum_bf16(
+                            width / KEYS,
+                            b.probs.as_ptr().add(half * 16 * width),
+                            width * 2,
+                            vp.as_ptr(),
+                            &mut o,
+                        );
                         for i in half * 16..rows.min(half * 16 + 16) {
                             let inv = if sums[i] > 0.0 { 1.0 / sums[i] } else { 0.0 };
-                            let dst = std::slice::from_raw_parts_mut(out.get().add((r0 + i) * d + h * HEAD_DIM), HEAD_DIM);
+                            let dst =
+                                std::slice::from_raw_parts_mut(out.get().add((r0 + i) * d + h * HEAD_DIM), HEAD_DIM);
                             for (y, &x) in dst.iter_mut().zip(&o[(i - half * 16) * HEAD_DIM..]) {
                                 *y = x * inv;
                             }
@@ -451,7 +512,9 @@ mod amx_tiles {
         for i in (0..n / 16 * 16).step_by(16) {
             vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(p.add(i)));
         }
-        let max = row[n / 16 * 16..].iter().fold(_mm512_reduce_max_ps(vmax), |a, &b| if b > a { b } else { a });
+        let max = row[n / 16 * 16..]
+            .iter()
+            .fold(_mm512_reduce_max_ps(vmax), |a, &b| if b > a { b } else { a });
         if max == f32::NEG_INFINITY {
             probs.fill(0);
             return 0.0;
@@ -461,7 +524,10 @@ mod amx_tiles {
             // x ≤ 0; below −87 (masked keys' −∞ included) the result is 0.
             let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-87.0));
             let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
-            let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)));
+            let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+                x,
+                _mm512_set1_ps(std::f32::consts::LOG2_E),
+            ));
             let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(std::f32::consts::LN_2), x);
             let mut poly = _mm512_set1_ps(1.0 / 120.0);
             for c in [1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
@@ -516,7 +582,10 @@ mod tests {
                     .map(|j| {
                         (0..s.head_dim)
                             .map(|c| {
-                                let (qc, kc) = (q[i * s.q_stride + h * s.head_dim + c] * scale, k[j * s.k_stride + h * s.head_dim + c]);
+                                let (qc, kc) = (
+                                    q[i * s.q_stride + h * s.head_dim + c] * scale,
+                                    k[j * s.k_stride + h * s.head_dim + c],
+                                );
                                 round(qc) as f64 * round(kc) as f64
                             })
                             .sum::<f64>()
@@ -542,12 +611,32 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
             ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         };
-        let shapes = [(7, 7, 3, 5, false), (1, 9, 2, 8, true), (4, 11, 2, 3, true), (13, 13, 1, 64, true), (50, 50, 2, 16, true), (100, 130, 3, 64, false), (97, 97, 1, 20, true), (60, 700, 2, 64, false), (1, 1500, 6, 64, false), (3, 200, 6, 64, true)];
+        let shapes = [
+            (7, 7, 3, 5, false),
+            (1, 9, 2, 8, true),
+            (4, 11, 2, 3, true),
+            (13, 13, 1, 64, true),
+            (50, 50, 2, 16, true),
+            (100, 130, 3, 64, false),
+            (97, 97, 1, 20, true),
+            (60, 700, 2, 64, false),
+            (1, 1500, 6, 64, false),
+            (3, 200, 6, 64, true),
+        ];
         for &(tq, tk, heads, hd, causal) in &shapes {
             let d = heads * hd;
             // Q, K, V interleaved in one [t × 3d] matrix, as the fused projection makes them.
             let qkv: Vec<f32> = (0..tk * 3 * d).map(|_| r() * 4.0).collect();
-            let s = Shape { tq, tk, n_heads: heads, head_dim: hd, q_stride: 3 * d, k_stride: 3 * d, v_stride: 3 * d, causal };
+            let s = Shape {
+                tq,
+                tk,
+                n_heads: heads,
+                head_dim: hd,
+                q_stride: 3 * d,
+                k_stride: 3 * d,
+                v_stride: 3 * d,
+                causal,
+            };
             let q = &qkv[(tk - tq) * 3 * d..];
             let expect = naive(s, q, &qkv[d..], &qkv[2 * d..]);
             let mut runs: Vec<(String, Vec<f32>)> = Vec::new();
@@ -569,7 +658,10 @@ mod tests {
             }
             for (name, out) in runs {
                 for (a, b) in out.iter().zip(&expect) {
-                    assert!((*a as f64 - b).abs() < 1e-4, "{name} {tq}x{tk} causal {causal}: {a} vs {b}");
+                    assert!(
+                        (*a as f64 - b).abs() < 1e-4,
+                        "{name} {tq}x{tk} causal {causal}: {a} vs {b}"
+                    );
                 }
             }
         }
@@ -587,12 +679,36 @@ mod tests {
         #[cfg(not(target_arch = "x86_64"))]
         let bf16 = |x: f32| x;
         let on_tiles = cfg!(target_arch = "x86_64") && Isa::detect() == Isa::Amx;
-        eprintln!("bf16 attention on {}", if on_tiles { "the AMX tiles" } else { "the f32 path (no AMX here)" });
+        eprintln!(
+            "bf16 attention on {}",
+            if on_tiles {
+                "the AMX tiles"
+            } else {
+                "the f32 path (no AMX here)"
+            }
+        );
         // Rows and keys around the 16/32 tiles, causal blocks, Whisper's 1500 frames.
-        for &(tq, tk, heads, causal) in &[(32, 32, 1, false), (33, 47, 2, false), (50, 50, 2, true), (100, 130, 3, false), (97, 97, 1, true), (60, 700, 2, true), (1500, 1500, 1, false)] {
+        for &(tq, tk, heads, causal) in &[
+            (32, 32, 1, false),
+            (33, 47, 2, false),
+            (50, 50, 2, true),
+            (100, 130, 3, false),
+            (97, 97, 1, true),
+            (60, 700, 2, true),
+            (1500, 1500, 1, false),
+        ] {
             let (hd, d) = (64, heads * 64);
             let qkv: Vec<f32> = (0..tk * 3 * d).map(|_| r() * 4.0).collect();
-            let s = Shape { tq, tk, n_heads: heads, head_dim: hd, q_stride: 3 * d, k_stride: 3 * d, v_stride: 3 * d, causal };
+            let s = Shape {
+                tq,
+                tk,
+                n_heads: heads,
+                head_dim: hd,
+                q_stride: 3 * d,
+                k_stride: 3 * d,
+                v_stride: 3 * d,
+                causal,
+            };
             let q = &qkv[(tk - tq) * 3 * d..];
             let mut out = vec![f32::NAN; tq * d];
             attention_bf16(s, q, &qkv[d..], &qkv[2 * d..], &mut out);
@@ -601,7 +717,10 @@ mod tests {
                 // The same roundings in f64: only the f32 sums and exp differ.
                 let want = naive_rounding(s, q, &qkv[d..], &qkv[2 * d..], bf16);
                 for (a, b) in out.iter().zip(&want) {
-                    assert!((*a as f64 - b).abs() < 2e-3, "{tq}x{tk} causal {causal}: {a} vs bf16 reference {b}");
+                    assert!(
+                        (*a as f64 - b).abs() < 2e-3,
+                        "{tq}x{tk} causal {causal}: {a} vs bf16 reference {b}"
+                    );
                 }
             }
             let rms = |v: &mut dyn Iterator<Item = f64>| {
@@ -609,7 +728,10 @@ mod tests {
                 (s / n as f64).sqrt()
             };
             let err = rms(&mut out.iter().zip(&exact).map(|(&a, &b)| a as f64 - b)) / rms(&mut exact.iter().copied());
-            eprintln!("{tq}x{tk} causal {causal}: error vs f64 {:.3} % of the output RMS", err * 100.0);
+            eprintln!(
+                "{tq}x{tk} causal {causal}: error vs f64 {:.3} % of the output RMS",
+                err * 100.0
+            );
             assert!(err < 0.01, "{tq}x{tk}: {:.3} %", err * 100.0);
         }
     }

@@ -50,7 +50,12 @@ impl Bf16Weights {
                 }
             }
         });
-        Some(Bf16Weights { n: n_out, k, kp, packed })
+        Some(Bf16Weights {
+            n: n_out,
+            k,
+            kp,
+            packed,
+        })
     }
 
     pub fn n_out(&self) -> usize {
@@ -68,7 +73,9 @@ impl Bf16Weights {
         for (j, row) in w.chunks_mut(self.k).enumerate() {
             for (p, v) in row.iter_mut().enumerate() {
                 let (step, pair, e) = (p / KR, (p % KR) / 2, p % 2);
-                *v = amx::f32_of_bf16(self.packed[(j / NR) * NR * self.kp + step * BF16_TILE + pair * 2 * NR + (j % NR) * 2 + e]);
+                *v = amx::f32_of_bf16(
+                    self.packed[(j / NR) * NR * self.kp + step * BF16_TILE + pair * 2 * NR + (j % NR) * 2 + e],
+                );
             }
         }
         w
@@ -88,14 +95,26 @@ pub fn linear_bf16(x: &[f32], m: usize, k: usize, w: &Bf16Weights, bias: Option<
     pool::install(|| {
         // x in bf16, row-major, rows padded to a multiple of 16 and k to kp with zeros.
         let mut xb = pool::reused_zeroed(&ROWS, m.next_multiple_of(amx::ROWS) * kp);
-        xb.par_chunks_mut(kp).zip(x.par_chunks(k)).for_each(|(dst, row)| to_bf16(row, &mut dst[..k]));
+        xb.par_chunks_mut(kp)
+            .zip(x.par_chunks(k))
+            .for_each(|(dst, row)| to_bf16(row, &mut dst[..k]));
         let out = Shared(out.as_mut_ptr());
         let panel = |j: usize| w.packed[(j / NR) * NR * kp..].as_ptr();
         #[cfg(target_arch = "x86_64")]
         let dot = |i0: usize, two_rows: bool, j0: usize, two_panels: bool, acc: &mut [[f32; 256]; 4]| {
             // SAFETY: rows are padded to a multiple of 16, channels to whole panels; `par_blocks`
             // asks for the second ones only inside them.
-            unsafe { amx::dot_bf16(kp / KR, xb[i0 * kp..].as_ptr(), kp * 2, two_rows, panel(j0), two_panels.then(|| panel(j0 + NR)), acc) }
+            unsafe {
+                amx::dot_bf16(
+                    kp / KR,
+                    xb[i0 * kp..].as_ptr(),
+                    kp * 2,
+                    two_rows,
+                    panel(j0),
+                    two_panels.then(|| panel(j0 + NR)),
+                    acc,
+                )
+            }
         };
         let store = |i: usize, rows: usize, j: usize, cols: usize, acc: &[f32; 256]| {
             for r in 0..rows {
@@ -103,7 +122,11 @@ pub fn linear_bf16(x: &[f32], m: usize, k: usize, w: &Bf16Weights, bias: Option<
                 let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add((i + r) * n + j), cols) };
                 let sums = &acc[r * NR..][..cols];
                 match bias {
-                    Some(b) => dst.iter_mut().zip(sums).zip(&b[j..j + cols]).for_each(|((y, &s), &b)| *y = s + b),
+                    Some(b) => dst
+                        .iter_mut()
+                        .zip(sums)
+                        .zip(&b[j..j + cols])
+                        .for_each(|((y, &s), &b)| *y = s + b),
                     None => dst.copy_from_slice(sums),
                 }
             }
@@ -154,7 +177,14 @@ mod tests {
         let mut seed = 7;
         // Rows and channels around the tiles (16, 32, 64) and tasks (128), k off the 32 step,
         // and the model's shapes (conv stem, cross-attention K/V).
-        for (m, k, n) in [(1, 32, 16), (15, 31, 17), (33, 64, 40), (70, 100, 130), (3000, 240, 384), (1500, 384, 768)] {
+        for (m, k, n) in [
+            (1, 32, 16),
+            (15, 31, 17),
+            (33, 64, 40),
+            (70, 100, 130),
+            (3000, 240, 384),
+            (1500, 384, 768),
+        ] {
             let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed) * 4.0).collect();
             let w: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();
             let bias: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
@@ -166,7 +196,11 @@ mod tests {
             for (i, j) in (0..m).step_by(m / 7 + 1).flat_map(|i| (0..n).map(move |j| (i, j))) {
                 let want: f64 = (0..k).map(|p| r(x[i * k + p]) * wb[j * k + p] as f64).sum::<f64>() + bias[j] as f64;
                 let bound: f64 = (0..k).map(|p| (r(x[i * k + p]) * wb[j * k + p] as f64).abs()).sum();
-                assert!((y[i * n + j] as f64 - want).abs() <= 1e-5 * bound + 1e-6, "{m}x{k}x{n} ({i},{j}): {} vs {want}", y[i * n + j]);
+                assert!(
+                    (y[i * n + j] as f64 - want).abs() <= 1e-5 * bound + 1e-6,
+                    "{m}x{k}x{n} ({i},{j}): {} vs {want}",
+                    y[i * n + j]
+                );
             }
             let mut f = vec![0f32; m * n];
             gemm_nt(m, n, k, &x, &w, &mut f);
@@ -174,7 +208,12 @@ mod tests {
                 let (s, c) = v.fold((0.0, 0), |(s, c), x| (s + x * x, c + 1));
                 (s / c as f64).sqrt()
             };
-            let err = rms(&mut y.iter().zip(&f).enumerate().map(|(i, (a, b))| (*a - *b - bias[i % n]) as f64)) / rms(&mut f.iter().map(|&v| v as f64));
+            let err = rms(&mut y
+                .iter()
+                .zip(&f)
+                .enumerate()
+                .map(|(i, (a, b))| (*a - *b - bias[i % n]) as f64))
+                / rms(&mut f.iter().map(|&v| v as f64));
             eprintln!("{m}x{k}x{n}: error vs f32 {:.3} % of the output RMS", err * 100.0);
             assert!(err < 0.005, "{m}x{k}x{n}: {:.3} %", err * 100.0);
         }

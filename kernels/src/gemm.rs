@@ -26,23 +26,53 @@ const SMALL_M: usize = 8;
 
 /// `c[m×n] = a[m×k] · b[n×k]ᵀ` (b holds one output per row, like a linear layer's weight).
 pub fn gemm_nt(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n, "gemm_nt: slices too short");
+    assert!(
+        a.len() >= m * k && b.len() >= n * k && c.len() >= m * n,
+        "gemm_nt: slices too short"
+    );
     if m <= SMALL_M {
         pool::install(|| small_m_nt(m, n, k, a, b, c));
         return;
     }
     // SAFETY: the asserts above keep every strided access inside the slices.
     unsafe {
-        gemm_strided(m, n, k, 1.0, a.as_ptr(), (k as isize, 1), b.as_ptr(), (1, k as isize), 0.0, c.as_mut_ptr(), (n as isize, 1));
+        gemm_strided(
+            m,
+            n,
+            k,
+            1.0,
+            a.as_ptr(),
+            (k as isize, 1),
+            b.as_ptr(),
+            (1, k as isize),
+            0.0,
+            c.as_mut_ptr(),
+            (n as isize, 1),
+        );
     }
 }
 
 /// `c[m×n] = a[m×k] · b[k×n]`.
 pub fn gemm_nn(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm_nn: slices too short");
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "gemm_nn: slices too short"
+    );
     // SAFETY: as in gemm_nt.
     unsafe {
-        gemm_strided(m, n, k, 1.0, a.as_ptr(), (k as isize, 1), b.as_ptr(), (n as isize, 1), 0.0, c.as_mut_ptr(), (n as isize, 1));
+        gemm_strided(
+            m,
+            n,
+            k,
+            1.0,
+            a.as_ptr(),
+            (k as isize, 1),
+            b.as_ptr(),
+            (n as isize, 1),
+            0.0,
+            c.as_mut_ptr(),
+            (n as isize, 1),
+        );
     }
 }
 
@@ -89,10 +119,20 @@ pub unsafe fn gemm_strided_with(
     c: *mut f32,
     (rsc, csc): (isize, isize),
 ) {
-    let (a, b, c) = (View { ptr: a, rs: rsa, cs: csa }, View { ptr: b, rs: rsb, cs: csb }, sgemm::Shared(c));
-    pool::install(move || {
-        sgemm::sgemm(isa, m, n, k, alpha, a, b, beta, c.get(), rsc, csc)
-    })
+    let (a, b, c) = (
+        View {
+            ptr: a,
+            rs: rsa,
+            cs: csa,
+        },
+        View {
+            ptr: b,
+            rs: rsb,
+            cs: csb,
+        },
+        sgemm::Shared(c),
+    );
+    pool::install(move || sgemm::sgemm(isa, m, n, k, alpha, a, b, beta, c.get(), rsc, csc))
 }
 
 /// Linear layer: `y[m×n] = x[m×k] · w[n×k]ᵀ + bias`.
@@ -110,15 +150,18 @@ pub fn linear(m: usize, n: usize, k: usize, x: &[f32], w: &[f32], bias: Option<&
 fn small_m_nt(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     const COLS_PER_TASK: usize = 256;
     let mut out_t = vec![0f32; n * m];
-    out_t.par_chunks_mut(COLS_PER_TASK * m).enumerate().for_each(|(task, out)| {
-        let j0 = task * COLS_PER_TASK;
-        for (jj, col) in out.chunks_mut(m).enumerate() {
-            let w = &b[(j0 + jj) * k..(j0 + jj + 1) * k];
-            for (i, v) in col.iter_mut().enumerate() {
-                *v = dot(&a[i * k..(i + 1) * k], w);
+    out_t
+        .par_chunks_mut(COLS_PER_TASK * m)
+        .enumerate()
+        .for_each(|(task, out)| {
+            let j0 = task * COLS_PER_TASK;
+            for (jj, col) in out.chunks_mut(m).enumerate() {
+                let w = &b[(j0 + jj) * k..(j0 + jj + 1) * k];
+                for (i, v) in col.iter_mut().enumerate() {
+                    *v = dot(&a[i * k..(i + 1) * k], w);
+                }
             }
-        }
-    });
+        });
     for i in 0..m {
         for j in 0..n {
             c[i * n + j] = out_t[j * m + i];
@@ -186,14 +229,25 @@ mod tests {
     #[test]
     fn gemm_nt_matches_reference_on_odd_shapes() {
         let mut seed = 7;
-        for &(m, n, k) in &[(1, 1, 1), (1, 51, 37), (3, 300, 17), (4, 5, 129), (5, 7, 3), (33, 65, 129), (130, 17, 384)] {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 51, 37),
+            (3, 300, 17),
+            (4, 5, 129),
+            (5, 7, 3),
+            (33, 65, 129),
+            (130, 17, 384),
+        ] {
             let a: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
             let b: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();
             let mut c = vec![f32::NAN; m * n];
             gemm_nt(m, n, k, &a, &b, &mut c);
             let r = reference_nt(m, n, k, &a, &b);
             for (x, y) in c.iter().zip(&r) {
-                assert!((*x as f64 - y).abs() < 1e-4 * (k as f64).sqrt(), "{m}x{n}x{k}: {x} vs {y}");
+                assert!(
+                    (*x as f64 - y).abs() < 1e-4 * (k as f64).sqrt(),
+                    "{m}x{n}x{k}: {x} vs {y}"
+                );
             }
         }
     }

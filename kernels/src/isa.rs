@@ -26,7 +26,10 @@ impl Isa {
     pub fn detect() -> Isa {
         static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *CHOSEN.get_or_init(|| {
-            let best = [Isa::Amx, Isa::Avx512Vnni, Isa::Avx2].into_iter().find(|isa| isa.available()).unwrap_or(Isa::Portable);
+            let best = [Isa::Amx, Isa::Avx512Vnni, Isa::Avx2]
+                .into_iter()
+                .find(|isa| isa.available())
+                .unwrap_or(Isa::Portable);
             match std::env::var("NPUWHISPER_ISA").as_deref() {
                 Ok("portable") => Isa::Portable,
                 Ok("avx2") => best.min(Isa::Avx2),
@@ -42,7 +45,9 @@ impl Isa {
         {
             // F16C (f16 loads in `xattn`) came before AVX2 on every x86 CPU that has AVX2.
             let avx2 = || {
-                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c")
+                std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("fma")
+                    && std::is_x86_feature_detected!("f16c")
             };
             match self {
                 Isa::Portable => true,
@@ -64,7 +69,10 @@ impl Isa {
 
     /// Every path this CPU can run, for tests that compare them.
     pub fn all_available() -> Vec<Isa> {
-        [Isa::Portable, Isa::Avx2, Isa::Avx512Vnni, Isa::Amx].into_iter().filter(|isa| isa.available()).collect()
+        [Isa::Portable, Isa::Avx2, Isa::Avx512Vnni, Isa::Amx]
+            .into_iter()
+            .filter(|isa| isa.available())
+            .collect()
     }
 
     /// `self` if the CPU supports it, else the best supported path below it.

@@ -27,7 +27,12 @@ impl LogMel {
             .map(|n| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * n as f64 / N_FFT as f64).cos()) as f32)
             .collect();
         let fft = RealFftPlanner::<f32>::new().plan_fft_forward(N_FFT);
-        LogMel { n_mels, filters: mel_filters(n_mels, N_FFT, SAMPLE_RATE), window, fft }
+        LogMel {
+            n_mels,
+            filters: mel_filters(n_mels, N_FFT, SAMPLE_RATE),
+            window,
+            fft,
+        }
     }
 
     pub fn n_mels(&self) -> usize {
@@ -42,26 +47,39 @@ impl LogMel {
         let half = N_FFT / 2;
         let sample = |i: isize| -> f32 {
             let n = audio.len() as isize;
-            let j = if i < 0 { -i } else if i >= n { 2 * (n - 1) - i } else { i };
+            let j = if i < 0 {
+                -i
+            } else if i >= n {
+                2 * (n - 1) - i
+            } else {
+                i
+            };
             audio.get(j.clamp(0, n - 1) as usize).copied().unwrap_or(0.0)
         };
         let mut power = vec![0f32; n_frames * N_FREQS];
-        crate::pool::install(|| power.par_chunks_mut(N_FREQS * 64).enumerate().for_each(|(chunk_idx, out)| {
-            let mut input = self.fft.make_input_vec();
-            let mut spectrum = self.fft.make_output_vec();
-            let mut scratch = self.fft.make_scratch_vec();
-            for (i, row) in out.chunks_mut(N_FREQS).enumerate() {
-                let t = chunk_idx * 64 + i;
-                let start = (t * HOP) as isize - half as isize;
-                for (n, x) in input.iter_mut().enumerate() {
-                    *x = sample(start + n as isize) * self.window[n];
-                }
-                self.fft.process_with_scratch(&mut input, &mut spectrum, &mut scratch).expect("fft sizes match the plan");
-                for (p, c) in row.iter_mut().zip(&spectrum) {
-                    *p = c.re * c.re + c.im * c.im;
-                }
-            }
-        }));
+        crate::pool::install(|| {
+            power
+                .par_chunks_mut(N_FREQS * 64)
+                .enumerate()
+                .for_each(|(chunk_idx, out)| {
+                    let mut input = self.fft.make_input_vec();
+                    let mut spectrum = self.fft.make_output_vec();
+                    let mut scratch = self.fft.make_scratch_vec();
+                    for (i, row) in out.chunks_mut(N_FREQS).enumerate() {
+                        let t = chunk_idx * 64 + i;
+                        let start = (t * HOP) as isize - half as isize;
+                        for (n, x) in input.iter_mut().enumerate() {
+                            *x = sample(start + n as isize) * self.window[n];
+                        }
+                        self.fft
+                            .process_with_scratch(&mut input, &mut spectrum, &mut scratch)
+                            .expect("fft sizes match the plan");
+                        for (p, c) in row.iter_mut().zip(&spectrum) {
+                            *p = c.re * c.re + c.im * c.im;
+                        }
+                    }
+                })
+        });
         power
     }
 
@@ -92,23 +110,34 @@ fn hz_to_mel(f: f64) -> f64 {
     const F_SP: f64 = 200.0 / 3.0;
     let min_log_mel = 1000.0 / F_SP;
     let logstep = 6.4f64.ln() / 27.0;
-    if f >= 1000.0 { min_log_mel + (f / 1000.0).ln() / logstep } else { f / F_SP }
+    if f >= 1000.0 {
+        min_log_mel + (f / 1000.0).ln() / logstep
+    } else {
+        f / F_SP
+    }
 }
 
 fn mel_to_hz(m: f64) -> f64 {
     const F_SP: f64 = 200.0 / 3.0;
     let min_log_mel = 1000.0 / F_SP;
     let logstep = 6.4f64.ln() / 27.0;
-    if m >= min_log_mel { 1000.0 * (logstep * (m - min_log_mel)).exp() } else { F_SP * m }
+    if m >= min_log_mel {
+        1000.0 * (logstep * (m - min_log_mel)).exp()
+    } else {
+        F_SP * m
+    }
 }
 
 /// librosa's `filters.mel(sr, n_fft, n_mels)` with Slaney scale and norm, fmin 0, fmax sr/2.
 pub fn mel_filters(n_mels: usize, n_fft: usize, sample_rate: usize) -> Vec<f32> {
     let n_freqs = n_fft / 2 + 1;
-    let fft_freqs: Vec<f64> = (0..n_freqs).map(|k| k as f64 * sample_rate as f64 / n_fft as f64).collect();
+    let fft_freqs: Vec<f64> = (0..n_freqs)
+        .map(|k| k as f64 * sample_rate as f64 / n_fft as f64)
+        .collect();
     let (lo, hi) = (hz_to_mel(0.0), hz_to_mel(sample_rate as f64 / 2.0));
-    let mel_f: Vec<f64> =
-        (0..n_mels + 2).map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64)).collect();
+    let mel_f: Vec<f64> = (0..n_mels + 2)
+        .map(|i| mel_to_hz(lo + (hi - lo) * i as f64 / (n_mels + 1) as f64))
+        .collect();
     let mut weights = vec![0f32; n_mels * n_freqs];
     for i in 0..n_mels {
         let enorm = 2.0 / (mel_f[i + 2] - mel_f[i]);
@@ -150,14 +179,24 @@ mod tests {
             let frame: Vec<f32> = (0..N_FFT)
                 .map(|n| {
                     let i = (t * HOP + n) as isize - 200;
-                    let j = if i < 0 { -i } else if i >= 1600 { 2 * 1599 - i } else { i };
+                    let j = if i < 0 {
+                        -i
+                    } else if i >= 1600 {
+                        2 * 1599 - i
+                    } else {
+                        i
+                    };
                     audio[j as usize] * mel.window[n]
                 })
                 .collect();
             let expect = dft_power(&frame);
             for k in 0..N_FREQS {
                 let got = power[t * N_FREQS + k] as f64;
-                assert!((got - expect[k]).abs() <= 1e-3 * expect[k].abs().max(1.0), "t {t} k {k}: {got} vs {}", expect[k]);
+                assert!(
+                    (got - expect[k]).abs() <= 1e-3 * expect[k].abs().max(1.0),
+                    "t {t} k {k}: {got} vs {}",
+                    expect[k]
+                );
             }
         }
     }

@@ -11,16 +11,18 @@ use crate::isa::Isa;
 /// `y = (x − mean) / sqrt(var + eps) · gamma + beta`, per row of width `gamma.len()`, in place.
 pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let d = gamma.len();
-    crate::pool::install(|| x.par_chunks_mut(d * 16).for_each(|rows| {
-        for row in rows.chunks_mut(d) {
-            let mean = row.iter().sum::<f32>() / d as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-            let inv = 1.0 / (var + eps).sqrt();
-            for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-                *v = (*v - mean) * inv * g + b;
+    crate::pool::install(|| {
+        x.par_chunks_mut(d * 16).for_each(|rows| {
+            for row in rows.chunks_mut(d) {
+                let mean = row.iter().sum::<f32>() / d as f32;
+                let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+                let inv = 1.0 / (var + eps).sqrt();
+                for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+                    *v = (*v - mean) * inv * g + b;
+                }
             }
-        }
-    }));
+        })
+    });
 }
 
 /// Layer norm into a new buffer, leaving `x` (the residual stream) untouched.
@@ -42,12 +44,23 @@ pub fn gelu_slice(x: &mut [f32]) {
 
 /// [`gelu_slice`] on a chosen SIMD path, for tests.
 pub fn gelu_with(isa: Isa, x: &mut [f32]) {
-    dispatch(isa, x, gelu_inline, #[cfg(target_arch = "x86_64")] gelu_avx2);
+    dispatch(
+        isa,
+        x,
+        gelu_inline,
+        #[cfg(target_arch = "x86_64")]
+        gelu_avx2,
+    );
 }
 
 /// Runs a slice operation's AVX2 version when `isa` asks for it and the CPU has it, else its
 /// portable version.
-fn dispatch<R>(isa: Isa, x: &mut [f32], portable: fn(&mut [f32]) -> R, #[cfg(target_arch = "x86_64")] avx2: unsafe fn(&mut [f32]) -> R) -> R {
+fn dispatch<R>(
+    isa: Isa,
+    x: &mut [f32],
+    portable: fn(&mut [f32]) -> R,
+    #[cfg(target_arch = "x86_64")] avx2: unsafe fn(&mut [f32]) -> R,
+) -> R {
     #[cfg(target_arch = "x86_64")]
     if isa.or_below() >= Isa::Avx2 {
         // SAFETY: `or_below` checked that the CPU has AVX2 and FMA.
@@ -138,7 +151,8 @@ pub fn erf(x: f32) -> f32 {
                 + t * (0.37409196
                     + t * (0.09678418
                         + t * (-0.18628806
-                            + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+                            + t * (0.27886807
+                                + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
             .exp();
     (if x >= 0.0 { 1.0 - y } else { y - 1.0 }) as f32
 }
@@ -175,7 +189,13 @@ pub fn exp_shifted_with(isa: Isa, row: &mut [f32]) -> f32 {
         // SAFETY: `or_below` checked that the CPU has AVX-512F.
         return unsafe { exp_shifted_avx512(row) };
     }
-    dispatch(isa, row, exp_shifted_inline, #[cfg(target_arch = "x86_64")] exp_shifted_avx2)
+    dispatch(
+        isa,
+        row,
+        exp_shifted_inline,
+        #[cfg(target_arch = "x86_64")]
+        exp_shifted_avx2,
+    )
 }
 
 /// [`exp_shifted_avx2`] 16 lanes at a time: each exp is the same operations as
@@ -191,7 +211,9 @@ unsafe fn exp_shifted_avx512(row: &mut [f32]) -> f32 {
     for i in (0..n16).step_by(16) {
         vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(p.add(i)));
     }
-    let max = row[n16..].iter().fold(_mm512_reduce_max_ps(vmax), |a, &b| if b > a { b } else { a });
+    let max = row[n16..]
+        .iter()
+        .fold(_mm512_reduce_max_ps(vmax), |a, &b| if b > a { b } else { a });
     if max == f32::NEG_INFINITY {
         row.fill(0.0);
         return 0.0;
@@ -218,17 +240,32 @@ unsafe fn exp_shifted_avx512(row: &mut [f32]) -> f32 {
 unsafe fn avx512_exp(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     let xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3)), _mm512_set1_ps(88.0));
-    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(xc, _mm512_set1_ps(std::f32::consts::LOG2_E)));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+        xc,
+        _mm512_set1_ps(std::f32::consts::LOG2_E),
+    ));
     let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375), xc);
     let r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4), r);
     let mut poly = _mm512_set1_ps(1.9875691500e-4);
-    for c in [1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1] {
+    for c in [
+        1.3981999507e-3,
+        8.3334519073e-3,
+        4.1665795894e-2,
+        1.6666665459e-1,
+        5.0000001201e-1,
+    ] {
         poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(c));
     }
     let e = _mm512_add_ps(_mm512_fmadd_ps(poly, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
-    let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127))));
+    let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_cvtps_epi32(n),
+        _mm512_set1_epi32(127),
+    )));
     // Below the range (−∞ included) the answer is 0, as in the other versions.
-    _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-87.3)), _mm512_mul_ps(e, scale))
+    _mm512_maskz_mov_ps(
+        _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-87.3)),
+        _mm512_mul_ps(e, scale),
+    )
 }
 
 /// [`exp_shifted_with`] on AVX2: vector max, then exp and sum 8 lanes at a time ([`avx2::exp`]).
@@ -244,7 +281,10 @@ unsafe fn exp_shifted_avx2(row: &mut [f32]) -> f32 {
     }
     let mut lanes = [0f32; 8];
     _mm256_storeu_ps(lanes.as_mut_ptr(), vmax);
-    let max = lanes.iter().chain(&row[n8..]).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    let max = lanes
+        .iter()
+        .chain(&row[n8..])
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
     if max == f32::NEG_INFINITY {
         row.fill(0.0);
         return 0.0;
@@ -274,7 +314,11 @@ fn max_of(row: &[f32]) -> f32 {
             lanes[l] = if c[l] > lanes[l] { c[l] } else { lanes[l] };
         }
     }
-    let max = chunks.remainder().iter().chain(&lanes).fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
     max
 }
 
@@ -314,14 +358,33 @@ pub(crate) mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn exp(x: __m256) -> __m256 {
         let xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3)), _mm256_set1_ps(88.0));
-        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E)));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+            xc,
+            _mm256_set1_ps(std::f32::consts::LOG2_E),
+        ));
         let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375), xc);
         let r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4), r);
-        let p = poly(r, &[1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1]);
+        let p = poly(
+            r,
+            &[
+                1.9875691500e-4,
+                1.3981999507e-3,
+                8.3334519073e-3,
+                4.1665795894e-2,
+                1.6666665459e-1,
+                5.0000001201e-1,
+            ],
+        );
         let e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
-        let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127))));
+        let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        )));
         // Below the range (−∞ included) the answer is 0, as in the scalar version.
-        _mm256_and_ps(_mm256_mul_ps(e, scale), _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(-87.3)))
+        _mm256_and_ps(
+            _mm256_mul_ps(e, scale),
+            _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(-87.3)),
+        )
     }
 
     #[inline]
@@ -331,9 +394,26 @@ pub(crate) mod avx2 {
         let x2 = _mm256_mul_ps(x, x);
         let p = poly(
             x2,
-            &[-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02],
+            &[
+                -2.72614225801306e-10,
+                2.77068142495902e-08,
+                -2.10102402082508e-06,
+                -5.69250639462346e-05,
+                -7.34990630326855e-04,
+                -2.95459980854025e-03,
+                -1.60960333262415e-02,
+            ],
         );
-        let q = poly(x2, &[-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03, -1.42647390514189e-02]);
+        let q = poly(
+            x2,
+            &[
+                -1.45660718464996e-05,
+                -2.13374055278905e-04,
+                -1.68282697438203e-03,
+                -7.37332916720468e-03,
+                -1.42647390514189e-02,
+            ],
+        );
         _mm256_div_ps(_mm256_mul_ps(x, p), q)
     }
 
@@ -341,7 +421,10 @@ pub(crate) mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn gelu(x: __m256) -> __m256 {
         let e = erf(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2)));
-        _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5), x), _mm256_add_ps(_mm256_set1_ps(1.0), e))
+        _mm256_mul_ps(
+            _mm256_mul_ps(_mm256_set1_ps(0.5), x),
+            _mm256_add_ps(_mm256_set1_ps(1.0), e),
+        )
     }
 }
 
@@ -402,7 +485,13 @@ mod tests {
 
     #[test]
     fn erf_matches_known_values() {
-        for &(x, e) in &[(0.0f32, 0.0f64), (0.5, 0.5204998778), (1.0, 0.8427007929), (-1.5, -0.9661051465), (3.0, 0.9999779095)] {
+        for &(x, e) in &[
+            (0.0f32, 0.0f64),
+            (0.5, 0.5204998778),
+            (1.0, 0.8427007929),
+            (-1.5, -0.9661051465),
+            (3.0, 0.9999779095),
+        ] {
             assert!((erf(x) as f64 - e).abs() < 2e-7, "erf({x})");
         }
     }
@@ -436,13 +525,19 @@ mod tests {
 
     #[test]
     fn gelu_matches_definition_on_every_path() {
-        let x: Vec<f32> = (-3000..3000).map(|i| i as f32 / 500.0).chain([-40.0, 40.0, f32::MIN_POSITIVE]).collect();
+        let x: Vec<f32> = (-3000..3000)
+            .map(|i| i as f32 / 500.0)
+            .chain([-40.0, 40.0, f32::MIN_POSITIVE])
+            .collect();
         for isa in Isa::all_available() {
             let mut y = x.clone();
             gelu_with(isa, &mut y);
             for (&v, &g) in x.iter().zip(&y) {
                 let e = 0.5 * v * (1.0 + erf(v / 2f32.sqrt()));
-                assert!((g - e).abs() <= 1e-6 * (1.0 + v.abs()), "{isa:?} gelu({v}) = {g}, want {e}");
+                assert!(
+                    (g - e).abs() <= 1e-6 * (1.0 + v.abs()),
+                    "{isa:?} gelu({v}) = {g}, want {e}"
+                );
             }
         }
         let mut y = vec![-1.0f32];
@@ -489,7 +584,10 @@ mod tests {
             let want = (x as f64).exp();
             worst.1 = worst.1.max(((exp_fast(x) as f64 - want) / want).abs());
         }
-        eprintln!("{isa:?}: erf_fast max abs error {:.2e}, exp_fast max rel error {:.2e}", worst.0, worst.1);
+        eprintln!(
+            "{isa:?}: erf_fast max abs error {:.2e}, exp_fast max rel error {:.2e}",
+            worst.0, worst.1
+        );
         assert!(worst.0 < 1e-6, "erf_fast abs error {}", worst.0);
         assert!(worst.1 < 3e-7, "exp_fast rel error {}", worst.1);
         assert_eq!(exp_fast(f32::NEG_INFINITY), 0.0);
@@ -519,7 +617,10 @@ mod tests {
     #[test]
     fn exp_shifted_paths_give_the_same_exps() {
         // Long enough for the 16-lane loop, with a tail, −∞ and values below exp's range.
-        let row: Vec<f32> = (0..1503).map(|i| ((i * 7919) % 1000) as f32 * 0.11 - 100.0).chain([f32::NEG_INFINITY, 3.0]).collect();
+        let row: Vec<f32> = (0..1503)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.11 - 100.0)
+            .chain([f32::NEG_INFINITY, 3.0])
+            .collect();
         let mut want = row.clone();
         let want_sum = exp_shifted_with(Isa::Portable, &mut want);
         for isa in Isa::all_available() {
@@ -528,12 +629,19 @@ mod tests {
             if isa >= Isa::Avx2 {
                 let mut avx2 = row.clone();
                 exp_shifted_with(Isa::Avx2, &mut avx2);
-                assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), avx2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "{isa:?}");
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    avx2.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{isa:?}"
+                );
             }
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() <= 1e-6 * b.abs() + 1e-30, "{isa:?}: {a} vs {b}");
             }
-            assert!((sum - want_sum).abs() <= 1e-5 * want_sum, "{isa:?}: sum {sum} vs {want_sum}");
+            assert!(
+                (sum - want_sum).abs() <= 1e-5 * want_sum,
+                "{isa:?}: sum {sum} vs {want_sum}"
+            );
         }
         for isa in Isa::all_available() {
             let mut empty = vec![f32::NEG_INFINITY; 40];
@@ -546,24 +654,53 @@ mod tests {
     fn log_sum_exp_and_log_softmax_agree_with_f64_on_every_path() {
         // Vocabulary-sized (odd length, a tail for every lane width), with −∞ masks as the
         // timestamp rules leave them; short and all-masked rows too.
-        let vocab: Vec<f32> = (0..51_865).map(|i| if i % 97 == 5 { f32::NEG_INFINITY } else { ((i * 7919) % 4001) as f32 * 0.01 - 25.0 }).collect();
-        let rows = [vocab, vec![2.5], vec![-1.0, 4.0, f32::NEG_INFINITY, 0.25, 3.0, -7.5, 1.0, 2.0, 9.0], vec![f32::NEG_INFINITY; 19], vec![]];
+        let vocab: Vec<f32> = (0..51_865)
+            .map(|i| {
+                if i % 97 == 5 {
+                    f32::NEG_INFINITY
+                } else {
+                    ((i * 7919) % 4001) as f32 * 0.01 - 25.0
+                }
+            })
+            .collect();
+        let rows = [
+            vocab,
+            vec![2.5],
+            vec![-1.0, 4.0, f32::NEG_INFINITY, 0.25, 3.0, -7.5, 1.0, 2.0, 9.0],
+            vec![f32::NEG_INFINITY; 19],
+            vec![],
+        ];
         for row in &rows {
             let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let want = if m == f64::NEG_INFINITY { f64::NEG_INFINITY } else { m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() };
+            let want = if m == f64::NEG_INFINITY {
+                f64::NEG_INFINITY
+            } else {
+                m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln()
+            };
             for isa in Isa::all_available() {
                 let got = log_sum_exp_with(isa, row) as f64;
                 if want == f64::NEG_INFINITY {
                     assert_eq!(got, f64::NEG_INFINITY, "{isa:?} len {}", row.len());
                     continue;
                 }
-                assert!((got - want).abs() <= 2e-6 * (1.0 + want.abs()), "{isa:?} len {}: {got} vs {want}", row.len());
+                assert!(
+                    (got - want).abs() <= 2e-6 * (1.0 + want.abs()),
+                    "{isa:?} len {}: {got} vs {want}",
+                    row.len()
+                );
                 let mut lp = Vec::new();
                 log_softmax_with(isa, row, &mut lp);
                 assert_eq!(lp.len(), row.len());
                 for (&v, &l) in row.iter().zip(&lp) {
                     let w = v as f64 - want;
-                    assert!(if w.is_infinite() { l == f32::NEG_INFINITY } else { (l as f64 - w).abs() <= 4e-6 * (1.0 + w.abs()) }, "{isa:?}: {l} vs {w}");
+                    assert!(
+                        if w.is_infinite() {
+                            l == f32::NEG_INFINITY
+                        } else {
+                            (l as f64 - w).abs() <= 4e-6 * (1.0 + w.abs())
+                        },
+                        "{isa:?}: {l} vs {w}"
+                    );
                 }
             }
         }
@@ -571,7 +708,10 @@ mod tests {
 
     #[test]
     fn softmax_paths_agree_with_f64() {
-        let row: Vec<f32> = (0..37).map(|i| ((i * 7919) % 23) as f32 * 0.7 - 8.0).chain([f32::NEG_INFINITY, 30.0]).collect();
+        let row: Vec<f32> = (0..37)
+            .map(|i| ((i * 7919) % 23) as f32 * 0.7 - 8.0)
+            .chain([f32::NEG_INFINITY, 30.0])
+            .collect();
         let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
         let z: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
         for isa in Isa::all_available() {
@@ -579,7 +719,10 @@ mod tests {
             softmax_with(isa, &mut p);
             for (&v, &got) in row.iter().zip(&p) {
                 let want = (v as f64 - m).exp() / z;
-                assert!((got as f64 - want).abs() < 1e-6 * want.max(1e-30) + 1e-12, "{isa:?}: {got} vs {want}");
+                assert!(
+                    (got as f64 - want).abs() < 1e-6 * want.max(1e-30) + 1e-12,
+                    "{isa:?}: {got} vs {want}"
+                );
             }
         }
     }

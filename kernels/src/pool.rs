@@ -64,7 +64,10 @@ pub fn install<R: Send>(op: impl FnOnce() -> R + Send) -> R {
 /// `len` zeros in the buffer `slot` holds for this thread (taken out of it; put it back with
 /// `slot.set` when done): a kernel's per-call temporary of a megabyte or more would otherwise
 /// be fresh pages from the system on every call, a page fault per 4 KiB.
-pub(crate) fn reused_zeroed<T: Copy + Default>(slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>, len: usize) -> Vec<T> {
+pub(crate) fn reused_zeroed<T: Copy + Default>(
+    slot: &'static std::thread::LocalKey<std::cell::Cell<Vec<T>>>,
+    len: usize,
+) -> Vec<T> {
     let mut buffer = slot.take();
     buffer.clear();
     buffer.resize(len, T::default());

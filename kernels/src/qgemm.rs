@@ -72,7 +72,9 @@ impl QuantizedWeights {
     /// CTranslate2) with one scale per row, `max|w_row| / 127`.
     pub fn quantize(w: &[f32], n_out: usize, k: usize) -> QuantizedWeights {
         assert!(w.len() >= n_out * k, "QuantizedWeights::quantize: w too short");
-        Self::quantize_with(n_out, k, |r0, rows| rows.copy_from_slice(&w[r0 * k..r0 * k + rows.len()]))
+        Self::quantize_with(n_out, k, |r0, rows| {
+            rows.copy_from_slice(&w[r0 * k..r0 * k + rows.len()])
+        })
     }
 
     /// [`quantize`](Self::quantize) with the rows supplied a block at a time: `fill(r0, rows)`
@@ -81,7 +83,10 @@ impl QuantizedWeights {
     /// straight from its file encoding without a full f32 copy. The same bytes as `quantize`.
     pub fn quantize_with(n_out: usize, k: usize, mut fill: impl FnMut(usize, &mut [f32])) -> QuantizedWeights {
         // Keeps the int32 accumulator exact: k · 255 · 127 < 2³¹.
-        assert!(k < 1 << 16, "QuantizedWeights::quantize: k = {k} is too large for int32 accumulation");
+        assert!(
+            k < 1 << 16,
+            "QuantizedWeights::quantize: k = {k} is too large for int32 accumulation"
+        );
         let kp = k.next_multiple_of(4);
         let np = n_out.next_multiple_of(NR);
         let mut packed = vec![0i8; np * kp];
@@ -115,7 +120,14 @@ impl QuantizedWeights {
                     }
                 });
         }
-        QuantizedWeights { n: n_out, k, kp, packed: packed.into(), scales: scales.into(), row_sums: row_sums.into() }
+        QuantizedWeights {
+            n: n_out,
+            k,
+            kp,
+            packed: packed.into(),
+            scales: scales.into(),
+            row_sums: row_sums.into(),
+        }
     }
 
     /// The packed weights, scales and row sums, to store them (see [`from_parts`](Self::from_parts)).
@@ -124,12 +136,30 @@ impl QuantizedWeights {
     }
 
     /// A layer from the parts [`parts`](Self::parts) gave, checked to have their sizes.
-    pub fn from_parts(n_out: usize, k: usize, packed: Store<i8>, scales: Store<f32>, row_sums: Store<i32>) -> Result<QuantizedWeights, String> {
+    pub fn from_parts(
+        n_out: usize,
+        k: usize,
+        packed: Store<i8>,
+        scales: Store<f32>,
+        row_sums: Store<i32>,
+    ) -> Result<QuantizedWeights, String> {
         let (kp, np) = (k.next_multiple_of(4), n_out.next_multiple_of(NR));
         if k >= 1 << 16 || packed.len() != np * kp || scales.len() != np || row_sums.len() != np {
-            return Err(format!("INT8 parts of {} / {} / {} values do not make a {n_out}×{k} layer", packed.len(), scales.len(), row_sums.len()));
+            return Err(format!(
+                "INT8 parts of {} / {} / {} values do not make a {n_out}×{k} layer",
+                packed.len(),
+                scales.len(),
+                row_sums.len()
+            ));
         }
-        Ok(QuantizedWeights { n: n_out, k, kp, packed, scales, row_sums })
+        Ok(QuantizedWeights {
+            n: n_out,
+            k,
+            kp,
+            packed,
+            scales,
+            row_sums,
+        })
     }
 
     /// Output channels.
@@ -178,14 +208,31 @@ pub fn qlinear(x: &[f32], m: usize, k: usize, w: &QuantizedWeights, bias: Option
 }
 
 /// [`qlinear`] followed by an activation, fused into the same pass over the output.
-pub fn qlinear_act(x: &[f32], m: usize, k: usize, w: &QuantizedWeights, bias: Option<&[f32]>, act: Activation, out: &mut [f32]) {
+pub fn qlinear_act(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &QuantizedWeights,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+) {
     qlinear_with(Isa::detect(), x, m, k, w, bias, act, out);
 }
 
 /// [`qlinear_act`] on a chosen SIMD path (downgraded if the CPU lacks it), for tests and
 /// benchmarks that compare paths.
 #[allow(clippy::too_many_arguments)]
-pub fn qlinear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &QuantizedWeights, bias: Option<&[f32]>, act: Activation, out: &mut [f32]) {
+pub fn qlinear_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &QuantizedWeights,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+) {
     let n = w.n;
     assert_eq!(k, w.k, "qlinear: x has {k} features, the weight {}", w.k);
     assert!(x.len() >= m * k && out.len() >= m * n, "qlinear: slices too short");
@@ -215,7 +262,17 @@ pub fn qlinear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &QuantizedWeight
                 // Two whole panels at once in 512-bit registers where the CPU has them.
                 let pair = isa >= Isa::Avx512Vnni && j0 + 2 * NR <= c1;
                 for i0 in (r0..r1).step_by(MR) {
-                    let tile = OutTile { w, xq: &xq, bias, act, out: out.get(), i0, rows: MR.min(r1 - i0), j0, cols: NR.min(c1 - j0) };
+                    let tile = OutTile {
+                        w,
+                        xq: &xq,
+                        bias,
+                        act,
+                        out: out.get(),
+                        i0,
+                        rows: MR.min(r1 - i0),
+                        j0,
+                        cols: NR.min(c1 - j0),
+                    };
                     // SAFETY: tasks write disjoint (row block × column block) parts of `out`,
                     // whose length was checked above; `pair` needs VNNI and two whole panels.
                     unsafe {
@@ -239,17 +296,44 @@ const AMX_MIN_ROWS: usize = 8;
 /// weight panels), whose int32 sums go through the same epilogue as the VNNI path's register
 /// tiles: the same results, bit for bit.
 #[cfg(target_arch = "x86_64")]
-fn qlinear_amx(xq: &QuantizedRows, m: usize, w: &QuantizedWeights, bias: Option<&[f32]>, act: Activation, out: Shared<*mut f32>) {
+fn qlinear_amx(
+    xq: &QuantizedRows,
+    m: usize,
+    w: &QuantizedWeights,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: Shared<*mut f32>,
+) {
     let kp = w.kp;
     let panel = |j: usize| w.packed[(j / NR) * NR * kp..].as_ptr();
     let dot = |i0: usize, two_rows: bool, j0: usize, two_panels: bool, acc: &mut [[i32; 256]; 4]| {
         // SAFETY: the rows are padded to a multiple of 16 (`QuantizedRows::new`) and the
         // channels to whole panels; `par_blocks` asks for the second ones only inside them.
-        unsafe { amx::dot_u8i8(kp / amx::ROW_BYTES, xq.data[i0 * kp..].as_ptr(), kp, two_rows, panel(j0), two_panels.then(|| panel(j0 + NR)), acc) }
+        unsafe {
+            amx::dot_u8i8(
+                kp / amx::ROW_BYTES,
+                xq.data[i0 * kp..].as_ptr(),
+                kp,
+                two_rows,
+                panel(j0),
+                two_panels.then(|| panel(j0 + NR)),
+                acc,
+            )
+        }
     };
     let store = |i: usize, rows: usize, j: usize, cols: usize, acc: &[i32; 256]| {
         for q in (0..rows).step_by(MR) {
-            let tile = OutTile { w, xq, bias, act, out: out.get(), i0: i + q, rows: MR.min(rows - q), j0: j, cols };
+            let tile = OutTile {
+                w,
+                xq,
+                bias,
+                act,
+                out: out.get(),
+                i0: i + q,
+                rows: MR.min(rows - q),
+                j0: j,
+                cols,
+            };
             // SAFETY: `par_blocks` tasks write disjoint parts of `out`.
             unsafe { tile.store_rows(&acc[q * NR..][..tile.rows * NR]) };
         }
@@ -287,10 +371,20 @@ impl QuantizedRows {
         let mut zero_points = vec![0i32; m];
         if row_major {
             let mut data = pool::reused_zeroed(&ROWS, m.next_multiple_of(amx::ROWS) * kp);
-            data.par_chunks_mut(kp).zip(scales.par_iter_mut()).zip(zero_points.par_iter_mut()).enumerate().for_each(|(r, ((q, s), z))| {
-                (*s, *z) = quantize_row(isa, &x[r * k..(r + 1) * k], qmax, &mut q[..k]);
-            });
-            return QuantizedRows { data, scales, zero_points, kp, row_major };
+            data.par_chunks_mut(kp)
+                .zip(scales.par_iter_mut())
+                .zip(zero_points.par_iter_mut())
+                .enumerate()
+                .for_each(|(r, ((q, s), z))| {
+                    (*s, *z) = quantize_row(isa, &x[r * k..(r + 1) * k], qmax, &mut q[..k]);
+                });
+            return QuantizedRows {
+                data,
+                scales,
+                zero_points,
+                kp,
+                row_major,
+            };
         }
         let mut data = pool::reused_zeroed(&ROWS, m * kp);
         data.par_chunks_mut(MR * kp)
@@ -308,7 +402,13 @@ impl QuantizedRows {
                     }
                 }
             });
-        QuantizedRows { data, scales, zero_points, kp, row_major }
+        QuantizedRows {
+            data,
+            scales,
+            zero_points,
+            kp,
+            row_major,
+        }
     }
 
     /// Rows `i0..i0+rows` (a whole tile, as `i0` is a multiple of MR).
@@ -543,7 +643,9 @@ unsafe fn dot_tile_portable(rows: usize, groups: usize, a: *const u8, b: *const 
 unsafe fn tile_avx2<const R: usize>(tile: &OutTile, groups: usize, a: *const u8, b: *const i8) {
     use std::arch::x86_64::*;
     let ones = _mm256_set1_epi16(1);
-    tile_simd::<R>(tile, groups, a, b, |acc, a, b| _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones)));
+    tile_simd::<R>(tile, groups, a, b, |acc, a, b| {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones))
+    });
 }
 
 /// AVX-512 VNNI tile (256-bit forms): `vpdpbusd` does the four u8 × i8 products and their sum
@@ -551,7 +653,9 @@ unsafe fn tile_avx2<const R: usize>(tile: &OutTile, groups: usize, a: *const u8,
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
 unsafe fn tile_vnni<const R: usize>(tile: &OutTile, groups: usize, a: *const u8, b: *const i8) {
-    tile_simd::<R>(tile, groups, a, b, |acc, a, b| std::arch::x86_64::_mm256_dpbusd_epi32(acc, a, b));
+    tile_simd::<R>(tile, groups, a, b, |acc, a, b| {
+        std::arch::x86_64::_mm256_dpbusd_epi32(acc, a, b)
+    });
 }
 
 /// The register tile shared by the SIMD paths; `madd(acc, 4 u8 of a row broadcast, 4 k × 8
@@ -564,7 +668,11 @@ unsafe fn tile_simd<const R: usize>(
     groups: usize,
     a: *const u8,
     b: *const i8,
-    madd: impl Fn(std::arch::x86_64::__m256i, std::arch::x86_64::__m256i, std::arch::x86_64::__m256i) -> std::arch::x86_64::__m256i,
+    madd: impl Fn(
+        std::arch::x86_64::__m256i,
+        std::arch::x86_64::__m256i,
+        std::arch::x86_64::__m256i,
+    ) -> std::arch::x86_64::__m256i,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_si256(); 2]; R];
@@ -612,8 +720,17 @@ unsafe fn tile_vnni_pair<const R: usize>(tile: &OutTile, groups: usize, a: *cons
         }
     }
     for h in 0..2 {
-        let halves: [[__m256i; 2]; R] = std::array::from_fn(|i| [_mm512_castsi512_si256(acc[i][h]), _mm512_extracti64x4_epi64::<1>(acc[i][h])]);
-        let t = OutTile { j0: tile.j0 + h * NR, cols: NR, ..*tile };
+        let halves: [[__m256i; 2]; R] = std::array::from_fn(|i| {
+            [
+                _mm512_castsi512_si256(acc[i][h]),
+                _mm512_extracti64x4_epi64::<1>(acc[i][h]),
+            ]
+        });
+        let t = OutTile {
+            j0: tile.j0 + h * NR,
+            cols: NR,
+            ..*tile
+        };
         store_full_avx2(&t, &halves);
     }
 }
@@ -626,12 +743,23 @@ unsafe fn tile_vnni_pair<const R: usize>(tile: &OutTile, groups: usize, a: *cons
 unsafe fn store_full_avx2<const R: usize>(tile: &OutTile, acc: &[[std::arch::x86_64::__m256i; 2]; R]) {
     use std::arch::x86_64::*;
     let (w, j0) = (tile.w, tile.j0);
-    let ws = [_mm256_loadu_ps(w.scales.as_ptr().add(j0)), _mm256_loadu_ps(w.scales.as_ptr().add(j0 + 8))];
+    let ws = [
+        _mm256_loadu_ps(w.scales.as_ptr().add(j0)),
+        _mm256_loadu_ps(w.scales.as_ptr().add(j0 + 8)),
+    ];
     let sums = [0, 8].map(|h| _mm256_loadu_si256(w.row_sums.as_ptr().add(j0 + h) as *const __m256i));
-    let bias = tile.bias.map_or([_mm256_setzero_ps(); 2], |b| [_mm256_loadu_ps(b.as_ptr().add(j0)), _mm256_loadu_ps(b.as_ptr().add(j0 + 8))]);
+    let bias = tile.bias.map_or([_mm256_setzero_ps(); 2], |b| {
+        [
+            _mm256_loadu_ps(b.as_ptr().add(j0)),
+            _mm256_loadu_ps(b.as_ptr().add(j0 + 8)),
+        ]
+    });
     for (i, acc) in acc.iter().enumerate() {
         let r = tile.i0 + i;
-        let (sx, zp) = (_mm256_set1_ps(tile.xq.scales[r]), _mm256_set1_epi32(tile.xq.zero_points[r]));
+        let (sx, zp) = (
+            _mm256_set1_ps(tile.xq.scales[r]),
+            _mm256_set1_epi32(tile.xq.zero_points[r]),
+        );
         for h in 0..2 {
             let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[h], _mm256_mullo_epi32(zp, sums[h])));
             let mut y = _mm256_add_ps(_mm256_mul_ps(v, _mm256_mul_ps(sx, ws[h])), bias[h]);
@@ -655,7 +783,9 @@ mod tests {
 
     /// Roughly Gaussian (sum of four uniforms), with a shift so rows are not centred on 0.
     fn data(len: usize, seed: &mut u64, shift: f32) -> Vec<f32> {
-        (0..len).map(|_| (0..4).map(|_| lcg(seed)).sum::<f32>() + shift).collect()
+        (0..len)
+            .map(|_| (0..4).map(|_| lcg(seed)).sum::<f32>() + shift)
+            .collect()
     }
 
     fn rms(v: impl Iterator<Item = f64>) -> f64 {
@@ -675,7 +805,14 @@ mod tests {
 
         // Exact: the same quantized operands, multiplied in integers.
         let isa = isa.or_below();
-        let xq = QuantizedRows::new(isa, &x, m, k, qw.kp, isa == Isa::Amx && qw.kp % amx::ROW_BYTES == 0 && m >= AMX_MIN_ROWS);
+        let xq = QuantizedRows::new(
+            isa,
+            &x,
+            m,
+            k,
+            qw.kp,
+            isa == Isa::Amx && qw.kp % amx::ROW_BYTES == 0 && m >= AMX_MIN_ROWS,
+        );
         let xrow = |i: usize| -> Vec<i32> { (0..k).map(|p| xq.value(i, p) as i32 - xq.zero_points[i]).collect() };
         let wq: Vec<Vec<i32>> = (0..n).map(|j| (0..k).map(|p| qw.q(j, p) as i32).collect()).collect();
         for i in 0..m {
@@ -686,14 +823,21 @@ mod tests {
                 let s = xq.scales[i] as f64 * qw.scales[j] as f64;
                 let want = s * exact as f64 + bias[j] as f64;
                 let got = y[i * n + j] as f64;
-                assert!((got - want).abs() <= 1e-6 * s * bound + 1e-6 * want.abs() + 1e-6, "{isa:?} {m}x{k}x{n} ({i},{j}): {got} vs exact {want}");
+                assert!(
+                    (got - want).abs() <= 1e-6 * s * bound + 1e-6 * want.abs() + 1e-6,
+                    "{isa:?} {m}x{k}x{n} ({i},{j}): {got} vs exact {want}"
+                );
             }
         }
 
         // Against the f32 layer.
         let mut f = vec![0f32; m * n];
         gemm_nt(m, n, k, &x, &w, &mut f);
-        let err = rms(y.iter().zip(&f).enumerate().map(|(i, (a, b))| (*a - *b - bias[i % n]) as f64));
+        let err = rms(y
+            .iter()
+            .zip(&f)
+            .enumerate()
+            .map(|(i, (a, b))| (*a - *b - bias[i % n]) as f64));
         err / rms(f.iter().map(|&v| v as f64))
     }
 
@@ -708,21 +852,34 @@ mod tests {
                 }
             }
         }
-        shapes.extend([(1, 1536, 1536), (8, 1536, 3), (33, 1536, 17), (1, 384, 51864), (3, 384, 51864)]);
+        shapes.extend([
+            (1, 1536, 1536),
+            (8, 1536, 3),
+            (33, 1536, 17),
+            (1, 384, 51864),
+            (3, 384, 51864),
+        ]);
         shapes.extend([(1500, 384, 384), (1500, 385, 17), (1500, 1536, 384)]);
         for isa in Isa::all_available() {
             let mut worst = (0.0, (0, 0, 0));
             for &(m, k, n) in &shapes {
                 let rel = check(isa, m, k, n, &mut seed);
                 if m * n * k >= 1 << 24 {
-                    eprintln!("{isa:?} {m}x{k}x{n}: error vs f32 = {:.3} % of the output RMS", rel * 100.0);
+                    eprintln!(
+                        "{isa:?} {m}x{k}x{n}: error vs f32 = {:.3} % of the output RMS",
+                        rel * 100.0
+                    );
                 }
                 // The budget is a statistic: it needs enough outputs and a real k.
                 if k >= 384 && m * n >= 16 && rel > worst.0 {
                     worst = (rel, (m, k, n));
                 }
             }
-            eprintln!("{isa:?}: worst error vs f32 = {:.3} % of the output RMS at {:?}", worst.0 * 100.0, worst.1);
+            eprintln!(
+                "{isa:?}: worst error vs f32 = {:.3} % of the output RMS at {:?}",
+                worst.0 * 100.0,
+                worst.1
+            );
             let budget = if isa.or_below() >= Isa::Avx512Vnni { 0.015 } else { 0.02 };
             assert!(worst.0 < budget, "{isa:?}: {:.3} %", worst.0 * 100.0);
         }
@@ -791,7 +948,9 @@ mod tests {
     fn avx2_and_portable_paths_agree() {
         let mut seed = 31;
         for act in [Activation::None, Activation::Gelu] {
-            let [portable, avx2] = &outputs_on(&[Isa::Portable, Isa::Avx2], (7, 130, 45), act, &mut seed)[..] else { unreachable!() };
+            let [portable, avx2] = &outputs_on(&[Isa::Portable, Isa::Avx2], (7, 130, 45), act, &mut seed)[..] else {
+                unreachable!()
+            };
             match act {
                 Activation::None => assert_eq!(portable, avx2),
                 // The GEMM agrees bit for bit; the two erf approximations of GELU do not.
@@ -812,9 +971,19 @@ mod tests {
         }
         let mut seed = 41;
         // Row and channel counts around the tile blocks (16, 32, 64) and a partial last panel.
-        for shape in [(8, 384, 51864), (16, 384, 51864), (17, 64, 33), (20, 384, 200), (33, 1536, 40), (70, 512, 130), (1500, 384, 1536)] {
+        for shape in [
+            (8, 384, 51864),
+            (16, 384, 51864),
+            (17, 64, 33),
+            (20, 384, 200),
+            (33, 1536, 40),
+            (70, 512, 130),
+            (1500, 384, 1536),
+        ] {
             for act in [Activation::None, Activation::Gelu] {
-                let [amx, vnni] = &outputs_on(&[Isa::Amx, Isa::Avx512Vnni], shape, act, &mut seed)[..] else { unreachable!() };
+                let [amx, vnni] = &outputs_on(&[Isa::Amx, Isa::Avx512Vnni], shape, act, &mut seed)[..] else {
+                    unreachable!()
+                };
                 let same = amx.iter().zip(vnni).all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "{shape:?} {act:?}: AMX and VNNI differ");
             }
@@ -825,7 +994,13 @@ mod tests {
     fn streamed_quantization_matches_a_plain_per_row_quantization() {
         let mut seed = 37;
         // Row counts around the block and panel sizes, odd k.
-        for (n, k) in [(1, 5), (17, 3), (QUANTIZE_BLOCK_ROWS - 1, 7), (QUANTIZE_BLOCK_ROWS + 21, 9), (2 * QUANTIZE_BLOCK_ROWS + 16, 4)] {
+        for (n, k) in [
+            (1, 5),
+            (17, 3),
+            (QUANTIZE_BLOCK_ROWS - 1, 7),
+            (QUANTIZE_BLOCK_ROWS + 21, 9),
+            (2 * QUANTIZE_BLOCK_ROWS + 16, 4),
+        ] {
             let mut w = data(n * k, &mut seed, 0.0);
             if n >= 2 {
                 w[k..2 * k].fill(0.0); // an all-zero row
@@ -838,7 +1013,10 @@ mod tests {
             // Every row asked for once, in order, in blocks of at most QUANTIZE_BLOCK_ROWS.
             let mut next = 0;
             for &(r0, rows) in &asked {
-                assert!(r0 == next && rows > 0 && rows <= QUANTIZE_BLOCK_ROWS, "{n}x{k}: {asked:?}");
+                assert!(
+                    r0 == next && rows > 0 && rows <= QUANTIZE_BLOCK_ROWS,
+                    "{n}x{k}: {asked:?}"
+                );
                 next += rows;
             }
             assert_eq!(next, n);
@@ -847,14 +1025,27 @@ mod tests {
                 let row = &w[j * k..(j + 1) * k];
                 let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
                 let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-                let q: Vec<i8> = row.iter().map(|&v| (v / scale).round().clamp(-127.0, 127.0) as i8).collect();
+                let q: Vec<i8> = row
+                    .iter()
+                    .map(|&v| (v / scale).round().clamp(-127.0, 127.0) as i8)
+                    .collect();
                 assert_eq!(qw.scales[j], scale, "{n}x{k} row {j}");
                 assert_eq!((0..k).map(|p| qw.q(j, p)).collect::<Vec<_>>(), q, "{n}x{k} row {j}");
-                assert_eq!(qw.row_sums[j], q.iter().map(|&v| v as i32).sum::<i32>(), "{n}x{k} row {j}");
+                assert_eq!(
+                    qw.row_sums[j],
+                    q.iter().map(|&v| v as i32).sum::<i32>(),
+                    "{n}x{k} row {j}"
+                );
             }
             // Padding: zero weights and scales.
             assert!(qw.scales[n..].iter().all(|&s| s == 0.0) && qw.row_sums[n..].iter().all(|&s| s == 0));
-            assert_eq!(qw.packed.iter().filter(|&&v| v != 0).count(), (0..n).flat_map(|j| (0..k).map(move |p| (j, p))).filter(|&(j, p)| qw.q(j, p) != 0).count());
+            assert_eq!(
+                qw.packed.iter().filter(|&&v| v != 0).count(),
+                (0..n)
+                    .flat_map(|j| (0..k).map(move |p| (j, p)))
+                    .filter(|&(j, p)| qw.q(j, p) != 0)
+                    .count()
+            );
         }
     }
 

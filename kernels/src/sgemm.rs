@@ -86,12 +86,20 @@ pub(crate) unsafe fn sgemm(
         return;
     }
     let isa = isa.or_below();
-    let threads = if m * n * k < PARALLEL_MIN_MACS { 1 } else { rayon::current_num_threads() };
+    let threads = if m * n * k < PARALLEL_MIN_MACS {
+        1
+    } else {
+        rayon::current_num_threads()
+    };
     // One contiguous range of C per thread, in whole register tiles: rows when there are
     // plenty (each thread then packs all of B, cheap next to its share of the work), else
     // columns, so that a short, wide product (a few decoder tokens against a 51864-row
     // vocabulary) does not pack the whole of B once per thread.
-    let (split_rows, tile) = if m.div_ceil(MR) >= 8 * threads || m >= n { (true, MR) } else { (false, NR) };
+    let (split_rows, tile) = if m.div_ceil(MR) >= 8 * threads || m >= n {
+        (true, MR)
+    } else {
+        (false, NR)
+    };
     let len = if split_rows { m } else { n };
     let tiles_per_part = len.div_ceil(tile).div_ceil(threads.max(1));
     let step = tiles_per_part * tile;
@@ -100,9 +108,33 @@ pub(crate) unsafe fn sgemm(
     let run = |p: usize| {
         let (s, e) = (p * step, ((p + 1) * step).min(len));
         if split_rows {
-            serial(isa, e - s, n, k, alpha, View { ptr: a.at(s, 0), ..a }, b, beta, c.get().offset(s as isize * rsc), rsc, csc);
+            serial(
+                isa,
+                e - s,
+                n,
+                k,
+                alpha,
+                View { ptr: a.at(s, 0), ..a },
+                b,
+                beta,
+                c.get().offset(s as isize * rsc),
+                rsc,
+                csc,
+            );
         } else {
-            serial(isa, m, e - s, k, alpha, a, View { ptr: b.at(0, s), ..b }, beta, c.get().offset(s as isize * csc), rsc, csc);
+            serial(
+                isa,
+                m,
+                e - s,
+                k,
+                alpha,
+                a,
+                View { ptr: b.at(0, s), ..b },
+                beta,
+                c.get().offset(s as isize * csc),
+                rsc,
+                csc,
+            );
         }
     };
     if parts == 1 {
@@ -135,7 +167,19 @@ thread_local! {
 }
 
 #[allow(clippy::too_many_arguments)]
-unsafe fn serial(isa: Isa, m: usize, n: usize, k: usize, alpha: f32, a: View, b: View, beta: f32, c: *mut f32, rsc: isize, csc: isize) {
+unsafe fn serial(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: View,
+    b: View,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+) {
     if k == 0 {
         for i in 0..m {
             for j in 0..n {
@@ -148,7 +192,11 @@ unsafe fn serial(isa: Isa, m: usize, n: usize, k: usize, alpha: f32, a: View, b:
     PACKS.with(|packs| {
         let (sa, sb) = &mut *packs.borrow_mut();
         let direct_a = a.cs == 1 && n <= DIRECT_A_MAX_N;
-        let apack = if direct_a { std::ptr::null_mut() } else { sa.get(MC * KC) };
+        let apack = if direct_a {
+            std::ptr::null_mut()
+        } else {
+            sa.get(MC * KC)
+        };
         let bpack = sb.get(KC * NC.min(n.next_multiple_of(NR)));
         for jc in (0..n).step_by(NC) {
             let nc = NC.min(n - jc);
@@ -169,11 +217,27 @@ unsafe fn serial(isa: Isa, m: usize, n: usize, k: usize, alpha: f32, a: View, b:
                         let pair = pairs(isa) && jr + 2 * NR <= nc;
                         for ir in (0..mc).step_by(MR) {
                             let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize * csc);
-                            let tile = Tile { c: cp, rsc, csc, alpha, beta, mr: MR.min(mc - ir), nr: NR.min(nc - jr) };
+                            let tile = Tile {
+                                c: cp,
+                                rsc,
+                                csc,
+                                alpha,
+                                beta,
+                                mr: MR.min(mc - ir),
+                                nr: NR.min(nc - jr),
+                            };
                             let a = if direct_a {
-                                APanel { ptr: a.at(ic + ir, pc), rs: a.rs, direct: true }
+                                APanel {
+                                    ptr: a.at(ic + ir, pc),
+                                    rs: a.rs,
+                                    direct: true,
+                                }
                             } else {
-                                APanel { ptr: apack.add(ir * kc), rs: 1, direct: false }
+                                APanel {
+                                    ptr: apack.add(ir * kc),
+                                    rs: 1,
+                                    direct: false,
+                                }
                             };
                             if pair {
                                 micro_kernel_pair(kc, a, bpack.add(jr * kc), bpack.add((jr + NR) * kc), tile);
@@ -239,10 +303,28 @@ impl PackedB {
             while j0 < cols {
                 let pair = pairs(isa) && j0 + 2 * NR <= cols;
                 for i0 in (0..m).step_by(MR) {
-                    let tile = Tile { c: c.offset(i0 as isize * rsc + j0 as isize), rsc, csc: 1, alpha, beta, mr: MR.min(m - i0), nr: NR.min(cols - j0) };
-                    let a = APanel { ptr: a.offset(i0 as isize * rsa).add(p0 - ks.start), rs: rsa, direct: true };
+                    let tile = Tile {
+                        c: c.offset(i0 as isize * rsc + j0 as isize),
+                        rsc,
+                        csc: 1,
+                        alpha,
+                        beta,
+                        mr: MR.min(m - i0),
+                        nr: NR.min(cols - j0),
+                    };
+                    let a = APanel {
+                        ptr: a.offset(i0 as isize * rsa).add(p0 - ks.start),
+                        rs: rsa,
+                        direct: true,
+                    };
                     if pair {
-                        micro_kernel_pair(kc, a, b.add(j0 * self.k + p0 * NR), b.add((j0 + NR) * self.k + p0 * NR), tile);
+                        micro_kernel_pair(
+                            kc,
+                            a,
+                            b.add(j0 * self.k + p0 * NR),
+                            b.add((j0 + NR) * self.k + p0 * NR),
+                            tile,
+                        );
                     } else {
                         micro_kernel(isa, kc, a, b.add(j0 * self.k + p0 * NR), tile);
                     }
@@ -251,7 +333,19 @@ impl PackedB {
             }
         }
         if ks.is_empty() {
-            serial(isa, m, cols, 0, alpha, View { ptr: a, rs: rsa, cs: 1 }, View { ptr: b, rs: 0, cs: 0 }, beta, c, rsc, 1);
+            serial(
+                isa,
+                m,
+                cols,
+                0,
+                alpha,
+                View { ptr: a, rs: rsa, cs: 1 },
+                View { ptr: b, rs: 0, cs: 0 },
+                beta,
+                c,
+                rsc,
+                1,
+            );
         }
     }
 }
@@ -426,7 +520,12 @@ unsafe fn store_avx512_pair(acc: &[[std::arch::x86_64::__m512; 2]; MR], tile: Ti
             for (i, row) in acc.iter().enumerate() {
                 _mm512_storeu_ps(half.as_mut_ptr().add(i * NR), row[h]);
             }
-            Tile { c: tile.c.offset((h * NR) as isize * tile.csc), nr: NR, ..tile }.store(&half);
+            Tile {
+                c: tile.c.offset((h * NR) as isize * tile.csc),
+                nr: NR,
+                ..tile
+            }
+            .store(&half);
         }
     }
 }
@@ -544,10 +643,27 @@ mod tests {
     #[test]
     fn every_path_matches_a_double_reference() {
         let mut seed = 5;
-        let shapes = [(1, 1, 1), (7, 17, 5), (6, 16, 256), (13, 33, 257), (150, 40, 300), (33, 3100, 20), (5, 700, 64), (200, 9, 513), (6, 32, 3), (11, 64, 64), (1, 48, 7)];
+        let shapes = [
+            (1, 1, 1),
+            (7, 17, 5),
+            (6, 16, 256),
+            (13, 33, 257),
+            (150, 40, 300),
+            (33, 3100, 20),
+            (5, 700, 64),
+            (200, 9, 513),
+            (6, 32, 3),
+            (11, 64, 64),
+            (1, 48, 7),
+        ];
         for isa in Isa::all_available() {
             for &(m, n, k) in &shapes {
-                for &(transpose_b, alpha, beta, transpose_c) in &[(false, 1.0f32, 0.0f32, false), (true, 0.5, 0.0, false), (false, 1.0, 2.0, false), (false, 1.0, 0.5, true)] {
+                for &(transpose_b, alpha, beta, transpose_c) in &[
+                    (false, 1.0f32, 0.0f32, false),
+                    (true, 0.5, 0.0, false),
+                    (false, 1.0, 2.0, false),
+                    (false, 1.0, 0.5, true),
+                ] {
                     let a: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
                     let b: Vec<f32> = (0..k * n).map(|_| lcg(&mut seed)).collect();
                     let c0: Vec<f32> = (0..m * n).map(|_| lcg(&mut seed)).collect();
@@ -556,7 +672,11 @@ mod tests {
                     // C(i, j) is c[i·n + j], or c[j·m + i] when transposed (stored column-major).
                     let (rsc, csc) = if transpose_c { (1, m as isize) } else { (n as isize, 1) };
                     let at = |i: usize, j: usize| (i as isize * rsc + j as isize * csc) as usize;
-                    let mut c = if beta == 0.0 { vec![f32::NAN; m * n] } else { vec![0f32; m * n] };
+                    let mut c = if beta == 0.0 {
+                        vec![f32::NAN; m * n]
+                    } else {
+                        vec![0f32; m * n]
+                    };
                     if beta != 0.0 {
                         for i in 0..m {
                             for j in 0..n {
@@ -566,10 +686,25 @@ mod tests {
                     }
                     unsafe {
                         sgemm(
-                            isa, m, n, k, alpha,
-                            View { ptr: a.as_ptr(), rs: k as isize, cs: 1 },
-                            View { ptr: b.as_ptr(), rs: rsb, cs: csb },
-                            beta, c.as_mut_ptr(), rsc, csc,
+                            isa,
+                            m,
+                            n,
+                            k,
+                            alpha,
+                            View {
+                                ptr: a.as_ptr(),
+                                rs: k as isize,
+                                cs: 1,
+                            },
+                            View {
+                                ptr: b.as_ptr(),
+                                rs: rsb,
+                                cs: csb,
+                            },
+                            beta,
+                            c.as_mut_ptr(),
+                            rsc,
+                            csc,
                         );
                     }
                     for i in 0..m {
@@ -579,7 +714,10 @@ mod tests {
                                 .sum();
                             let want = alpha as f64 * dot + beta as f64 * c0[i * n + j] as f64;
                             let got = c[at(i, j)] as f64;
-                            assert!((got - want).abs() < 1e-5 * (k as f64).sqrt() + 1e-6, "{isa:?} {m}x{n}x{k} t{transpose_b} tc{transpose_c}: {got} vs {want}");
+                            assert!(
+                                (got - want).abs() < 1e-5 * (k as f64).sqrt() + 1e-6,
+                                "{isa:?} {m}x{n}x{k} t{transpose_b} tc{transpose_c}: {got} vs {want}"
+                            );
                         }
                     }
                 }

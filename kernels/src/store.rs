@@ -30,7 +30,11 @@ pub unsafe trait Pinned: Send + Sync {
 /// An array of `T`, owned or borrowed from a [`Pinned`] mapping it keeps alive.
 pub enum Store<T: Plain> {
     Owned(Vec<T>),
-    Mapped { keep: Arc<dyn Pinned>, ptr: *const T, len: usize },
+    Mapped {
+        keep: Arc<dyn Pinned>,
+        ptr: *const T,
+        len: usize,
+    },
 }
 
 // SAFETY: a mapped store only reads immutable bytes kept alive by `keep` (Send + Sync).
@@ -45,13 +49,20 @@ impl<T: Plain> Store<T> {
         let size = len.checked_mul(size_of::<T>()).ok_or("array size overflows")?;
         let end = offset.checked_add(size).ok_or("array end overflows")?;
         if end > bytes.len() {
-            return Err(format!("array at {offset}..{end} is past the end ({} bytes)", bytes.len()));
+            return Err(format!(
+                "array at {offset}..{end} is past the end ({} bytes)",
+                bytes.len()
+            ));
         }
         let ptr = bytes[offset..].as_ptr();
         if ptr as usize % align_of::<T>() != 0 {
             return Err(format!("array at {offset} is not aligned for its type"));
         }
-        Ok(Store::Mapped { keep: Arc::clone(keep), ptr: ptr.cast(), len })
+        Ok(Store::Mapped {
+            keep: Arc::clone(keep),
+            ptr: ptr.cast(),
+            len,
+        })
     }
 
     /// The values as bytes, to write them out.

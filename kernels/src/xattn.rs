@@ -40,28 +40,53 @@ pub struct HalfKv {
 impl HalfKv {
     /// Rounds K and V (`tk` rows each, `n_heads · head_dim` wide, rows `k_stride`/`v_stride`
     /// floats apart: they may be the two halves of one projection) to f16.
-    pub fn new(k: &[f32], k_stride: usize, v: &[f32], v_stride: usize, tk: usize, n_heads: usize, head_dim: usize) -> HalfKv {
+    pub fn new(
+        k: &[f32],
+        k_stride: usize,
+        v: &[f32],
+        v_stride: usize,
+        tk: usize,
+        n_heads: usize,
+        head_dim: usize,
+    ) -> HalfKv {
         let d = n_heads * head_dim;
         assert!(tk > 0 && d > 0, "HalfKv: empty");
-        assert!(k.len() >= (tk - 1) * k_stride + d && v.len() >= (tk - 1) * v_stride + d, "HalfKv: K or V too short");
+        assert!(
+            k.len() >= (tk - 1) * k_stride + d && v.len() >= (tk - 1) * v_stride + d,
+            "HalfKv: K or V too short"
+        );
         let tkp = tk.next_multiple_of(LANES);
         let mut kt = vec![f16::ZERO; n_heads * head_dim * tkp];
         let mut vh = vec![f16::ZERO; n_heads * tk * head_dim];
         let isa = Isa::detect();
         crate::pool::install(|| {
             // Per head: its K columns transposed, its V columns copied; rows in f16.
-            kt.par_chunks_mut(head_dim * tkp).zip(vh.par_chunks_mut(tk * head_dim)).enumerate().for_each(|(h, (kt, vh))| {
-                let mut row = vec![f16::ZERO; head_dim];
-                for j in 0..tk {
-                    to_f16(isa, &k[j * k_stride + h * head_dim..][..head_dim], &mut row);
-                    for (c, &x) in row.iter().enumerate() {
-                        kt[c * tkp + j] = x;
+            kt.par_chunks_mut(head_dim * tkp)
+                .zip(vh.par_chunks_mut(tk * head_dim))
+                .enumerate()
+                .for_each(|(h, (kt, vh))| {
+                    let mut row = vec![f16::ZERO; head_dim];
+                    for j in 0..tk {
+                        to_f16(isa, &k[j * k_stride + h * head_dim..][..head_dim], &mut row);
+                        for (c, &x) in row.iter().enumerate() {
+                            kt[c * tkp + j] = x;
+                        }
+                        to_f16(
+                            isa,
+                            &v[j * v_stride + h * head_dim..][..head_dim],
+                            &mut vh[j * head_dim..][..head_dim],
+                        );
                     }
-                    to_f16(isa, &v[j * v_stride + h * head_dim..][..head_dim], &mut vh[j * head_dim..][..head_dim]);
-                }
-            });
+                });
         });
-        HalfKv { n_heads, head_dim, tk, tkp, kt, v: vh }
+        HalfKv {
+            n_heads,
+            head_dim,
+            tk,
+            tkp,
+            kt,
+            v: vh,
+        }
     }
 
     pub fn frames(&self) -> usize {
@@ -76,7 +101,10 @@ impl HalfKv {
     /// Scaled scores `q·k_j / sqrt(head_dim)` of head `h` for frames `0..out.len()`, before
     /// the softmax (for alignment weights over a prefix of the frames).
     pub fn scores(&self, h: usize, q: &[f32], out: &mut [f32]) {
-        assert!(h < self.n_heads && q.len() >= self.head_dim && out.len() <= self.tk, "HalfKv::scores: bad head, query or length");
+        assert!(
+            h < self.n_heads && q.len() >= self.head_dim && out.len() <= self.tk,
+            "HalfKv::scores: bad head, query or length"
+        );
         let scale = 1.0 / (self.head_dim as f32).sqrt();
         let mut all = vec![0f32; self.tkp];
         scores_with(Isa::detect(), self.head(h), &q[..self.head_dim], scale, &mut all);
@@ -85,7 +113,13 @@ impl HalfKv {
 
     fn head(&self, h: usize) -> Head<'_> {
         let (hd, tkp, tk) = (self.head_dim, self.tkp, self.tk);
-        Head { kt: &self.kt[h * hd * tkp..][..hd * tkp], v: &self.v[h * tk * hd..][..tk * hd], hd, tk, tkp }
+        Head {
+            kt: &self.kt[h * hd * tkp..][..hd * tkp],
+            v: &self.v[h * tk * hd..][..tk * hd],
+            hd,
+            tk,
+            tkp,
+        }
     }
 }
 
@@ -121,7 +155,10 @@ pub fn cross_attention_with(isa: Isa, queries: &mut [CrossQuery<'_>]) {
     let mut tasks = Vec::new();
     for (w, cq) in queries.iter().enumerate() {
         let (d, hd) = (cq.kv.n_heads * cq.kv.head_dim, cq.kv.head_dim);
-        assert!(cq.tq == 0 || cq.q.len() >= (cq.tq - 1) * cq.q_stride + d, "cross_attention: q too short");
+        assert!(
+            cq.tq == 0 || cq.q.len() >= (cq.tq - 1) * cq.q_stride + d,
+            "cross_attention: q too short"
+        );
         assert!(cq.out.len() >= cq.tq * d, "cross_attention: out too short");
         for h in 0..cq.kv.n_heads {
             for i in 0..cq.tq {
@@ -142,7 +179,10 @@ pub fn cross_attention_with(isa: Isa, queries: &mut [CrossQuery<'_>]) {
             row(isa, cq.kv.head(h), q, &mut sc, o);
         });
     };
-    let work: usize = queries.iter().map(|cq| cq.tq * cq.kv.n_heads * cq.kv.tk * cq.kv.head_dim).sum();
+    let work: usize = queries
+        .iter()
+        .map(|cq| cq.tq * cq.kv.n_heads * cq.kv.tk * cq.kv.head_dim)
+        .sum();
     if work < 1 << 16 {
         tasks.iter().for_each(run);
     } else {
@@ -351,7 +391,11 @@ mod avx512 {
             // The last 8 frames (tkp is a multiple of 8).
             let mut acc = _mm256_setzero_ps();
             for (c, &qc) in q.iter().enumerate() {
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(qc), _mm256_cvtph_ps(_mm_loadu_si128(kt.add(c * tkp + j) as *const __m128i)), acc);
+                acc = _mm256_fmadd_ps(
+                    _mm256_set1_ps(qc),
+                    _mm256_cvtph_ps(_mm_loadu_si128(kt.add(c * tkp + j) as *const __m128i)),
+                    acc,
+                );
             }
             debug_assert_eq!(tkp - j, LANES);
             _mm256_storeu_ps(out.add(j), _mm256_mul_ps(acc, _mm256_set1_ps(scale)));
@@ -381,7 +425,10 @@ mod avx512 {
         }
         let s = _mm512_set1_ps(inv);
         for b in 0..n {
-            _mm512_storeu_ps(o.as_mut_ptr().add(b * 16), _mm512_mul_ps(_mm512_add_ps(even[b], odd[b]), s));
+            _mm512_storeu_ps(
+                o.as_mut_ptr().add(b * 16),
+                _mm512_mul_ps(_mm512_add_ps(even[b], odd[b]), s),
+            );
         }
     }
 }
@@ -396,14 +443,29 @@ mod tests {
     }
 
     /// Plain attention in f64 on f16-rounded K and V (what `HalfKv` stores).
-    fn naive(q: &[f32], tq: usize, q_stride: usize, k: &[f32], v: &[f32], stride: usize, tk: usize, heads: usize, hd: usize) -> Vec<f64> {
+    fn naive(
+        q: &[f32],
+        tq: usize,
+        q_stride: usize,
+        k: &[f32],
+        v: &[f32],
+        stride: usize,
+        tk: usize,
+        heads: usize,
+        hd: usize,
+    ) -> Vec<f64> {
         let r = |x: f32| f16::from_f32(x).to_f32() as f64;
         let d = heads * hd;
         let mut out = vec![0f64; tq * d];
         for h in 0..heads {
             for i in 0..tq {
                 let sc: Vec<f64> = (0..tk)
-                    .map(|j| (0..hd).map(|c| q[i * q_stride + h * hd + c] as f64 * r(k[j * stride + h * hd + c])).sum::<f64>() / (hd as f64).sqrt())
+                    .map(|j| {
+                        (0..hd)
+                            .map(|c| q[i * q_stride + h * hd + c] as f64 * r(k[j * stride + h * hd + c]))
+                            .sum::<f64>()
+                            / (hd as f64).sqrt()
+                    })
                     .collect();
                 let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = sc.iter().map(|x| (x - m).exp()).collect();
@@ -421,19 +483,42 @@ mod tests {
         let mut seed = 41;
         // (tq, tk, heads, head_dim): Whisper's 1500 frames, odd frame counts (padding), a head
         // width the vector path does not take (12), one frame.
-        for &(tq, tk, heads, hd) in &[(1, 1500, 6, 64), (3, 1500, 8, 64), (2, 37, 2, 64), (5, 9, 3, 16), (1, 1, 1, 8), (2, 13, 2, 12), (1, 200, 1, 136)] {
+        for &(tq, tk, heads, hd) in &[
+            (1, 1500, 6, 64),
+            (3, 1500, 8, 64),
+            (2, 37, 2, 64),
+            (5, 9, 3, 16),
+            (1, 1, 1, 8),
+            (2, 13, 2, 12),
+            (1, 200, 1, 136),
+        ] {
             let d = heads * hd;
             // K and V as the two halves of one [tk × 2d] projection, as the decoder has them.
             let kv: Vec<f32> = (0..tk * 2 * d).map(|_| lcg(&mut seed) * 4.0).collect();
             let q: Vec<f32> = (0..tq * d).map(|_| lcg(&mut seed) * 4.0).collect();
             let half = HalfKv::new(&kv, 2 * d, &kv[d..], 2 * d, tk, heads, hd);
-            assert_eq!((half.frames(), half.bytes()), (tk, 2 * heads * hd * (tk.next_multiple_of(8) + tk)));
+            assert_eq!(
+                (half.frames(), half.bytes()),
+                (tk, 2 * heads * hd * (tk.next_multiple_of(8) + tk))
+            );
             let expect = naive(&q, tq, d, &kv, &kv[d..], 2 * d, tk, heads, hd);
             for isa in Isa::all_available() {
                 let mut out = vec![f32::NAN; tq * d];
-                cross_attention_with(isa, &mut [CrossQuery { q: &q, tq, q_stride: d, kv: &half, out: &mut out }]);
+                cross_attention_with(
+                    isa,
+                    &mut [CrossQuery {
+                        q: &q,
+                        tq,
+                        q_stride: d,
+                        kv: &half,
+                        out: &mut out,
+                    }],
+                );
                 for (a, b) in out.iter().zip(&expect) {
-                    assert!((*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()), "{isa:?} {tq}x{tk} {heads}x{hd}: {a} vs {b}");
+                    assert!(
+                        (*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()),
+                        "{isa:?} {tq}x{tk} {heads}x{hd}: {a} vs {b}"
+                    );
                 }
             }
             // The scores of a prefix, against the same plain definition.
@@ -441,8 +526,17 @@ mod tests {
             let mut sc = vec![f32::NAN; n];
             half.scores(heads - 1, &q[(heads - 1) * hd..], &mut sc);
             for (j, s) in sc.iter().enumerate() {
-                let want: f64 = (0..hd).map(|c| q[(heads - 1) * hd + c] as f64 * f16::from_f32(kv[j * 2 * d + (heads - 1) * hd + c]).to_f32() as f64).sum::<f64>() / (hd as f64).sqrt();
-                assert!((*s as f64 - want).abs() < 1e-4 * (1.0 + want.abs()), "scores {tk} frame {j}: {s} vs {want}");
+                let want: f64 = (0..hd)
+                    .map(|c| {
+                        q[(heads - 1) * hd + c] as f64
+                            * f16::from_f32(kv[j * 2 * d + (heads - 1) * hd + c]).to_f32() as f64
+                    })
+                    .sum::<f64>()
+                    / (hd as f64).sqrt();
+                assert!(
+                    (*s as f64 - want).abs() < 1e-4 * (1.0 + want.abs()),
+                    "scores {tk} frame {j}: {s} vs {want}"
+                );
             }
         }
     }
@@ -452,20 +546,40 @@ mod tests {
         let mut seed = 43;
         let (heads, hd) = (6, 64);
         let d = heads * hd;
-        let kvs: Vec<Vec<f32>> = (0..3).map(|_| (0..1500 * 2 * d).map(|_| lcg(&mut seed)).collect()).collect();
-        let halves: Vec<HalfKv> = kvs.iter().map(|kv| HalfKv::new(kv, 2 * d, &kv[d..], 2 * d, 1500, heads, hd)).collect();
+        let kvs: Vec<Vec<f32>> = (0..3)
+            .map(|_| (0..1500 * 2 * d).map(|_| lcg(&mut seed)).collect())
+            .collect();
+        let halves: Vec<HalfKv> = kvs
+            .iter()
+            .map(|kv| HalfKv::new(kv, 2 * d, &kv[d..], 2 * d, 1500, heads, hd))
+            .collect();
         let tqs = [1, 4, 2];
-        let q: Vec<Vec<f32>> = tqs.iter().map(|&t| (0..t * 3 * d).map(|_| lcg(&mut seed) * 3.0).collect()).collect();
+        let q: Vec<Vec<f32>> = tqs
+            .iter()
+            .map(|&t| (0..t * 3 * d).map(|_| lcg(&mut seed) * 3.0).collect())
+            .collect();
         let mut together: Vec<Vec<f32>> = tqs.iter().map(|&t| vec![f32::NAN; t * d]).collect();
         let mut queries: Vec<CrossQuery> = together
             .iter_mut()
             .enumerate()
-            .map(|(w, out)| CrossQuery { q: &q[w], tq: tqs[w], q_stride: 3 * d, kv: &halves[w], out })
+            .map(|(w, out)| CrossQuery {
+                q: &q[w],
+                tq: tqs[w],
+                q_stride: 3 * d,
+                kv: &halves[w],
+                out,
+            })
             .collect();
         cross_attention(&mut queries);
         for w in 0..3 {
             let mut alone = vec![f32::NAN; tqs[w] * d];
-            cross_attention(&mut [CrossQuery { q: &q[w], tq: tqs[w], q_stride: 3 * d, kv: &halves[w], out: &mut alone }]);
+            cross_attention(&mut [CrossQuery {
+                q: &q[w],
+                tq: tqs[w],
+                q_stride: 3 * d,
+                kv: &halves[w],
+                out: &mut alone,
+            }]);
             assert_eq!(alone, together[w], "window {w}");
         }
     }
@@ -473,13 +587,28 @@ mod tests {
     #[test]
     fn f16_rounding_is_the_same_on_every_path() {
         let mut seed = 47;
-        let x: Vec<f32> = (0..1003).map(|i| lcg(&mut seed) * if i % 7 == 0 { 1e5 } else if i % 5 == 0 { 1e-6 } else { 10.0 }).collect();
+        let x: Vec<f32> = (0..1003)
+            .map(|i| {
+                lcg(&mut seed)
+                    * if i % 7 == 0 {
+                        1e5
+                    } else if i % 5 == 0 {
+                        1e-6
+                    } else {
+                        10.0
+                    }
+            })
+            .collect();
         let mut want = vec![f16::ZERO; x.len()];
         to_f16(Isa::Portable, &x, &mut want);
         for isa in Isa::all_available() {
             let mut got = vec![f16::ZERO; x.len()];
             to_f16(isa, &x, &mut got);
-            assert_eq!(got.iter().map(|h| h.to_bits()).collect::<Vec<_>>(), want.iter().map(|h| h.to_bits()).collect::<Vec<_>>(), "{isa:?}");
+            assert_eq!(
+                got.iter().map(|h| h.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|h| h.to_bits()).collect::<Vec<_>>(),
+                "{isa:?}"
+            );
         }
     }
 }

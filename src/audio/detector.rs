@@ -51,7 +51,10 @@ impl Detector {
 pub(crate) fn frame_is_speech(frame: &[f32], threshold_db: f32) -> Speech {
     let mean_square = frame.iter().map(|s| s * s).sum::<f32>() / frame.len() as f32;
     let speech = 10.0 * mean_square.max(1e-12).log10() >= threshold_db;
-    Speech { speech, confident: speech }
+    Speech {
+        speech,
+        confident: speech,
+    }
 }
 
 #[derive(Default)]
@@ -141,7 +144,11 @@ impl SileroFrames {
         self.total_chunks = Some(self.samples_seen.div_ceil(CHUNK as u64));
         let complete = self.samples_seen / FRAME as u64;
         let frames = self.frames(complete);
-        let partial = if self.samples_seen % FRAME as u64 != 0 { self.frames(complete + 1).pop() } else { None };
+        let partial = if self.samples_seen % FRAME as u64 != 0 {
+            self.frames(complete + 1).pop()
+        } else {
+            None
+        };
         Ok((frames, partial))
     }
 
@@ -162,7 +169,10 @@ impl SileroFrames {
             let from = lo.max(self.chunk_base) - self.chunk_base;
             let to = (hi + 1).min(known).saturating_sub(self.chunk_base);
             let near = self.chunks.range(from as usize..to as usize);
-            out.push(near.fold(Speech::default(), |a, c| Speech { speech: a.speech || c.speech, confident: a.confident || c.confident }));
+            out.push(near.fold(Speech::default(), |a, c| Speech {
+                speech: a.speech || c.speech,
+                confident: a.confident || c.confident,
+            }));
             self.next_frame += 1;
             // Chunks before the next frame's reach are no longer needed.
             let next_lo = (self.next_frame * FRAME as u64).saturating_sub(self.pad_samples) / chunk;

@@ -87,9 +87,14 @@ mod tests {
         assert!((peak(quiet) - TARGET_PEAK).abs() < 0.01, "quiet peak {}", peak(quiet));
         // The pause after loud speech keeps its level (the lesser gain of its neighbours); what
         // follows the last stretch takes its gain, as a quiet recording is amplified whole.
-        assert!(samples[16000 + 160..24000 - 160].iter().all(|&s| (s - 0.001).abs() < 1e-6));
+        assert!(samples[16000 + 160..24000 - 160]
+            .iter()
+            .all(|&s| (s - 0.001).abs() < 1e-6));
         let gain = TARGET_PEAK / 0.008;
-        assert!(samples[40000 + 160..].iter().all(|&s| (s - 0.001 * gain).abs() < 1e-3), "trailing pause");
+        assert!(
+            samples[40000 + 160..].iter().all(|&s| (s - 0.001 * gain).abs() < 1e-3),
+            "trailing pause"
+        );
     }
 
     #[test]

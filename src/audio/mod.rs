@@ -51,7 +51,12 @@ pub struct WindowerSettings {
 
 impl Default for WindowerSettings {
     fn default() -> Self {
-        WindowerSettings { silence_threshold_db: -45.0, min_pause_ms: 300, max_window_ms: 28_000, max_silence_ms: 5_000 }
+        WindowerSettings {
+            silence_threshold_db: -45.0,
+            min_pause_ms: 300,
+            max_window_ms: 28_000,
+            max_silence_ms: 5_000,
+        }
     }
 }
 
@@ -79,7 +84,6 @@ pub struct Windower {
     /// First and last speech frame in `speech`.
     first_speech: Option<usize>,
     last_speech: Option<usize>,
-
 }
 
 impl Windower {
@@ -89,11 +93,18 @@ impl Windower {
     }
 
     pub fn with_settings(settings: WindowerSettings) -> Self {
-        Windower { settings, ..Default::default() }
+        Windower {
+            settings,
+            ..Default::default()
+        }
     }
 
     pub fn with_detector(settings: WindowerSettings, detector: Detector) -> Self {
-        Windower { settings, detector, ..Default::default() }
+        Windower {
+            settings,
+            detector,
+            ..Default::default()
+        }
     }
 
     /// Changes the settings; windows already cut stay as they are.
@@ -216,8 +227,10 @@ impl Windower {
 
     /// Centre of the quietest 100 ms in the last part of a full window; the latest on a tie.
     fn quietest_frame(&self, max_frames: usize) -> usize {
-        let energy: Vec<f32> =
-            self.pending[..max_frames * FRAME].chunks(FRAME).map(|f| f.iter().map(|s| s * s).sum::<f32>()).collect();
+        let energy: Vec<f32> = self.pending[..max_frames * FRAME]
+            .chunks(FRAME)
+            .map(|f| f.iter().map(|s| s * s).sum::<f32>())
+            .collect();
         let search = CUT_SEARCH_FRAMES.min(max_frames / 2);
         let (first, last) = (max_frames - search, max_frames - SMOOTH_FRAMES);
         let mut sum: f32 = energy[first..first + SMOOTH_FRAMES].iter().sum();
@@ -240,7 +253,12 @@ impl Windower {
         let speech = self.speech.drain(..frames).map(|s| s.speech).collect();
         self.first_speech = self.speech.iter().position(|s| s.speech);
         self.last_speech = self.speech.iter().rposition(|s| s.speech);
-        let window = AudioWindow { start_sample: self.pending_start, samples, has_speech, speech };
+        let window = AudioWindow {
+            start_sample: self.pending_start,
+            samples,
+            has_speech,
+            speech,
+        };
         self.pending_start += (frames * FRAME) as u64;
         window
     }
@@ -288,7 +306,11 @@ mod tests {
         assert_tiles(&windows, &audio);
         assert_eq!(windows.len(), 2);
         // Cut inside the second pause: 360000..369600.
-        assert!((360000..369600).contains(&(windows[1].start_sample as usize)), "cut at {}", windows[1].start_sample);
+        assert!(
+            (360000..369600).contains(&(windows[1].start_sample as usize)),
+            "cut at {}",
+            windows[1].start_sample
+        );
         assert!(windows.iter().all(|w| w.has_speech));
     }
 
@@ -341,7 +363,11 @@ mod tests {
         audio.extend(vec![0.0; 6400]);
         audio.extend(tone(24000));
         audio.extend(vec![0.0; 64000]);
-        let mut w = Windower::with_settings(WindowerSettings { max_window_ms: 2000, max_silence_ms: 2000, ..Default::default() });
+        let mut w = Windower::with_settings(WindowerSettings {
+            max_window_ms: 2000,
+            max_silence_ms: 2000,
+            ..Default::default()
+        });
         let mut windows = Vec::new();
         for piece in audio.chunks(1600) {
             windows.extend(w.push(piece).unwrap());
@@ -352,8 +378,15 @@ mod tests {
         assert_tiles(&windows, &audio);
         assert!(windows.iter().all(|w| w.samples.len() <= 32000));
         // The first cut falls in the pause.
-        assert!((24000..30400).contains(&windows[1].start_sample), "cut at {}", windows[1].start_sample);
-        assert!(windows.iter().filter(|w| w.start_sample >= 56000).all(|w| !w.has_speech || w.start_sample < 60000));
+        assert!(
+            (24000..30400).contains(&windows[1].start_sample),
+            "cut at {}",
+            windows[1].start_sample
+        );
+        assert!(windows
+            .iter()
+            .filter(|w| w.start_sample >= 56000)
+            .all(|w| !w.has_speech || w.start_sample < 60000));
     }
 
     #[test]
@@ -364,12 +397,16 @@ mod tests {
             let n = (secs * 16000.0) as usize;
             audio.extend(if i % 2 == 0 { tone(n) } else { vec![0.0; n] });
         }
-        let reference: Vec<(u64, usize, bool)> =
-            run(&audio, audio.len()).iter().map(|w| (w.start_sample, w.samples.len(), w.has_speech)).collect();
+        let reference: Vec<(u64, usize, bool)> = run(&audio, audio.len())
+            .iter()
+            .map(|w| (w.start_sample, w.samples.len(), w.has_speech))
+            .collect();
         assert!(reference.len() >= 3, "{reference:?}");
         for chunk in [1, 160, 441, 1152, 4096, 16000, 72_000] {
-            let windows: Vec<(u64, usize, bool)> =
-                run(&audio, chunk).iter().map(|w| (w.start_sample, w.samples.len(), w.has_speech)).collect();
+            let windows: Vec<(u64, usize, bool)> = run(&audio, chunk)
+                .iter()
+                .map(|w| (w.start_sample, w.samples.len(), w.has_speech))
+                .collect();
             assert_eq!(windows, reference, "buffers of {chunk} samples");
         }
     }

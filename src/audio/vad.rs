@@ -146,7 +146,11 @@ impl SileroVad {
         let recent = self.peaks.iter().fold(0.0f32, |m, &p| m.max(p));
         // Only up: the model hears loud audio best as it is (scaled down, speech that follows
         // loud music was heard a second late).
-        let gain = if recent > 0.0 { (AGC_TARGET / recent).clamp(1.0, AGC_MAX_GAIN) } else { 1.0 };
+        let gain = if recent > 0.0 {
+            (AGC_TARGET / recent).clamp(1.0, AGC_MAX_GAIN)
+        } else {
+            1.0
+        };
         for s in &mut self.pending {
             *s = (*s * gain).clamp(-1.0, 1.0);
         }
@@ -174,7 +178,10 @@ impl SileroVad {
             let (_, h) = outputs["hn"].try_extract_tensor::<f32>().map_err(err)?;
             let (_, c) = outputs["cn"].try_extract_tensor::<f32>().map_err(err)?;
             if p.len() != n || h.len() != STATE || c.len() != STATE {
-                return Err(VadError(format!("Silero VAD returned {} probabilities for {n} chunks", p.len())));
+                return Err(VadError(format!(
+                    "Silero VAD returned {} probabilities for {n} chunks",
+                    p.len()
+                )));
             }
             probs.extend_from_slice(p);
             self.h.copy_from_slice(h);
@@ -200,7 +207,12 @@ pub struct VadSettings {
 
 impl Default for VadSettings {
     fn default() -> Self {
-        VadSettings { threshold: 0.5, neg_threshold: 0.35, confident_threshold: 0.8, pad_ms: 96 }
+        VadSettings {
+            threshold: 0.5,
+            neg_threshold: 0.35,
+            confident_threshold: 0.8,
+            pad_ms: 96,
+        }
     }
 }
 
@@ -222,13 +234,19 @@ pub struct ChunkGate {
 
 impl ChunkGate {
     pub fn new(settings: VadSettings) -> Self {
-        ChunkGate { settings, in_speech: false }
+        ChunkGate {
+            settings,
+            in_speech: false,
+        }
     }
 
     pub fn decide(&mut self, p: f32) -> Speech {
         let s = self.settings;
         self.in_speech = p >= s.threshold || (self.in_speech && p >= s.neg_threshold);
-        Speech { speech: self.in_speech, confident: p >= s.confident_threshold }
+        Speech {
+            speech: self.in_speech,
+            confident: p >= s.confident_threshold,
+        }
     }
 }
 
@@ -252,8 +270,26 @@ mod tests {
     #[test]
     fn confidence_is_per_chunk() {
         let mut g = ChunkGate::new(VadSettings::default());
-        assert_eq!(g.decide(0.6), Speech { speech: true, confident: false });
-        assert_eq!(g.decide(0.85), Speech { speech: true, confident: true });
-        assert_eq!(g.decide(0.4), Speech { speech: true, confident: false });
+        assert_eq!(
+            g.decide(0.6),
+            Speech {
+                speech: true,
+                confident: false
+            }
+        );
+        assert_eq!(
+            g.decide(0.85),
+            Speech {
+                speech: true,
+                confident: true
+            }
+        );
+        assert_eq!(
+            g.decide(0.4),
+            Speech {
+                speech: true,
+                confident: false
+            }
+        );
     }
 }

@@ -58,7 +58,9 @@ pub fn align_words(
     let heads = if model.config.alignment_heads.is_empty() {
         // No table: Whisper's fallback is every head of the second half of the decoder.
         let layers = model.dims.decoder_layers;
-        (layers / 2..layers).flat_map(|l| (0..model.dims.n_heads).map(move |h| (l, h))).collect()
+        (layers / 2..layers)
+            .flat_map(|l| (0..model.dims.n_heads).map(move |h| (l, h)))
+            .collect()
     } else {
         model.config.alignment_heads.clone()
     };
@@ -96,7 +98,10 @@ pub fn align_words(
     // Rows from <|notimestamps|> up to the last text token: the row of token i predicts token i+1.
     let first = sot_sequence.len();
     let n = text_tokens.len() + 1;
-    let cost: Vec<f32> = matrix[first * n_frames..(first + n) * n_frames].iter().map(|v| -v).collect();
+    let cost: Vec<f32> = matrix[first * n_frames..(first + n) * n_frames]
+        .iter()
+        .map(|v| -v)
+        .collect();
     let path = dtw(&cost, n, n_frames);
     // Time at which the path first reaches each token row.
     let mut jump_times = vec![0f64; n];
@@ -113,7 +118,13 @@ pub fn align_words(
         let start = jump_times[boundary];
         boundary += word_tokens.len();
         let end = jump_times[boundary.min(n - 1)].max(start);
-        out.push(WordTiming { text, tokens: word_tokens, start, end: end.min(content_seconds), probability: 1.0 });
+        out.push(WordTiming {
+            text,
+            tokens: word_tokens,
+            start,
+            end: end.min(content_seconds),
+            probability: 1.0,
+        });
     }
     Ok(out)
 }
@@ -126,7 +137,13 @@ fn median_filter(row: &[f32], width: usize) -> Vec<f32> {
     }
     let half = (width / 2) as isize;
     let at = |i: isize| -> f32 {
-        let j = if i < 0 { -i } else if i >= n as isize { 2 * (n as isize - 1) - i } else { i };
+        let j = if i < 0 {
+            -i
+        } else if i >= n as isize {
+            2 * (n as isize - 1) - i
+        } else {
+            i
+        };
         row[j.clamp(0, n as isize - 1) as usize]
     };
     if width == 7 {
@@ -136,7 +153,11 @@ fn median_filter(row: &[f32], width: usize) -> Vec<f32> {
         let mut out = Vec::with_capacity(n);
         let window = |i: isize| -> [f32; 7] { std::array::from_fn(|k| at(i - 3 + k as isize)) };
         for i in 0..n {
-            let w = if i >= 3 && i + 3 < n { row[i - 3..i + 4].try_into().expect("7 values") } else { window(i as isize) };
+            let w = if i >= 3 && i + 3 < n {
+                row[i - 3..i + 4].try_into().expect("7 values")
+            } else {
+                window(i as isize)
+            };
             out.push(median7(w));
         }
         return out;
@@ -199,7 +220,13 @@ fn dtw(cost: &[f32], n: usize, m: usize) -> Vec<(usize, usize)> {
     let mut path = Vec::new();
     while i > 0 || j > 0 {
         path.push((i.saturating_sub(1), j.saturating_sub(1)));
-        let t = if i == 0 { 2 } else if j == 0 { 1 } else { trace[i * w + j] };
+        let t = if i == 0 {
+            2
+        } else if j == 0 {
+            1
+        } else {
+            trace[i * w + j]
+        };
         match t {
             0 => {
                 i -= 1;
@@ -221,7 +248,9 @@ mod tests {
     fn dtw_follows_the_cheap_diagonal_blocks() {
         // Three tokens over nine frames; token k is cheap on frames 3k..3k+3.
         let (n, m) = (3, 9);
-        let cost: Vec<f32> = (0..n * m).map(|x| if (x % m) / 3 == x / m { -1.0 } else { 1.0 }).collect();
+        let cost: Vec<f32> = (0..n * m)
+            .map(|x| if (x % m) / 3 == x / m { -1.0 } else { 1.0 })
+            .collect();
         let path = dtw(&cost, n, m);
         assert_eq!(path.first(), Some(&(0, 0)));
         assert_eq!(path.last(), Some(&(2, 8)));
@@ -240,7 +269,16 @@ mod tests {
         (0..n)
             .map(|i| {
                 let mut buf: Vec<f32> = (i - half..=i + half)
-                    .map(|j| row[(if j < 0 { -j } else if j >= n { 2 * (n - 1) - j } else { j }).clamp(0, n - 1) as usize])
+                    .map(|j| {
+                        row[(if j < 0 {
+                            -j
+                        } else if j >= n {
+                            2 * (n - 1) - j
+                        } else {
+                            j
+                        })
+                        .clamp(0, n - 1) as usize]
+                    })
                     .collect();
                 buf.sort_by(f32::total_cmp);
                 buf[buf.len() / 2]
@@ -263,7 +301,11 @@ mod tests {
                     })
                     .collect();
                 let (got, want) = (median_filter(&row, 7), median_filter_by_sorting(&row, 7));
-                assert_eq!(got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), "len {len}: {row:?}");
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "len {len}: {row:?}"
+                );
             }
         }
         // Every 0/1 input sorts correctly, so the network sorts any seven values.

@@ -118,7 +118,9 @@ fn longest_uncovered(segments: &[Segment], content_seconds: f64) -> f64 {
     for s in segments {
         longest = longest.max(s.start - covered_to);
         let duration = s.end - s.start;
-        if duration > UNCOVERED_RETRY_SECONDS && (s.text.trim().chars().count() as f64) < SPARSE_CHARS_PER_SECOND * duration {
+        if duration > UNCOVERED_RETRY_SECONDS
+            && (s.text.trim().chars().count() as f64) < SPARSE_CHARS_PER_SECOND * duration
+        {
             longest = longest.max(duration);
         }
         covered_to = covered_to.max(s.end);
@@ -162,7 +164,11 @@ struct Found {
 
 impl Found {
     fn of(h: &Hypothesis) -> Found {
-        Found { tokens: h.tokens.clone(), token_logprobs: h.token_logprobs.clone(), sum_logprob: h.sum_logprob }
+        Found {
+            tokens: h.tokens.clone(),
+            token_logprobs: h.token_logprobs.clone(),
+            sum_logprob: h.sum_logprob,
+        }
     }
 
     /// Whisper's ranking: log-probability per token, end-of-text included.
@@ -186,7 +192,13 @@ impl Transcriber {
             Some(text) if !text.is_empty() => model.tokenizer.encode(&format!(" {text}")),
             _ => Vec::new(),
         };
-        Transcriber { model, options, prompt: initial_prompt.clone(), initial_prompt, rng: fastrand::Rng::with_seed(0x5eed) }
+        Transcriber {
+            model,
+            options,
+            prompt: initial_prompt.clone(),
+            initial_prompt,
+            rng: fastrand::Rng::with_seed(0x5eed),
+        }
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -196,7 +208,9 @@ impl Transcriber {
     /// Decodes one window's encoder states (`ENCODER_FRAMES × d_model`), whose audio
     /// lasts `content_seconds` (≤ 30). Segment times are clipped to the content.
     pub fn transcribe(&mut self, states: &[f32], content_seconds: f64) -> WindowResult {
-        self.transcribe_batch(&[(states, content_seconds)]).pop().expect("one result per window")
+        self.transcribe_batch(&[(states, content_seconds)])
+            .pop()
+            .expect("one result per window")
     }
 
     /// Decodes consecutive windows together: their first greedy pass runs as one batch, each
@@ -212,22 +226,35 @@ impl Transcriber {
     fn transcribe_batch_on_pool(&mut self, windows: &[(&[f32], f64)]) -> Vec<WindowResult> {
         let model = Arc::clone(&self.model);
         let crosses: Vec<Arc<CrossKv>> = windows.iter().map(|(states, _)| model.cross_kv(states)).collect();
-        let languages: Vec<Option<String>> = crosses.iter().map(|cross| self.window_language(&model, cross)).collect();
-        let prompt = if self.options.condition_on_previous_text || self.prompt == self.initial_prompt { self.prompt.clone() } else { Vec::new() };
+        let languages: Vec<Option<String>> = crosses
+            .iter()
+            .map(|cross| self.window_language(&model, cross))
+            .collect();
+        let prompt = if self.options.condition_on_previous_text || self.prompt == self.initial_prompt {
+            self.prompt.clone()
+        } else {
+            Vec::new()
+        };
         let first = {
-            let jobs: Vec<(&Arc<CrossKv>, Option<&str>)> = crosses.iter().zip(&languages).map(|(c, l)| (c, l.as_deref())).collect();
+            let jobs: Vec<(&Arc<CrossKv>, Option<&str>)> =
+                crosses.iter().zip(&languages).map(|(c, l)| (c, l.as_deref())).collect();
             self.search_many(&model, &jobs, &prompt, &[], 0.0)
         };
         let mut results = Vec::with_capacity(windows.len());
         let mut carried: Vec<u32> = Vec::new();
         let mut reset_prompt = false;
-        for (((cross, language), first), &(_, content_seconds)) in crosses.iter().zip(languages).zip(first).zip(windows) {
+        for (((cross, language), first), &(_, content_seconds)) in crosses.iter().zip(languages).zip(first).zip(windows)
+        {
             let decoded = first.and_then(|d| self.decode_with_fallback(&model, cross, language.as_deref(), &prompt, d));
             let Ok(decoded) = decoded else {
-                results.push(WindowResult { language, ..Default::default() });
+                results.push(WindowResult {
+                    language,
+                    ..Default::default()
+                });
                 continue;
             };
-            let (mut result, mut decoded) = self.finish_window(&model, cross, language.clone(), &prompt, decoded, content_seconds);
+            let (mut result, mut decoded) =
+                self.finish_window(&model, cross, language.clone(), &prompt, decoded, content_seconds);
             let gap = longest_uncovered(&result.segments, content_seconds);
             if !prompt.is_empty() && gap > UNCOVERED_RETRY_SECONDS {
                 // Prompted with text like what it hears, Whisper jumps ahead and skips speech:
@@ -241,7 +268,8 @@ impl Transcriber {
                     }
                 }
             }
-            let silent = result.segments.is_empty() && self.options.is_silence(decoded.no_speech_prob, result.avg_logprob);
+            let silent =
+                result.segments.is_empty() && self.options.is_silence(decoded.no_speech_prob, result.avg_logprob);
             if !silent {
                 // Text decoded this hot is too unsure to prompt with: start over after it.
                 if decoded.temperature > PROMPT_RESET_TEMPERATURE {
@@ -294,7 +322,15 @@ impl Transcriber {
         let avg_logprob = decoded.avg_logprob();
         let silent = self.options.is_silence(decoded.no_speech_prob, avg_logprob);
         if silent {
-            return (WindowResult { language, segments: Vec::new(), no_speech_prob: decoded.no_speech_prob, avg_logprob }, decoded);
+            return (
+                WindowResult {
+                    language,
+                    segments: Vec::new(),
+                    no_speech_prob: decoded.no_speech_prob,
+                    avg_logprob,
+                },
+                decoded,
+            );
         }
         self.decode_uncovered_tail(model, cross, language.as_deref(), prompt, &mut decoded, content_seconds);
         let mut segments = split_segments(model, &decoded.tokens, content_seconds, avg_logprob);
@@ -302,7 +338,13 @@ impl Transcriber {
         if self.options.word_timestamps {
             let text_tokens: Vec<u32> = segments.iter().flat_map(|s| s.words[0].tokens.clone()).collect();
             let mut session = model.decoder_session(cross);
-            if let Ok(words) = alignment::align_words(model, &mut session, &decoded.sot_sequence, &text_tokens, content_seconds) {
+            if let Ok(words) = alignment::align_words(
+                model,
+                &mut session,
+                &decoded.sot_sequence,
+                &text_tokens,
+                content_seconds,
+            ) {
                 let mut attached = attach_words(segments, words);
                 set_word_probabilities(model, &decoded, &mut attached);
                 clamp_long_words(&mut attached);
@@ -314,13 +356,29 @@ impl Transcriber {
                 s.words.clear();
             }
         }
-        (WindowResult { language, segments, no_speech_prob: decoded.no_speech_prob, avg_logprob }, decoded)
+        (
+            WindowResult {
+                language,
+                segments,
+                no_speech_prob: decoded.no_speech_prob,
+                avg_logprob,
+            },
+            decoded,
+        )
     }
 
     /// A window decoded from scratch, without the previous text.
-    fn decode_unprompted(&mut self, model: &Model, cross: &Arc<CrossKv>, language: Option<String>, content_seconds: f64) -> Option<(WindowResult, Decoded)> {
+    fn decode_unprompted(
+        &mut self,
+        model: &Model,
+        cross: &Arc<CrossKv>,
+        language: Option<String>,
+        content_seconds: f64,
+    ) -> Option<(WindowResult, Decoded)> {
         let first = self.search(model, cross, language.as_deref(), &[], &[], 0.0).ok()?;
-        let decoded = self.decode_with_fallback(model, cross, language.as_deref(), &[], first).ok()?;
+        let decoded = self
+            .decode_with_fallback(model, cross, language.as_deref(), &[], first)
+            .ok()?;
         Some(self.finish_window(model, cross, language, &[], decoded, content_seconds))
     }
 
@@ -350,11 +408,19 @@ impl Transcriber {
     /// repeats itself (compression ratio) nor is unlikely (average log-probability). A window
     /// that is likely silence is not retried. When every temperature fails, the likeliest
     /// result that does not repeat itself is kept (as faster-whisper does).
-    fn decode_with_fallback(&mut self, model: &Model, cross: &Arc<CrossKv>, language: Option<&str>, prompt: &[u32], first: Decoded) -> Result<Decoded, String> {
+    fn decode_with_fallback(
+        &mut self,
+        model: &Model,
+        cross: &Arc<CrossKv>,
+        language: Option<&str>,
+        prompt: &[u32],
+        first: Decoded,
+    ) -> Result<Decoded, String> {
         let o = self.options.clone();
         let judge = |d: &Decoded| {
             let avg = d.avg_logprob();
-            let repeats = compression_ratio(&model.tokenizer.decode(&text_only(model, &d.tokens))) > o.compression_ratio_threshold;
+            let repeats = compression_ratio(&model.tokenizer.decode(&text_only(model, &d.tokens)))
+                > o.compression_ratio_threshold;
             let silence = o.is_silence(d.no_speech_prob, avg);
             (silence || (!repeats && avg >= o.logprob_threshold), repeats)
         };
@@ -396,14 +462,18 @@ impl Transcriber {
         let tok = &model.tokenizer;
         let keep = model.dims.max_text_positions / 2 - 1;
         for _ in 0..MAX_TAIL_PASSES {
-            let Some(&last) = decoded.tokens.last().filter(|&&t| tok.is_timestamp(t)) else { return };
+            let Some(&last) = decoded.tokens.last().filter(|&&t| tok.is_timestamp(t)) else {
+                return;
+            };
             let covered = (last - tok.timestamp_begin) as f64 * SECONDS_PER_TIMESTAMP;
             if content_seconds - covered < UNCOVERED_TAIL_SECONDS {
                 return;
             }
             let mut context: Vec<u32> = prompt.iter().chain(&decoded.tokens).copied().collect();
             context.drain(..context.len().saturating_sub(keep));
-            let Ok(more) = self.search(model, cross, language, &context, &[last], 0.0) else { return };
+            let Ok(more) = self.search(model, cross, language, &context, &[last], 0.0) else {
+                return;
+            };
             let texts = more.tokens.iter().filter(|&&t| t < tok.eot).count();
             if texts == 0 || more.avg_logprob() < self.options.logprob_threshold {
                 return;
@@ -427,7 +497,9 @@ impl Transcriber {
         prefix: &[u32],
         temperature: f32,
     ) -> Result<Decoded, String> {
-        self.search_many(model, &[(cross, language)], prompt, prefix, temperature).pop().expect("one result per window")
+        self.search_many(model, &[(cross, language)], prompt, prefix, temperature)
+            .pop()
+            .expect("one result per window")
     }
 
     /// [`Transcriber::search`] over several windows `(cross K/V, language)` at once: the prompts
@@ -453,7 +525,11 @@ impl Transcriber {
                         continue;
                     }
                 }
-                sot_sequence.push(if self.options.task == Task::Translate { tok.translate } else { tok.transcribe });
+                sot_sequence.push(if self.options.task == Task::Translate {
+                    tok.translate
+                } else {
+                    tok.transcribe
+                });
             }
             let mut initial = Vec::new();
             if !prompt.is_empty() {
@@ -467,7 +543,10 @@ impl Transcriber {
         }
         let ok: Vec<usize> = (0..windows.len()).filter(|&i| starts[i].is_ok()).collect();
         let mut seqs: Vec<Sequence> = ok.iter().map(|&i| model.sequence(windows[i].0)).collect();
-        let initials: Vec<&[u32]> = ok.iter().map(|&i| starts[i].as_ref().map(|s| s.1.as_slice()).unwrap_or(&[])).collect();
+        let initials: Vec<&[u32]> = ok
+            .iter()
+            .map(|&i| starts[i].as_ref().map(|s| s.1.as_slice()).unwrap_or(&[]))
+            .collect();
         let hidden = {
             let mut refs: Vec<&mut Sequence> = seqs.iter_mut().collect();
             model.decode_forward(&mut refs, &initials)
@@ -498,19 +577,40 @@ impl Transcriber {
                 None => 0.0,
             };
             let last = logits[(2 * k + 1) * vocab..(2 * k + 2) * vocab].to_vec();
-            let root = Hypothesis { seq, tokens: prefix.to_vec(), token_logprobs: vec![0.0; prefix.len()], sum_logprob: 0.0 };
+            let root = Hypothesis {
+                seq,
+                tokens: prefix.to_vec(),
+                token_logprobs: vec![0.0; prefix.len()],
+                sum_logprob: 0.0,
+            };
             roots.push((root, last, no_speech_prob));
         }
 
         let found: Vec<Result<Found, String>> = if temperature == 0.0 && self.options.beam_size > 1 {
-            roots.iter().map(|(root, logits, _)| beam_search(model, root.clone(), logits.clone(), self.options.beam_size)).collect()
+            roots
+                .iter()
+                .map(|(root, logits, _)| beam_search(model, root.clone(), logits.clone(), self.options.beam_size))
+                .collect()
         } else {
-            let n = if temperature > 0.0 { self.options.best_of.max(1) } else { 1 };
-            let starts: Vec<(Hypothesis, Vec<f32>)> = roots.iter().flat_map(|(root, logits, _)| std::iter::repeat_n((root.clone(), logits.clone()), n)).collect();
+            let n = if temperature > 0.0 {
+                self.options.best_of.max(1)
+            } else {
+                1
+            };
+            let starts: Vec<(Hypothesis, Vec<f32>)> = roots
+                .iter()
+                .flat_map(|(root, logits, _)| std::iter::repeat_n((root.clone(), logits.clone()), n))
+                .collect();
             match sample(model, starts, temperature, &mut self.rng) {
                 Ok(all) => all
                     .chunks(n)
-                    .map(|samples| samples.iter().map(Found::of).max_by(|a, b| a.score().total_cmp(&b.score())).ok_or_else(|| "no sample".to_string()))
+                    .map(|samples| {
+                        samples
+                            .iter()
+                            .map(Found::of)
+                            .max_by(|a, b| a.score().total_cmp(&b.score()))
+                            .ok_or_else(|| "no sample".to_string())
+                    })
                     .collect(),
                 Err(e) => roots.iter().map(|_| Err(e.clone())).collect(),
             }
@@ -522,7 +622,14 @@ impl Transcriber {
                 let (sot_sequence, _, _) = start?;
                 let (best, no_speech_prob) = found.next().expect("one result per started window");
                 let best = best?;
-                Ok(Decoded { tokens: best.tokens, token_logprobs: best.token_logprobs, sum_logprob: best.sum_logprob, no_speech_prob, sot_sequence, temperature })
+                Ok(Decoded {
+                    tokens: best.tokens,
+                    token_logprobs: best.token_logprobs,
+                    sum_logprob: best.sum_logprob,
+                    no_speech_prob,
+                    sot_sequence,
+                    temperature,
+                })
             })
             .collect()
     }
@@ -530,7 +637,10 @@ impl Transcriber {
 
 /// Runs each hypothesis's last token through the decoder, all in one batch; returns their logits.
 fn step(model: &Model, hyps: &mut [&mut Hypothesis]) -> Result<Vec<Vec<f32>>, String> {
-    let last: Vec<[u32; 1]> = hyps.iter().map(|h| [*h.tokens.last().expect("a token was just sampled")]).collect();
+    let last: Vec<[u32; 1]> = hyps
+        .iter()
+        .map(|h| [*h.tokens.last().expect("a token was just sampled")])
+        .collect();
     let tokens: Vec<&[u32]> = last.iter().map(|t| &t[..]).collect();
     let mut seqs: Vec<&mut Sequence> = hyps.iter_mut().map(|h| &mut h.seq).collect();
     let hidden = model.decode_forward(&mut seqs, &tokens)?;
@@ -540,7 +650,12 @@ fn step(model: &Model, hyps: &mut [&mut Hypothesis]) -> Result<Vec<Vec<f32>>, St
 
 /// Greedy decoding (temperature 0) or sampling at `temperature` of every hypothesis, each from
 /// its own logits, all stepped through the decoder together; returns them finished, in order.
-fn sample(model: &Model, starts: Vec<(Hypothesis, Vec<f32>)>, temperature: f32, rng: &mut fastrand::Rng) -> Result<Vec<Hypothesis>, String> {
+fn sample(
+    model: &Model,
+    starts: Vec<(Hypothesis, Vec<f32>)>,
+    temperature: f32,
+    rng: &mut fastrand::Rng,
+) -> Result<Vec<Hypothesis>, String> {
     let eot = model.tokenizer.eot;
     let rules = rules::Rules::new(model);
     let n = starts.len();
@@ -570,7 +685,12 @@ fn sample(model: &Model, starts: Vec<(Hypothesis, Vec<f32>)>, temperature: f32, 
                 h.token_logprobs.push(logprobs[next as usize]);
             }
         }
-        let mut live: Vec<&mut Hypothesis> = hyps.iter_mut().zip(&done).filter(|(_, d)| !**d).map(|(h, _)| h).collect();
+        let mut live: Vec<&mut Hypothesis> = hyps
+            .iter_mut()
+            .zip(&done)
+            .filter(|(_, d)| !**d)
+            .map(|(h, _)| h)
+            .collect();
         if live.is_empty() {
             break;
         }
@@ -610,7 +730,10 @@ fn beam_search(model: &Model, root: Hypothesis, logits: Vec<f32>, beam: usize) -
             }
             if t == eot || beams[parent].seq.remaining() == 0 {
                 if finished.len() < beam {
-                    finished.push(Found { sum_logprob: sum, ..Found::of(&beams[parent]) });
+                    finished.push(Found {
+                        sum_logprob: sum,
+                        ..Found::of(&beams[parent])
+                    });
                 }
             } else {
                 kept.push((sum, parent, t, lp));
@@ -630,7 +753,11 @@ fn beam_search(model: &Model, root: Hypothesis, logits: Vec<f32>, beam: usize) -
             .iter()
             .map(|&(sum, p, t, lp)| {
                 uses[p] -= 1;
-                let mut h = if uses[p] == 0 { parents[p].take().expect("parent still held") } else { parents[p].clone().expect("parent still held") };
+                let mut h = if uses[p] == 0 {
+                    parents[p].take().expect("parent still held")
+                } else {
+                    parents[p].clone().expect("parent still held")
+                };
                 h.tokens.push(t);
                 h.token_logprobs.push(lp);
                 h.sum_logprob = sum;
@@ -643,7 +770,10 @@ fn beam_search(model: &Model, root: Hypothesis, logits: Vec<f32>, beam: usize) -
     if finished.is_empty() {
         finished = beams.iter().map(Found::of).collect();
     }
-    Ok(finished.into_iter().max_by(|a, b| a.score().total_cmp(&b.score())).expect("a beam finished"))
+    Ok(finished
+        .into_iter()
+        .max_by(|a, b| a.score().total_cmp(&b.score()))
+        .expect("a beam finished"))
 }
 
 /// Indices of the `k` largest finite values, largest first.
@@ -709,7 +839,10 @@ fn detect_language(model: &Model, session: &mut DecoderSession<'_>) -> Option<St
     session.reset();
     let hidden = session.forward(&[tok.sot]).ok()?;
     let logits = session.logits(&hidden);
-    let &(ref code, _) = tok.languages.iter().max_by(|a, b| logits[a.1 as usize].total_cmp(&logits[b.1 as usize]))?;
+    let &(ref code, _) = tok
+        .languages
+        .iter()
+        .max_by(|a, b| logits[a.1 as usize].total_cmp(&logits[b.1 as usize]))?;
     Some(code.clone())
 }
 
@@ -728,8 +861,20 @@ fn split_segments(model: &Model, tokens: &[u32], content_seconds: f64, avg_logpr
         if !s.trim().is_empty() && start < content_seconds {
             let end = end.clamp(start, content_seconds);
             // Until words are aligned, the segment is one "word" holding all its tokens.
-            let words = vec![WordTiming { text: s.clone(), tokens, start, end, probability: 1.0 }];
-            segments.push(Segment { start, end, text: s, avg_logprob, words });
+            let words = vec![WordTiming {
+                text: s.clone(),
+                tokens,
+                start,
+                end,
+                probability: 1.0,
+            }];
+            segments.push(Segment {
+                start,
+                end,
+                text: s,
+                avg_logprob,
+                words,
+            });
         }
     };
     for &t in tokens {
@@ -779,7 +924,12 @@ fn attach_words(segments: Vec<Segment>, words: Vec<WordTiming>) -> Vec<Segment> 
 /// segment's first word, or one after a sentence end, starts at most twice the median word
 /// length before it ends; a word ending a sentence ends at most that long after it starts.
 fn clamp_long_words(segments: &mut [Segment]) {
-    let mut durations: Vec<f64> = segments.iter().flat_map(|s| &s.words).map(|w| w.end - w.start).filter(|&d| d > 0.0).collect();
+    let mut durations: Vec<f64> = segments
+        .iter()
+        .flat_map(|s| &s.words)
+        .map(|w| w.end - w.start)
+        .filter(|&d| d > 0.0)
+        .collect();
     if durations.is_empty() {
         return;
     }
@@ -808,7 +958,12 @@ fn clamp_long_words(segments: &mut [Segment]) {
 /// Gives each word the mean probability of its tokens (words hold the text tokens in order).
 fn set_word_probabilities(model: &Model, decoded: &Decoded, segments: &mut [Segment]) {
     let eot = model.tokenizer.eot;
-    let mut text_logprobs = decoded.tokens.iter().zip(&decoded.token_logprobs).filter(|(&t, _)| t < eot).map(|(_, &lp)| lp);
+    let mut text_logprobs = decoded
+        .tokens
+        .iter()
+        .zip(&decoded.token_logprobs)
+        .filter(|(&t, _)| t < eot)
+        .map(|(_, &lp)| lp);
     for w in segments.iter_mut().flat_map(|s| s.words.iter_mut()) {
         let probs: Vec<f32> = text_logprobs.by_ref().take(w.tokens.len()).map(f32::exp).collect();
         if !probs.is_empty() {
@@ -829,7 +984,11 @@ fn has_non_word(text: &str) -> bool {
         let mut run = 0;
         let mut prev = None;
         for c in token.chars().flat_map(char::to_lowercase) {
-            run = if c.is_alphabetic() && prev == Some(c) { run + 1 } else { 1 };
+            run = if c.is_alphabetic() && prev == Some(c) {
+                run + 1
+            } else {
+                1
+            };
             if run >= 5 {
                 return true;
             }
@@ -840,7 +999,12 @@ fn has_non_word(text: &str) -> bool {
 }
 
 fn is_hallucination(seg: &Segment) -> bool {
-    let words: Vec<&WordTiming> = seg.words.iter().filter(|w| !w.text.trim().chars().all(|c| c.is_ascii_punctuation())).take(8).collect();
+    let words: Vec<&WordTiming> = seg
+        .words
+        .iter()
+        .filter(|w| !w.text.trim().chars().all(|c| c.is_ascii_punctuation()))
+        .take(8)
+        .collect();
     if words.is_empty() {
         return false;
     }
@@ -873,7 +1037,13 @@ fn phrases(segments: Vec<Segment>) -> Vec<Segment> {
         let flush = |current: &mut Vec<WordTiming>, out: &mut Vec<Segment>| {
             if let (Some(first), Some(last)) = (current.first(), current.last()) {
                 let text: String = current.iter().map(|w| w.text.as_str()).collect();
-                out.push(Segment { start: first.start, end: last.end.max(first.start), text, avg_logprob: seg.avg_logprob, words: std::mem::take(current) });
+                out.push(Segment {
+                    start: first.start,
+                    end: last.end.max(first.start),
+                    text,
+                    avg_logprob: seg.avg_logprob,
+                    words: std::mem::take(current),
+                });
             }
         };
         for w in &seg.words {
@@ -921,17 +1091,38 @@ mod tests {
     }
 
     fn word(text: &str, start: f64, end: f64, probability: f32) -> WordTiming {
-        WordTiming { text: text.into(), tokens: vec![1], start, end, probability }
+        WordTiming {
+            text: text.into(),
+            tokens: vec![1],
+            start,
+            end,
+            probability,
+        }
     }
 
     fn segment(words: Vec<WordTiming>) -> Segment {
-        Segment { start: words[0].start, end: words.last().unwrap().end, text: String::new(), avg_logprob: -0.2, words }
+        Segment {
+            start: words[0].start,
+            end: words.last().unwrap().end,
+            text: String::new(),
+            avg_logprob: -0.2,
+            words,
+        }
     }
 
     #[test]
     fn uncovered_speech_is_measured() {
-        let seg = |start: f64, end: f64, text: &str| Segment { start, end, text: text.into(), avg_logprob: 0.0, words: Vec::new() };
-        let full = [seg(0.3, 4.0, "And so my fellow Americans, ask not"), seg(4.2, 8.0, "what your country can do for you.")];
+        let seg = |start: f64, end: f64, text: &str| Segment {
+            start,
+            end,
+            text: text.into(),
+            avg_logprob: 0.0,
+            words: Vec::new(),
+        };
+        let full = [
+            seg(0.3, 4.0, "And so my fellow Americans, ask not"),
+            seg(4.2, 8.0, "what your country can do for you."),
+        ];
         assert!((longest_uncovered(&full, 9.0) - 1.0).abs() < 1e-9);
         // Nothing from 4 to 9.5 s: the last 5.5 s are uncovered.
         assert!((longest_uncovered(&full[..1], 9.5) - 5.5).abs() < 1e-9);
@@ -951,7 +1142,12 @@ mod tests {
 
     #[test]
     fn hallucination_needs_every_word_suspect() {
-        let speech = segment(vec![word(" Printing", 0.0, 0.4, 0.8), word(" for", 1.2, 1.2, 0.99), word(" may", 2.6, 2.64, 0.7), word(" be", 2.64, 2.98, 0.99)]);
+        let speech = segment(vec![
+            word(" Printing", 0.0, 0.4, 0.8),
+            word(" for", 1.2, 1.2, 0.99),
+            word(" may", 2.6, 2.64, 0.7),
+            word(" be", 2.64, 2.98, 0.99),
+        ]);
         assert!(!is_hallucination(&speech));
         let over_music = segment(vec![word(" Maybe", 9.7, 17.3, 0.11)]);
         assert!(is_hallucination(&over_music));
@@ -961,7 +1157,12 @@ mod tests {
 
     #[test]
     fn long_first_words_are_clamped() {
-        let mut segs = vec![segment(vec![word(" Printing,", 0.0, 7.0, 0.5), word(" in", 7.0, 7.1, 0.9), word(" the", 7.1, 7.4, 0.9), word(" end.", 7.4, 12.0, 0.9)])];
+        let mut segs = vec![segment(vec![
+            word(" Printing,", 0.0, 7.0, 0.5),
+            word(" in", 7.0, 7.1, 0.9),
+            word(" the", 7.1, 7.4, 0.9),
+            word(" end.", 7.4, 12.0, 0.9),
+        ])];
         clamp_long_words(&mut segs);
         let w = &segs[0].words;
         // Median word 4.6 s, capped at 0.7 s: words may last 1.4 s.

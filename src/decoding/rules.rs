@@ -65,7 +65,11 @@ impl Rules {
         }
         // Timestamps never go back; a segment lasts at least one step.
         if let Some(&last_ts) = sampled.iter().rev().find(|&&t| is_ts(t)) {
-            let first_allowed = if last_was_ts && !penultimate_was_ts { last_ts } else { last_ts + 1 };
+            let first_allowed = if last_was_ts && !penultimate_was_ts {
+                last_ts
+            } else {
+                last_ts + 1
+            };
             let end = (first_allowed as usize).min(logits.len());
             logits[tb..end].fill(NEG);
         }

@@ -40,7 +40,10 @@ impl StreamWord {
 
 /// What two passes compare: the word without case and punctuation ("Country," = "country").
 fn key(text: &str) -> String {
-    text.chars().filter(|c| c.is_alphanumeric() || *c == '\'').flat_map(char::to_lowercase).collect()
+    text.chars()
+        .filter(|c| c.is_alphanumeric() || *c == '\'')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Longest run of committed words that a new pass says again at its start.
@@ -91,7 +94,11 @@ impl LocalAgreement {
     /// wait for another pass without coming out late).
     pub fn provisional(&mut self, words: Vec<StreamWord>, emit_before: f64) -> Vec<StreamWord> {
         let mut fresh = self.fresh(words);
-        let agreed = fresh.iter().zip(&self.unconfirmed).take_while(|(a, b)| key(&a.text) == key(&b.text)).count();
+        let agreed = fresh
+            .iter()
+            .zip(&self.unconfirmed)
+            .take_while(|(a, b)| key(&a.text) == key(&b.text))
+            .count();
         let mut n = agreed;
         while n < fresh.len() && fresh[n].end <= emit_before {
             n += 1;
@@ -112,16 +119,23 @@ impl LocalAgreement {
     /// The words of a pass that are not out yet: those centred after the last emitted word,
     /// less a repeat of the last emitted words at their start.
     fn fresh(&self, words: Vec<StreamWord>) -> Vec<StreamWord> {
-        let mut fresh: Vec<StreamWord> = words.into_iter().filter(|w| (w.start + w.end) / 2.0 > self.committed_end).collect();
+        let mut fresh: Vec<StreamWord> = words
+            .into_iter()
+            .filter(|w| (w.start + w.end) / 2.0 > self.committed_end)
+            .collect();
         let keys: Vec<String> = fresh.iter().take(MAX_REPEAT_CHECK).map(|w| key(&w.text)).collect();
         let tail = &self.committed_tail;
-        let repeat = (1..=keys.len().min(tail.len())).rev().find(|&n| tail[tail.len() - n..] == keys[..n]);
+        let repeat = (1..=keys.len().min(tail.len()))
+            .rev()
+            .find(|&n| tail[tail.len() - n..] == keys[..n]);
         if let Some(n) = repeat {
             fresh.drain(..n);
         }
         // The last word emitted, heard another way by this pass over the same time.
         let heard_again = match (fresh.first(), tail.last()) {
-            (Some(first), Some(last)) => first.start < self.committed_end - OVERLAP && same_word(&key(&first.text), last),
+            (Some(first), Some(last)) => {
+                first.start < self.committed_end - OVERLAP && same_word(&key(&first.text), last)
+            }
             _ => false,
         };
         if heard_again {
@@ -148,7 +162,13 @@ mod tests {
     fn pass(text: &str, start: f64) -> Vec<StreamWord> {
         text.split_whitespace()
             .enumerate()
-            .map(|(i, w)| StreamWord { text: format!(" {w}"), start: start + i as f64 * 0.5, end: start + i as f64 * 0.5 + 0.4, phrase: 0, avg_logprob: -0.1 })
+            .map(|(i, w)| StreamWord {
+                text: format!(" {w}"),
+                start: start + i as f64 * 0.5,
+                end: start + i as f64 * 0.5 + 0.4,
+                phrase: 0,
+                avg_logprob: -0.1,
+            })
             .collect()
     }
 
@@ -162,12 +182,21 @@ mod tests {
         // First pass: nothing agreed yet, nothing old enough to force.
         assert!(la.provisional(pass("and so my fell", 0.0), -1.0).is_empty());
         // Second pass agrees on three words; "fellow" differs from "fell".
-        assert_eq!(texts(&la.provisional(pass("and so my fellow americans", 0.0), -1.0)), "and so my");
+        assert_eq!(
+            texts(&la.provisional(pass("and so my fellow americans", 0.0), -1.0)),
+            "and so my"
+        );
         // Third: the next two agree, the new "ask" waits.
-        assert_eq!(texts(&la.provisional(pass("And so my fellow Americans, ask", 0.0), -1.0)), "fellow Americans,");
+        assert_eq!(
+            texts(&la.provisional(pass("And so my fellow Americans, ask", 0.0), -1.0)),
+            "fellow Americans,"
+        );
         assert_eq!(texts(la.unconfirmed()), "ask");
         // The window is complete: everything left goes out, once.
-        assert_eq!(texts(&la.finalize(pass("and so my fellow americans ask not", 0.0))), "ask not");
+        assert_eq!(
+            texts(&la.finalize(pass("and so my fellow americans ask not", 0.0))),
+            "ask not"
+        );
         assert!(la.finalize(pass("and so my fellow americans ask not", 0.0)).is_empty());
     }
 
@@ -185,7 +214,10 @@ mod tests {
     fn a_pass_that_times_emitted_words_later_does_not_repeat_them() {
         let mut la = LocalAgreement::new();
         la.provisional(pass("ask not what", 0.0), -1.0);
-        assert_eq!(texts(&la.provisional(pass("ask not what your", 0.0), -1.0)), "ask not what");
+        assert_eq!(
+            texts(&la.provisional(pass("ask not what your", 0.0), -1.0)),
+            "ask not what"
+        );
         // Next window: "not what" again, timed after the committed end, then new words.
         let next = pass("not what your country", 1.3);
         assert_eq!(texts(&la.finalize(next)), "your country");
@@ -195,7 +227,10 @@ mod tests {
     fn a_word_emitted_then_heard_another_way_is_not_emitted_again() {
         let mut la = LocalAgreement::new();
         // "fella" is old enough to go out unconfirmed.
-        assert_eq!(texts(&la.provisional(pass("and so my fella", 0.0), 2.0)), "and so my fella");
+        assert_eq!(
+            texts(&la.provisional(pass("and so my fella", 0.0), 2.0)),
+            "and so my fella"
+        );
         // The next pass hears "fellow", a little later over the same sound, then new words.
         let next = pass("fellow Americans ask", 1.75);
         assert_eq!(texts(&la.finalize(next)), "Americans ask");

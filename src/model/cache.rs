@@ -58,7 +58,12 @@ impl WeightCache {
     pub(crate) fn candidates(&self, model_dir: &Path) -> Vec<PathBuf> {
         let canonical = model_dir.canonicalize().unwrap_or_else(|_| model_dir.to_path_buf());
         // One directory holds the caches of many models: named after the model's path.
-        let named = |dir: PathBuf| dir.join(format!("{:08x}-{FILE_NAME}", crc32fast::hash(canonical.as_os_str().as_encoded_bytes())));
+        let named = |dir: PathBuf| {
+            dir.join(format!(
+                "{:08x}-{FILE_NAME}",
+                crc32fast::hash(canonical.as_os_str().as_encoded_bytes())
+            ))
+        };
         match self {
             WeightCache::Off => Vec::new(),
             WeightCache::In(dir) => vec![named(dir.clone())],
@@ -67,7 +72,9 @@ impl WeightCache {
                     .filter(|d| !d.is_empty())
                     .map(PathBuf::from)
                     .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
-                std::iter::once(canonical.join(FILE_NAME)).chain(home.map(|h| named(h.join("npuwhisper")))).collect()
+                std::iter::once(canonical.join(FILE_NAME))
+                    .chain(home.map(|h| named(h.join("npuwhisper"))))
+                    .collect()
             }
         }
     }
@@ -151,7 +158,13 @@ type Span = (usize, usize);
 enum Entry {
     F32(Span),
     F16(Span),
-    Int8 { n: usize, k: usize, packed: Span, scales: Span, row_sums: Span },
+    Int8 {
+        n: usize,
+        k: usize,
+        packed: Span,
+        scales: Span,
+        row_sums: Span,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -187,7 +200,8 @@ impl Cache {
         };
         // SAFETY: see `Mapping`; a file truncated under the mapping by someone else would fault,
         // which the loader never does (it replaces caches by rename).
-        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|e| format!("cannot map: {e}"))?;
+        let map =
+            unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(|e| format!("cannot map: {e}"))?;
         let bytes: &[u8] = &map;
         if bytes.len() < HEADER || &bytes[..8] != MAGIC {
             return Err("corrupt: not a weight cache (bad header)".into());
@@ -196,30 +210,48 @@ impl Cache {
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
         let version = u32_at(8);
         if version != FORMAT_VERSION {
-            return Err(format!("made by another version of npuwhisper (format {version}, this one reads {FORMAT_VERSION})"));
+            return Err(format!(
+                "made by another version of npuwhisper (format {version}, this one reads {FORMAT_VERSION})"
+            ));
         }
         let (total, index_at, index_len, crc) = (u64_at(16), u64_at(24), u64_at(32), u32_at(12));
         if total != bytes.len() {
-            return Err(format!("truncated or corrupt: {} bytes, the header says {total}", bytes.len()));
+            return Err(format!(
+                "truncated or corrupt: {} bytes, the header says {total}",
+                bytes.len()
+            ));
         }
         if parallel_crc(&bytes[HEADER..]) != crc {
             return Err("corrupt: checksum mismatch".into());
         }
-        let index_end = index_at.checked_add(index_len).filter(|&e| e <= total && index_at >= HEADER).ok_or("corrupt: index out of bounds")?;
-        let index: Index = serde_json::from_slice(&bytes[index_at..index_end]).map_err(|e| format!("corrupt index: {e}"))?;
+        let index_end = index_at
+            .checked_add(index_len)
+            .filter(|&e| e <= total && index_at >= HEADER)
+            .ok_or("corrupt: index out of bounds")?;
+        let index: Index =
+            serde_json::from_slice(&bytes[index_at..index_end]).map_err(|e| format!("corrupt index: {e}"))?;
         if index.source != *source {
             return Err("the model changed since it was made".into());
         }
-        Ok(Some(Cache { map: Arc::new(Mapping(map)), entries: index.entries, path: path.to_path_buf() }))
+        Ok(Some(Cache {
+            map: Arc::new(Mapping(map)),
+            entries: index.entries,
+            path: path.to_path_buf(),
+        }))
     }
 
     fn entry(&self, name: &str) -> Result<&Entry, String> {
-        self.entries.get(name).ok_or_else(|| format!("weight cache {} has no {name}", self.path.display()))
+        self.entries
+            .get(name)
+            .ok_or_else(|| format!("weight cache {} has no {name}", self.path.display()))
     }
 
     fn view<T: Plain>(&self, (off, len): Span, want: usize, name: &str) -> Result<Store<T>, String> {
         if len != want {
-            return Err(format!("weight cache {}: {name} has {len} values, expected {want}", self.path.display()));
+            return Err(format!(
+                "weight cache {}: {name} has {len} values, expected {want}",
+                self.path.display()
+            ));
         }
         Store::view(&self.map, off, len).map_err(|e| format!("weight cache {}: {name}: {e}", self.path.display()))
     }
@@ -239,14 +271,29 @@ impl Cache {
     }
 
     pub fn int8(&self, name: &str, n_out: usize, k: usize) -> Result<QuantizedWeights, String> {
-        let Entry::Int8 { n, k: kk, packed, scales, row_sums } = self.entry(name)? else {
+        let Entry::Int8 {
+            n,
+            k: kk,
+            packed,
+            scales,
+            row_sums,
+        } = self.entry(name)?
+        else {
             return Err(format!("weight cache {}: {name} is not INT8", self.path.display()));
         };
         if (*n, *kk) != (n_out, k) {
-            return Err(format!("weight cache {}: {name} is {n}×{kk}, expected {n_out}×{k}", self.path.display()));
+            return Err(format!(
+                "weight cache {}: {name} is {n}×{kk}, expected {n_out}×{k}",
+                self.path.display()
+            ));
         }
-        let (packed, scales, row_sums) = (self.view(*packed, packed.1, name)?, self.view(*scales, scales.1, name)?, self.view(*row_sums, row_sums.1, name)?);
-        QuantizedWeights::from_parts(n_out, k, packed, scales, row_sums).map_err(|e| format!("weight cache {}: {name}: {e}", self.path.display()))
+        let (packed, scales, row_sums) = (
+            self.view(*packed, packed.1, name)?,
+            self.view(*scales, scales.1, name)?,
+            self.view(*row_sums, row_sums.1, name)?,
+        );
+        QuantizedWeights::from_parts(n_out, k, packed, scales, row_sums)
+            .map_err(|e| format!("weight cache {}: {name}: {e}", self.path.display()))
     }
 }
 
@@ -292,7 +339,15 @@ impl Writer {
         let tmp = path.with_extension(format!("tmp{}-{:x}", std::process::id(), fastrand::u64(..)));
         let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
         out.write_all(&[0u8; HEADER])?;
-        Ok(Writer { out: Some(out), tmp, path: path.to_path_buf(), pos: HEADER, crc: crc32fast::Hasher::new(), entries: HashMap::new(), error: None })
+        Ok(Writer {
+            out: Some(out),
+            tmp,
+            path: path.to_path_buf(),
+            pos: HEADER,
+            crc: crc32fast::Hasher::new(),
+            entries: HashMap::new(),
+            error: None,
+        })
     }
 
     fn bytes(&mut self, b: &[u8]) {
@@ -326,13 +381,23 @@ impl Writer {
 
     pub fn int8(&mut self, name: &str, q: &QuantizedWeights) {
         let (packed, scales, row_sums) = q.parts();
-        let entry = Entry::Int8 { n: q.n_out(), k: q.k(), packed: self.array(packed), scales: self.array(scales), row_sums: self.array(row_sums) };
+        let entry = Entry::Int8 {
+            n: q.n_out(),
+            k: q.k(),
+            packed: self.array(packed),
+            scales: self.array(scales),
+            row_sums: self.array(row_sums),
+        };
         self.entries.insert(name.to_string(), entry);
     }
 
     /// Writes the index and the header and renames the file into place.
     pub fn finish(mut self, source: Source) -> Result<PathBuf, String> {
-        let index = serde_json::to_vec(&Index { source, entries: std::mem::take(&mut self.entries) }).map_err(|e| e.to_string())?;
+        let index = serde_json::to_vec(&Index {
+            source,
+            entries: std::mem::take(&mut self.entries),
+        })
+        .map_err(|e| e.to_string())?;
         let index_at = self.pos;
         self.bytes(&index);
         let out = self.out.take().expect("finished once");
@@ -345,7 +410,10 @@ impl Writer {
                 header[at..at + 8].copy_from_slice(&(v as u64).to_le_bytes());
             }
             let mut file = out.into_inner().map_err(|e| e.to_string())?;
-            file.seek(SeekFrom::Start(0)).and_then(|_| file.write_all(&header)).and_then(|()| file.sync_all()).map_err(|e| e.to_string())?;
+            file.seek(SeekFrom::Start(0))
+                .and_then(|_| file.write_all(&header))
+                .and_then(|()| file.sync_all())
+                .map_err(|e| e.to_string())?;
             std::fs::rename(&self.tmp, &self.path).map_err(|e| e.to_string())
         });
         if result.is_err() {
@@ -372,7 +440,11 @@ pub(crate) enum Plan {
     Map { cache: Cache, source: Source },
     /// Make the weights and write them to the first of `candidates` that takes a file; `notes`
     /// say why the existing files were not used.
-    Write { candidates: Vec<PathBuf>, source: Source, notes: Vec<String> },
+    Write {
+        candidates: Vec<PathBuf>,
+        source: Source,
+        notes: Vec<String>,
+    },
 }
 
 impl Plan {
@@ -384,7 +456,9 @@ impl Plan {
             return Plan::Unused;
         }
         // An unreadable model.bin: the load itself says what is wrong with it.
-        let Ok(source) = Source::of(bin, texts) else { return Plan::Unused };
+        let Ok(source) = Source::of(bin, texts) else {
+            return Plan::Unused;
+        };
         let mut notes = Vec::new();
         for path in &candidates {
             match Cache::open(path, &source) {
@@ -393,7 +467,11 @@ impl Plan {
                 Err(why) => notes.push(format!("{} not used: {why}", path.display())),
             }
         }
-        Plan::Write { candidates, source, notes }
+        Plan::Write {
+            candidates,
+            source,
+            notes,
+        }
     }
 
     /// A writer at the first candidate that takes one, and what happened for the outcome.

@@ -50,7 +50,9 @@ impl ModelBin {
             return Some((k.as_str(), t));
         }
         let target = self.aliases.get(name)?;
-        self.tensors.get_key_value(target.as_str()).map(|(k, t)| (k.as_str(), t))
+        self.tensors
+            .get_key_value(target.as_str())
+            .map(|(k, t)| (k.as_str(), t))
     }
 
     pub fn get(&self, name: &str) -> Option<&Tensor> {
@@ -60,13 +62,19 @@ impl ModelBin {
     /// Decodes values `start .. start + out.len()` of `t` (named `name` in errors) to f32.
     /// Integer dtypes hold scalars (flags, head counts). NaN and infinities are errors.
     pub fn read_into(&self, name: &str, t: &Tensor, start: usize, out: &mut [f32]) -> Result<(), String> {
-        assert!(start + out.len() <= t.len(), "read_into: values {start}.. past the tensor's {}", t.len());
+        assert!(
+            start + out.len() <= t.len(),
+            "read_into: values {start}.. past the tensor's {}",
+            t.len()
+        );
         let elem = dtype_size(t.dtype).expect("checked when indexed");
         let mut raw = vec![0u8; out.len().min(READ_CHUNK) * elem];
         for (i, out) in out.chunks_mut(READ_CHUNK).enumerate() {
             let raw = &mut raw[..out.len() * elem];
             let at = t.offset + ((start + i * READ_CHUNK) * elem) as u64;
-            self.file.read_exact_at(raw, at).map_err(|e| format!("cannot read tensor {name}: {e}"))?;
+            self.file
+                .read_exact_at(raw, at)
+                .map_err(|e| format!("cannot read tensor {name}: {e}"))?;
             decode(t.dtype, raw, out);
             if out.iter().any(|v| !v.is_finite()) {
                 return Err(format!("tensor {name} holds NaN or infinite values"));
@@ -93,7 +101,10 @@ struct Reader {
 impl Reader {
     fn check(&self, n: usize, what: &str) -> Result<(), String> {
         if self.pos.checked_add(n as u64).is_none_or(|e| e > self.len) {
-            return Err(format!("truncated: needs {n} more bytes for {what} at offset {}, file has {}", self.pos, self.len));
+            return Err(format!(
+                "truncated: needs {n} more bytes for {what} at offset {}, file has {}",
+                self.pos, self.len
+            ));
         }
         Ok(())
     }
@@ -101,14 +112,18 @@ impl Reader {
     fn take(&mut self, n: usize, what: &str) -> Result<Vec<u8>, String> {
         self.check(n, what)?;
         let mut buf = vec![0u8; n];
-        self.inner.read_exact(&mut buf).map_err(|e| format!("cannot read {what} at offset {}: {e}", self.pos))?;
+        self.inner
+            .read_exact(&mut buf)
+            .map_err(|e| format!("cannot read {what} at offset {}: {e}", self.pos))?;
         self.pos += n as u64;
         Ok(buf)
     }
 
     fn skip(&mut self, n: usize, what: &str) -> Result<(), String> {
         self.check(n, what)?;
-        self.inner.seek_relative(n as i64).map_err(|e| format!("cannot skip {what} at offset {}: {e}", self.pos))?;
+        self.inner
+            .seek_relative(n as i64)
+            .map_err(|e| format!("cannot skip {what} at offset {}: {e}", self.pos))?;
         self.pos += n as u64;
         Ok(())
     }
@@ -129,7 +144,10 @@ impl Reader {
     fn string(&mut self, what: &str) -> Result<String, String> {
         let len = self.u16(what)? as usize;
         if len > MAX_NAME {
-            return Err(format!("{what} at offset {} is {len} bytes long, more than any CTranslate2 name", self.pos - 2));
+            return Err(format!(
+                "{what} at offset {} is {len} bytes long, more than any CTranslate2 name",
+                self.pos - 2
+            ));
         }
         let raw = self.take(len, what)?;
         let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
@@ -140,12 +158,27 @@ impl Reader {
 /// Decodes one run of a tensor's bytes to f32.
 fn decode(dtype: u8, raw: &[u8], out: &mut [f32]) {
     match dtype {
-        0 => raw.chunks_exact(4).zip(out).for_each(|(c, o)| *o = f32::from_le_bytes(c.try_into().unwrap())),
+        0 => raw
+            .chunks_exact(4)
+            .zip(out)
+            .for_each(|(c, o)| *o = f32::from_le_bytes(c.try_into().unwrap())),
         1 => raw.iter().zip(out).for_each(|(&b, o)| *o = b as i8 as f32),
-        2 => raw.chunks_exact(2).zip(out).for_each(|(c, o)| *o = i16::from_le_bytes(c.try_into().unwrap()) as f32),
-        3 => raw.chunks_exact(4).zip(out).for_each(|(c, o)| *o = i32::from_le_bytes(c.try_into().unwrap()) as f32),
-        4 => raw.chunks_exact(2).zip(out).for_each(|(c, o)| *o = f16::from_le_bytes(c.try_into().unwrap()).to_f32()),
-        5 => raw.chunks_exact(2).zip(out).for_each(|(c, o)| *o = bf16::from_le_bytes(c.try_into().unwrap()).to_f32()),
+        2 => raw
+            .chunks_exact(2)
+            .zip(out)
+            .for_each(|(c, o)| *o = i16::from_le_bytes(c.try_into().unwrap()) as f32),
+        3 => raw
+            .chunks_exact(4)
+            .zip(out)
+            .for_each(|(c, o)| *o = i32::from_le_bytes(c.try_into().unwrap()) as f32),
+        4 => raw
+            .chunks_exact(2)
+            .zip(out)
+            .for_each(|(c, o)| *o = f16::from_le_bytes(c.try_into().unwrap()).to_f32()),
+        5 => raw
+            .chunks_exact(2)
+            .zip(out)
+            .for_each(|(c, o)| *o = bf16::from_le_bytes(c.try_into().unwrap()).to_f32()),
         other => unreachable!("dtype {other} was checked when indexed"),
     }
 }
@@ -162,12 +195,22 @@ fn dtype_size(dtype: u8) -> Option<usize> {
 /// Reads the tensor table of an open `model.bin`: names, shapes and where the data is.
 pub fn parse(file: File) -> Result<ModelBin, String> {
     let len = file.metadata().map_err(|e| format!("cannot stat: {e}"))?.len();
-    let mut r = Reader { inner: BufReader::with_capacity(1 << 16, file), pos: 0, len };
+    let mut r = Reader {
+        inner: BufReader::with_capacity(1 << 16, file),
+        pos: 0,
+        len,
+    };
     let version = r.u32("binary version")?;
     if !(1..=6).contains(&version) {
-        return Err(format!("unsupported binary version {version} (expected 1 to 6; not a CTranslate2 model?)"));
+        return Err(format!(
+            "unsupported binary version {version} (expected 1 to 6; not a CTranslate2 model?)"
+        ));
     }
-    let spec = if version >= 2 { r.string("spec name")? } else { String::new() };
+    let spec = if version >= 2 {
+        r.string("spec name")?
+    } else {
+        String::new()
+    };
     if version >= 2 {
         r.u32("spec revision")?;
     }
@@ -184,12 +227,23 @@ pub fn parse(file: File) -> Result<ModelBin, String> {
             shape.push(r.u32(&format!("shape of {name}"))? as usize);
         }
         let dtype = r.u8(&format!("dtype of {name}"))?;
-        let n_bytes = if version >= 4 { r.u32(&format!("size of {name}"))? as usize } else { 0 };
+        let n_bytes = if version >= 4 {
+            r.u32(&format!("size of {name}"))? as usize
+        } else {
+            0
+        };
         let elem = dtype_size(dtype).ok_or_else(|| format!("tensor {name} has unknown dtype id {dtype}"))?;
-        let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| format!("tensor {name}: shape overflows"))?;
-        let expect = count.checked_mul(elem).ok_or_else(|| format!("tensor {name}: size overflows"))?;
+        let count = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| format!("tensor {name}: shape overflows"))?;
+        let expect = count
+            .checked_mul(elem)
+            .ok_or_else(|| format!("tensor {name}: size overflows"))?;
         if version >= 4 && n_bytes != expect {
-            return Err(format!("tensor {name}: shape {shape:?} needs {expect} bytes, file says {n_bytes}"));
+            return Err(format!(
+                "tensor {name}: shape {shape:?} needs {expect} bytes, file says {n_bytes}"
+            ));
         }
         let offset = r.pos;
         r.skip(expect, &format!("data of {name}"))?;
@@ -207,5 +261,10 @@ pub fn parse(file: File) -> Result<ModelBin, String> {
     if r.pos != len {
         return Err(format!("{} unexpected bytes after the last entry", len - r.pos));
     }
-    Ok(ModelBin { spec, tensors, aliases, file: r.inner.into_inner() })
+    Ok(ModelBin {
+        spec,
+        tensors,
+        aliases,
+        file: r.inner.into_inner(),
+    })
 }

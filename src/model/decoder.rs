@@ -72,7 +72,9 @@ impl Decoder {
                     self_out: w.linear(&format!("{p}/self_attention/linear_1"), d, d, true)?,
                     cross_ln: w.layer_norm(&format!("{p}/attention/layer_norm"), d)?,
                     cross_q: w.linear(&format!("{p}/attention/linear_0"), d, d, true)?,
-                    cross_kv: w.linear(&format!("{p}/attention/linear_1"), 2 * d, d, false)?.with_precision(w.precision),
+                    cross_kv: w
+                        .linear(&format!("{p}/attention/linear_1"), 2 * d, d, false)?
+                        .with_precision(w.precision),
                     cross_out: w.linear(&format!("{p}/attention/linear_2"), d, d, true)?,
                     ffn_ln: w.layer_norm(&format!("{p}/ffn/layer_norm"), d)?,
                     fc1: w.linear(&format!("{p}/ffn/linear_0"), 4 * d, d, true)?,
@@ -168,7 +170,10 @@ impl Sequence {
 
     /// Forgets the tokens, keeping the window's keys and values.
     pub fn reset(&mut self) {
-        self.self_k.iter_mut().chain(self.self_v.iter_mut()).for_each(Vec::clear);
+        self.self_k
+            .iter_mut()
+            .chain(self.self_v.iter_mut())
+            .for_each(Vec::clear);
         self.len = 0;
     }
 }
@@ -179,14 +184,26 @@ type Capture<'a> = (&'a [(usize, usize)], usize, &'a mut Vec<Vec<f32>>);
 impl Decoder {
     pub fn cross_kv(&self, states: &[f32]) -> Arc<CrossKv> {
         let d = self.d;
-        let mut kv = if self.half_cross_kv { std::mem::take(&mut *self.kv_scratch.lock().unwrap_or_else(|e| e.into_inner())) } else { Vec::new() };
+        let mut kv = if self.half_cross_kv {
+            std::mem::take(&mut *self.kv_scratch.lock().unwrap_or_else(|e| e.into_inner()))
+        } else {
+            Vec::new()
+        };
         let layers = self
             .layers
             .iter()
             .map(|l| {
                 l.cross_kv.forward(ENCODER_FRAMES, states, &mut kv);
                 if self.half_cross_kv {
-                    LayerKv::Half(HalfKv::new(&kv, 2 * d, &kv[d..], 2 * d, ENCODER_FRAMES, self.n_heads, d / self.n_heads))
+                    LayerKv::Half(HalfKv::new(
+                        &kv,
+                        2 * d,
+                        &kv[d..],
+                        2 * d,
+                        ENCODER_FRAMES,
+                        self.n_heads,
+                        d / self.n_heads,
+                    ))
                 } else {
                     LayerKv::F32(std::mem::take(&mut kv))
                 }
@@ -200,20 +217,38 @@ impl Decoder {
 
     pub fn sequence(&self, cross: &Arc<CrossKv>) -> Sequence {
         let n = self.layers.len();
-        Sequence { cross: Arc::clone(cross), self_k: vec![Vec::new(); n], self_v: vec![Vec::new(); n], len: 0, max_positions: self.max_positions }
+        Sequence {
+            cross: Arc::clone(cross),
+            self_k: vec![Vec::new(); n],
+            self_v: vec![Vec::new(); n],
+            len: 0,
+            max_positions: self.max_positions,
+        }
     }
 
     /// Runs `tokens[i]` after the cached tokens of `seqs[i]`, for all sequences together: every
     /// linear layer takes the rows of all of them in one pass over its weights, which is what
     /// makes beams and batched windows cheap on memory-bound hardware. Returns the final hidden
     /// states of all the tokens, sequence after sequence (`Σ tokens[i].len() × d`).
-    pub fn forward(&self, seqs: &mut [&mut Sequence], tokens: &[&[u32]], mut capture: Option<Capture<'_>>) -> Result<Vec<f32>, String> {
+    pub fn forward(
+        &self,
+        seqs: &mut [&mut Sequence],
+        tokens: &[&[u32]],
+        mut capture: Option<Capture<'_>>,
+    ) -> Result<Vec<f32>, String> {
         let d = self.d;
         assert_eq!(seqs.len(), tokens.len(), "one token list per sequence");
-        assert!(capture.is_none() || seqs.len() == 1, "alignment capture is for one sequence");
+        assert!(
+            capture.is_none() || seqs.len() == 1,
+            "alignment capture is for one sequence"
+        );
         for (seq, toks) in seqs.iter().zip(tokens) {
             if toks.is_empty() || toks.len() > seq.remaining() {
-                return Err(format!("{} tokens do not fit the {} positions left", toks.len(), seq.remaining()));
+                return Err(format!(
+                    "{} tokens do not fit the {} positions left",
+                    toks.len(),
+                    seq.remaining()
+                ));
             }
             if let Some(bad) = toks.iter().find(|&&id| id as usize >= self.vocab) {
                 return Err(format!("token {bad} is outside the vocabulary"));
@@ -251,8 +286,23 @@ impl Decoder {
                     seq.self_v[l].extend_from_slice(&row[2 * d..]);
                 }
                 let (t, tk) = (b - a, seq.len + b - a);
-                let shape = Shape { tq: t, tk, n_heads: self.n_heads, head_dim, q_stride: 3 * d, k_stride: d, v_stride: d, causal: true };
-                attention(shape, &buf[a * 3 * d..], &seq.self_k[l], &seq.self_v[l], &mut att[a * d..b * d]);
+                let shape = Shape {
+                    tq: t,
+                    tk,
+                    n_heads: self.n_heads,
+                    head_dim,
+                    q_stride: 3 * d,
+                    k_stride: d,
+                    v_stride: d,
+                    causal: true,
+                };
+                attention(
+                    shape,
+                    &buf[a * 3 * d..],
+                    &seq.self_k[l],
+                    &seq.self_v[l],
+                    &mut att[a * d..b * d],
+                );
             }
             layer.self_out.forward(rows, &att, &mut proj);
             add_in_place(&mut x, &proj);
@@ -267,9 +317,24 @@ impl Decoder {
                 let (out, tail) = rest.split_at_mut((b - a) * d);
                 rest = tail;
                 match &seq.cross.layers[l] {
-                    LayerKv::Half(kv) => half_queries.push(CrossQuery { q: &buf[a * d..b * d], tq: b - a, q_stride: d, kv, out }),
+                    LayerKv::Half(kv) => half_queries.push(CrossQuery {
+                        q: &buf[a * d..b * d],
+                        tq: b - a,
+                        q_stride: d,
+                        kv,
+                        out,
+                    }),
                     LayerKv::F32(kv) => {
-                        let shape = Shape { tq: b - a, tk: ENCODER_FRAMES, n_heads: self.n_heads, head_dim, q_stride: d, k_stride: 2 * d, v_stride: 2 * d, causal: false };
+                        let shape = Shape {
+                            tq: b - a,
+                            tk: ENCODER_FRAMES,
+                            n_heads: self.n_heads,
+                            head_dim,
+                            q_stride: d,
+                            k_stride: 2 * d,
+                            v_stride: 2 * d,
+                            causal: false,
+                        };
                         attention(shape, &buf[a * d..b * d], kv, &kv[d..], out);
                     }
                 }
@@ -321,7 +386,10 @@ pub struct DecoderSession<'m> {
 
 impl<'m> DecoderSession<'m> {
     pub(crate) fn new(model: &'m Model, cross: &Arc<CrossKv>) -> Self {
-        DecoderSession { dec: &model.decoder, seq: model.decoder.sequence(cross) }
+        DecoderSession {
+            dec: &model.decoder,
+            seq: model.decoder.sequence(cross),
+        }
     }
 
     pub fn remaining(&self) -> usize {
@@ -349,7 +417,11 @@ impl<'m> DecoderSession<'m> {
     ) -> Result<Vec<Vec<f32>>, String> {
         self.seq.reset();
         let mut out = Vec::new();
-        self.dec.forward(&mut [&mut self.seq], &[tokens], Some((heads, n_frames.clamp(1, ENCODER_FRAMES), &mut out)))?;
+        self.dec.forward(
+            &mut [&mut self.seq],
+            &[tokens],
+            Some((heads, n_frames.clamp(1, ENCODER_FRAMES), &mut out)),
+        )?;
         Ok(out)
     }
 

@@ -89,7 +89,12 @@ impl Encoder {
     fn forward(&self, mel: &[f32]) -> Vec<f32> {
         // The buffers of an earlier window: fresh ones would each be new pages from the
         // system (glibc's mmap threshold is 1 MiB here), a page fault per 4 KiB.
-        let mut scratch = self.scratch.lock().unwrap_or_else(|e| e.into_inner()).pop().unwrap_or_default();
+        let mut scratch = self
+            .scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
         let out = self.forward_with(mel, &mut scratch);
         self.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
         out
@@ -97,7 +102,15 @@ impl Encoder {
 
     fn forward_with(&self, mel: &[f32], scratch: &mut Scratch) -> Vec<f32> {
         let (d, t) = (self.d, ENCODER_FRAMES);
-        let Scratch { cols, h1, x, h, qkv, att, proj } = scratch;
+        let Scratch {
+            cols,
+            h1,
+            x,
+            h,
+            qkv,
+            att,
+            proj,
+        } = scratch;
         // Stem: conv1 (stride 1) over the mel, conv2 (stride 2) over its output; padding 1.
         let c1 = self.n_mels * 3;
         cols.clear();
@@ -137,7 +150,16 @@ impl Encoder {
         for layer in &self.layers {
             layer.attn_ln.forward_into(x, h);
             layer.qkv.forward(t, h, qkv);
-            let s = Shape { tq: t, tk: t, n_heads: self.n_heads, head_dim, q_stride: 3 * d, k_stride: 3 * d, v_stride: 3 * d, causal: false };
+            let s = Shape {
+                tq: t,
+                tk: t,
+                n_heads: self.n_heads,
+                head_dim,
+                q_stride: 3 * d,
+                k_stride: 3 * d,
+                v_stride: 3 * d,
+                causal: false,
+            };
             if self.bf16_attention {
                 attention_bf16(s, qkv, &qkv[d..], &qkv[2 * d..], att);
             } else {

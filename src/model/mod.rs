@@ -12,8 +12,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
-static CAT: LazyLock<gst::DebugCategory> =
-    LazyLock::new(|| gst::DebugCategory::new("npuwhisper-model", gst::DebugColorFlags::empty(), Some("Whisper model loading and weight cache")));
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "npuwhisper-model",
+        gst::DebugColorFlags::empty(),
+        Some("Whisper model loading and weight cache"),
+    )
+});
 
 pub use cache::{CacheOutcome, WeightCache};
 pub use decoder::{CrossKv, DecoderSession, Sequence};
@@ -96,11 +101,25 @@ pub(crate) struct Linear {
 
 impl Linear {
     pub fn new(w: Store<f32>, b: Option<Store<f32>>, n_out: usize, n_in: usize) -> Linear {
-        Linear { w, q: None, h: None, b, n_out, n_in }
+        Linear {
+            w,
+            q: None,
+            h: None,
+            b,
+            n_out,
+            n_in,
+        }
     }
 
     pub fn new_quantized(q: QuantizedWeights, b: Option<Store<f32>>) -> Linear {
-        Linear { w: Store::default(), n_out: q.n_out(), n_in: q.k(), q: Some(q), h: None, b }
+        Linear {
+            w: Store::default(),
+            n_out: q.n_out(),
+            n_in: q.k(),
+            q: Some(q),
+            h: None,
+            b,
+        }
     }
 
     /// The layer in bf16 on the AMX tiles when `precision` is INT8 and the CPU has them;
@@ -110,7 +129,11 @@ impl Linear {
             return self;
         }
         match Bf16Weights::pack(&self.w, self.n_out, self.n_in) {
-            Some(h) => Linear { w: Store::default(), h: Some(h), ..self },
+            Some(h) => Linear {
+                w: Store::default(),
+                h: Some(h),
+                ..self
+            },
             None => self,
         }
     }
@@ -120,7 +143,9 @@ impl Linear {
         match (&self.q, &self.h) {
             (Some(q), _) => npuwhisper_kernels::qgemm::qlinear(x, m, self.n_in, q, self.b.as_deref(), y),
             (None, Some(h)) => npuwhisper_kernels::bgemm::linear_bf16(x, m, self.n_in, h, self.b.as_deref(), y),
-            (None, None) => npuwhisper_kernels::gemm::linear(m, self.n_out, self.n_in, x, &self.w, self.b.as_deref(), y),
+            (None, None) => {
+                npuwhisper_kernels::gemm::linear(m, self.n_out, self.n_in, x, &self.w, self.b.as_deref(), y)
+            }
         }
     }
 }
@@ -163,7 +188,10 @@ pub(crate) struct Weights {
 impl Weights {
     /// The tensor of `name` (or the alias `name`), checked to have `shape`, marked as read.
     fn take(&self, name: &str, shape: &[usize]) -> Result<(&str, &ct2::Tensor), String> {
-        let (target, t) = self.bin.resolve(name).ok_or_else(|| format!("tensor {name} is missing"))?;
+        let (target, t) = self
+            .bin
+            .resolve(name)
+            .ok_or_else(|| format!("tensor {name} is missing"))?;
         if t.shape != shape {
             return Err(format!("tensor {name} has shape {:?}, expected {shape:?}", t.shape));
         }
@@ -201,13 +229,20 @@ impl Weights {
     }
 
     /// [`quantized`](Self::quantized), and the matrix in f16 beside it.
-    pub fn quantized_and_f16(&self, name: &str, n_out: usize, k: usize) -> Result<(QuantizedWeights, Store<f16>), String> {
+    pub fn quantized_and_f16(
+        &self,
+        name: &str,
+        n_out: usize,
+        k: usize,
+    ) -> Result<(QuantizedWeights, Store<f16>), String> {
         let (target, t) = self.take(name, &[n_out, k])?;
         if let Some(cache) = &self.cache {
             return Ok((cache.int8(target, n_out, k)?, cache.f16(target, n_out * k)?));
         }
         let mut half = Vec::with_capacity(n_out * k);
-        let q = self.quantize(name, t, n_out, k, |rows| half.extend(rows.iter().map(|&v| f16::from_f32(v))))?;
+        let q = self.quantize(name, t, n_out, k, |rows| {
+            half.extend(rows.iter().map(|&v| f16::from_f32(v)))
+        })?;
         let half = Store::from(half);
         if let Some(w) = &self.writer {
             let mut w = w.borrow_mut();
@@ -218,7 +253,14 @@ impl Weights {
     }
 
     /// Quantizes `t` from the file, handing each block of f32 rows, in order, to `also`.
-    fn quantize(&self, name: &str, t: &ct2::Tensor, n_out: usize, k: usize, mut also: impl FnMut(&[f32])) -> Result<QuantizedWeights, String> {
+    fn quantize(
+        &self,
+        name: &str,
+        t: &ct2::Tensor,
+        n_out: usize,
+        k: usize,
+        mut also: impl FnMut(&[f32]),
+    ) -> Result<QuantizedWeights, String> {
         let mut err = Ok(());
         let q = QuantizedWeights::quantize_with(n_out, k, |r0, rows| {
             if err.is_ok() {
@@ -230,7 +272,10 @@ impl Weights {
     }
 
     pub fn shape(&self, name: &str) -> Result<Vec<usize>, String> {
-        self.bin.get(name).map(|t| t.shape.clone()).ok_or_else(|| format!("tensor {name} is missing"))
+        self.bin
+            .get(name)
+            .map(|t| t.shape.clone())
+            .ok_or_else(|| format!("tensor {name} is missing"))
     }
 
     pub fn scalar(&self, name: &str) -> Result<f32, String> {
@@ -263,7 +308,11 @@ impl Weights {
     pub fn linear(&self, prefix: &str, n_out: usize, n_in: usize, quantize: bool) -> Result<Linear, String> {
         let name = format!("{prefix}/weight");
         let b = |w: &Self| -> Result<_, String> {
-            if w.has(&format!("{prefix}/bias")) { Ok(Some(w.tensor(&format!("{prefix}/bias"), &[n_out])?)) } else { Ok(None) }
+            if w.has(&format!("{prefix}/bias")) {
+                Ok(Some(w.tensor(&format!("{prefix}/bias"), &[n_out])?))
+            } else {
+                Ok(None)
+            }
         };
         if quantize && self.precision == Precision::Int8 {
             let q = self.quantized(&name, n_out, n_in)?;
@@ -275,11 +324,16 @@ impl Weights {
     }
 
     pub fn layer_norm(&self, prefix: &str, d: usize) -> Result<LayerNorm, String> {
-        Ok(LayerNorm { gamma: self.tensor(&format!("{prefix}/gamma"), &[d])?, beta: self.tensor(&format!("{prefix}/beta"), &[d])? })
+        Ok(LayerNorm {
+            gamma: self.tensor(&format!("{prefix}/gamma"), &[d])?,
+            beta: self.tensor(&format!("{prefix}/beta"), &[d])?,
+        })
     }
 
     fn count_layers(&self, prefix: &str) -> usize {
-        (0..).take_while(|i| self.has(&format!("{prefix}/layer_{i}/ffn/layer_norm/gamma"))).count()
+        (0..)
+            .take_while(|i| self.has(&format!("{prefix}/layer_{i}/ffn/layer_norm/gamma")))
+            .count()
     }
 
     /// A tensor of `prefix/layer_N` with N ≥ `n_layers`: left of a layer that is incomplete.
@@ -287,7 +341,9 @@ impl Weights {
         let layer_prefix = format!("{prefix}/layer_");
         self.bin.names().find_map(|name| {
             let i: usize = name.strip_prefix(&layer_prefix)?.split('/').next()?.parse().ok()?;
-            (i >= n_layers).then(|| format!("tensor {name} is of a layer after {prefix}/layer_{n_layers}, which is missing or incomplete"))
+            (i >= n_layers).then(|| {
+                format!("tensor {name} is of a layer after {prefix}/layer_{n_layers}, which is missing or incomplete")
+            })
         })
     }
 
@@ -304,7 +360,9 @@ impl Weights {
 fn derive_dims(w: &Weights, vocab_size: usize) -> Result<Dims, String> {
     let conv1 = w.shape("encoder/conv1/weight")?;
     if conv1.len() != 3 || conv1[2] != 3 {
-        return Err(format!("encoder/conv1/weight has shape {conv1:?}, expected [d, n_mels, 3]"));
+        return Err(format!(
+            "encoder/conv1/weight has shape {conv1:?}, expected [d, n_mels, 3]"
+        ));
     }
     let (d_model, n_mels) = (conv1[0], conv1[1]);
     // Zero sizes would be empty chunks in the forward pass; the caps carry at most these.
@@ -326,7 +384,9 @@ fn derive_dims(w: &Weights, vocab_size: usize) -> Result<Dims, String> {
     if w.has("decoder/num_heads") {
         let dec_heads = w.head_count("decoder/num_heads")?;
         if dec_heads != n_heads {
-            return Err(format!("decoder/num_heads {dec_heads} differs from encoder/num_heads {n_heads}"));
+            return Err(format!(
+                "decoder/num_heads {dec_heads} differs from encoder/num_heads {n_heads}"
+            ));
         }
     }
     let dims = Dims {
@@ -362,7 +422,10 @@ fn derive_dims(w: &Weights, vocab_size: usize) -> Result<Dims, String> {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, ModelError> {
-    std::fs::read(path).map_err(|e| ModelError { file: path.to_path_buf(), reason: format!("cannot read: {e}") })
+    std::fs::read(path).map_err(|e| ModelError {
+        file: path.to_path_buf(),
+        reason: format!("cannot read: {e}"),
+    })
 }
 
 fn parse_config(bytes: &[u8]) -> Result<Config, String> {
@@ -380,7 +443,11 @@ fn parse_config(bytes: &[u8]) -> Result<Config, String> {
     if !v.is_object() {
         return Err("is not a JSON object".into());
     }
-    Ok(Config { alignment_heads: heads, suppress_ids: ids("suppress_ids")?, suppress_ids_begin: ids("suppress_ids_begin")? })
+    Ok(Config {
+        alignment_heads: heads,
+        suppress_ids: ids("suppress_ids")?,
+        suppress_ids_begin: ids("suppress_ids_begin")?,
+    })
 }
 
 fn parse_added_tokens(bytes: &[u8]) -> Result<Vec<(String, u32)>, String> {
@@ -420,9 +487,15 @@ impl Model {
     /// [`load_with`](Self::load_with) with the weight cache at `policy`.
     pub fn load_cached(dir: &Path, precision: Precision, policy: &WeightCache) -> Result<Model, ModelError> {
         return_large_buffers_to_the_system();
-        let err = |file: &str, reason: String| ModelError { file: dir.join(file), reason };
+        let err = |file: &str, reason: String| ModelError {
+            file: dir.join(file),
+            reason,
+        };
         if !dir.is_dir() {
-            return Err(ModelError { file: dir.to_path_buf(), reason: "model directory does not exist".into() });
+            return Err(ModelError {
+                file: dir.to_path_buf(),
+                reason: "model directory does not exist".into(),
+            });
         }
         let config_json = read_file(&dir.join("config.json"))?;
         let config = parse_config(&config_json).map_err(|e| err("config.json", e))?;
@@ -440,16 +513,27 @@ impl Model {
         // so building it (a fifth of a second) waits for the first prompt to encode.
         let tokenizer = match plan {
             cache::Plan::Map { .. } => tokenizer.with_lazy_encoder(tokenizer_json),
-            _ => tokenizer.with_encoder(&tokenizer_json).map_err(|e| err("tokenizer.json", e))?,
+            _ => tokenizer
+                .with_encoder(&tokenizer_json)
+                .map_err(|e| err("tokenizer.json", e))?,
         };
 
         let weights = |cache, writer| -> Result<Weights, ModelError> {
             let file = std::fs::File::open(&bin_path).map_err(|e| err("model.bin", format!("cannot open: {e}")))?;
             let bin = ct2::parse(file).map_err(|e| err("model.bin", e))?;
             if !bin.spec.is_empty() && bin.spec != "WhisperSpec" {
-                return Err(err("model.bin", format!("holds a {:?} model, not a WhisperSpec", bin.spec)));
+                return Err(err(
+                    "model.bin",
+                    format!("holds a {:?} model, not a WhisperSpec", bin.spec),
+                ));
             }
-            Ok(Weights { bin, taken: Default::default(), precision, cache, writer })
+            Ok(Weights {
+                bin,
+                taken: Default::default(),
+                precision,
+                cache,
+                writer,
+            })
         };
         let build = |w: &Weights| -> Result<(Dims, encoder::Encoder, decoder::Decoder), String> {
             let dims = derive_dims(w, tokenizer.vocab_size())?;
@@ -466,22 +550,37 @@ impl Model {
             for note in &notes {
                 gst::warning!(CAT, "weight cache {note}: making the weights from model.bin");
             }
-            let writer = source.as_ref().and_then(|_| cache::Plan::writer(candidates, &mut notes));
+            let writer = source
+                .as_ref()
+                .and_then(|_| cache::Plan::writer(candidates, &mut notes));
             let w = weights(None, writer.map(std::cell::RefCell::new))?;
             let (dims, encoder, decoder) = build(&w).map_err(|e| err("model.bin", e))?;
             let outcome = match (w.writer.map(|w| w.into_inner()), source) {
                 (Some(writer), Some(source)) => {
-                    let path = writer.finish(source).map_err(|e| notes.push(format!("cannot write the weight cache: {e}"))).ok();
-                    CacheOutcome::Built { path, note: notes.join("; ") }
+                    let path = writer
+                        .finish(source)
+                        .map_err(|e| notes.push(format!("cannot write the weight cache: {e}")))
+                        .ok();
+                    CacheOutcome::Built {
+                        path,
+                        note: notes.join("; "),
+                    }
                 }
-                (None, Some(_)) => CacheOutcome::Built { path: None, note: notes.join("; ") },
+                (None, Some(_)) => CacheOutcome::Built {
+                    path: None,
+                    note: notes.join("; "),
+                },
                 _ => CacheOutcome::Unused,
             };
             Ok::<_, ModelError>((dims, encoder, decoder, outcome))
         };
         let (dims, encoder, decoder, weight_cache) = match plan {
             cache::Plan::Unused => make(&[], None, Vec::new())?,
-            cache::Plan::Write { candidates, source, notes } => make(&candidates, Some(source), notes)?,
+            cache::Plan::Write {
+                candidates,
+                source,
+                notes,
+            } => make(&candidates, Some(source), notes)?,
             cache::Plan::Map { cache, source } => {
                 let path = cache.path.clone();
                 match build(&weights(Some(cache), None)?) {
@@ -493,11 +592,25 @@ impl Model {
                 }
             }
         };
-        let bad_id = config.suppress_ids.iter().chain(&config.suppress_ids_begin).find(|&&id| id as usize >= dims.vocab_size);
+        let bad_id = config
+            .suppress_ids
+            .iter()
+            .chain(&config.suppress_ids_begin)
+            .find(|&&id| id as usize >= dims.vocab_size);
         if let Some(id) = bad_id {
-            return Err(err("config.json", format!("token id {id} is outside the vocabulary of {} (vocabulary.txt)", dims.vocab_size)));
+            return Err(err(
+                "config.json",
+                format!(
+                    "token id {id} is outside the vocabulary of {} (vocabulary.txt)",
+                    dims.vocab_size
+                ),
+            ));
         }
-        if let Some(&(l, h)) = config.alignment_heads.iter().find(|&&(l, h)| l >= dims.decoder_layers || h >= dims.n_heads) {
+        if let Some(&(l, h)) = config
+            .alignment_heads
+            .iter()
+            .find(|&&(l, h)| l >= dims.decoder_layers || h >= dims.n_heads)
+        {
             return Err(err(
                 "config.json",
                 format!(
@@ -506,7 +619,16 @@ impl Model {
                 ),
             ));
         }
-        Ok(Model { dims, precision, dir: dir.to_path_buf(), config, tokenizer, weight_cache, encoder, decoder })
+        Ok(Model {
+            dims,
+            precision,
+            dir: dir.to_path_buf(),
+            config,
+            tokenizer,
+            weight_cache,
+            encoder,
+            decoder,
+        })
     }
 
     pub fn n_mels(&self) -> usize {

@@ -29,7 +29,10 @@ pub struct Tokenizer {
 /// (all below U+0144), a table rather than a hash map (every character of the vocabulary goes
 /// through it at each load).
 fn unicode_to_byte() -> Vec<Option<u8>> {
-    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut chars = printable.clone();
     let mut extra = 0;
     for b in 0..256u32 {
@@ -58,7 +61,9 @@ impl Tokenizer {
             let bytes = if line.starts_with("<|") && line.ends_with("|>") {
                 line.as_bytes().to_vec()
             } else {
-                line.chars().map(|c| decode_map.get(c as usize).copied().flatten().ok_or(())).collect::<Result<Vec<u8>, ()>>()
+                line.chars()
+                    .map(|c| decode_map.get(c as usize).copied().flatten().ok_or(()))
+                    .collect::<Result<Vec<u8>, ()>>()
                     .map_err(|_| format!("line {}: token {line:?} is not byte-level BPE", id + 1))?
             };
             ids.entry(line.to_string()).or_insert(id as u32);
@@ -66,10 +71,16 @@ impl Tokenizer {
         }
         for (content, id) in added_tokens {
             if ids.get(content) != Some(id) {
-                return Err(format!("added token {content:?} has id {id} in tokenizer.json but not in vocabulary.txt"));
+                return Err(format!(
+                    "added token {content:?} has id {id} in tokenizer.json but not in vocabulary.txt"
+                ));
             }
         }
-        let special = |name: &str| ids.get(name).copied().ok_or_else(|| format!("vocabulary has no {name} token"));
+        let special = |name: &str| {
+            ids.get(name)
+                .copied()
+                .ok_or_else(|| format!("vocabulary has no {name} token"))
+        };
         let sot = special("<|startoftranscript|>")?;
         let translate = special("<|translate|>")?;
         let languages = (sot + 1..translate)
@@ -112,9 +123,15 @@ impl Tokenizer {
             ("<|0.00|>", self.timestamp_begin),
         ];
         if let Some(w) = order.windows(2).find(|w| w[0].1 >= w[1].1) {
-            return Err(format!("{} (id {}) is not before {} (id {}), as Whisper has them", w[0].0, w[0].1, w[1].0, w[1].1));
+            return Err(format!(
+                "{} (id {}) is not before {} (id {}), as Whisper has them",
+                w[0].0, w[0].1, w[1].0, w[1].1
+            ));
         }
-        if let Some(ns) = self.no_speech.filter(|&ns| ns <= self.eot || ns >= self.timestamp_begin) {
+        if let Some(ns) = self
+            .no_speech
+            .filter(|&ns| ns <= self.eot || ns >= self.timestamp_begin)
+        {
             return Err(format!("the no-speech token (id {ns}) is not among the special tokens"));
         }
         // Times are read off the id: <|0.00|>, <|0.02|>, … to the end.
@@ -122,7 +139,11 @@ impl Tokenizer {
         for (k, bytes) in self.token_bytes[first_ts..].iter().enumerate() {
             let expected = format!("<|{:.2}|>", k as f64 * super::SECONDS_PER_TIMESTAMP);
             if bytes != expected.as_bytes() {
-                return Err(format!("token {} is {:?}, expected the timestamp {expected}", first_ts + k, String::from_utf8_lossy(bytes)));
+                return Err(format!(
+                    "token {} is {:?}, expected the timestamp {expected}",
+                    first_ts + k,
+                    String::from_utf8_lossy(bytes)
+                ));
             }
         }
         Ok(())
@@ -130,9 +151,14 @@ impl Tokenizer {
 
     /// Adds `tokenizer.json`'s BPE for [`Tokenizer::encode`]; its ids must be this vocabulary's.
     pub fn with_encoder(mut self, tokenizer_json: &[u8]) -> Result<Tokenizer, String> {
-        let bpe = tokenizers::Tokenizer::from_bytes(tokenizer_json).map_err(|e| format!("cannot build its BPE: {e}"))?;
-        let probe = bpe.encode(" hello world", false).map_err(|e| format!("its BPE fails: {e}"))?;
-        if probe.get_ids().iter().any(|&id| id as usize >= self.token_bytes.len()) || self.decode(probe.get_ids()) != " hello world" {
+        let bpe =
+            tokenizers::Tokenizer::from_bytes(tokenizer_json).map_err(|e| format!("cannot build its BPE: {e}"))?;
+        let probe = bpe
+            .encode(" hello world", false)
+            .map_err(|e| format!("its BPE fails: {e}"))?;
+        if probe.get_ids().iter().any(|&id| id as usize >= self.token_bytes.len())
+            || self.decode(probe.get_ids()) != " hello world"
+        {
             return Err("its BPE does not match vocabulary.txt".into());
         }
         self.encoder = std::sync::OnceLock::from(Some(Box::new(bpe)));
@@ -148,9 +174,13 @@ impl Tokenizer {
 
     /// Tokens of `text` (no special tokens); empty without an encoder.
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        let bpe = self.encoder.get_or_init(|| tokenizers::Tokenizer::from_bytes(&self.encoder_json).ok().map(Box::new));
+        let bpe = self
+            .encoder
+            .get_or_init(|| tokenizers::Tokenizer::from_bytes(&self.encoder_json).ok().map(Box::new));
         let Some(bpe) = bpe else { return Vec::new() };
-        bpe.encode(text, false).map(|e| e.get_ids().iter().copied().filter(|&id| id < self.eot).collect()).unwrap_or_default()
+        bpe.encode(text, false)
+            .map(|e| e.get_ids().iter().copied().filter(|&id| id < self.eot).collect())
+            .unwrap_or_default()
     }
 
     pub fn vocab_size(&self) -> usize {

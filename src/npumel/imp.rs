@@ -6,9 +6,11 @@ use gst::subclass::prelude::*;
 use npuwhisper_kernels::mel::LogMel;
 
 use crate::audio::vad::{self, SileroVad, VadError, VadSettings};
-use crate::audio::{level_speech, AudioWindow, Detector, SileroFrames, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES};
-use crate::{caps, f32buf, passes};
+use crate::audio::{
+    level_speech, AudioWindow, Detector, SileroFrames, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES,
+};
 use crate::model::{MAX_N_MELS, MEL_FRAMES};
+use crate::{caps, f32buf, passes};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -36,10 +38,16 @@ const DEFAULT_LIVE_STEP_MS: u32 = 1000;
 pub enum VadMode {
     /// Silero VAD v6 through ONNX Runtime.
     #[default]
-    #[enum_value(name = "Silero VAD: a trained voice activity detector, independent of the recording level", nick = "silero")]
+    #[enum_value(
+        name = "Silero VAD: a trained voice activity detector, independent of the recording level",
+        nick = "silero"
+    )]
     Silero,
     /// Frames louder than `silence-threshold` are speech.
-    #[enum_value(name = "Energy gate: frames louder than silence-threshold are speech", nick = "energy")]
+    #[enum_value(
+        name = "Energy gate: frames louder than silence-threshold are speech",
+        nick = "energy"
+    )]
     Energy,
 }
 
@@ -82,7 +90,11 @@ impl Settings {
 
     /// The windower's settings when upstream is live.
     fn live_windower(&self) -> WindowerSettings {
-        WindowerSettings { max_window_ms: self.live_max_window_ms, max_silence_ms: self.live_step_ms, ..self.windower }
+        WindowerSettings {
+            max_window_ms: self.live_max_window_ms,
+            max_silence_ms: self.live_step_ms,
+            ..self.windower
+        }
     }
 
     /// Audio held back before a window (or, live, a pass over it) is emitted.
@@ -212,9 +224,7 @@ impl NpuMel {
 
             if !w.has_speech {
                 if let Some(start) = start {
-                    out.push(Output::Gap(
-                        gst::event::Gap::builder(start).duration(duration).build(),
-                    ));
+                    out.push(Output::Gap(gst::event::Gap::builder(start).duration(duration).build()));
                 }
                 continue;
             }
@@ -228,7 +238,10 @@ impl NpuMel {
                     gst::element_imp_warning!(
                         self,
                         gst::StreamError::Format,
-                        ("Input beyond full scale (peak {:.1}): windows over full scale are scaled down to it", peak)
+                        (
+                            "Input beyond full scale (peak {:.1}): windows over full scale are scaled down to it",
+                            peak
+                        )
                     );
                 }
                 samples.iter_mut().for_each(|s| *s /= peak);
@@ -285,10 +298,7 @@ impl NpuMel {
     }
 
     /// Pushes one buffer alone, several as a list.
-    fn push_buffers(
-        &self,
-        mut buffers: Vec<gst::Buffer>,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+    fn push_buffers(&self, mut buffers: Vec<gst::Buffer>) -> Result<gst::FlowSuccess, gst::FlowError> {
         match buffers.len() {
             0 => Ok(gst::FlowSuccess::Ok),
             1 => self.srcpad.push(buffers.pop().unwrap()),
@@ -315,7 +325,11 @@ impl NpuMel {
     }
 
     fn vad_failed(&self, err: VadError) -> gst::FlowError {
-        gst::element_imp_error!(self, gst::LibraryError::Failed, ("Voice activity detection failed: {}", err));
+        gst::element_imp_error!(
+            self,
+            gst::LibraryError::Failed,
+            ("Voice activity detection failed: {}", err)
+        );
         gst::FlowError::Error
     }
 
@@ -338,7 +352,13 @@ impl NpuMel {
         state.live = Some(live);
         if live {
             let windower = settings.live_windower();
-            gst::info!(CAT, imp = self, "Upstream is live: windows of at most {} ms, passes every {} ms", windower.max_window_ms, settings.live_step_ms);
+            gst::info!(
+                CAT,
+                imp = self,
+                "Upstream is live: windows of at most {} ms, passes every {} ms",
+                windower.max_window_ms,
+                settings.live_step_ms
+            );
             state.windower.set_settings(windower);
         }
     }
@@ -361,7 +381,10 @@ impl NpuMel {
         }
         let pass = state.windower.pending_window()?;
         state.pass_sent = pending;
-        state.pass_sent_end = sample_time(state.base_pts.unwrap_or(gst::ClockTime::ZERO), pass.start_sample + pass.samples.len() as u64);
+        state.pass_sent_end = sample_time(
+            state.base_pts.unwrap_or(gst::ClockTime::ZERO),
+            pass.start_sample + pass.samples.len() as u64,
+        );
         Some(pass)
     }
 
@@ -369,21 +392,13 @@ impl NpuMel {
         self.detect_live();
         let mut state = self.state();
         let Some(format) = state.negotiated.as_ref().map(|n| n.format) else {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ("Received a buffer before the caps")
-            );
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("Received a buffer before the caps"));
             return Err(gst::FlowError::NotNegotiated);
         };
 
         let samples = {
             let map = buffer.map_readable().map_err(|_| {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Failed,
-                    ("Could not map input buffer")
-                );
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("Could not map input buffer"));
                 gst::FlowError::Error
             })?;
             match format {
@@ -422,9 +437,7 @@ impl NpuMel {
             Some(base) => {
                 let expected = sample_time(base, state.samples_seen);
                 let jumped = match (pts, expected) {
-                    (Some(p), Some(e)) => {
-                        p.saturating_sub(e).max(e.saturating_sub(p)) > MAX_PTS_DRIFT
-                    }
+                    (Some(p), Some(e)) => p.saturating_sub(e).max(e.saturating_sub(p)) > MAX_PTS_DRIFT,
                     _ => false,
                 };
                 if jumped || buffer.flags().contains(gst::BufferFlags::DISCONT) {
@@ -456,7 +469,10 @@ impl NpuMel {
             gst::element_imp_warning!(
                 self,
                 gst::StreamError::Format,
-                ("Input has NaN or infinite samples ({} in the first such buffer): taken as silence", non_finite)
+                (
+                    "Input has NaN or infinite samples ({} in the first such buffer): taken as silence",
+                    non_finite
+                )
             );
         }
         self.push_outputs(out)
@@ -512,10 +528,7 @@ impl NpuMel {
         gst::info!(CAT, imp = self, "Input {format:?}, output {src_caps}");
 
         let mut state = self.state();
-        let mel_changed = state
-            .negotiated
-            .as_ref()
-            .is_some_and(|n| n.n_mels != n_mels);
+        let mel_changed = state.negotiated.as_ref().is_some_and(|n| n.n_mels != n_mels);
         // Audio pending for the old n-mels is spectrogrammed before switching.
         let mut pending = Vec::new();
         if mel_changed {
@@ -563,9 +576,7 @@ impl NpuMel {
             }
             EventView::Segment(s) => {
                 let segment = s.segment();
-                self.state().segment_start = segment
-                    .downcast_ref::<gst::ClockTime>()
-                    .and_then(|s| s.start());
+                self.state().segment_start = segment.downcast_ref::<gst::ClockTime>().and_then(|s| s.start());
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
             _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
@@ -612,11 +623,7 @@ impl ObjectSubclass for NpuMel {
         let templ = klass.pad_template("sink").unwrap();
         let sinkpad = gst::Pad::builder_from_template(&templ)
             .chain_function(|_pad, parent, buffer| {
-                NpuMel::catch_panic_pad_function(
-                    parent,
-                    || Err(gst::FlowError::Error),
-                    |imp| imp.sink_chain(buffer),
-                )
+                NpuMel::catch_panic_pad_function(parent, || Err(gst::FlowError::Error), |imp| imp.sink_chain(buffer))
             })
             .event_function(|pad, parent, event| {
                 NpuMel::catch_panic_pad_function(parent, || false, |imp| imp.sink_event(pad, event))
@@ -791,17 +798,22 @@ impl ElementImpl for NpuMel {
         PAD_TEMPLATES.as_ref()
     }
 
-    fn change_state(
-        &self,
-        transition: gst::StateChange,
-    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::ReadyToPaused {
             let settings = *self.settings.lock().unwrap_or_else(|e| e.into_inner());
             let windower = settings.windower().map_err(|err| {
-                gst::element_imp_error!(self, gst::LibraryError::Init, ("Voice activity detection unavailable: {}", err), ["vad={:?}; vad=energy needs no model", settings.vad]);
+                gst::element_imp_error!(
+                    self,
+                    gst::LibraryError::Init,
+                    ("Voice activity detection unavailable: {}", err),
+                    ["vad={:?}; vad=energy needs no model", settings.vad]
+                );
                 gst::StateChangeError
             })?;
-            *self.state() = State { windower, ..State::default() };
+            *self.state() = State {
+                windower,
+                ..State::default()
+            };
         }
         let ret = self.parent_change_state(transition)?;
         if transition == gst::StateChange::PausedToReady {

@@ -46,10 +46,5 @@ glib::wrapper! {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
-    gst::Element::register(
-        Some(plugin),
-        "npumel",
-        gst::Rank::NONE,
-        NpuMel::static_type(),
-    )
+    gst::Element::register(Some(plugin), "npumel", gst::Rank::NONE, NpuMel::static_type())
 }

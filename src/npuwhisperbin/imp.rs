@@ -75,11 +75,20 @@ impl NpuWhisperBin {
             gst::element_imp_warning!(
                 self,
                 gst::LibraryError::Settings,
-                ("Latency {} ms is below the {} ms this model needs on this machine (min-latency): using {} ms", latency, floor, floor)
+                (
+                    "Latency {} ms is below the {} ms this model needs on this machine (min-latency): using {} ms",
+                    latency,
+                    floor,
+                    floor
+                )
             );
         }
         let (step, hold) = self.live.step_and_hold_ms();
-        gst::debug!(CAT, imp = self, "Latency {latency} ms (lowest {floor} ms): passes every {step} ms, words held up to {hold} ms");
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Latency {latency} ms (lowest {floor} ms): passes every {step} ms, words held up to {hold} ms"
+        );
         mel.set_property("live-step", step);
         // Read at each pass: transcriberbin sets latency in PAUSED, before data flows.
         dec.set_property("live-hold", hold);
@@ -90,9 +99,7 @@ impl NpuWhisperBin {
             gst::ElementFactory::make(factory)
                 .name(name)
                 .build()
-                .map_err(|_| {
-                    format!("Element '{factory}' is not available (is its plugin installed?)")
-                })
+                .map_err(|_| format!("Element '{factory}' is not available (is its plugin installed?)"))
         };
         let convert = make("audioconvert", "convert")?;
         let resample = make("audioresample", "resample")?;
@@ -108,21 +115,19 @@ impl NpuWhisperBin {
             q.set_property("max-size-bytes", 0u32);
         }
 
-        let chain = [
-            &convert,
-            &resample,
-            &mel,
-            &melqueue,
-            &enc,
-            &statesqueue,
-            &dec,
-        ];
+        let chain = [&convert, &resample, &mel, &melqueue, &enc, &statesqueue, &dec];
         let obj = self.obj();
         obj.add_many(chain)
             .map_err(|e| format!("Could not add the elements: {e}"))?;
         gst::Element::link_many(chain).map_err(|e| format!("Could not link the elements: {e}"))?;
 
-        let children = Children { convert, mel, enc, dec, passthrough: None };
+        let children = Children {
+            convert,
+            mel,
+            enc,
+            dec,
+            passthrough: None,
+        };
         self.set_targets(&children)?;
         self.progress.install(obj.upcast_ref(), &children.dec)?;
         // On the decoder's pad, not the bin's: the text, also when it does not leave the bin.
@@ -183,7 +188,10 @@ impl NpuWhisperBin {
                 .map_err(|e| format!("Could not add the passthrough elements: {e}"))?;
             gst::Element::link_many([&tee, &queue, &children.convert])
                 .map_err(|e| format!("Could not link the transcription branch: {e}"))?;
-            children.dec.link(&textsink).map_err(|e| format!("Could not link the text sink: {e}"))?;
+            children
+                .dec
+                .link(&textsink)
+                .map_err(|e| format!("Could not link the text sink: {e}"))?;
             children.passthrough = Some(PassthroughBranch { tee, queue, textsink });
         } else if let Some(p) = children.passthrough.take() {
             for pad in p.tee.src_pads() {
@@ -206,9 +214,7 @@ impl ObjectSubclass for NpuWhisperBin {
 
     fn with_class(klass: &Self::Class) -> Self {
         let templ = klass.pad_template("sink").unwrap();
-        let sinkpad = gst::GhostPad::builder_from_template(&templ)
-            .name("sink")
-            .build();
+        let sinkpad = gst::GhostPad::builder_from_template(&templ).name("sink").build();
         let templ = klass.pad_template("src").unwrap();
         let srcpad = gst::GhostPad::builder_from_template(&templ)
             .name("src")
@@ -235,7 +241,10 @@ impl ObjectImpl for NpuWhisperBin {
         // Plus the bin's own: latency and lateness on live streams, passthrough.
         static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
             // live-hold is derived from latency.
-            let mut specs: Vec<_> = npuwhisperdec::param_specs().into_iter().filter(|p| p.name() != "live-hold").collect();
+            let mut specs: Vec<_> = npuwhisperdec::param_specs()
+                .into_iter()
+                .filter(|p| p.name() != "live-hold")
+                .collect();
             specs.extend(live::param_specs());
             specs.push(
                 glib::ParamSpecEnum::builder_with_default("vad", crate::npumel::VadMode::default())
@@ -267,18 +276,25 @@ impl ObjectImpl for NpuWhisperBin {
                 }
                 // transcriberbin sets it in PAUSED: have the pipeline ask again.
                 if self.obj().current_state() > gst::State::Ready {
-                    let _ = self.obj().post_message(gst::message::Latency::builder().src(&*self.obj()).build());
+                    let _ = self
+                        .obj()
+                        .post_message(gst::message::Latency::builder().src(&*self.obj()).build());
                 }
                 return;
             }
             "lateness" => {
-                self.live.set_lateness_ms(value.get::<u32>().expect("type checked upstream"));
+                self.live
+                    .set_lateness_ms(value.get::<u32>().expect("type checked upstream"));
                 return;
             }
             "passthrough" => {
                 let on = value.get::<bool>().expect("type checked upstream");
                 if self.obj().current_state() > gst::State::Ready {
-                    gst::warning!(CAT, imp = self, "passthrough can only be changed in NULL or READY state");
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "passthrough can only be changed in NULL or READY state"
+                    );
                     return;
                 }
                 let mut children = self.children();
@@ -366,10 +382,7 @@ impl ElementImpl for NpuWhisperBin {
         PAD_TEMPLATES.as_ref()
     }
 
-    fn change_state(
-        &self,
-        transition: gst::StateChange,
-    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         if transition == gst::StateChange::NullToReady {
             if let Some(err) = self.build_error().clone() {
                 gst::element_imp_error!(self, gst::CoreError::MissingPlugin, ("{}", err));
@@ -419,7 +432,8 @@ impl NpuWhisperBin {
             let mut upstream = gst::query::Latency::new();
             let upstream = self.sinkpad.peer_query(&mut upstream).then(|| upstream.result());
             if self.passthrough.load(Ordering::Relaxed) {
-                self.live.answer_latency(&mut gst::query::Latency::new(), inside.result(), upstream);
+                self.live
+                    .answer_latency(&mut gst::query::Latency::new(), inside.result(), upstream);
                 let (live, min, max) = inside.result();
                 q.set(live, min, max);
             } else {

@@ -35,7 +35,8 @@ const MIN_PROCESSING_MS: u32 = 500;
 /// scaled by the work of the layers (d_model² × layers), and by the missing core on one core.
 pub fn processing_ms(dims: &crate::model::Dims, cores: usize) -> u32 {
     let work = (dims.d_model * dims.d_model * (dims.encoder_layers + dims.decoder_layers)) as f64;
-    let ms = (BASE_PROCESSING_MS as f64 * work / BASE_WORK).max(MIN_PROCESSING_MS as f64) * if cores < 2 { 2.0 } else { 1.0 };
+    let ms = (BASE_PROCESSING_MS as f64 * work / BASE_WORK).max(MIN_PROCESSING_MS as f64)
+        * if cores < 2 { 2.0 } else { 1.0 };
     // Whole tenths of a second, as the latency is stated.
     ((ms / 100.0).ceil() * 100.0).min((MAX_LATENCY_MS - MIN_STEP_MS - MIN_HOLD_MS) as f64) as u32
 }
@@ -96,7 +97,11 @@ pub(super) struct Live {
 }
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new("npuwhisper-live", gst::DebugColorFlags::empty(), Some("npuwhisper live latency"))
+    gst::DebugCategory::new(
+        "npuwhisper-live",
+        gst::DebugColorFlags::empty(),
+        Some("npuwhisper live latency"),
+    )
 });
 
 impl Live {
@@ -117,7 +122,8 @@ impl Live {
     /// Takes the processing time of the model just loaded.
     pub(super) fn set_model(&self, model: &crate::model::Model) {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.processing_ms.store(processing_ms(&model.dims, cores), Ordering::Relaxed);
+        self.processing_ms
+            .store(processing_ms(&model.dims, cores), Ordering::Relaxed);
     }
 
     /// The `min-latency` property: 0 while no model is loaded.
@@ -161,7 +167,12 @@ impl Live {
 
     /// Answers a LATENCY query on the bin's src pad; `inside` is the answer of the chain
     /// inside the bin, `upstream` that of the bin's upstream peer.
-    pub(super) fn answer_latency(&self, q: &mut gst::query::Latency, inside: (bool, gst::ClockTime, Option<gst::ClockTime>), upstream: Option<(bool, gst::ClockTime, Option<gst::ClockTime>)>) {
+    pub(super) fn answer_latency(
+        &self,
+        q: &mut gst::query::Latency,
+        inside: (bool, gst::ClockTime, Option<gst::ClockTime>),
+        upstream: Option<(bool, gst::ClockTime, Option<gst::ClockTime>)>,
+    ) {
         let (live, min, max) = inside;
         self.live.store(live, Ordering::Relaxed);
         match upstream {
@@ -183,28 +194,34 @@ impl Live {
     pub(super) fn install(self: &std::sync::Arc<Self>, bin: &gst::Bin, srcpad: &gst::Pad) {
         let live = self.clone();
         let bin = bin.downgrade();
-        srcpad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
-            let lateness = live.lateness();
-            match &mut info.data {
-                Some(gst::PadProbeData::Buffer(buffer)) => {
-                    if let (Some(bin), Some(pts)) = (bin.upgrade(), buffer.pts()) {
-                        live.check_delay(&bin, pad, pts);
+        srcpad.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |pad, info| {
+                let lateness = live.lateness();
+                match &mut info.data {
+                    Some(gst::PadProbeData::Buffer(buffer)) => {
+                        if let (Some(bin), Some(pts)) = (bin.upgrade(), buffer.pts()) {
+                            live.check_delay(&bin, pad, pts);
+                        }
+                        if lateness > gst::ClockTime::ZERO {
+                            let b = buffer.make_mut();
+                            b.set_pts(b.pts().map(|p| p + lateness));
+                        }
                     }
-                    if lateness > gst::ClockTime::ZERO {
-                        let b = buffer.make_mut();
-                        b.set_pts(b.pts().map(|p| p + lateness));
+                    Some(gst::PadProbeData::Event(event)) if lateness > gst::ClockTime::ZERO => {
+                        if let gst::EventView::Gap(g) = event.view() {
+                            let (pts, duration) = g.get();
+                            *event = gst::event::Gap::builder(pts + lateness)
+                                .duration(duration)
+                                .seqnum(event.seqnum())
+                                .build();
+                        }
                     }
+                    _ => (),
                 }
-                Some(gst::PadProbeData::Event(event)) if lateness > gst::ClockTime::ZERO => {
-                    if let gst::EventView::Gap(g) = event.view() {
-                        let (pts, duration) = g.get();
-                        *event = gst::event::Gap::builder(pts + lateness).duration(duration).seqnum(event.seqnum()).build();
-                    }
-                }
-                _ => (),
-            }
-            gst::PadProbeReturn::Ok
-        });
+                gst::PadProbeReturn::Ok
+            },
+        );
     }
 
     /// How long after its audio (running time of `pts` against the clock) a text buffer leaves.
@@ -212,7 +229,9 @@ impl Live {
         if !self.live.load(Ordering::Relaxed) {
             return;
         }
-        let Some(delay) = crate::passes::clock_lag(bin, pad, pts) else { return };
+        let Some(delay) = crate::passes::clock_lag(bin, pad, pts) else {
+            return;
+        };
         let allowed = gst::ClockTime::from_nseconds(self.promised_ns.load(Ordering::Relaxed)) + self.lateness();
         gst::debug!(CAT, obj = bin, "Text at {pts} out {delay} after its audio");
         if delay > allowed && !self.warned.swap(true, Ordering::Relaxed) {
@@ -231,7 +250,15 @@ mod tests {
     use crate::model::Dims;
 
     fn dims(d_model: usize, layers: usize) -> Dims {
-        Dims { n_mels: 80, d_model, n_heads: d_model / 64, encoder_layers: layers, decoder_layers: layers, vocab_size: 51864, max_text_positions: 448 }
+        Dims {
+            n_mels: 80,
+            d_model,
+            n_heads: d_model / 64,
+            encoder_layers: layers,
+            decoder_layers: layers,
+            vocab_size: 51864,
+            max_text_positions: 448,
+        }
     }
 
     #[test]
@@ -253,7 +280,10 @@ mod tests {
                 let kept = latency.max(min_latency_ms(processing));
                 assert!((MIN_STEP_MS..=MAX_STEP_MS).contains(&step), "{latency} ms: step {step}");
                 assert!(hold >= MIN_HOLD_MS, "{latency} ms: hold {hold}");
-                assert!(step + hold + processing <= kept, "{latency} ms: {step} + {hold} + {processing}");
+                assert!(
+                    step + hold + processing <= kept,
+                    "{latency} ms: {step} + {hold} + {processing}"
+                );
             }
         }
         // At 3000 ms as before: passes every second, words held a second.

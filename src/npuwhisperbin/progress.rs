@@ -44,10 +44,7 @@ impl State {
     }
 
     fn stream_time(&self, t: gst::ClockTime) -> gst::ClockTime {
-        self.segment
-            .as_ref()
-            .and_then(|s| s.to_stream_time(t))
-            .unwrap_or(t)
+        self.segment.as_ref().and_then(|s| s.to_stream_time(t)).unwrap_or(t)
     }
 }
 
@@ -71,11 +68,7 @@ impl Progress {
     }
 
     /// Watches the decoder `dec` inside `bin`.
-    pub(super) fn install(
-        self: &Arc<Self>,
-        bin: &gst::Bin,
-        dec: &gst::Element,
-    ) -> Result<(), String> {
+    pub(super) fn install(self: &Arc<Self>, bin: &gst::Bin, dec: &gst::Element) -> Result<(), String> {
         let mask = gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM;
         for (name, input) in [("sink", true), ("src", false)] {
             let pad = dec
@@ -195,13 +188,9 @@ impl Progress {
     pub(super) fn reset(&self, bin: &gst::Bin) {
         let running = std::mem::take(&mut *self.state()).running;
         if running {
-            let msg = gst::message::Progress::builder(
-                gst::ProgressType::Canceled,
-                PROGRESS_CODE,
-                "stopped",
-            )
-            .src(bin)
-            .build();
+            let msg = gst::message::Progress::builder(gst::ProgressType::Canceled, PROGRESS_CODE, "stopped")
+                .src(bin)
+                .build();
             let _ = bin.post_message(msg);
         }
     }
@@ -214,13 +203,7 @@ fn query_duration(bin: &gst::Bin) -> Option<gst::ClockTime> {
         .filter(|d| !d.is_zero())
 }
 
-fn post(
-    bin: &gst::Bin,
-    type_: gst::ProgressType,
-    percent: f64,
-    position: gst::ClockTime,
-    duration: gst::ClockTime,
-) {
+fn post(bin: &gst::Bin, type_: gst::ProgressType, percent: f64, position: gst::ClockTime, duration: gst::ClockTime) {
     let percent = percent.clamp(0.0, 100.0);
     // Whole percents, rounded down: the progress message says 100 only once complete.
     let whole = match type_ {

@@ -5,19 +5,14 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::NpuWhisperTask;
+use crate::cues::{self, Layout};
 use crate::decoding::stream::{LocalAgreement, StreamWord};
 use crate::decoding::{DecodeOptions, Transcriber, WindowResult, FALLBACK_TEMPERATURES};
-use crate::cues::{self, Layout};
-use crate::{caps, f32buf, model_property, passes};
 use crate::model::{Model, ENCODER_FRAMES};
+use crate::{caps, f32buf, model_property, passes};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new(
-        "npuwhisperdec",
-        gst::DebugColorFlags::empty(),
-        Some("Whisper decoder"),
-    )
-});
+static CAT: LazyLock<gst::DebugCategory> =
+    LazyLock::new(|| gst::DebugCategory::new("npuwhisperdec", gst::DebugColorFlags::empty(), Some("Whisper decoder")));
 
 /// Whisper windows never exceed 30 s; also the length assumed when a buffer has none.
 const MAX_WINDOW: gst::ClockTime = gst::ClockTime::from_seconds(30);
@@ -122,11 +117,7 @@ impl State {
 
 /// Seconds from the start of a window as a time, clamped to `[0, max]`.
 fn offset(seconds: f64, max: f64) -> gst::ClockTime {
-    let s = if seconds.is_nan() {
-        0.0
-    } else {
-        seconds.clamp(0.0, max)
-    };
+    let s = if seconds.is_nan() { 0.0 } else { seconds.clamp(0.0, max) };
     gst::ClockTime::try_from_seconds_f64(s).unwrap_or(gst::ClockTime::ZERO)
 }
 
@@ -158,9 +149,21 @@ struct Piece {
 }
 
 /// Phrases of a window laid out as cues (or its words, one by one), timed inside it.
-fn window_pieces(result: &WindowResult, window_pts: gst::ClockTime, content_seconds: f64, words: bool, layout: &Layout) -> Vec<Piece> {
+fn window_pieces(
+    result: &WindowResult,
+    window_pts: gst::ClockTime,
+    content_seconds: f64,
+    words: bool,
+    layout: &Layout,
+) -> Vec<Piece> {
     let at = |seconds: f64| window_pts.saturating_add(offset(seconds, content_seconds));
-    let piece = |text: &str, start: f64, end: f64, avg_logprob: f32| Piece { text: text.to_string(), start: at(start), end: at(end), avg_logprob, words: Vec::new() };
+    let piece = |text: &str, start: f64, end: f64, avg_logprob: f32| Piece {
+        text: text.to_string(),
+        start: at(start),
+        end: at(end),
+        avg_logprob,
+        words: Vec::new(),
+    };
     if !words && result.segments.iter().all(|seg| !seg.words.is_empty()) {
         // Each word with the log-probability of its phrase.
         let timed: Vec<(cues::Word, f32, f32)> = result
@@ -169,7 +172,16 @@ fn window_pieces(result: &WindowResult, window_pts: gst::ClockTime, content_seco
             .flat_map(|seg| {
                 let last = seg.words.len() - 1;
                 seg.words.iter().enumerate().map(move |(k, w)| {
-                    (cues::Word { text: w.text.clone(), start: w.start, end: w.end, phrase_end: k == last }, seg.avg_logprob, w.probability)
+                    (
+                        cues::Word {
+                            text: w.text.clone(),
+                            start: w.start,
+                            end: w.end,
+                            phrase_end: k == last,
+                        },
+                        seg.avg_logprob,
+                        w.probability,
+                    )
                 })
             })
             .filter(|(w, _, _)| !w.text.trim().is_empty())
@@ -181,7 +193,10 @@ fn window_pieces(result: &WindowResult, window_pts: gst::ClockTime, content_seco
                 let held = &timed[cue.words.clone()];
                 let avg_logprob = held.iter().map(|(_, lp, _)| lp).sum::<f32>() / held.len().max(1) as f32;
                 let mut p = piece(&cue.text, cue.start, cue.end, avg_logprob);
-                p.words = held.iter().map(|(w, _, prob)| (w.text.trim().to_string(), at(w.start), at(w.end), *prob)).collect();
+                p.words = held
+                    .iter()
+                    .map(|(w, _, prob)| (w.text.trim().to_string(), at(w.start), at(w.end), *prob))
+                    .collect();
                 p
             })
             .collect();
@@ -191,7 +206,10 @@ fn window_pieces(result: &WindowResult, window_pts: gst::ClockTime, content_seco
         .iter()
         .flat_map(|seg| {
             if words && !seg.words.is_empty() {
-                seg.words.iter().map(|w| piece(&w.text, w.start, w.end, seg.avg_logprob)).collect()
+                seg.words
+                    .iter()
+                    .map(|w| piece(&w.text, w.start, w.end, seg.avg_logprob))
+                    .collect()
             } else {
                 vec![piece(&seg.text, seg.start, seg.end, seg.avg_logprob)]
             }
@@ -215,7 +233,13 @@ fn stream_pieces(words: &[StreamWord], one_per_word: bool) -> Vec<Piece> {
                 p.text.push_str(&w.text);
                 p.end = stream_time(w.end);
             }
-            _ => pieces.push(Piece { text: w.text.clone(), start: stream_time(w.start), end: stream_time(w.end), avg_logprob: w.avg_logprob, words: Vec::new() }),
+            _ => pieces.push(Piece {
+                text: w.text.clone(),
+                start: stream_time(w.start),
+                end: stream_time(w.end),
+                avg_logprob: w.avg_logprob,
+                words: Vec::new(),
+            }),
         }
         last_phrase = Some(w.phrase);
     }
@@ -256,7 +280,11 @@ impl NpuWhisperDec {
         let wanted = self.settings().model.clone();
         {
             let state = self.state();
-            if let Some(m) = state.model.as_ref().filter(|_| state.loaded_with.as_ref() == Some(&wanted)) {
+            if let Some(m) = state
+                .model
+                .as_ref()
+                .filter(|_| state.loaded_with.as_ref() == Some(&wanted))
+            {
                 return Ok(m.clone());
             }
         }
@@ -290,7 +318,11 @@ impl NpuWhisperDec {
                 gst::element_imp_warning!(
                     self,
                     gst::LibraryError::Settings,
-                    ("Model {} is English-only: language {:?} is ignored, the text will be English", settings.model.model, requested),
+                    (
+                        "Model {} is English-only: language {:?} is ignored, the text will be English",
+                        settings.model.model,
+                        requested
+                    ),
                     ["use a multilingual model (e.g. model=base) to transcribe {}", requested]
                 );
             }
@@ -300,12 +332,7 @@ impl NpuWhisperDec {
         } else if model.tokenizer.language_token(&requested).is_some() {
             Some(requested)
         } else {
-            let known: Vec<&str> = model
-                .tokenizer
-                .languages
-                .iter()
-                .map(|(c, _)| c.as_str())
-                .collect();
+            let known: Vec<&str> = model.tokenizer.languages.iter().map(|(c, _)| c.as_str()).collect();
             gst::element_imp_error!(
                 self,
                 gst::LibraryError::Settings,
@@ -321,7 +348,10 @@ impl NpuWhisperDec {
             gst::element_imp_warning!(
                 self,
                 gst::LibraryError::Settings,
-                ("Model {} is English-only: task=translate does nothing", settings.model.model)
+                (
+                    "Model {} is English-only: task=translate does nothing",
+                    settings.model.model
+                )
             );
         }
 
@@ -332,7 +362,11 @@ impl NpuWhisperDec {
             initial_prompt: settings.initial_prompt.clone(),
             beam_size: settings.beam_size as usize,
             best_of: settings.best_of as usize,
-            temperatures: if settings.temperature_fallback { FALLBACK_TEMPERATURES.to_vec() } else { vec![0.0] },
+            temperatures: if settings.temperature_fallback {
+                FALLBACK_TEMPERATURES.to_vec()
+            } else {
+                vec![0.0]
+            },
             compression_ratio_threshold: settings.compression_ratio_threshold,
             logprob_threshold: settings.logprob_threshold,
             no_speech_threshold: settings.no_speech_threshold,
@@ -363,9 +397,7 @@ impl NpuWhisperDec {
                 let mut caps = pad.pad_template_caps();
                 caps.make_mut().set("width", model.d_model() as i32);
                 let caps = match q.filter() {
-                    Some(filter) => {
-                        filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First)
-                    }
+                    Some(filter) => filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
                     None => caps,
                 };
                 gst::log!(CAT, obj = pad, "Answering caps query with {caps}");
@@ -377,10 +409,7 @@ impl NpuWhisperDec {
     }
 
     fn set_caps(&self, caps: &gst::CapsRef) -> bool {
-        let width = caps
-            .structure(0)
-            .and_then(|s| s.get::<i32>("width").ok())
-            .unwrap_or(0);
+        let width = caps.structure(0).and_then(|s| s.get::<i32>("width").ok()).unwrap_or(0);
         let mut state = self.state();
         let Some(model) = state.model.clone() else {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No model loaded"));
@@ -388,7 +417,9 @@ impl NpuWhisperDec {
         };
         if width < 0 || width as usize != model.d_model() {
             drop(state);
-            let encoder = self.upstream_encoder_model().map_or_else(String::new, |m| format!(" from model {m:?}"));
+            let encoder = self
+                .upstream_encoder_model()
+                .map_or_else(String::new, |m| format!(" from model {m:?}"));
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Negotiation,
@@ -425,7 +456,10 @@ impl NpuWhisperDec {
 
     fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
         gst::log!(CAT, obj = pad, "Handling event {event:?}");
-        if matches!(event.view(), gst::EventView::Tag(_) | gst::EventView::StreamGroupDone(_)) {
+        if matches!(
+            event.view(),
+            gst::EventView::Tag(_) | gst::EventView::StreamGroupDone(_)
+        ) {
             let mut state = self.state();
             if !state.pending.is_empty() {
                 // Tags (a decoder's bitrate, say) and decodebin's end of group do not end a
@@ -479,11 +513,7 @@ impl NpuWhisperDec {
         // next one only once this one is (skipping it left a loaded machine with no text
         // until the window was complete). The encoder skips those that waited for it.
         let Some(width) = self.state().width else {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ("Received a buffer before the caps")
-            );
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("Received a buffer before the caps"));
             return Err(gst::FlowError::NotNegotiated);
         };
 
@@ -504,11 +534,7 @@ impl NpuWhisperDec {
         }
         let states = {
             let map = buffer.map_readable().map_err(|_| {
-                gst::element_imp_error!(
-                    self,
-                    gst::StreamError::Failed,
-                    ("Could not map input buffer")
-                );
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("Could not map input buffer"));
                 gst::FlowError::Error
             })?;
             f32buf::f32_from_bytes(&map).ok_or(gst::FlowError::Error)?
@@ -522,12 +548,14 @@ impl NpuWhisperDec {
         let provisional = passes::is_provisional(&buffer);
         let batch = {
             let mut state = self.state();
-            let pts = buffer
-                .pts()
-                .or(state.next_window_pts)
-                .unwrap_or(gst::ClockTime::ZERO);
+            let pts = buffer.pts().or(state.next_window_pts).unwrap_or(gst::ClockTime::ZERO);
             let duration = buffer.duration().unwrap_or(MAX_WINDOW).min(MAX_WINDOW);
-            let window = Window { states, pts, duration, discont };
+            let window = Window {
+                states,
+                pts,
+                duration,
+                discont,
+            };
             if provisional {
                 // Decoded now, and its audio comes again: the next window starts where it did.
                 drop(state);
@@ -558,7 +586,14 @@ impl NpuWhisperDec {
             }
             let start = std::time::Instant::now();
             let result = transcriber.transcribe_provisional(&window.states, content_seconds(window.duration));
-            gst::debug!(CAT, imp = self, "Decoded a pass at {} ({:.2} s) in {:?}", window.pts, content_seconds(window.duration), start.elapsed());
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Decoded a pass at {} ({:.2} s) in {:?}",
+                window.pts,
+                content_seconds(window.duration),
+                start.elapsed()
+            );
             result
         };
         let settings = self.settings().clone();
@@ -573,7 +608,9 @@ impl NpuWhisperDec {
             let emit_before = window_end.saturating_sub(self.hold(settings.live_hold_ms, window_end));
             let released = state.agreement.provisional(words, emit_before.seconds_f64());
             let unconfirmed = state.agreement.unconfirmed().first().map(|w| stream_time(w.start));
-            let gap_until = window_end.saturating_sub(LIVE_GAP_MARGIN).min(unconfirmed.unwrap_or(window_end));
+            let gap_until = window_end
+                .saturating_sub(LIVE_GAP_MARGIN)
+                .min(unconfirmed.unwrap_or(window_end));
             (stream_pieces(&released, settings.word_timestamps), gap_until)
         };
         self.push_text(&result, window.pts, window.duration, pieces, gap_until, false)
@@ -585,7 +622,8 @@ impl NpuWhisperDec {
     /// the latency.
     fn hold(&self, hold_ms: u32, end: gst::ClockTime) -> gst::ClockTime {
         let hold = gst::ClockTime::from_mseconds(hold_ms as u64);
-        let late = passes::clock_lag(&*self.obj(), &self.sinkpad, end).map_or(gst::ClockTime::ZERO, |lag| lag.saturating_sub(passes::ON_TIME));
+        let late = passes::clock_lag(&*self.obj(), &self.sinkpad, end)
+            .map_or(gst::ClockTime::ZERO, |lag| lag.saturating_sub(passes::ON_TIME));
         hold.saturating_sub(late).max(passes::MIN_HOLD.min(hold))
     }
 
@@ -595,7 +633,13 @@ impl NpuWhisperDec {
         let mut q = gst::query::Latency::new();
         let live = self.sinkpad.peer_query(&mut q) && q.result().0;
         let asked = self.settings().batch_size as usize;
-        let size = if asked > 0 { asked } else if live { 1 } else { AUTO_BATCH };
+        let size = if asked > 0 {
+            asked
+        } else if live {
+            1
+        } else {
+            AUTO_BATCH
+        };
         (size, live)
     }
 
@@ -615,9 +659,19 @@ impl NpuWhisperDec {
                 transcriber.reset();
             }
             let start = std::time::Instant::now();
-            let windows: Vec<(&[f32], f64)> = pending.iter().map(|w| (w.states.as_slice(), content_seconds(w.duration))).collect();
+            let windows: Vec<(&[f32], f64)> = pending
+                .iter()
+                .map(|w| (w.states.as_slice(), content_seconds(w.duration)))
+                .collect();
             let results = transcriber.transcribe_batch(&windows);
-            gst::debug!(CAT, imp = self, "Decoded {} windows from {} in {:?}", pending.len(), pending[0].pts, start.elapsed());
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Decoded {} windows from {} in {:?}",
+                pending.len(),
+                pending[0].pts,
+                start.elapsed()
+            );
             results
         };
         for (window, result) in pending.iter().zip(results) {
@@ -639,10 +693,18 @@ impl NpuWhisperDec {
                 let mut state = self.state();
                 if state.streaming {
                     // The passes before this complete window released part of it already.
-                    let released = state.agreement.finalize(StreamWord::of_window(&result, window.pts.seconds_f64()));
+                    let released = state
+                        .agreement
+                        .finalize(StreamWord::of_window(&result, window.pts.seconds_f64()));
                     stream_pieces(&released, words_apart)
                 } else {
-                    window_pieces(&result, window.pts, content_seconds(window.duration), words_apart, &layout)
+                    window_pieces(
+                        &result,
+                        window.pts,
+                        content_seconds(window.duration),
+                        words_apart,
+                        &layout,
+                    )
                 }
             };
             self.push_text(&result, window.pts, window.duration, pieces, window_end, true)?;
@@ -686,7 +748,10 @@ impl NpuWhisperDec {
                 state.language = language;
             }
 
-            if let (Some(lang), true) = (result.language.as_deref(), complete && settings.post_messages && state.multilingual) {
+            if let (Some(lang), true) = (
+                result.language.as_deref(),
+                complete && settings.post_messages && state.multilingual,
+            ) {
                 let s = gst::Structure::builder("npuwhisper-language")
                     .field("language", lang)
                     .field("start", window_pts)
@@ -698,7 +763,14 @@ impl NpuWhisperDec {
             let english = state.language.as_deref().unwrap_or("en") == "en";
             // A window may start inside a sentence; live passes keep their own text.
             let mut first = complete && !state.streaming;
-            for Piece { text, start, end, avg_logprob, words } in &pieces {
+            for Piece {
+                text,
+                start,
+                end,
+                avg_logprob,
+                words,
+            } in &pieces
+            {
                 let (mut start, mut end) = (*start, *end);
                 let text = if std::mem::take(&mut first) {
                     cues::continue_sentence(state.last_char, text.trim(), english)
@@ -732,7 +804,11 @@ impl NpuWhisperDec {
                 state.last_char = text.chars().last();
                 outputs.push(Output::Buffer(buffer));
                 if settings.post_messages {
-                    let name = if settings.word_timestamps { "npuwhisper-word" } else { "npuwhisper-phrase" };
+                    let name = if settings.word_timestamps {
+                        "npuwhisper-word"
+                    } else {
+                        "npuwhisper-phrase"
+                    };
                     let mut s = gst::Structure::builder(name)
                         .field("text", text)
                         .field("start", start)
@@ -808,18 +884,10 @@ impl ObjectSubclass for NpuWhisperDec {
                 )
             })
             .event_function(|pad, parent, event| {
-                NpuWhisperDec::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.sink_event(pad, event),
-                )
+                NpuWhisperDec::catch_panic_pad_function(parent, || false, |imp| imp.sink_event(pad, event))
             })
             .query_function(|pad, parent, query| {
-                NpuWhisperDec::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.sink_query(pad, query),
-                )
+                NpuWhisperDec::catch_panic_pad_function(parent, || false, |imp| imp.sink_query(pad, query))
             })
             .build();
 
@@ -870,21 +938,31 @@ impl ObjectImpl for NpuWhisperDec {
             "language" => settings.language = string().unwrap_or_else(|| super::DEFAULT_LANGUAGE.to_string()),
             "language-code" => settings.language = super::language_from_code(&string().unwrap_or_default()),
             "task" => settings.task = value.get().expect("type checked upstream"),
-            "condition-on-previous-text" => settings.condition_on_previous_text = value.get().expect("type checked upstream"),
+            "condition-on-previous-text" => {
+                settings.condition_on_previous_text = value.get().expect("type checked upstream")
+            }
             "initial-prompt" => settings.initial_prompt = string(),
             "beam-size" => settings.beam_size = value.get().expect("type checked upstream"),
             "best-of" => settings.best_of = value.get().expect("type checked upstream"),
             "temperature-fallback" => settings.temperature_fallback = value.get().expect("type checked upstream"),
-            "compression-ratio-threshold" => settings.compression_ratio_threshold = value.get().expect("type checked upstream"),
+            "compression-ratio-threshold" => {
+                settings.compression_ratio_threshold = value.get().expect("type checked upstream")
+            }
             "logprob-threshold" => settings.logprob_threshold = value.get().expect("type checked upstream"),
             "no-speech-threshold" => settings.no_speech_threshold = value.get().expect("type checked upstream"),
             "word-timestamps" => settings.word_timestamps = value.get().expect("type checked upstream"),
             "post-messages" => settings.post_messages = value.get().expect("type checked upstream"),
             "batch-size" => settings.batch_size = value.get().expect("type checked upstream"),
-            "max-line-chars" => settings.layout.max_line_chars = value.get::<u32>().expect("type checked upstream") as usize,
+            "max-line-chars" => {
+                settings.layout.max_line_chars = value.get::<u32>().expect("type checked upstream") as usize
+            }
             "max-lines" => settings.layout.max_lines = value.get::<u32>().expect("type checked upstream") as usize,
-            "min-cue-duration" => settings.layout.min_duration = value.get::<u32>().expect("type checked upstream") as f64 / 1000.0,
-            "max-cue-duration" => settings.layout.max_duration = value.get::<u32>().expect("type checked upstream") as f64 / 1000.0,
+            "min-cue-duration" => {
+                settings.layout.min_duration = value.get::<u32>().expect("type checked upstream") as f64 / 1000.0
+            }
+            "max-cue-duration" => {
+                settings.layout.max_duration = value.get::<u32>().expect("type checked upstream") as f64 / 1000.0
+            }
             "max-reading-speed" => settings.layout.max_cps = value.get::<f32>().expect("type checked upstream") as f64,
             other => gst::warning!(CAT, imp = self, "Unknown property {other}"),
         }
@@ -953,10 +1031,7 @@ impl ElementImpl for NpuWhisperDec {
         PAD_TEMPLATES.as_ref()
     }
 
-    fn change_state(
-        &self,
-        transition: gst::StateChange,
-    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         gst::trace!(CAT, imp = self, "Changing state {transition:?}");
         match transition {
             gst::StateChange::NullToReady => {
@@ -966,13 +1041,11 @@ impl ElementImpl for NpuWhisperDec {
             _ => (),
         }
 
-        let ret = self
-            .parent_change_state(transition)
-            .inspect_err(|_| match transition {
-                gst::StateChange::NullToReady => *self.state() = State::default(),
-                gst::StateChange::ReadyToPaused => *self.transcriber() = None,
-                _ => (),
-            })?;
+        let ret = self.parent_change_state(transition).inspect_err(|_| match transition {
+            gst::StateChange::NullToReady => *self.state() = State::default(),
+            gst::StateChange::ReadyToPaused => *self.transcriber() = None,
+            _ => (),
+        })?;
 
         match transition {
             gst::StateChange::PausedToReady => {

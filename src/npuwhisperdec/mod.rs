@@ -91,7 +91,11 @@ pub(crate) const DEFAULT_LANGUAGE: &str = "auto";
 /// empty means "auto".
 pub(crate) fn language_from_code(code: &str) -> String {
     let primary = code.trim().split(['-', '_']).next().unwrap_or("").to_lowercase();
-    if primary.is_empty() { DEFAULT_LANGUAGE.to_string() } else { primary }
+    if primary.is_empty() {
+        DEFAULT_LANGUAGE.to_string()
+    } else {
+        primary
+    }
 }
 static DEFAULTS: LazyLock<crate::decoding::DecodeOptions> = LazyLock::new(Default::default);
 

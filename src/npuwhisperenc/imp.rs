@@ -4,16 +4,11 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::{caps, f32buf, model_property, passes};
 use crate::model::{Model, ENCODER_FRAMES, MEL_FRAMES};
+use crate::{caps, f32buf, model_property, passes};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new(
-        "npuwhisperenc",
-        gst::DebugColorFlags::empty(),
-        Some("Whisper encoder"),
-    )
-});
+static CAT: LazyLock<gst::DebugCategory> =
+    LazyLock::new(|| gst::DebugCategory::new("npuwhisperenc", gst::DebugColorFlags::empty(), Some("Whisper encoder")));
 
 #[derive(Default)]
 struct Settings {
@@ -59,7 +54,14 @@ impl NpuWhisperEnc {
         gst::debug!(CAT, imp = self, "Loading model {wanted:?}");
         match model_property::load(&wanted) {
             Ok(m) => {
-                gst::info!(CAT, imp = self, "Loaded {}: {} mel bins, width {}", m.dir.display(), m.n_mels(), m.d_model());
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "Loaded {}: {} mel bins, width {}",
+                    m.dir.display(),
+                    m.n_mels(),
+                    m.d_model()
+                );
                 let mut state = self.state();
                 state.model = Some(m);
                 state.loaded_with = Some(wanted);
@@ -73,24 +75,14 @@ impl NpuWhisperEnc {
     }
 
     /// Template caps with the model's dimension fixed, if a model is loaded.
-    fn model_caps(
-        &self,
-        pad: &gst::Pad,
-        field: &str,
-        value: impl Fn(&Model) -> usize,
-    ) -> Option<gst::Caps> {
+    fn model_caps(&self, pad: &gst::Pad, field: &str, value: impl Fn(&Model) -> usize) -> Option<gst::Caps> {
         let model = self.state().model.clone()?;
         let mut caps = pad.pad_template_caps();
         caps.make_mut().set(field, value(&model) as i32);
         Some(caps)
     }
 
-    fn answer_caps_query(
-        &self,
-        pad: &gst::Pad,
-        query: &mut gst::query::Caps,
-        caps: gst::Caps,
-    ) -> bool {
+    fn answer_caps_query(&self, pad: &gst::Pad, query: &mut gst::query::Caps, caps: gst::Caps) -> bool {
         let caps = match query.filter() {
             Some(filter) => filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
             None => caps,
@@ -119,10 +111,7 @@ impl NpuWhisperEnc {
     }
 
     fn set_caps(&self, caps: &gst::CapsRef) -> bool {
-        let n_mels = caps
-            .structure(0)
-            .and_then(|s| s.get::<i32>("n-mels").ok())
-            .unwrap_or(0);
+        let n_mels = caps.structure(0).and_then(|s| s.get::<i32>("n-mels").ok()).unwrap_or(0);
         let mut state = self.state();
         let Some(model) = state.model.clone() else {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No model loaded"));
@@ -164,11 +153,7 @@ impl NpuWhisperEnc {
             (Some(model), Some(n_mels)) => Ok((model, n_mels)),
             _ => {
                 drop(state);
-                gst::element_imp_error!(
-                    self,
-                    gst::CoreError::Negotiation,
-                    ("Received a buffer before the caps")
-                );
+                gst::element_imp_error!(self, gst::CoreError::Negotiation, ("Received a buffer before the caps"));
                 Err(gst::FlowError::NotNegotiated)
             }
         }
@@ -191,11 +176,7 @@ impl NpuWhisperEnc {
             return Err(gst::FlowError::Error);
         }
         let map = buffer.map_readable().map_err(|_| {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Failed,
-                ("Could not map input buffer")
-            );
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("Could not map input buffer"));
             gst::FlowError::Error
         })?;
         f32buf::f32_from_bytes(&map).ok_or(gst::FlowError::Error)
@@ -235,11 +216,7 @@ impl NpuWhisperEnc {
     fn states_buffer(&self, input: &gst::BufferRef, states: &[f32]) -> gst::Buffer {
         let mut out = f32buf::buffer_from_f32(states);
         if let Some(out) = out.get_mut() {
-            if let Err(err) = input.copy_into(
-                out,
-                gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::TIMESTAMPS,
-                ..,
-            ) {
+            if let Err(err) = input.copy_into(out, gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::TIMESTAMPS, ..) {
                 gst::warning!(CAT, imp = self, "Could not copy buffer metadata: {err}");
             }
         }
@@ -250,7 +227,12 @@ impl NpuWhisperEnc {
     fn skip_stale(&self, buffer: &gst::BufferRef) -> bool {
         let stale = passes::skip_if_stale(&*self.obj(), &self.sinkpad, buffer);
         if stale {
-            gst::debug!(CAT, imp = self, "Skipping a stale provisional pass at {}", buffer.pts().display());
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Skipping a stale provisional pass at {}",
+                buffer.pts().display()
+            );
         }
         stale
     }
@@ -323,29 +305,17 @@ impl ObjectSubclass for NpuWhisperEnc {
                 )
             })
             .event_function(|pad, parent, event| {
-                NpuWhisperEnc::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.sink_event(pad, event),
-                )
+                NpuWhisperEnc::catch_panic_pad_function(parent, || false, |imp| imp.sink_event(pad, event))
             })
             .query_function(|pad, parent, query| {
-                NpuWhisperEnc::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.sink_query(pad, query),
-                )
+                NpuWhisperEnc::catch_panic_pad_function(parent, || false, |imp| imp.sink_query(pad, query))
             })
             .build();
 
         let templ = klass.pad_template("src").unwrap();
         let srcpad = gst::Pad::builder_from_template(&templ)
             .query_function(|pad, parent, query| {
-                NpuWhisperEnc::catch_panic_pad_function(
-                    parent,
-                    || false,
-                    |imp| imp.src_query(pad, query),
-                )
+                NpuWhisperEnc::catch_panic_pad_function(parent, || false, |imp| imp.src_query(pad, query))
             })
             .build();
 
@@ -360,15 +330,18 @@ impl ObjectSubclass for NpuWhisperEnc {
 
 impl ObjectImpl for NpuWhisperEnc {
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            model_property::param_specs()
-        });
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| model_property::param_specs());
         PROPERTIES.as_ref()
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
         if self.obj().current_state() > gst::State::Ready {
-            gst::warning!(CAT, imp = self, "Property {} can only be changed in NULL or READY state", pspec.name());
+            gst::warning!(
+                CAT,
+                imp = self,
+                "Property {} can only be changed in NULL or READY state",
+                pspec.name()
+            );
             return;
         }
         let mut settings = self.settings();
@@ -380,7 +353,10 @@ impl ObjectImpl for NpuWhisperEnc {
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         // GObject only asks for the properties declared above.
-        self.settings().model.get(pspec.name()).unwrap_or_else(|| pspec.default_value().clone())
+        self.settings()
+            .model
+            .get(pspec.name())
+            .unwrap_or_else(|| pspec.default_value().clone())
     }
 
     fn constructed(&self) {
@@ -415,10 +391,7 @@ impl ElementImpl for NpuWhisperEnc {
         PAD_TEMPLATES.as_ref()
     }
 
-    fn change_state(
-        &self,
-        transition: gst::StateChange,
-    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+    fn change_state(&self, transition: gst::StateChange) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         gst::trace!(CAT, imp = self, "Changing state {transition:?}");
         match transition {
             gst::StateChange::NullToReady => self.ensure_model()?,

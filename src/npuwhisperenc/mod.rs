@@ -38,4 +38,3 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
         NpuWhisperEnc::static_type(),
     )
 }
-

@@ -32,14 +32,20 @@ pub fn cc_data_field1(cc_data: &[u8]) -> Vec<u8> {
 
 /// Links the `caption` pad that `ccextractor` (in `pipeline`) adds with its first caption meta to
 /// a queue and an appsink, and hands each caption buffer to `f`.
-pub fn on_extracted_captions(pipeline: &gst::Pipeline, extractor: &gst::Element, f: impl Fn(&gst::BufferRef) + Send + Sync + 'static) {
+pub fn on_extracted_captions(
+    pipeline: &gst::Pipeline,
+    extractor: &gst::Element,
+    f: impl Fn(&gst::BufferRef) + Send + Sync + 'static,
+) {
     let f = std::sync::Arc::new(f);
     let pipeline_weak = pipeline.downgrade();
     extractor.connect_pad_added(move |_, pad| {
         if pad.name() != "caption" {
             return;
         }
-        let Some(pipeline) = pipeline_weak.upgrade() else { return };
+        let Some(pipeline) = pipeline_weak.upgrade() else {
+            return;
+        };
         let queue = gst::ElementFactory::make("queue").build().unwrap();
         let sink = gst_app::AppSink::builder().sync(false).build();
         let f = f.clone();

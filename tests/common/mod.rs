@@ -21,14 +21,24 @@ pub fn init() {
 pub fn repo() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     // Also included by the workspace's interop/ test crate.
-    if dir.ends_with("interop") { dir.parent().unwrap().to_path_buf() } else { dir }
+    if dir.ends_with("interop") {
+        dir.parent().unwrap().to_path_buf()
+    } else {
+        dir
+    }
 }
 
 /// `../shared/eval/public` beside the checkout (or `$NPUWHISPER_SHARED_DIR/eval/public`).
 pub fn eval_dir() -> PathBuf {
-    let shared = std::env::var_os("NPUWHISPER_SHARED_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("../shared"));
+    let shared = std::env::var_os("NPUWHISPER_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("../shared"));
     let dir = shared.join("eval/public");
-    assert!(dir.is_dir(), "{} is missing: the tests read the shared eval audio from there", dir.display());
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the tests read the shared eval audio from there",
+        dir.display()
+    );
     dir
 }
 
@@ -39,14 +49,24 @@ pub fn eval_file(name: &str) -> PathBuf {
 /// A model fetched by `scripts/fetch-models.sh`.
 pub fn model_dir(name: &str) -> PathBuf {
     let dir = gstnpuwhisper::model::resolve_model_path(name);
-    assert!(dir.join("model.bin").is_file(), "{} has no model.bin: run scripts/fetch-models.sh", dir.display());
+    assert!(
+        dir.join("model.bin").is_file(),
+        "{} has no model.bin: run scripts/fetch-models.sh",
+        dir.display()
+    );
     dir
 }
 
 /// The Python with faster-whisper made by `scripts/setup-reference.sh`.
 pub fn reference_python() -> PathBuf {
-    let py = std::env::var_os("NPUWHISPER_REFERENCE_PYTHON").map(PathBuf::from).unwrap_or_else(|| repo().join(".venv/bin/python"));
-    assert!(py.is_file(), "{} is missing: run scripts/setup-reference.sh", py.display());
+    let py = std::env::var_os("NPUWHISPER_REFERENCE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+    assert!(
+        py.is_file(),
+        "{} is missing: run scripts/setup-reference.sh",
+        py.display()
+    );
     py
 }
 
@@ -56,12 +76,20 @@ pub fn run_reference(script: &str, args: &[&Path]) -> String {
         .args(args)
         .output()
         .expect("reference python runs");
-    assert!(out.status.success(), "{script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 pub fn read_f32(path: &Path) -> Vec<f32> {
-    std::fs::read(path).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
 }
 
 pub fn write_f32(path: &Path, data: &[f32]) {
@@ -76,7 +104,10 @@ pub fn read_wav(path: &Path) -> Vec<f32> {
         let len = u32::from_le_bytes(b[pos + 4..pos + 8].try_into().unwrap()) as usize;
         if &b[pos..pos + 4] == b"data" {
             let end = (pos + 8 + len).min(b.len());
-            return b[pos + 8..end].chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32 / 32768.0).collect();
+            return b[pos + 8..end]
+                .chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32 / 32768.0)
+                .collect();
         }
         pos += 8 + len + (len & 1);
     }
@@ -92,7 +123,11 @@ pub fn manifest(name: &str) -> Vec<(String, f64, String)> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let mut f = l.splitn(3, '\t');
-            (f.next().unwrap().to_string(), f.next().unwrap().parse().unwrap(), f.next().unwrap().to_string())
+            (
+                f.next().unwrap().to_string(),
+                f.next().unwrap().parse().unwrap(),
+                f.next().unwrap().to_string(),
+            )
         })
         .collect()
 }
@@ -101,10 +136,16 @@ pub fn manifest(name: &str) -> Vec<(String, f64, String)> {
 pub fn wer(pairs: &[(String, String)]) -> f64 {
     let dir = tempfile_dir();
     let json = dir.join("pairs.json");
-    let items: Vec<serde_json::Value> = pairs.iter().map(|(r, h)| serde_json::json!({"ref": r, "hyp": h})).collect();
+    let items: Vec<serde_json::Value> = pairs
+        .iter()
+        .map(|(r, h)| serde_json::json!({"ref": r, "hyp": h}))
+        .collect();
     std::fs::write(&json, serde_json::to_string(&items).unwrap()).unwrap();
     let out = run_reference("score_wer.py", &[&json]);
-    out.trim().strip_prefix("WER ").and_then(|v| v.trim_end_matches('%').trim().parse().ok()).unwrap_or_else(|| panic!("score_wer.py said {out:?}"))
+    out.trim()
+        .strip_prefix("WER ")
+        .and_then(|v| v.trim_end_matches('%').trim().parse().ok())
+        .unwrap_or_else(|| panic!("score_wer.py said {out:?}"))
 }
 
 pub fn tempfile_dir() -> PathBuf {
@@ -157,7 +198,10 @@ pub fn transcribe(path: &Path, props: &[(&str, &str)]) -> Vec<Cue> {
 
 /// `filesrc ! decodebin ! npuwhisper props ! appsink name=sink` for a file.
 pub fn bin_pipeline(path: &Path, props: &[(&str, &str)]) -> String {
-    let mut desc = format!("filesrc location=\"{}\" ! decodebin ! npuwhisper name=asr", path.display());
+    let mut desc = format!(
+        "filesrc location=\"{}\" ! decodebin ! npuwhisper name=asr",
+        path.display()
+    );
     for (k, v) in props {
         desc.push_str(&format!(" {k}=\"{v}\""));
     }
@@ -184,7 +228,11 @@ pub fn transcribe_with_messages(path: &Path, props: &[(&str, &str)]) -> (Vec<Cue
 pub fn run_pipeline(desc: &str) -> (Vec<Cue>, Vec<gst::Structure>) {
     init();
     let pipeline = gst::parse::launch(desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     let bus = pipeline.bus().unwrap();
     pipeline.set_state(gst::State::Playing).expect("pipeline plays");
     let mut cues = Vec::new();
@@ -208,7 +256,10 @@ pub fn run_pipeline(desc: &str) -> (Vec<Cue>, Vec<gst::Structure>) {
 pub fn long_file_utterances() -> Vec<(String, f64, f64)> {
     let mut t = 0.0;
     let mut out = Vec::new();
-    for (file, duration, text) in manifest("manifest.tsv").into_iter().filter(|(f, _, _)| f.starts_with("LJ001-")) {
+    for (file, duration, text) in manifest("manifest.tsv")
+        .into_iter()
+        .filter(|(f, _, _)| f.starts_with("LJ001-"))
+    {
         let _ = file;
         out.push((text, t, t + duration));
         t += duration + 0.6;
@@ -237,7 +288,12 @@ pub fn push_live(pipeline: &gst::Pipeline, appsrc: &gst_app::AppSrc, samples: &[
 
 /// [`push_live`], where from buffer `jump.0` on timestamps (and pacing) are `jump.1` later and
 /// that buffer is DISCONT: a capture device that lost audio.
-pub fn push_live_with_jump(pipeline: &gst::Pipeline, appsrc: &gst_app::AppSrc, samples: &[f32], jump: Option<(usize, gst::ClockTime)>) {
+pub fn push_live_with_jump(
+    pipeline: &gst::Pipeline,
+    appsrc: &gst_app::AppSrc,
+    samples: &[f32],
+    jump: Option<(usize, gst::ClockTime)>,
+) {
     // The clock is set when the pipeline goes to PLAYING, which, with a live source, it only
     // completes once data reaches the sinks: wait for the clock, not for the state.
     let clock = loop {
@@ -300,19 +356,26 @@ pub fn run_live_with_jump(samples: &[f32], props: &[(&str, &str)], jump: Option<
     }
     desc.push_str(" ! appsink name=sink sync=false");
     let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-    let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
     let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
     let gaps: std::sync::Arc<std::sync::Mutex<Vec<(f64, f64)>>> = Default::default();
     {
         let gaps = gaps.clone();
-        pipeline.by_name("asr").unwrap().static_pad("src").unwrap().add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-            if let Some(gst::EventView::Gap(g)) = info.event().map(|e| e.view()) {
-                let (pts, duration) = g.get();
-                let end = pts + duration.unwrap_or(gst::ClockTime::ZERO);
-                gaps.lock().unwrap().push((pts.seconds_f64(), end.seconds_f64()));
-            }
-            gst::PadProbeReturn::Ok
-        });
+        pipeline.by_name("asr").unwrap().static_pad("src").unwrap().add_probe(
+            gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
+                if let Some(gst::EventView::Gap(g)) = info.event().map(|e| e.view()) {
+                    let (pts, duration) = g.get();
+                    let end = pts + duration.unwrap_or(gst::ClockTime::ZERO);
+                    gaps.lock().unwrap().push((pts.seconds_f64(), end.seconds_f64()));
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
     }
     let pusher = {
         let (pipeline, src, samples) = (pipeline.clone(), src.clone(), samples.to_vec());
@@ -335,9 +398,15 @@ pub fn run_live_with_jump(samples: &[f32], props: &[(&str, &str)], jump: Option<
         let now = clock.time().saturating_sub(base);
         let running = sample
             .segment()
-            .and_then(|s| s.downcast_ref::<gst::ClockTime>().and_then(|s| s.to_running_time(sample.buffer().unwrap().pts().unwrap())))
+            .and_then(|s| {
+                s.downcast_ref::<gst::ClockTime>()
+                    .and_then(|s| s.to_running_time(sample.buffer().unwrap().pts().unwrap()))
+            })
             .expect("text in a time segment");
-        cues.push(LiveCue { cue: Cue::from_sample(&sample), delay: now.saturating_sub(running).seconds_f64() });
+        cues.push(LiveCue {
+            cue: Cue::from_sample(&sample),
+            delay: now.saturating_sub(running).seconds_f64(),
+        });
     }
     pusher.join().unwrap();
     let bus = pipeline.bus().unwrap();
@@ -351,7 +420,12 @@ pub fn run_live_with_jump(samples: &[f32], props: &[(&str, &str)], jump: Option<
     }
     pipeline.set_state(gst::State::Null).unwrap();
     let gaps = gaps.lock().unwrap().clone();
-    LiveRun { cues, latency: latency.expect("some text came out"), gaps, warnings }
+    LiveRun {
+        cues,
+        latency: latency.expect("some text came out"),
+        gaps,
+        warnings,
+    }
 }
 
 /// `(p50, p95, max)` of `values`.
