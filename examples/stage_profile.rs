@@ -21,12 +21,12 @@ mod support;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use gstnpuwhisper::audio::vad::{self, SileroVad, VadSettings};
-use gstnpuwhisper::audio::{
+use npuwhisper_core::audio::vad::{self, SileroVad, VadSettings};
+use npuwhisper_core::audio::{
     level_speech, Detector, SileroFrames, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES,
 };
-use gstnpuwhisper::decoding::{DecodeOptions, Transcriber};
-use gstnpuwhisper::model::{self, Precision};
+use npuwhisper_core::decoding::{DecodeOptions, Transcriber};
+use npuwhisper_core::model::{self, Precision};
 use npuwhisper_kernels::isa::Isa;
 use npuwhisper_kernels::mel::LogMel;
 
@@ -137,7 +137,7 @@ fn main() {
         keep(&mut best, 1, "log-mel", wall, cpu);
         let (wall, cpu, states) = timed(|| {
             mels.iter()
-                .map(|(mel, secs)| (model.encode_batch(&[mel]).remove(0), *secs))
+                .map(|(mel, secs)| (model.encode_batch(&[mel]).expect("encoder").remove(0), *secs))
                 .collect::<Vec<_>>()
         });
         keep(&mut best, 2, "encoder", wall, cpu);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use gst::glib;
 use gst::prelude::*;
 
-use crate::model::{self, Model, Precision};
+use npuwhisper_core::model::{self, Model, Precision};
 
 pub const BLURB: &str = "Whisper model: a CTranslate2 model directory, or a model name in the models \
 directory (NPUWHISPER_MODELS_DIR, default ~/.local/share/npuwhisper/models)";
@@ -111,11 +111,26 @@ pub fn param_specs() -> Vec<glib::ParamSpec> {
 /// element that names the same directory at the same precision.
 pub fn load(settings: &ModelSettings) -> Result<Arc<Model>, gst::ErrorMessage> {
     npuwhisper_kernels::pool::set_threads(settings.threads as usize);
-    model::load_shared_with(&model::resolve_model_path(&settings.model), settings.precision.into()).map_err(|err| {
-        gst::error_msg!(
-            gst::ResourceError::OpenRead,
-            ("Could not load Whisper model: {}", err),
-            ["model property: {:?}", settings.model]
-        )
-    })
+    let model = model::load_shared_with(&model::resolve_model_path(&settings.model), settings.precision.into())
+        .map_err(|err| {
+            gst::error_msg!(
+                gst::ResourceError::OpenRead,
+                ("Could not load Whisper model: {}", err),
+                ["model property: {:?}", settings.model]
+            )
+        })?;
+    if let model::CacheOutcome::Built { note, .. } = &model.weight_cache {
+        if !note.is_empty() {
+            gst::warning!(CAT, "weight cache {note}: the weights were made from model.bin");
+        }
+    }
+    Ok(model)
 }
+
+static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "npuwhisper-model",
+        gst::DebugColorFlags::empty(),
+        Some("Whisper model loading and weight cache"),
+    )
+});

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gstnpuwhisper::model::{self, Model};
+use npuwhisper_core::model::{self, Model};
 
 pub fn init() {
     gst::init().expect("GStreamer initialises");

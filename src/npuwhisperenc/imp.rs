@@ -4,8 +4,8 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::model::{Model, ENCODER_FRAMES, MEL_FRAMES};
 use crate::{caps, f32buf, model_property, passes};
+use npuwhisper_core::model::{Model, ENCODER_FRAMES, MEL_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> =
     LazyLock::new(|| gst::DebugCategory::new("npuwhisperenc", gst::DebugColorFlags::empty(), Some("Whisper encoder")));
@@ -185,7 +185,10 @@ impl NpuWhisperEnc {
     /// One encoder output per input window, each of the expected size.
     fn encode(&self, model: &Model, mels: &[&[f32]]) -> Result<Vec<Vec<f32>>, gst::FlowError> {
         let start = std::time::Instant::now();
-        let states = model.encode_batch(mels);
+        let states = model.encode_batch(mels).map_err(|e| {
+            gst::element_imp_error!(self, gst::LibraryError::Failed, ("Encoder failed: {}", e));
+            gst::FlowError::Error
+        })?;
         gst::debug!(
             CAT,
             imp = self,
