@@ -58,6 +58,9 @@ fn matched_words(a: &[String], b: &[String]) -> Vec<(usize, usize)> {
 
 #[test]
 fn word_timestamps_time_every_word() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let file = eval_file("long_lj001_1-20.wav");
     let cues = transcribe(&file, &[("word-timestamps", "true")]);
     assert!(
@@ -137,6 +140,9 @@ fn word_timestamps_time_every_word() {
 
 #[test]
 fn beam_search_wer() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _model = load_shared(&resolve_model_path("tiny.en")).unwrap();
     let short = manifest_wer("manifest.tsv", &[("beam-size", "5")]);
     let long = manifest_wer("manifest_long.tsv", &[("beam-size", "5")]);
@@ -146,6 +152,9 @@ fn beam_search_wer() {
 
 #[test]
 fn wer_without_temperature_fallback() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _model = load_shared(&resolve_model_path("tiny.en")).unwrap();
     let off = [("temperature-fallback", "false")];
     let short = manifest_wer("manifest.tsv", &off);
@@ -159,6 +168,9 @@ fn wer_without_temperature_fallback() {
 
 #[test]
 fn fallback_runs_when_every_temperature_fails() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     // A log-probability bar nothing meets makes every window go through all six temperatures
     // with five samples each; the likeliest result must still be the speech.
     let cues = transcribe(
@@ -180,6 +192,9 @@ fn fallback_runs_when_every_temperature_fails() {
 
 #[test]
 fn initial_prompt_steers_spelling() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     let file = eval_file("LJ001-0007.wav");
     let plain = joined_text(&transcribe(&file, &[]));
     let prompted =
@@ -238,6 +253,9 @@ fn write_wav(path: &Path, samples: &[f32]) {
 
 #[test]
 fn tones_between_speech_invent_no_words() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let rows = manifest("manifest.tsv");
     let clips = ["LJ001-0001.wav", "jfk.wav", "LJ001-0009.wav"];
     let mut audio = melody(6.0, 16000.0);
@@ -268,6 +286,9 @@ fn tones_between_speech_invent_no_words() {
 
 #[test]
 fn silence_gaps_give_no_text_in_the_silences() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     // jfk.wav (11 s), 20 s silence, stereo_right.wav, 20 s silence.
     let cues = transcribe(&eval_file("silence_gaps.wav"), &[]);
     let jfk_end = read_wav(&eval_file("jfk.wav")).len() as f64 / 16000.0;
@@ -309,6 +330,9 @@ fn count_words(text: &str, words: &[&str]) -> usize {
 
 #[test]
 fn base_translates_german_to_english() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     let cues = transcribe(
         &eval_file("multilingual_en_de.wav"),
         &[("model", "base"), ("task", "translate")],
@@ -332,6 +356,9 @@ fn base_translates_german_to_english() {
 
 #[test]
 fn base_posts_language_per_window() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     let (cues, messages) = transcribe_with_messages(
         &eval_file("multilingual_en_de.wav"),
         &[("model", "base"), ("language", "auto")],
@@ -363,6 +390,9 @@ fn base_posts_language_per_window() {
 
 #[test]
 fn base_sends_language_tags_downstream() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     init();
     let desc = bin_pipeline(
         &eval_file("multilingual_en_de.wav"),

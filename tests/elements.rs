@@ -7,6 +7,8 @@ use std::sync::Once;
 use gst::prelude::*;
 use gst_check::Harness;
 
+mod common;
+
 const RATE: u64 = 16000;
 const BUFFER_SAMPLES: usize = 1024;
 const MEL_CAPS_80: &str = "audio/x-npuwhisper-mel,n-mels=80,frames=3000,format=F32LE";
@@ -419,6 +421,9 @@ fn npuwhisperenc_missing_model() {
 
 #[test]
 fn npuwhisperenc_truncated_model() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     init();
     let dir = std::env::temp_dir().join(format!(
         "npuwhisper-truncated-{}-{}",
@@ -475,6 +480,9 @@ fn default_model_dir() -> PathBuf {
 
 #[test]
 fn npuwhisper_bin_builds_and_cycles() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     init();
     let bin = gst::ElementFactory::make("npuwhisper").build().unwrap();
     assert!(bin.static_pad("sink").is_some());
@@ -508,6 +516,9 @@ fn npuwhisper_bin_builds_and_cycles() {
 
 #[test]
 fn npuwhisper_flushing_seek() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     init();
     let dir = default_model_dir();
     if !dir.is_dir() {

@@ -1231,6 +1231,9 @@ fn fuzz_miniature_model() {
 
 #[test]
 fn real_models_pass_the_checks() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     // The stricter checks must not turn away the models in use.
     for name in ["tiny.en", "base"] {
         let dir = npuwhisper_core::model::resolve_model_path(name);
@@ -1275,6 +1278,9 @@ fn table_fields(b: &[u8]) -> Vec<(usize, usize)> {
 
 #[test]
 fn fuzz_real_model_header() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     let seed = env_u64("NPUWHISPER_FUZZ_SEED", 0x5EED);
     let cases = env_u64("NPUWHISPER_FUZZ_REAL_CASES", 300) as usize;
     let src = common::model_dir("tiny.en");

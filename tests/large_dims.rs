@@ -13,6 +13,9 @@ use npuwhisper_core::model::{Model, Precision, WeightCache};
 
 #[test]
 fn larger_sizes_load_and_run() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     for dims in [
         fixtures::SMALL,
         fixtures::MEDIUM,

@@ -148,6 +148,9 @@ fn run_and_check(file: &str, expect: &Expect) -> LiveRun {
 /// jfk.wav, 20 s silence, a short phrase, 20 s silence: 56 s in real time.
 #[test]
 fn live_speech_and_silences_within_latency() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _serial = one_at_a_time();
     // Two words of 27 ("my" heard as "am I") at 3 s latency when this was written, 0 in file
     // mode: the first words of a stream get the fewest passes.
@@ -204,6 +207,9 @@ fn live_speech_and_silences_within_latency() {
 /// Twenty LJ Speech clips, 144 s in real time, at the lowest latency tiny.en supports.
 #[test]
 fn live_long_form_tiny_at_1500_ms() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _serial = one_at_a_time();
     run_and_check(
         "long_lj001_1-20.wav",
@@ -220,6 +226,9 @@ fn live_long_form_tiny_at_1500_ms() {
 /// The same at the lowest latency base supports.
 #[test]
 fn live_long_form_base_at_2000_ms() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _serial = one_at_a_time();
     run_and_check(
         "long_lj001_1-20.wav",
@@ -238,6 +247,9 @@ fn live_long_form_base_at_2000_ms() {
 /// ones are skipped, so the text stays within a second of the latency and keeps its quality.
 #[test]
 fn live_long_form_with_a_busy_core() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _serial = one_at_a_time();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let hog = {
@@ -272,6 +284,9 @@ fn live_long_form_with_a_busy_core() {
 /// bus, and answers LATENCY with what it keeps.
 #[test]
 fn live_latency_below_the_floor_is_raised() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     init();
     for (model, floor) in [("tiny.en", 1500u32), ("base", 2000)] {
         let bin = gst::ElementFactory::make("npuwhisper")
@@ -315,6 +330,9 @@ fn live_latency_below_the_floor_is_raised() {
 /// keeps coming, on the new timeline, nothing is repeated and the stream ends.
 #[test]
 fn live_discontinuity_does_not_stall() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _serial = one_at_a_time();
     let samples = read_wav(&eval_file("jfk.wav"));
     // The jump falls at 5 s, after "ask not", in the pause before "what your country".
@@ -356,6 +374,9 @@ fn live_discontinuity_does_not_stall() {
 /// otherwise drop text arriving after its time), without changing the text or the LATENCY.
 #[test]
 fn live_lateness_offsets_the_text() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     let _serial = one_at_a_time();
     let samples = read_wav(&eval_file("jfk.wav"));
     let run = run_live(&samples, &[("lateness", "2000")]);

@@ -10,6 +10,9 @@ use npuwhisper_kernels::mel::LogMel;
 
 #[test]
 fn log_mel_matches_whisper_reference_on_jfk() {
+    if !common::require(&[common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let wav = eval_file("jfk.wav");
     let dir = tempfile_dir();
     let reference = dir.join("mel_ref.f32");
@@ -60,10 +63,16 @@ fn check_encoder(model_name: &str, wavs: &[&str]) {
 
 #[test]
 fn encoder_matches_ctranslate2_float32_tiny_en() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     check_encoder("tiny.en", &["jfk.wav", "LJ001-0001.wav", "stereo_right.wav"]);
 }
 
 #[test]
 fn encoder_matches_ctranslate2_float32_base() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     check_encoder("base", &["jfk.wav"]);
 }

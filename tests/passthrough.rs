@@ -92,6 +92,9 @@ fn joined(phrases: &[(f64, String)]) -> String {
 /// on the bus are the transcript of jfk.wav.
 #[test]
 fn passthrough_keeps_the_audio_and_posts_the_words() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     common::init();
     let desc = format!(
         "filesrc location=\"{}\" ! wavparse ! tee name=t \
@@ -127,6 +130,9 @@ fn passthrough_keeps_the_audio_and_posts_the_words() {
 /// latency.
 #[test]
 fn passthrough_live_adds_no_latency() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     common::init();
     let samples = read_wav(&eval_file("jfk.wav"));
     let desc = format!(
@@ -177,6 +183,9 @@ fn passthrough_live_adds_no_latency() {
 /// pad.
 #[test]
 fn passthrough_off_again_gives_text() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     common::init();
     let desc = format!(
         "filesrc location=\"{}\" ! wavparse ! npuwhisper name=asr ! appsink name=sink sync=false",

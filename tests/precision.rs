@@ -87,11 +87,17 @@ fn int8_holds_f32_wer(model: &str) {
 
 #[test]
 fn tiny_en_int8_holds_f32_wer() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     int8_holds_f32_wer("tiny.en");
 }
 
 #[test]
 fn base_int8_holds_f32_wer() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     int8_holds_f32_wer("base");
 }
 
@@ -103,6 +109,9 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn int8_encoder_states_stay_close_to_f32() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     let dir = model_dir("tiny.en");
     let f32_model = Model::load_with(&dir, Precision::F32).unwrap();
     let int8_model = Model::load_with(&dir, Precision::Int8).unwrap();

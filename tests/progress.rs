@@ -9,6 +9,9 @@ use common::*;
 
 #[test]
 fn progress_on_long_file_is_monotonic_and_ends_at_100() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     init();
     model_dir("tiny.en");
     let input = eval_file("long_lj001_1-20.wav");

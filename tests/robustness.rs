@@ -65,6 +65,9 @@ fn npumel_with_caps(caps: &str) -> Result<(), String> {
 
 #[test]
 fn npumel_refuses_other_rates_formats_and_channels() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     for good in [
         "format=F32LE,rate=16000,channels=1",
         "format=S16LE,rate=16000,channels=1",
@@ -88,6 +91,9 @@ fn npumel_refuses_other_rates_formats_and_channels() {
 
 #[test]
 fn npumel_refuses_caps_pushed_without_asking() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     // appsrc sends its caps as they are, with no query first.
     let p = pipeline("appsrc name=src format=time caps=audio/x-raw,format=S16LE,rate=44100,channels=1,layout=interleaved ! npumel ! fakesink");
     let src = p.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
@@ -111,6 +117,9 @@ fn reference(file: &str) -> String {
 
 #[test]
 fn bin_takes_any_rate_and_channel_layout() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _model = npuwhisper_core::model::load_shared(&model_dir("tiny.en")).unwrap();
     let clips = ["LJ001-0001.wav", "LJ001-0003.wav"];
     for caps in [
@@ -224,6 +233,9 @@ const MONO_16K: &str = "audio/x-raw,format=S16LE,rate=16000,channels=1,layout=in
 
 #[test]
 fn empty_and_one_sample_streams_end_cleanly() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     let run = appsrc_through_bin(&[]);
     assert!(run.cues.is_empty(), "text from an empty stream: {:?}", run.cues);
     let run = appsrc_through_bin(&[(MONO_16K, Vec::new())]);
@@ -271,6 +283,9 @@ fn upsample(samples: &[f32], factor: usize, channels: usize) -> Vec<f32> {
 
 #[test]
 fn caps_change_mid_stream_keeps_the_audio() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _model = npuwhisper_core::model::load_shared(&model_dir("tiny.en")).unwrap();
     let clip = "LJ001-0001.wav";
     let audio = read_wav(&eval_file(clip));
@@ -307,6 +322,9 @@ fn caps_change_mid_stream_keeps_the_audio() {
 
 #[test]
 fn nan_and_infinite_samples_are_silence() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _model = npuwhisper_core::model::load_shared(&model_dir("tiny.en")).unwrap();
     let clip = "LJ001-0001.wav";
     let audio: Vec<f32> = read_wav(&eval_file(clip))
@@ -337,6 +355,9 @@ fn nan_and_infinite_samples_are_silence() {
 /// npumel takes F32LE and S16LE: a format change mid-stream loses no sample.
 #[test]
 fn npumel_format_change_mid_stream_loses_nothing() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     init();
     // The energy gate: a tone is speech to it, and the test is about samples, not detection.
     let mel = gst::ElementFactory::make("npumel")
@@ -374,6 +395,9 @@ fn npumel_format_change_mid_stream_loses_nothing() {
 
 #[test]
 fn flushing_seek_mid_file() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _model = npuwhisper_core::model::load_shared(&model_dir("tiny.en")).unwrap();
     let file = eval_file("long_lj001_1-20.wav");
     let p = pipeline(&format!(
@@ -457,6 +481,9 @@ fn flag_on_data(pad: &gst::Pad) -> Arc<AtomicBool> {
 
 #[test]
 fn playing_null_cycles_do_not_grow_memory() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     const CYCLES: usize = 100;
     const WARM_UP: usize = 5;
     // RSS is compared between the means of this many cycles after the warm-up and at the end.
@@ -554,6 +581,9 @@ fn playing_null_cycles_do_not_grow_memory() {
 
 #[test]
 fn encoder_and_decoder_of_different_models_is_an_error_naming_both() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     let p = pipeline(&format!(
         "filesrc location=\"{}\" ! decodebin ! audioconvert ! audioresample ! npumel ! npuwhisperenc model=base ! queue ! npuwhisperdec model=tiny.en ! fakesink",
         eval_file("jfk.wav").display()

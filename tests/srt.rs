@@ -29,6 +29,9 @@ fn parse_srt(text: &str) -> Vec<(usize, f64, f64, String)> {
 
 #[test]
 fn long_form_srt_is_valid_and_timed() {
+    if !common::require(&[common::Need::Shared]) {
+        return;
+    }
     let input = eval_file("long_lj001_1-20.wav");
     let out = tempfile_dir().join("long.srt");
     let status = Command::new("bash")

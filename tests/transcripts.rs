@@ -23,6 +23,9 @@ fn manifest_wer(manifest_name: &str) -> f64 {
 
 #[test]
 fn tiny_en_short_clips_wer() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let wer = manifest_wer("manifest.tsv");
     println!("tiny.en greedy, manifest.tsv: WER {wer:.2} %");
     assert!(wer <= 3.5, "WER {wer:.2} % > 3.5 %");
@@ -30,6 +33,9 @@ fn tiny_en_short_clips_wer() {
 
 #[test]
 fn tiny_en_long_form_wer() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let wer = manifest_wer("manifest_long.tsv");
     println!("tiny.en greedy, manifest_long.tsv: WER {wer:.2} %");
     // 377 reference words, one word is 0.27 points: measured 5 errors on the AMX path and 6 on
@@ -39,6 +45,9 @@ fn tiny_en_long_form_wer() {
 
 #[test]
 fn silence_and_noise_produce_no_text() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     for file in ["silence_30s.wav", "noise_30s.wav"] {
         let cues = transcribe(&eval_file(file), &[]);
         assert!(cues.is_empty(), "{file} produced text: {cues:?}");
@@ -68,6 +77,9 @@ const GERMAN: &[&str] = &[
 
 #[test]
 fn base_detects_english_then_german_per_window() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     let cues = transcribe(
         &eval_file("multilingual_en_de.wav"),
         &[("model", "base"), ("language", "auto")],

@@ -56,6 +56,9 @@ const SHORT_SET_WORDS: f64 = 395.0;
 
 #[test]
 fn quiet_speech_is_heard() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _model = load_shared(&resolve_model_path("tiny.en")).unwrap();
     let own: Vec<(PathBuf, String)> = manifest("manifest.tsv")
         .into_iter()
@@ -89,6 +92,9 @@ fn quiet_speech_is_heard() {
 
 #[test]
 fn mixed_levels_in_one_recording() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _model = load_shared(&resolve_model_path("tiny.en")).unwrap();
     let mixed = rows(&eval_set("long").join("manifest.tsv"));
     let mixed_wer = wer_of(&mixed, &[]);
@@ -108,6 +114,9 @@ fn mixed_levels_in_one_recording() {
 
 #[test]
 fn non_speech_gives_no_words() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     let set = rows(&eval_set("nonspeech").join("manifest.tsv"));
     assert_eq!(set.len(), 6);
     let mut files: Vec<PathBuf> = set.into_iter().map(|(f, _)| f).collect();
@@ -130,6 +139,9 @@ fn non_speech_gives_no_words() {
 
 #[test]
 fn non_speech_gives_no_words_live() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     // 30 s of each, pushed live at the same time, each paced by the clock.
     let set = rows(&eval_set("nonspeech").join("manifest.tsv"));
     let runs: Vec<_> = set
@@ -237,6 +249,9 @@ fn srt_from_buffers(samples: &[f32], chunk: usize) -> Vec<u8> {
 
 #[test]
 fn text_does_not_depend_on_buffer_sizes_or_container() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     let _model = load_shared(&resolve_model_path("tiny.en")).unwrap();
     let wav = eval_file("long_lj001_1-20.wav");
     let from_file = |path: &Path| {
@@ -269,6 +284,9 @@ fn text_does_not_depend_on_buffer_sizes_or_container() {
 
 #[test]
 fn input_beyond_full_scale_is_scaled_with_a_warning() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _model = load_shared(&resolve_model_path("tiny.en")).unwrap();
     init();
     let (_, _, reference) = manifest("manifest.tsv")
@@ -313,6 +331,9 @@ fn input_beyond_full_scale_is_scaled_with_a_warning() {
 
 #[test]
 fn english_only_model_warns_about_another_language() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     init();
     let desc = format!(
         "filesrc location=\"{}\" ! decodebin ! npuwhisper model=tiny.en language=de ! fakesink",
@@ -336,6 +357,9 @@ fn english_only_model_warns_about_another_language() {
 
 #[test]
 fn an_hour_of_long_form_loses_no_speech() {
+    if !common::require(&[common::Need::Models, common::Need::Venv]) {
+        return;
+    }
     let _model = load_shared(&resolve_model_path("tiny.en")).unwrap();
     let hour = rows(&eval_set("hour").join("manifest.tsv"));
     let (file, reference) = &hour[0];

@@ -75,6 +75,9 @@ fn built_note(m: &Model) -> String {
 
 #[test]
 fn second_load_maps_the_cache_with_the_same_results() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     let (model, cache_dir, _dir) = fixture("same", 1);
     let policy = WeightCache::In(cache_dir.clone());
     let reference = load(&model, &WeightCache::Off);
@@ -108,6 +111,9 @@ fn second_load_maps_the_cache_with_the_same_results() {
 
 #[test]
 fn cache_beside_the_model_by_default() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     let (model, _, _dir) = fixture("beside", 2);
     let first = load(&model, &WeightCache::Beside);
     built_note(&first);
@@ -117,6 +123,9 @@ fn cache_beside_the_model_by_default() {
 
 #[test]
 fn changed_model_rebuilds_the_cache() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     let (model, cache_dir, _dir) = fixture("changed", 3);
     let policy = WeightCache::In(cache_dir);
     built_note(&load(&model, &policy));
@@ -137,6 +146,9 @@ fn changed_model_rebuilds_the_cache() {
 
 #[test]
 fn corrupt_or_truncated_cache_is_rebuilt() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     let (model, cache_dir, _dir) = fixture("corrupt", 5);
     let policy = WeightCache::In(cache_dir);
     built_note(&load(&model, &policy));
@@ -205,6 +217,9 @@ fn mapped_bytes(pid: u32, path: &Path) -> (u64, u64) {
 
 #[test]
 fn two_processes_share_the_cache() {
+    if !common::require(&[common::Need::Models]) {
+        return;
+    }
     let (model, cache_dir, _dir) = fixture("shared", 6);
     let policy = WeightCache::In(cache_dir.clone());
     built_note(&load(&model, &policy));

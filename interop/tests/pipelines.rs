@@ -145,6 +145,9 @@ fn extract_captions(file: &Path) -> Vec<(f64, String)> {
 /// words of the speech and start within the latency of it.
 #[test]
 fn caption_video_round_trip() {
+    if !common::require(&[common::Need::Shared]) {
+        return;
+    }
     let _serial = serial();
     let dir = tempfile_dir();
     let input = jfk_video(&dir);
@@ -198,6 +201,9 @@ fn caption_video_round_trip() {
 /// hold the transcript (WER ≤ 10 %) and lie inside the audio, in order.
 #[test]
 fn subtitle_track_holds_the_transcript() {
+    if !common::require(&[common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
     let _serial = serial();
     let dir = tempfile_dir();
     let input = jfk_video(&dir);
@@ -318,6 +324,9 @@ fn bottom_changed(a: &[u8], b: &[u8]) -> usize {
 /// differs from it at the bottom while the speech goes on, not after it.
 #[test]
 fn burn_captions_draws_the_text() {
+    if !common::require(&[common::Need::Shared]) {
+        return;
+    }
     let _serial = serial();
     let dir = tempfile_dir();
     let input = jfk_video(&dir);
@@ -363,6 +372,9 @@ fn burn_captions_draws_the_text() {
 /// An input without video (jfk.wav) is refused at once, not waited on forever.
 #[test]
 fn video_pipelines_refuse_audio_only_input() {
+    if !common::require(&[common::Need::Shared]) {
+        return;
+    }
     let dir = tempfile_dir();
     for (name, ext) in [
         ("caption-video.sh", "ts"),

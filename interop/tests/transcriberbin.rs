@@ -22,6 +22,9 @@ fn init() {
 
 #[test]
 fn npuwhisper_captions_video_in_transcriberbin() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
     init();
     let samples = read_wav(&eval_file("jfk.wav"));
     let seconds = samples.len() as f64 / 16000.0;

@@ -65,11 +65,6 @@ impl State {
     }
 }
 
-/// Windows decoded together when `batch-size` is 0 (auto) and upstream is not live. Each token
-/// step streams the vocabulary projection once for the whole batch: on tiny.en long-form, 8
-/// decoded 1.3x faster than 4 at the same WER (base too; `examples/stage_profile.rs`).
-const AUTO_BATCH: usize = 8;
-
 /// A window waiting to be decoded with the next ones.
 struct Window {
     states: Vec<f32>,
@@ -346,22 +341,6 @@ impl NpuWhisperDec {
             self.drain()?;
         }
         Ok(gst::FlowSuccess::Ok)
-    }
-
-    /// Windows decoded together: `batch-size`, or when 0, 8 for recordings and 1 when upstream
-    /// is live (where waiting for more windows would only add latency); and whether it is live.
-    fn choose_batch_size(&self) -> (usize, bool) {
-        let mut q = gst::query::Latency::new();
-        let live = self.sinkpad.peer_query(&mut q) && q.result().0;
-        let asked = self.settings().batch_size as usize;
-        let size = if asked > 0 {
-            asked
-        } else if live {
-            1
-        } else {
-            AUTO_BATCH
-        };
-        (size, live)
     }
 
     /// A window that could not be decoded is not silence: it is said on the bus (a warning: the

@@ -17,7 +17,7 @@
 //! gives no text; segments whose every word is suspect (improbable, squeezed to nothing, or
 //! stretched over music) are dropped. The previous window's text is the prompt unless
 //! `condition-on-previous-text` is off (forgotten on flushes and discontinuities), after
-//! `initial-prompt` if one is set. When upstream is not live, `batch-size` windows (auto: 4)
+//! `initial-prompt` if one is set. When upstream is not live, `batch-size` windows (auto: 8)
 //! are decoded together, one pass over the weights per token step for all of them.
 //!
 //! ## Live streams

@@ -18,6 +18,64 @@ pub fn init() {
     });
 }
 
+/// What a test needs beyond the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// tiny.en and base, Silero VAD and ONNX Runtime (scripts/fetch-models.sh).
+    Models,
+    /// The eval audio in ../shared/eval/public.
+    Shared,
+    /// The reference Python in .venv (scripts/setup-reference.sh).
+    Venv,
+}
+
+/// Whether what a test needs is here. Plain `cargo test` on a bare clone skips a test whose
+/// assets are missing, saying what is missing on stderr (past the output capture); with
+/// `NPUWHISPER_TESTS_REQUIRE_ALL=1` (CI, and the README's command after the set-up) a missing
+/// asset fails the test instead.
+pub fn require(needs: &[Need]) -> bool {
+    let mut missing = Vec::new();
+    for need in needs {
+        match need {
+            Need::Models => {
+                let dir = npuwhisper_core::model::models_dir();
+                let files = [
+                    dir.join("tiny.en/model.bin"),
+                    dir.join("base/model.bin"),
+                    npuwhisper_core::audio::vad::default_model_path(),
+                    npuwhisper_core::runtime::library_path(),
+                ];
+                if let Some(f) = files.iter().find(|f| !f.is_file()) {
+                    missing.push(format!("{} (run scripts/fetch-models.sh)", f.display()));
+                }
+            }
+            Need::Shared => {
+                let dir = shared_eval_dir();
+                if !dir.is_dir() {
+                    missing.push(format!("{} (the shared eval audio beside the checkout)", dir.display()));
+                }
+            }
+            Need::Venv => {
+                let py = reference_python_path();
+                if !py.is_file() {
+                    missing.push(format!("{} (run scripts/setup-reference.sh)", py.display()));
+                }
+            }
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let what = missing.join(", ");
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    if std::env::var_os("NPUWHISPER_TESTS_REQUIRE_ALL").is_some_and(|v| v == "1") {
+        panic!("{test} needs {what} (NPUWHISPER_TESTS_REQUIRE_ALL=1 makes a skip a failure)");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: missing {what}");
+    false
+}
+
 pub fn repo() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     // Also included by the workspace's interop/ test crate.
@@ -29,11 +87,15 @@ pub fn repo() -> PathBuf {
 }
 
 /// `../shared/eval/public` beside the checkout (or `$NPUWHISPER_SHARED_DIR/eval/public`).
-pub fn eval_dir() -> PathBuf {
+fn shared_eval_dir() -> PathBuf {
     let shared = std::env::var_os("NPUWHISPER_SHARED_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("../shared"));
-    let dir = shared.join("eval/public");
+    shared.join("eval/public")
+}
+
+pub fn eval_dir() -> PathBuf {
+    let dir = shared_eval_dir();
     assert!(
         dir.is_dir(),
         "{} is missing: the tests read the shared eval audio from there",
@@ -58,10 +120,14 @@ pub fn model_dir(name: &str) -> PathBuf {
 }
 
 /// The Python with faster-whisper made by `scripts/setup-reference.sh`.
-pub fn reference_python() -> PathBuf {
-    let py = std::env::var_os("NPUWHISPER_REFERENCE_PYTHON")
+fn reference_python_path() -> PathBuf {
+    std::env::var_os("NPUWHISPER_REFERENCE_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join(".venv/bin/python"));
+        .unwrap_or_else(|| repo().join(".venv/bin/python"))
+}
+
+pub fn reference_python() -> PathBuf {
+    let py = reference_python_path();
     assert!(
         py.is_file(),
         "{} is missing: run scripts/setup-reference.sh",

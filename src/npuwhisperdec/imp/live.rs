@@ -1,5 +1,7 @@
-//! Provisional passes over live windows: the words two passes agree on go out early.
+//! Live streams: the batch size when upstream is live, and provisional passes over live
+//! windows (the words two passes agree on go out early).
 
+use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::super::output::{content_seconds, stream_pieces, stream_time};
@@ -11,7 +13,27 @@ use npuwhisper_core::decoding::stream::StreamWord;
 /// before this long before its end (a word being spoken there may not be decoded yet).
 const LIVE_GAP_MARGIN: gst::ClockTime = gst::ClockTime::from_seconds(1);
 
+/// Windows decoded together when `batch-size` is 0 (auto) and upstream is not live: each token
+/// step streams the vocabulary projection once for the whole batch (README, Benchmarks).
+const AUTO_BATCH: usize = 8;
+
 impl NpuWhisperDec {
+    /// Windows decoded together: `batch-size`, or when 0, 8 for recordings and 1 when upstream
+    /// is live (where waiting for more windows would only add latency); and whether it is live.
+    pub(super) fn choose_batch_size(&self) -> (usize, bool) {
+        let mut q = gst::query::Latency::new();
+        let live = self.sinkpad.peer_query(&mut q) && q.result().0;
+        let asked = self.settings().batch_size as usize;
+        let size = if asked > 0 {
+            asked
+        } else if live {
+            1
+        } else {
+            AUTO_BATCH
+        };
+        (size, live)
+    }
+
     /// A provisional pass over a live window: pushes the words it and the previous pass agree
     /// on, and those too old to wait for the next pass.
     pub(super) fn decode_pass(&self, window: Window) -> Result<gst::FlowSuccess, gst::FlowError> {
