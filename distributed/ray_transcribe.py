@@ -234,7 +234,7 @@ def main(argv=None):
         def feed(actor):
             if todo:
                 f = todo.popleft()
-                running[actor.transcribe.remote(f)] = (f, actor)
+                running[actor.transcribe.remote(f)] = (f, actor, time.monotonic())
 
         for actor in actors:
             for _ in range(a.per_node_jobs):
@@ -243,9 +243,10 @@ def main(argv=None):
         while running:
             done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for ref in done:
-                f, actor = running.pop(ref)
+                f, actor, sent = running.pop(ref)
                 try:
                     r = ray.get(ref)
+                    r["call_seconds"] = time.monotonic() - sent  # wall_seconds plus Ray's share
                     feed(actor)
                 except RayActorError as e:  # out of restarts or retries: that file is lost, not the batch
                     r = {"input": f, "status": "failed", "error": f"worker lost: {type(e).__name__}: {e}"}
