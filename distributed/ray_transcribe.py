@@ -212,7 +212,18 @@ def main(argv=None):
 
     started = time.monotonic()
     interrupted = False
-    ray.init(address=a.address, logging_level="WARNING", log_to_driver=False)
+    # Ray waits minutes for a GCS that is not there: look first.
+    host, _, port = a.address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except (OSError, ValueError) as e:
+        print(f"ray_transcribe: no Ray cluster at {a.address} (ray start --head --port=...): {e}", file=sys.stderr)
+        return 2
+    try:
+        ray.init(address=a.address, logging_level="WARNING", log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        print(f"ray_transcribe: cannot join the Ray cluster at {a.address}: {e}", file=sys.stderr)
+        return 2
     try:
         nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) >= 1]
         if not nodes:
