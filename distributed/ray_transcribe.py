@@ -54,6 +54,14 @@ def outputs_of(path, output_dir, formats):
     return [os.path.join(output_dir, f"{stem}.{EXTENSIONS[f]}") for f in formats]
 
 
+def _not_utf8(path):
+    try:
+        path.encode()
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("input_dir", metavar="INPUT_DIR", help="directory walked for media files")
@@ -196,19 +204,30 @@ def main(argv=None):
     results = {}
     todo = deque()
     for f in files:
-        if all(os.path.isfile(o) for o in outputs_of(f, output_dir, a.formats)):
+        unsendable = "\n" in f or "\r" in f or not f.isprintable() or _not_utf8(f)
+        if unsendable:  # the workers take one UTF-8 path a line
+            results[f] = {"input": f, "status": "failed", "error": "path not UTF-8 or with a control character"}
+        elif all(os.path.isfile(o) for o in outputs_of(f, output_dir, a.formats)):
             results[f] = {"input": f, "status": "skipped", "audio_seconds": None, "wall_seconds": 0.0, "error": None}
         else:
             todo.append(f)
 
-    command = [a.npuwhisper, "--quiet", "--files-from", "-", "--report", "-", "--skip-existing",
-               "-o", output_dir, "-f", ",".join(a.formats), "-j", str(a.per_node_jobs)]  # fmt: skip
+    options = ["--quiet", "-o", output_dir, "-f", ",".join(a.formats), "-j", str(a.per_node_jobs)]
     if a.model:
-        command += ["--model", a.model]
+        options += ["--model", a.model]
     if a.threads is not None:
-        command += ["--threads", str(a.threads)]
+        options += ["--threads", str(a.threads)]
     for s in a.set:
-        command += ["--set", s]
+        options += ["--set", s]
+    command = [a.npuwhisper, "--files-from", "-", "--report", "-", "--skip-existing", *options]
+
+    # A bad model or property: said once here, not by every worker (the driver's machine has
+    # the same set-up as the nodes).
+    check = subprocess.run([a.npuwhisper, "--files-from", "/dev/null", *options], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    if check.returncode != 0:
+        print(f"ray_transcribe: {check.stderr.strip()}", file=sys.stderr)
+        return 2
 
     started = time.monotonic()
     interrupted = False
