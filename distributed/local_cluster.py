@@ -86,8 +86,9 @@ class LocalCluster:
     def __exit__(self, *exc):
         self.stop()
 
-    def processes(self):
-        """Pids of every process this cluster started: in its sessions, naming its directory, or below those."""
+    def processes(self, node=None):
+        """Pids of every process this cluster started (of one node: 0 the head, 1 …): in its
+        sessions, naming its directory, or below those."""
         procs = {}
         for d in os.listdir("/proc"):
             if not d.isdigit():
@@ -100,7 +101,10 @@ class LocalCluster:
             except OSError:
                 continue
             procs[int(d)] = (int(stat[1]), int(stat[3]), cmd)  # ppid, session, cmdline
-        ours = {pid for pid, (_, sid, cmd) in procs.items() if sid in self.sessions or self.root in cmd}
+        if node is None:
+            ours = {pid for pid, (_, sid, cmd) in procs.items() if sid in self.sessions or self.root in cmd}
+        else:
+            ours = {pid for pid, (_, sid, _) in procs.items() if sid == self.sessions[node]}
         grew = True
         while grew:
             below = {pid for pid, (ppid, _, _) in procs.items() if ppid in ours} - ours
@@ -108,6 +112,14 @@ class LocalCluster:
             ours |= below
         ours.discard(os.getpid())
         return sorted(ours)
+
+    def kill_node(self, node):
+        """A machine lost: every process of that node killed at once."""
+        for pid in self.processes(node):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def stop(self):
         for _ in range(50):

@@ -249,7 +249,8 @@ def main(argv=None):
             print("ray_transcribe: the cluster has no live node with a CPU", file=sys.stderr)
             return 2
         actor_class = ray.remote(Transcriber)
-        # One per node; soft, so an actor whose node is lost comes back on another one.
+        # One per node, each taking one of its CPUs; soft, so that an actor whose node is lost
+        # may come back on another node with a CPU free.
         actors = [
             actor_class.options(
                 num_cpus=1, max_restarts=-1, max_task_retries=a.max_retries, max_concurrency=a.per_node_jobs,
@@ -260,34 +261,41 @@ def main(argv=None):
         bar = tqdm(total=len(files), initial=len(files) - len(todo), unit="file", disable=a.quiet, mininterval=1,
                    desc=f"{len(nodes)} node(s)", file=sys.stderr)  # fmt: skip
         running = {}
+        load = {actor: 0 for actor in actors}  # calls in flight on each usable actor
+        resent = {}  # file -> times the driver gave it to another actor
 
-        def feed(actor):
-            if todo:
-                f = todo.popleft()
-                running[actor.transcribe.remote(f)] = (f, actor, time.monotonic())
+        def fill():
+            for actor in list(load):
+                while load[actor] < a.per_node_jobs and todo:
+                    f = todo.popleft()
+                    running[actor.transcribe.remote(f)] = (f, actor, time.monotonic())
+                    load[actor] += 1
 
-        for actor in actors:
-            for _ in range(a.per_node_jobs):
-                feed(actor)
+        fill()
         failed = 0
         while running:
             done, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
             for ref in done:
                 f, actor, sent = running.pop(ref)
+                if actor in load:
+                    load[actor] -= 1
                 try:
                     r = ray.get(ref)
                     r["call_seconds"] = time.monotonic() - sent  # wall_seconds plus Ray's share
-                    feed(actor)
-                except RayActorError as e:  # out of restarts or retries: that file is lost, not the batch
+                except RayActorError as e:
+                    # Ray's retries ran out, as they do within a second when a whole node is
+                    # gone before the cluster has noticed: the file goes to another actor, and
+                    # this one gets no more work.
+                    load.pop(actor, None)
+                    resent[f] = resent.get(f, 0) + 1
+                    if resent[f] <= a.max_retries and load:
+                        todo.appendleft(f)
+                        fill()
+                        continue
                     r = {"input": f, "status": "failed", "error": f"worker lost: {type(e).__name__}: {e}"}
-                    if actors and actor in actors:
-                        actors.remove(actor)
-                    if actors:
-                        while len(running) < len(actors) * a.per_node_jobs and todo:
-                            feed(actors[len(running) % len(actors)])
                 except RayError as e:
                     r = {"input": f, "status": "failed", "error": f"{type(e).__name__}: {e}"}
-                    feed(actor)
+                fill()
                 results[f] = r
                 if r["status"] not in ("ok", "skipped"):
                     failed += 1

@@ -226,6 +226,27 @@ def main():
         same_as_single(out, ref, names)
         assert not leftovers(out)
 
+    def node_lost_mid_batch(c):
+        out = work / "out4"
+        out.mkdir()
+        watch = Inodes(out)
+        p = driver(c, good, out, wait=False)
+        wait_for("3 outputs", lambda: len(outputs(out)) >= 3 or p.poll() is not None)
+        busy = len(outputs(out))
+        log(f"killing every process of node 1 after {busy} outputs")
+        c.kill_node(1)
+        text, _ = p.communicate(timeout=300)
+        log(text.rstrip())
+        assert p.returncode == 0, f"exit status {p.returncode}"
+        assert busy < len(CLIPS), "the batch had ended before the kill"
+        rep = report(out / "ray_transcribe.report.jsonl")
+        assert all(rep[x]["status"] in ("ok", "skipped") for x in CLIPS), rep
+        assert outputs(out) == names
+        same_as_single(out, ref, names)
+        assert not leftovers(out), leftovers(out)
+        twice = watch.rewritten()
+        assert not twice, f"written twice: {twice}"
+
     cluster = None
     try:
         t0 = time.monotonic()
@@ -235,6 +256,8 @@ def main():
                  cluster)  # fmt: skip
             case("a Ray worker killed mid-batch: every output once, complete", worker_killed_mid_batch, cluster)
             case("a killed driver's re-run finishes only the missing files", driver_killed_then_rerun, cluster)
+            # Last: the cluster has one node left after it.
+            case("a node lost mid-batch: its files done on the other, once", node_lost_mid_batch, cluster)
     except Exception:
         results.append(("cluster", traceback.format_exc()))
         log(traceback.format_exc())
