@@ -173,26 +173,20 @@ def main():
         nodes = {rep[c]["node_id"] for c in CLIPS}
         assert len(nodes) == 2, f"files went to {len(nodes)} node(s), not both"
 
-    def worker_killed_mid_batch(c):
-        out = work / "out2"
+    def lost_mid_batch(c, out, kill):
+        """Runs the driver over the good files, calls kill() after 3 outputs, and checks that
+        every output arrives, equal to the single run's, renamed into place once. The driver's
+        output."""
         out.mkdir()
         watch = Inodes(out)
         p = driver(c, good, out, wait=False)
         wait_for("3 outputs", lambda: len(outputs(out)) >= 3 or p.poll() is not None)
-        workers = [q for q in c.processes() if cmdline(q).startswith("ray::Transcriber")]
-        assert workers, "no Ray worker runs a Transcriber"
-        child = [q for q in npuwhisper_pids(c) if ppid(q) == workers[0]]
-        assert child, "the Transcriber worker has no npuwhisper"
         busy = len(outputs(out))
-        log(f"killing Ray worker {workers[0]} ({cmdline(workers[0]).strip()}) after {busy} outputs")
-        os.kill(workers[0], signal.SIGKILL)
+        kill()
         text, _ = p.communicate(timeout=300)
         log(text.rstrip())
         assert p.returncode == 0, f"exit status {p.returncode}"
         assert busy < len(CLIPS), "the batch had ended before the kill"
-        # Ray's own word (the raylet's, relayed to the driver) that a call in flight was retried.
-        assert "so the task will be retried" in text, "no call was in flight on the killed worker"
-        assert all(_exe(q) != NPUWHISPER for q in child), "the killed worker's npuwhisper lived on"
         rep = report(out / "ray_transcribe.report.jsonl")
         assert all(rep[x]["status"] in ("ok", "skipped") for x in CLIPS), rep
         assert outputs(out) == names
@@ -200,6 +194,23 @@ def main():
         assert not leftovers(out), leftovers(out)
         twice = watch.rewritten()
         assert not twice, f"written twice: {twice}"
+        return text
+
+    def worker_killed_mid_batch(c):
+        child = []
+
+        def kill():
+            workers = [q for q in c.processes() if cmdline(q).startswith("ray::Transcriber")]
+            assert workers, "no Ray worker runs a Transcriber"
+            child.extend(q for q in npuwhisper_pids(c) if ppid(q) == workers[0])
+            assert child, "the Transcriber worker has no npuwhisper"
+            log(f"killing Ray worker {workers[0]} ({cmdline(workers[0]).strip()})")
+            os.kill(workers[0], signal.SIGKILL)
+
+        text = lost_mid_batch(c, work / "out2", kill)
+        # Ray's own word (the raylet's, relayed to the driver) that a call in flight was retried.
+        assert "so the task will be retried" in text, "no call was in flight on the killed worker"
+        assert all(_exe(q) != NPUWHISPER for q in child), "the killed worker's npuwhisper lived on"
 
     def driver_killed_then_rerun(c):
         out = work / "out3"
@@ -227,25 +238,11 @@ def main():
         assert not leftovers(out)
 
     def node_lost_mid_batch(c):
-        out = work / "out4"
-        out.mkdir()
-        watch = Inodes(out)
-        p = driver(c, good, out, wait=False)
-        wait_for("3 outputs", lambda: len(outputs(out)) >= 3 or p.poll() is not None)
-        busy = len(outputs(out))
-        log(f"killing every process of node 1 after {busy} outputs")
-        c.kill_node(1)
-        text, _ = p.communicate(timeout=300)
-        log(text.rstrip())
-        assert p.returncode == 0, f"exit status {p.returncode}"
-        assert busy < len(CLIPS), "the batch had ended before the kill"
-        rep = report(out / "ray_transcribe.report.jsonl")
-        assert all(rep[x]["status"] in ("ok", "skipped") for x in CLIPS), rep
-        assert outputs(out) == names
-        same_as_single(out, ref, names)
-        assert not leftovers(out), leftovers(out)
-        twice = watch.rewritten()
-        assert not twice, f"written twice: {twice}"
+        def kill():
+            log("killing every process of node 1")
+            c.kill_node(1)
+
+        lost_mid_batch(c, work / "out4", kill)
 
     cluster = None
     try:
