@@ -35,4 +35,17 @@ else
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "${reqs[@]}"
   installed || { echo "setup-reference: packages missing after pip install" >&2; exit 1; }
 fi
+
+# Ray and tqdm for distributed/ray_transcribe.py (README "More than one machine"), with every
+# dependency pinned by version and sha256 in distributed/requirements.txt.
+ray_installed() {
+  "$venv/bin/python" -c 'from importlib.metadata import version; assert version("ray") == "2.60.0"' 2>/dev/null
+}
+if ray_installed; then
+  echo "ray: already installed" >&2
+else
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes \
+    -r "$root/distributed/requirements.txt"
+  ray_installed || { echo "setup-reference: ray missing after pip install" >&2; exit 1; }
+fi
 echo "python: $venv/bin/python"

@@ -5,13 +5,13 @@ mod formats;
 mod outputs;
 mod transcribe;
 
-use std::collections::VecDeque;
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use gst::prelude::*;
@@ -38,8 +38,12 @@ const MEDIA: &[&str] = &[
 #[command(name = "npuwhisper", version)]
 struct Args {
     /// Media files or directories
-    #[arg(required = true, value_name = "INPUT")]
+    #[arg(required_unless_present = "files_from", value_name = "INPUT")]
     inputs: Vec<PathBuf>,
+    /// Also transcribe the files named in FILE, one path a line ("-": standard input), each
+    /// started as soon as its line is read, until the end of FILE (a long-lived worker)
+    #[arg(long, value_name = "FILE", conflicts_with = "output_file")]
+    files_from: Option<PathBuf>,
     /// Directory for the outputs (made if missing)
     #[arg(short = 'o', long, alias = "output_dir", value_name = "DIR", default_value = ".")]
     output_dir: PathBuf,
@@ -96,7 +100,8 @@ struct Args {
     /// Leave out inputs whose outputs all exist (resumes a batch)
     #[arg(long, alias = "skip_existing")]
     skip_existing: bool,
-    /// Write one JSON line per input: input, status, audio_seconds, wall_seconds, error
+    /// Write one JSON line per input: input, status, audio_seconds, wall_seconds, error ("-":
+    /// standard output, each line as soon as its input is done)
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
     /// No progress bar
@@ -197,7 +202,8 @@ fn run(args: Args) -> Result<ExitCode, String> {
     install_signal_handlers()?;
     let props = args.properties()?;
     let inputs = expand_inputs(&args.inputs);
-    if inputs.is_empty() {
+    let streaming = args.files_from.is_some();
+    if inputs.is_empty() && !streaming {
         return Err("no media files in the inputs".into());
     }
 
@@ -228,14 +234,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
         }
         None => {
             outputs::check_dir(&args.output_dir)?;
-            let formats = if args.format.is_empty() {
-                vec![Format::Srt]
-            } else {
-                args.format.clone()
-            };
             inputs
                 .iter()
-                .map(|i| (i.clone(), outputs::outputs_in(&args.output_dir, i, &formats)))
+                .map(|i| (i.clone(), outputs::outputs_in(&args.output_dir, i, &formats(&args))))
                 .collect()
         }
     };
@@ -247,36 +248,55 @@ fn run(args: Args) -> Result<ExitCode, String> {
     // and checks the properties and the model before any work.
     let keeper = load_model(&props)?;
 
-    let todo: VecDeque<(usize, PathBuf, Vec<Output>)> =
-        plan.into_iter().enumerate().map(|(k, (i, o))| (k, i, o)).collect();
-    let total = todo.len();
-    let bar = progress_bar(total as u64, args.quiet);
-    let permille: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
-    let queue = Arc::new(Mutex::new(todo));
+    let total = plan.len();
+    let bar = progress_bar(total as u64, args.quiet || streaming);
+    let (sender, receiver) = std::sync::mpsc::channel::<Job>();
+    for (k, (i, o)) in plan.into_iter().enumerate() {
+        let _ = sender.send((k, i, o));
+    }
+    if let Some(list) = &args.files_from {
+        read_list(list, sender, total, args.output_dir.clone(), formats(&args))?;
+    } else {
+        drop(sender);
+    }
+    let jobs = if streaming {
+        args.jobs
+    } else {
+        args.jobs.min(total as u32)
+    };
+    let queue = Arc::new(Mutex::new(receiver));
+    // Thousandths done: of finished inputs, and of the one each job works on.
+    let finished = Arc::new(AtomicU64::new(0));
+    let permille: Arc<Vec<AtomicU64>> = Arc::new((0..jobs).map(|_| AtomicU64::new(0)).collect());
     let results: Arc<Mutex<Vec<(usize, Done)>>> = Arc::default();
+    let stream_report = args.report.as_deref() == Some(Path::new("-"));
     let started = Instant::now();
 
-    let workers: Vec<_> = (0..args.jobs.min(total as u32))
-        .map(|_| {
-            let (queue, results, permille, bar, props) = (
+    let workers: Vec<_> = (0..jobs as usize)
+        .map(|w| {
+            let (queue, results, finished, permille, bar, props) = (
                 queue.clone(),
                 results.clone(),
+                finished.clone(),
                 permille.clone(),
                 bar.clone(),
                 props.clone(),
             );
             let skip_existing = args.skip_existing;
             std::thread::spawn(move || loop {
-                let Some((k, input, outs)) = queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front() else {
+                let Some((k, input, outs)) = next_job(&queue) else {
                     break;
                 };
                 if STOP.load(Ordering::SeqCst) != 0 {
+                    queue_back(&results, k, input, stream_report);
                     break;
                 }
-                let show = |f: f64| {
-                    permille[k].store((f.clamp(0.0, 1.0) * 1000.0) as u64, Ordering::Relaxed);
-                    bar.set_position(permille.iter().map(|p| p.load(Ordering::Relaxed)).sum());
+                let position = |current: u64| {
+                    permille[w].store(current, Ordering::Relaxed);
+                    let working: u64 = permille.iter().map(|p| p.load(Ordering::Relaxed)).sum();
+                    bar.set_position(finished.load(Ordering::Relaxed) + working);
                 };
+                let show = |f: f64| position((f.clamp(0.0, 1.0) * 1000.0) as u64);
                 let done = if skip_existing && outs.iter().all(|o| o.path.is_file()) {
                     show(1.0);
                     Done {
@@ -299,6 +319,11 @@ fn run(args: Args) -> Result<ExitCode, String> {
                     }
                     done
                 };
+                finished.fetch_add(1000, Ordering::Relaxed);
+                position(0);
+                if stream_report {
+                    print_report_line(&done);
+                }
                 results.lock().unwrap_or_else(|e| e.into_inner()).push((k, done));
             })
         })
@@ -310,23 +335,18 @@ fn run(args: Args) -> Result<ExitCode, String> {
     drop(keeper);
 
     let mut results = std::mem::take(&mut *results.lock().unwrap_or_else(|e| e.into_inner()));
-    results.sort_by_key(|(k, _)| *k);
     let stopped = STOP.load(Ordering::SeqCst);
+    let results_left = Mutex::new(Vec::new());
     // Inputs never started: in the report as interrupted.
-    for (k, input, _) in queue.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-        results.push((
-            k,
-            Done {
-                input,
-                status: "interrupted",
-                audio_seconds: None,
-                wall_seconds: 0.0,
-                error: None,
-            },
-        ));
+    for (k, input, _) in queue.lock().unwrap_or_else(|e| e.into_inner()).try_iter() {
+        queue_back(&results_left, k, input, stream_report);
     }
+    results.append(&mut results_left.lock().unwrap_or_else(|e| e.into_inner()));
+    results.sort_by_key(|(k, _)| *k);
     let results: Vec<Done> = results.into_iter().map(|(_, d)| d).collect();
-    if let Some(path) = &args.report {
+    if stream_report {
+        // printed as they came
+    } else if let Some(path) = &args.report {
         write_report(path, &results, mode).map_err(|e| format!("cannot write the report '{}': {e}", path.display()))?;
     }
     summary(&results, started.elapsed().as_secs_f64());
@@ -440,20 +460,104 @@ fn progress_bar(inputs: u64, quiet: bool) -> indicatif::ProgressBar {
     bar
 }
 
+fn report_line(d: &Done) -> String {
+    serde_json::json!({
+        "input": d.input.to_string_lossy(),
+        "status": d.status,
+        "audio_seconds": d.audio_seconds,
+        "wall_seconds": d.wall_seconds,
+        "error": d.error,
+    })
+    .to_string()
+}
+
 fn write_report(path: &Path, results: &[Done], mode: u32) -> std::io::Result<()> {
     let mut lines = String::new();
     for d in results {
-        let line = serde_json::json!({
-            "input": d.input.to_string_lossy(),
-            "status": d.status,
-            "audio_seconds": d.audio_seconds,
-            "wall_seconds": d.wall_seconds,
-            "error": d.error,
-        });
-        lines.push_str(&line.to_string());
+        lines.push_str(&report_line(d));
         lines.push('\n');
     }
     Pending::create(path)?.commit(&lines, mode)
+}
+
+/// One line on standard output, flushed, for a process that reads them as they come.
+fn print_report_line(d: &Done) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", report_line(d)).and_then(|()| out.flush());
+}
+
+/// An input, its index and its outputs.
+type Job = (usize, PathBuf, Vec<Output>);
+
+fn formats(args: &Args) -> Vec<Format> {
+    if args.format.is_empty() {
+        vec![Format::Srt]
+    } else {
+        args.format.clone()
+    }
+}
+
+/// Reads `list` ("-": standard input) in a thread, sending each path as a job numbered from
+/// `first` until the end of the list.
+fn read_list(
+    list: &Path,
+    sender: std::sync::mpsc::Sender<Job>,
+    first: usize,
+    dir: PathBuf,
+    formats: Vec<Format>,
+) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let reader: Box<dyn BufRead + Send> = if list == Path::new("-") {
+        Box::new(std::io::BufReader::new(std::io::stdin()))
+    } else {
+        let file = std::fs::File::open(list).map_err(|e| format!("cannot read the list '{}': {e}", list.display()))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    std::thread::spawn(move || {
+        for (k, line) in (first..).zip(reader.split(b'\n').map_while(Result::ok)) {
+            let line = line.strip_suffix(b"\r").unwrap_or(&line);
+            if line.is_empty() {
+                continue;
+            }
+            let input = PathBuf::from(std::ffi::OsStr::from_bytes(line));
+            let outs = outputs::outputs_in(&dir, &input, &formats);
+            if sender.send((k, input, outs)).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The next job, or None at the end of the inputs or once a signal asked to stop.
+fn next_job(queue: &Mutex<Receiver<Job>>) -> Option<Job> {
+    let queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        match queue.recv_timeout(Duration::from_millis(200)) {
+            Ok(job) => return Some(job),
+            Err(RecvTimeoutError::Timeout) if STOP.load(Ordering::SeqCst) == 0 => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+/// A job taken but not started because a signal asked to stop.
+fn queue_back(results: &Mutex<Vec<(usize, Done)>>, k: usize, input: PathBuf, print: bool) {
+    let done = interrupted(input);
+    if print {
+        print_report_line(&done);
+    }
+    results.lock().unwrap_or_else(|e| e.into_inner()).push((k, done));
+}
+
+fn interrupted(input: PathBuf) -> Done {
+    Done {
+        input,
+        status: "interrupted",
+        audio_seconds: None,
+        wall_seconds: 0.0,
+        error: None,
+    }
 }
 
 fn summary(results: &[Done], wall: f64) {

@@ -760,3 +760,48 @@ fn cues_are_laid_out_for_reading_and_parse_with_srt_and_webvtt_py() {
         json["text"]
     );
 }
+
+/// `--files-from -` (the long-lived worker distributed/ray_transcribe.py feeds): each path is
+/// started as its line arrives and its report line printed at once, before standard input ends;
+/// the outputs equal a plain run's; a missing file is a failed line; exit 1 at the end of input.
+#[test]
+fn paths_on_standard_input_are_done_as_they_come_with_a_report_line_each() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = scratch();
+    let files = [eval_file("jfk.wav"), eval_file("LJ001-0001.wav")];
+    let single = dir.join("single");
+    let out = run(npuwhisper().arg("-o").arg(&single).args(&files));
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out_dir = dir.join("out");
+    let mut child = npuwhisper()
+        .args(["--files-from", "-", "--report", "-", "-j", "2", "-o"])
+        .arg(&out_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = || -> serde_json::Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    let missing = dir.join("no such recording.wav");
+    for (k, path) in files.iter().chain([&missing]).enumerate() {
+        writeln!(stdin, "{}", path.display()).unwrap();
+        stdin.flush().unwrap();
+        // Answered while standard input is still open.
+        let line = next_line();
+        assert_eq!(line["input"], path.to_str().unwrap(), "{line}");
+        if k < 2 {
+            assert_eq!(line["status"], "ok", "{line}");
+            let name = format!("{}.srt", path.file_stem().unwrap().to_str().unwrap());
+            assert_eq!(read(&out_dir.join(&name)), read(&single.join(&name)), "{name}");
+        } else {
+            assert_eq!(line["status"], "failed", "{line}");
+            assert!(line["error"].as_str().unwrap().contains("no such file"), "{line}");
+        }
+    }
+    drop(stdin);
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "a failed input makes the exit status non-zero");
+    assert!(temp_files(&out_dir).is_empty());
+}
