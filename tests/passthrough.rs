@@ -35,7 +35,10 @@ fn record(pipeline: &gst::Pipeline, name: &str) -> Arc<Mutex<Received>> {
 /// Runs `pipeline` to EOS; returns the `npuwhisper-phrase` messages' text and the time
 /// (running, s) each was posted, and the LATENCY answer of the element named `asr` once
 /// playing.
-fn run(pipeline: &gst::Pipeline) -> (Vec<(f64, String)>, Option<(bool, gst::ClockTime)>) {
+/// `(running s, word)` of each posted word, and the `(live, min)` LATENCY answer.
+type Run = (Vec<(f64, String)>, Option<(bool, gst::ClockTime)>);
+
+fn run(pipeline: &gst::Pipeline) -> Run {
     pipeline.set_state(gst::State::Playing).expect("pipeline plays");
     let bus = pipeline.bus().unwrap();
     let (mut phrases, mut latency, mut eos) = (Vec::new(), None, false);

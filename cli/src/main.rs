@@ -197,6 +197,8 @@ fn file_mode() -> u32 {
     0o666 & !(mask as u32)
 }
 
+// The workers loop until the queue is empty or a stop is asked: two exits, kept as breaks.
+#[allow(clippy::while_let_loop)]
 fn run(args: Args) -> Result<ExitCode, String> {
     let mode = file_mode();
     install_signal_handlers()?;

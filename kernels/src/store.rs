@@ -55,7 +55,7 @@ impl<T: Plain> Store<T> {
             ));
         }
         let ptr = bytes[offset..].as_ptr();
-        if ptr as usize % align_of::<T>() != 0 {
+        if !(ptr as usize).is_multiple_of(align_of::<T>()) {
             return Err(format!("array at {offset} is not aligned for its type"));
         }
         Ok(Store::Mapped {

@@ -221,12 +221,12 @@ fn scores_with(isa: Isa, hd: Head<'_>, q: &[f32], scale: f32, sc: &mut [f32]) {
 
 fn weighted_sum_with(isa: Isa, hd: Head<'_>, p: &[f32], inv: f32, o: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx512Vnni && hd.hd % 16 == 0 && hd.hd <= 128 {
+    if isa >= Isa::Avx512Vnni && hd.hd.is_multiple_of(16) && hd.hd <= 128 {
         // SAFETY: as above; head_dim is a multiple of 16 and at most 8 vectors.
         return unsafe { avx512::weighted_sum(hd, p, inv, o) };
     }
     #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx2 && hd.hd % LANES == 0 && hd.hd <= 128 {
+    if isa >= Isa::Avx2 && hd.hd.is_multiple_of(LANES) && hd.hd <= 128 {
         // SAFETY: as above; head_dim is a multiple of 8 and at most 16 vectors.
         return unsafe { avx2::weighted_sum(hd, p, inv, o) };
     }
@@ -419,6 +419,7 @@ mod avx512 {
         }
         if p.len() % 2 == 1 {
             let (pj, row) = (_mm512_set1_ps(p[p.len() - 1]), v.add((p.len() - 1) * hd.hd));
+            #[allow(clippy::needless_range_loop)] // b also offsets the row
             for b in 0..n {
                 even[b] = _mm512_fmadd_ps(pj, load16(row.add(b * 16)), even[b]);
             }
@@ -443,6 +444,7 @@ mod tests {
     }
 
     /// Plain attention in f64 on f16-rounded K and V (what `HalfKv` stores).
+    #[allow(clippy::too_many_arguments)]
     fn naive(
         q: &[f32],
         tq: usize,

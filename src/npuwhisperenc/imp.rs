@@ -297,7 +297,7 @@ impl ObjectSubclass for NpuWhisperEnc {
 
 impl ObjectImpl for NpuWhisperEnc {
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| model_property::param_specs());
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(model_property::param_specs);
         PROPERTIES.as_ref()
     }
 

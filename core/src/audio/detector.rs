@@ -144,7 +144,7 @@ impl SileroFrames {
         self.total_chunks = Some(self.samples_seen.div_ceil(CHUNK as u64));
         let complete = self.samples_seen / FRAME as u64;
         let frames = self.frames(complete);
-        let partial = if self.samples_seen % FRAME as u64 != 0 {
+        let partial = if !self.samples_seen.is_multiple_of(FRAME as u64) {
             self.frames(complete + 1).pop()
         } else {
             None

@@ -95,6 +95,9 @@ impl CrossCache {
 pub trait SequenceCache: Any + Send + Sync {
     /// Tokens decoded so far.
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Positions left before the decoder's context is full.
     fn remaining(&self) -> usize;
     /// Forgets the tokens, keeping the window's cross cache.

@@ -374,7 +374,7 @@ pub(super) fn detect_language(model: &Model, cross: &CrossCache) -> Option<Strin
     let tok = &model.tokenizer;
     let mut seq = model.sequence(cross).ok()?;
     let logits = model.step(&mut seq, &[tok.sot], &[0]).ok()?;
-    let &(ref code, _) = tok
+    let (code, _) = tok
         .languages
         .iter()
         .max_by(|a, b| logits[a.1 as usize].total_cmp(&logits[b.1 as usize]))?;

@@ -65,7 +65,8 @@ pub fn load_shared(dir: &Path) -> Result<Arc<Model>, ModelError> {
 }
 
 pub fn load_shared_with(dir: &Path, precision: Precision) -> Result<Arc<Model>, ModelError> {
-    static CACHE: LazyLock<Mutex<HashMap<(PathBuf, Precision), Weak<Model>>>> = LazyLock::new(Default::default);
+    type Registry = HashMap<(PathBuf, Precision), Weak<Model>>;
+    static CACHE: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
     let key = (dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()), precision);
     // Loading under the lock makes a second element wait for the first load instead of repeating it.
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());

@@ -36,7 +36,7 @@ fn check(isa: Isa, m: usize, k: usize, n: usize, seed: &mut u64) -> f64 {
         m,
         k,
         qw.kp,
-        isa == Isa::Amx && qw.kp % amx::ROW_BYTES == 0 && m >= AMX_MIN_ROWS,
+        isa == Isa::Amx && qw.kp.is_multiple_of(amx::ROW_BYTES) && m >= AMX_MIN_ROWS,
     );
     let xrow = |i: usize| -> Vec<i32> { (0..k).map(|p| xq.value(i, p) as i32 - xq.zero_points[i]).collect() };
     let wq: Vec<Vec<i32>> = (0..n).map(|j| (0..k).map(|p| qw.q(j, p) as i32).collect()).collect();
