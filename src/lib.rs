@@ -19,6 +19,7 @@ pub mod cues;
 pub mod decoding;
 pub mod model;
 mod model_property;
+pub mod onnx;
 pub mod runtime;
 
 mod f32buf;

@@ -3,7 +3,7 @@
 //! [`DecoderSession`] per window.
 
 mod cache;
-mod ct2;
+pub(crate) mod ct2;
 mod decoder;
 mod encoder;
 pub mod tokenizer;
