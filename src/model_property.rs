@@ -1,13 +1,16 @@
 //! The model properties that the encoder, the decoder and the bin share (`model`, `precision`,
-//! `threads`): their specs, their values, and loading the model they name as an element error
-//! ready to post.
+//! `threads`, `backend`, `execution-provider`): their specs, their values, and loading the model
+//! they name as an element error ready to post.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use gst::glib;
 use gst::prelude::*;
 
 use crate::model::{self, Model, Precision};
+use crate::onnx::{EncoderDims, GraphPrecision, OrtEncoder, OrtOptions};
 
 pub const BLURB: &str = "Whisper model: a CTranslate2 model directory, or a model name in the models \
 directory (NPUWHISPER_MODELS_DIR, default ~/.local/share/npuwhisper/models)";
@@ -36,6 +39,21 @@ impl From<NpuWhisperPrecision> for Precision {
     }
 }
 
+/// What runs the forward passes.
+#[derive(Debug, Default, Eq, PartialEq, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstNpuWhisperBackend")]
+pub enum NpuWhisperBackend {
+    #[default]
+    #[enum_value(name = "CPU: npuwhisper's own kernels", nick = "cpu")]
+    Cpu = 0,
+    #[enum_value(
+        name = "ONNX Runtime: the encoder as an ONNX graph on the execution-provider (the decoder stays on the CPU kernels)",
+        nick = "onnxruntime"
+    )]
+    Onnxruntime = 1,
+}
+
 /// Values of the model properties.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSettings {
@@ -43,6 +61,9 @@ pub struct ModelSettings {
     pub precision: NpuWhisperPrecision,
     /// Kernel threads; 0 = every core.
     pub threads: u32,
+    pub backend: NpuWhisperBackend,
+    /// An ONNX Runtime execution provider name (used with `backend=onnxruntime`).
+    pub execution_provider: String,
 }
 
 impl Default for ModelSettings {
@@ -51,6 +72,8 @@ impl Default for ModelSettings {
             model: model::DEFAULT_MODEL.to_string(),
             precision: NpuWhisperPrecision::default(),
             threads: 0,
+            backend: NpuWhisperBackend::default(),
+            execution_provider: DEFAULT_PROVIDER.to_string(),
         }
     }
 }
@@ -68,6 +91,14 @@ impl ModelSettings {
             }
             "precision" => self.precision = value.get().expect("type checked upstream"),
             "threads" => self.threads = value.get().expect("type checked upstream"),
+            "backend" => self.backend = value.get().expect("type checked upstream"),
+            "execution-provider" => {
+                self.execution_provider = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| DEFAULT_PROVIDER.to_string())
+            }
             _ => return false,
         }
         true
@@ -78,12 +109,19 @@ impl ModelSettings {
             "model" => Some(self.model.to_value()),
             "precision" => Some(self.precision.to_value()),
             "threads" => Some(self.threads.to_value()),
+            "backend" => Some(self.backend.to_value()),
+            "execution-provider" => Some(self.execution_provider.to_value()),
             _ => None,
         }
     }
 }
 
-/// The specs of `model`, `precision` and `threads`.
+const DEFAULT_PROVIDER: &str = "cpu";
+
+/// Names of the properties [`ModelSettings`] holds (the bin forwards them to the encoder too).
+pub const NAMES: &[&str] = &["model", "precision", "threads", "backend", "execution-provider"];
+
+/// The specs of `model`, `precision`, `threads`, `backend` and `execution-provider`.
 pub fn param_specs() -> Vec<glib::ParamSpec> {
     vec![
         glib::ParamSpecString::builder("model")
@@ -104,13 +142,34 @@ pub fn param_specs() -> Vec<glib::ParamSpec> {
             .default_value(0)
             .mutable_ready()
             .build(),
+        glib::ParamSpecEnum::builder_with_default("backend", NpuWhisperBackend::default())
+            .nick("Backend")
+            .blurb("What runs the model: cpu (npuwhisper's kernels) or onnxruntime (the encoder as an ONNX graph on execution-provider; precision int8 gives int8 QDQ weights there)")
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("execution-provider")
+            .nick("Execution provider")
+            .blurb("ONNX Runtime execution provider for backend=onnxruntime: cpu, cuda, tensorrt, openvino, vitisai, qnn, coreml, xnnpack (all but cpu need a cargo feature and an ONNX Runtime built with it; see README)")
+            .default_value(Some(DEFAULT_PROVIDER))
+            .mutable_ready()
+            .build(),
     ]
 }
 
 /// Sizes the kernels' thread pool, then resolves the model and loads it, shared with every
-/// element that names the same directory at the same precision.
+/// element that names the same directory at the same precision. With `backend=onnxruntime` the
+/// execution provider is checked first: a missing library or provider is the error.
 pub fn load(settings: &ModelSettings) -> Result<Arc<Model>, gst::ErrorMessage> {
     npuwhisper_kernels::pool::set_threads(settings.threads as usize);
+    if settings.backend == NpuWhisperBackend::Onnxruntime {
+        crate::onnx::providers::resolve(&settings.execution_provider).map_err(|err| {
+            gst::error_msg!(
+                gst::LibraryError::Init,
+                ("Could not use ONNX Runtime: {}", err),
+                ["execution-provider property: {:?}", settings.execution_provider]
+            )
+        })?;
+    }
     model::load_shared_with(&model::resolve_model_path(&settings.model), settings.precision.into()).map_err(|err| {
         gst::error_msg!(
             gst::ResourceError::OpenRead,
@@ -118,4 +177,45 @@ pub fn load(settings: &ModelSettings) -> Result<Arc<Model>, gst::ErrorMessage> {
             ["model property: {:?}", settings.model]
         )
     })
+}
+
+/// The encoder graph on ONNX Runtime for `model` when `settings` ask for that backend (None for
+/// `cpu`), shared by every element asking for the same model, provider, precision and threads.
+pub fn load_ort_encoder(settings: &ModelSettings, model: &Model) -> Result<Option<Arc<OrtEncoder>>, gst::ErrorMessage> {
+    if settings.backend != NpuWhisperBackend::Onnxruntime {
+        return Ok(None);
+    }
+    let opts = OrtOptions {
+        provider: settings.execution_provider.clone(),
+        precision: match settings.precision {
+            NpuWhisperPrecision::F32 => GraphPrecision::F32,
+            NpuWhisperPrecision::Int8 => GraphPrecision::Int8Qdq,
+        },
+        threads: settings.threads as usize,
+    };
+    let dims = EncoderDims {
+        n_mels: model.dims.n_mels,
+        d_model: model.dims.d_model,
+        n_heads: model.dims.n_heads,
+        layers: model.dims.encoder_layers,
+    };
+    static CACHE: LazyLock<Mutex<HashMap<(PathBuf, OrtOptions), Weak<OrtEncoder>>>> = LazyLock::new(Default::default);
+    let key = (model.dir.clone(), opts.clone());
+    // Built under the lock: a second element waits for the first build instead of repeating it.
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(enc) = cache.get(&key).and_then(Weak::upgrade) {
+        return Ok(Some(enc));
+    }
+    let enc = OrtEncoder::from_model_dir(&model.dir, dims, &opts)
+        .map(Arc::new)
+        .map_err(|err| {
+            gst::error_msg!(
+                gst::LibraryError::Init,
+                ("Could not build the ONNX Runtime encoder: {}", err),
+                ["model {}, execution-provider {:?}", model.dir.display(), opts.provider]
+            )
+        })?;
+    cache.retain(|_, e| e.strong_count() > 0);
+    cache.insert(key, Arc::downgrade(&enc));
+    Ok(Some(enc))
 }
