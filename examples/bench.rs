@@ -188,7 +188,8 @@ fn main() {
     }
 
     let t = Instant::now();
-    let _model = support::load_model(&model_name);
+    let model = support::load_model(&model_name);
+    let _ort = support::keep_ort_encoder(&model, &props);
     let load_s = t.elapsed().as_secs_f64();
     transcribe(
         &rows[0].0,

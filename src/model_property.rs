@@ -2,15 +2,13 @@
 //! `threads`, `backend`, `execution-provider`): their specs, their values, and loading the model
 //! they name as an element error ready to post.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::sync::Arc;
 
 use gst::glib;
 use gst::prelude::*;
 
 use crate::model::{self, Model, Precision};
-use crate::onnx::{EncoderDims, GraphPrecision, OrtEncoder, OrtOptions};
+use crate::onnx::{self, EncoderDims, OrtEncoder, OrtOptions};
 
 pub const BLURB: &str = "Whisper model: a CTranslate2 model directory, or a model name in the models \
 directory (NPUWHISPER_MODELS_DIR, default ~/.local/share/npuwhisper/models)";
@@ -180,42 +178,23 @@ pub fn load(settings: &ModelSettings) -> Result<Arc<Model>, gst::ErrorMessage> {
 }
 
 /// The encoder graph on ONNX Runtime for `model` when `settings` ask for that backend (None for
-/// `cpu`), shared by every element asking for the same model, provider, precision and threads.
+/// `cpu`), shared by every element asking for the same model, provider, precision and threads
+/// ([`onnx::load_shared_encoder`]).
 pub fn load_ort_encoder(settings: &ModelSettings, model: &Model) -> Result<Option<Arc<OrtEncoder>>, gst::ErrorMessage> {
     if settings.backend != NpuWhisperBackend::Onnxruntime {
         return Ok(None);
     }
     let opts = OrtOptions {
         provider: settings.execution_provider.clone(),
-        precision: match settings.precision {
-            NpuWhisperPrecision::F32 => GraphPrecision::F32,
-            NpuWhisperPrecision::Int8 => GraphPrecision::Int8Qdq,
-        },
+        precision: Precision::from(settings.precision).into(),
         threads: settings.threads as usize,
     };
-    let dims = EncoderDims {
-        n_mels: model.dims.n_mels,
-        d_model: model.dims.d_model,
-        n_heads: model.dims.n_heads,
-        layers: model.dims.encoder_layers,
-    };
-    static CACHE: LazyLock<Mutex<HashMap<(PathBuf, OrtOptions), Weak<OrtEncoder>>>> = LazyLock::new(Default::default);
-    let key = (model.dir.clone(), opts.clone());
-    // Built under the lock: a second element waits for the first build instead of repeating it.
-    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(enc) = cache.get(&key).and_then(Weak::upgrade) {
-        return Ok(Some(enc));
-    }
-    let enc = OrtEncoder::from_model_dir(&model.dir, dims, &opts)
-        .map(Arc::new)
-        .map_err(|err| {
-            gst::error_msg!(
-                gst::LibraryError::Init,
-                ("Could not build the ONNX Runtime encoder: {}", err),
-                ["model {}, execution-provider {:?}", model.dir.display(), opts.provider]
-            )
-        })?;
-    cache.retain(|_, e| e.strong_count() > 0);
-    cache.insert(key, Arc::downgrade(&enc));
+    let enc = onnx::load_shared_encoder(&model.dir, EncoderDims::from(&model.dims), &opts).map_err(|err| {
+        gst::error_msg!(
+            gst::LibraryError::Init,
+            ("Could not build the ONNX Runtime encoder: {}", err),
+            ["model {}, execution-provider {:?}", model.dir.display(), opts.provider]
+        )
+    })?;
     Ok(Some(enc))
 }

@@ -6,6 +6,8 @@ mod common;
 
 use common::*;
 use gst::prelude::*;
+use gstnpuwhisper::model::{load_shared_with, Precision};
+use gstnpuwhisper::onnx::{load_shared_encoder, EncoderDims, OrtOptions};
 
 /// Puts `element` in a pipeline, fails going to READY and returns the error text.
 fn ready_error(element: &gst::Element) -> String {
@@ -124,7 +126,15 @@ fn manifest_wer(model: &str, manifest_name: &str, props: &[(&str, &str)]) -> f64
 /// encoder states the numerics test holds to the CPU kernels') and at the default int8 (int8
 /// QDQ weights on ONNX Runtime against the CPU kernels' int8).
 fn onnxruntime_holds_cpu_wer(model: &str) {
-    for precision in ["f32", "int8"] {
+    for (precision, p) in [("f32", Precision::F32), ("int8", Precision::Int8)] {
+        // Held for the loop, so the pipelines share one model and one graph.
+        let dir = model_dir(model);
+        let loaded = load_shared_with(&dir, p).unwrap();
+        let opts = OrtOptions {
+            precision: p.into(),
+            ..OrtOptions::default()
+        };
+        let _encoder = load_shared_encoder(&dir, EncoderDims::from(&loaded.dims), &opts).unwrap();
         for manifest_name in ["manifest.tsv", "manifest_long.tsv"] {
             let cpu = manifest_wer(model, manifest_name, &[("precision", precision), ("backend", "cpu")]);
             let ort = manifest_wer(

@@ -31,12 +31,7 @@ fn windows(n_mels: usize) -> Vec<(String, Vec<f32>)> {
 fn compare(model: &str, precision: GraphPrecision, bound: f64) {
     let dir = model_dir(model);
     let cpu = Model::load_with(&dir, Precision::F32).unwrap();
-    let dims = EncoderDims {
-        n_mels: cpu.dims.n_mels,
-        d_model: cpu.dims.d_model,
-        n_heads: cpu.dims.n_heads,
-        layers: cpu.dims.encoder_layers,
-    };
+    let dims = EncoderDims::from(&cpu.dims);
     let opts = OrtOptions {
         precision,
         ..OrtOptions::default()

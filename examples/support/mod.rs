@@ -71,6 +71,33 @@ pub fn load_model(name: &str) -> Arc<Model> {
     })
 }
 
+/// With `backend=onnxruntime` among `props`, builds the encoder graph those properties ask for
+/// and keeps it, as [`load_model`] keeps the model: pipelines share it instead of building their own.
+pub fn keep_ort_encoder(model: &Model, props: &[(String, String)]) -> Option<Arc<gstnpuwhisper::onnx::OrtEncoder>> {
+    use gstnpuwhisper::onnx::{load_shared_encoder, EncoderDims, GraphPrecision, OrtOptions};
+    let prop = |name: &str| props.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    if prop("backend") != Some("onnxruntime") {
+        return None;
+    }
+    let precision = match prop("precision") {
+        Some(p) => GraphPrecision::parse(p).unwrap_or_else(|| {
+            eprintln!("precision {p:?} is not f32 or int8");
+            std::process::exit(2);
+        }),
+        None => model.precision.into(),
+    };
+    let opts = OrtOptions {
+        provider: prop("execution-provider").unwrap_or("cpu").to_string(),
+        precision,
+        threads: prop("threads").and_then(|t| t.parse().ok()).unwrap_or(0),
+    };
+    let enc = load_shared_encoder(&model.dir, EncoderDims::from(&model.dims), &opts).unwrap_or_else(|e| {
+        eprintln!("ONNX Runtime encoder: {e}");
+        std::process::exit(1);
+    });
+    Some(enc)
+}
+
 /// Peak resident set of this process so far, in MB (getrusage's ru_maxrss).
 pub fn peak_rss_mb() -> f64 {
     // SAFETY: getrusage only writes the struct it is given.

@@ -5,8 +5,9 @@ mod encoder;
 mod graph;
 pub mod providers;
 
-use std::path::Path;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -40,6 +41,27 @@ impl TensorSource for ModelBinSource {
 
     fn has(&self, name: &str) -> bool {
         self.0.get(name).is_some()
+    }
+}
+
+impl From<&crate::model::Dims> for EncoderDims {
+    fn from(d: &crate::model::Dims) -> Self {
+        EncoderDims {
+            n_mels: d.n_mels,
+            d_model: d.d_model,
+            n_heads: d.n_heads,
+            layers: d.encoder_layers,
+        }
+    }
+}
+
+impl From<crate::model::Precision> for GraphPrecision {
+    /// The graph for a model precision: INT8 is int8 QDQ weights.
+    fn from(p: crate::model::Precision) -> Self {
+        match p {
+            crate::model::Precision::F32 => GraphPrecision::F32,
+            crate::model::Precision::Int8 => GraphPrecision::Int8Qdq,
+        }
     }
 }
 
@@ -130,4 +152,20 @@ impl OrtEncoder {
         }
         Ok(states.chunks(per_out).map(<[f32]>::to_vec).collect())
     }
+}
+
+/// The encoder of the model in `dir` on ONNX Runtime, built once per process: every element
+/// asking for the same model and options shares it while any of them holds it.
+pub fn load_shared_encoder(dir: &Path, dims: EncoderDims, opts: &OrtOptions) -> Result<Arc<OrtEncoder>, String> {
+    static CACHE: LazyLock<Mutex<HashMap<(PathBuf, OrtOptions), Weak<OrtEncoder>>>> = LazyLock::new(Default::default);
+    let key = (dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()), opts.clone());
+    // Built under the lock: a second element waits for the first build instead of repeating it.
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(enc) = cache.get(&key).and_then(Weak::upgrade) {
+        return Ok(enc);
+    }
+    let enc = Arc::new(OrtEncoder::from_model_dir(dir, dims, opts)?);
+    cache.retain(|_, e| e.strong_count() > 0);
+    cache.insert(key, Arc::downgrade(&enc));
+    Ok(enc)
 }
