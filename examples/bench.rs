@@ -188,8 +188,8 @@ fn main() {
     }
 
     let t = Instant::now();
-    let model = support::load_model(&model_name);
-    let _ort = support::keep_ort_encoder(&model, &props);
+    let _model = support::load_model(&model_name);
+    let _on_backend = support::keep_backend_model(&model_name, &props);
     let load_s = t.elapsed().as_secs_f64();
     transcribe(
         &rows[0].0,

@@ -17,7 +17,7 @@ mod support;
 
 use std::time::Instant;
 
-use gstnpuwhisper::model::{Model, Precision, WeightCache};
+use npuwhisper_core::model::{Model, Precision, WeightCache};
 
 const USAGE: &str = "usage: large_dims [--sizes small,medium,large-v3,large-v3-turbo] [--steps N]";
 

@@ -24,13 +24,13 @@ mod support;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use gstnpuwhisper::audio::vad::{self, SileroVad, VadSettings};
-use gstnpuwhisper::audio::{
+use npuwhisper_core::audio::vad::{self, SileroVad, VadSettings};
+use npuwhisper_core::audio::{
     level_speech, Detector, SileroFrames, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES,
 };
-use gstnpuwhisper::decoding::{DecodeOptions, Transcriber};
-use gstnpuwhisper::model::{self, Precision};
-use gstnpuwhisper::onnx::{EncoderDims, OrtEncoder, OrtOptions};
+use npuwhisper_core::backend::onnxruntime::{EncoderDims, OrtEncoder, OrtOptions};
+use npuwhisper_core::decoding::{DecodeOptions, Transcriber};
+use npuwhisper_core::model::{self, Precision};
 use npuwhisper_kernels::isa::Isa;
 use npuwhisper_kernels::mel::LogMel;
 
@@ -101,9 +101,8 @@ fn main() {
                 precision: precision.into(),
                 threads: npuwhisper_kernels::pool::threads(),
             };
-            let dims = EncoderDims::from(&model.dims);
             let t = Instant::now();
-            let enc = OrtEncoder::from_model_dir(&dir, dims, &opts).unwrap_or_else(|e| {
+            let enc = OrtEncoder::from_model_dir(&dir, EncoderDims::from(&model.dims), &opts).unwrap_or_else(|e| {
                 eprintln!("ONNX Runtime encoder: {e}");
                 std::process::exit(1);
             });
@@ -165,7 +164,7 @@ fn main() {
         keep(&mut best, 1, "log-mel", wall, cpu);
         let (wall, cpu, states) = timed(|| {
             mels.iter()
-                .map(|(mel, secs)| (model.encode_batch(&[mel]).remove(0), *secs))
+                .map(|(mel, secs)| (model.encode_batch(&[mel]).expect("encoder").remove(0), *secs))
                 .collect::<Vec<_>>()
         });
         keep(&mut best, 2, "encoder", wall, cpu);

@@ -6,7 +6,7 @@
 //! - `application/x-npuwhisper-states, width=(int), frames=(int)1500, format=F32LE`: one buffer is
 //!   one window's encoder states, `1500 × width` f32, with the window's PTS and duration.
 
-use crate::model::{ENCODER_FRAMES, MAX_D_MODEL, MAX_N_MELS, MEL_FRAMES};
+use npuwhisper_core::model::{ENCODER_FRAMES, MAX_D_MODEL, MAX_N_MELS, MEL_FRAMES};
 
 pub const MEL: &str = "audio/x-npuwhisper-mel";
 pub const STATES: &str = "application/x-npuwhisper-states";

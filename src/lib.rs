@@ -1,10 +1,7 @@
 //! npuwhisper: Whisper speech recognition as GStreamer elements.
 //!
-//! The crate is layered so that each layer is usable without the ones above it:
-//! - [`model`]: Whisper weights and forward passes (encoder, decoder with KV cache), on `npuwhisper_kernels`;
-//! - [`decoding`]: decoding policy (greedy search, timestamp rules, language detection, segments);
-//! - [`audio`]: cutting a sample stream into Whisper windows at pauses;
-//! - the element folders: GStreamer glue only.
+//! GStreamer glue only: the model, its backends, decoding and audio windowing are in the
+//! GStreamer-free crate `npuwhisper_core` (see ARCHITECTURE.md).
 //!
 //! Elements: `npumel` (audio → log-mel windows), `npuwhisperenc` (mel → encoder states),
 //! `npuwhisperdec` (encoder states → timed text) and the `npuwhisper` bin chaining them.
@@ -13,14 +10,8 @@
 
 use gst::glib;
 
-pub mod audio;
 pub mod caps;
-pub mod cues;
-pub mod decoding;
-pub mod model;
 mod model_property;
-pub mod onnx;
-pub mod runtime;
 
 mod f32buf;
 mod npumel;

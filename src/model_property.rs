@@ -7,8 +7,9 @@ use std::sync::Arc;
 use gst::glib;
 use gst::prelude::*;
 
-use crate::model::{self, Model, Precision};
-use crate::onnx::{self, EncoderDims, OrtEncoder, OrtOptions};
+use npuwhisper_core::backend::onnxruntime::{providers, OrtOptions};
+use npuwhisper_core::backend::BackendChoice;
+use npuwhisper_core::model::{self, Model, Precision};
 
 pub const BLURB: &str = "Whisper model: a CTranslate2 model directory, or a model name in the models \
 directory (NPUWHISPER_MODELS_DIR, default ~/.local/share/npuwhisper/models)";
@@ -154,13 +155,28 @@ pub fn param_specs() -> Vec<glib::ParamSpec> {
     ]
 }
 
-/// Sizes the kernels' thread pool, then resolves the model and loads it, shared with every
-/// element that names the same directory at the same precision. With `backend=onnxruntime` the
-/// execution provider is checked first: a missing library or provider is the error.
+impl ModelSettings {
+    /// The backend these settings ask for, with its options.
+    pub fn backend_choice(&self) -> BackendChoice {
+        match self.backend {
+            NpuWhisperBackend::Cpu => BackendChoice::Cpu,
+            NpuWhisperBackend::Onnxruntime => BackendChoice::Onnxruntime(OrtOptions {
+                provider: self.execution_provider.clone(),
+                precision: Precision::from(self.precision).into(),
+                threads: self.threads as usize,
+            }),
+        }
+    }
+}
+
+/// Sizes the kernels' thread pool, then resolves the model and loads it on the backend asked
+/// for, shared with every element that names the same directory, precision and backend. With
+/// `backend=onnxruntime` the execution provider is checked first: a missing library or
+/// provider is that error.
 pub fn load(settings: &ModelSettings) -> Result<Arc<Model>, gst::ErrorMessage> {
     npuwhisper_kernels::pool::set_threads(settings.threads as usize);
     if settings.backend == NpuWhisperBackend::Onnxruntime {
-        crate::onnx::providers::resolve(&settings.execution_provider).map_err(|err| {
+        providers::resolve(&settings.execution_provider).map_err(|err| {
             gst::error_msg!(
                 gst::LibraryError::Init,
                 ("Could not use ONNX Runtime: {}", err),
@@ -168,33 +184,26 @@ pub fn load(settings: &ModelSettings) -> Result<Arc<Model>, gst::ErrorMessage> {
             )
         })?;
     }
-    model::load_shared_with(&model::resolve_model_path(&settings.model), settings.precision.into()).map_err(|err| {
+    let dir = model::resolve_model_path(&settings.model);
+    let model = model::load_shared_on(&dir, settings.precision.into(), &settings.backend_choice()).map_err(|err| {
         gst::error_msg!(
             gst::ResourceError::OpenRead,
             ("Could not load Whisper model: {}", err),
             ["model property: {:?}", settings.model]
         )
-    })
+    })?;
+    if let model::CacheOutcome::Built { note, .. } = &model.weight_cache {
+        if !note.is_empty() {
+            gst::warning!(CAT, "weight cache {note}: the weights were made from model.bin");
+        }
+    }
+    Ok(model)
 }
 
-/// The encoder graph on ONNX Runtime for `model` when `settings` ask for that backend (None for
-/// `cpu`), shared by every element asking for the same model, provider, precision and threads
-/// ([`onnx::load_shared_encoder`]).
-pub fn load_ort_encoder(settings: &ModelSettings, model: &Model) -> Result<Option<Arc<OrtEncoder>>, gst::ErrorMessage> {
-    if settings.backend != NpuWhisperBackend::Onnxruntime {
-        return Ok(None);
-    }
-    let opts = OrtOptions {
-        provider: settings.execution_provider.clone(),
-        precision: Precision::from(settings.precision).into(),
-        threads: settings.threads as usize,
-    };
-    let enc = onnx::load_shared_encoder(&model.dir, EncoderDims::from(&model.dims), &opts).map_err(|err| {
-        gst::error_msg!(
-            gst::LibraryError::Init,
-            ("Could not build the ONNX Runtime encoder: {}", err),
-            ["model {}, execution-provider {:?}", model.dir.display(), opts.provider]
-        )
-    })?;
-    Ok(Some(enc))
-}
+static CAT: std::sync::LazyLock<gst::DebugCategory> = std::sync::LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "npuwhisper-model",
+        gst::DebugColorFlags::empty(),
+        Some("Whisper model loading and weight cache"),
+    )
+});

@@ -1,6 +1,6 @@
 //! Provisional passes on live streams: npumel sends a growing window again every `live-step`
 //! so the decoder can emit words before the window is complete (see
-//! [`crate::decoding::stream`]). Such a buffer is flagged DROPPABLE: a later pass or the
+//! [`npuwhisper_core::decoding::stream`]). Such a buffer is flagged DROPPABLE: a later pass or the
 //! complete window covers the same audio, so the encoder skips one that waited too long for
 //! it; the decoder decodes every pass that reaches it (the encoder's work is spent, and the
 //! next pass only comes once this one is done).

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::*;
 use gst::prelude::*;
-use gstnpuwhisper::model::{load_shared, resolve_model_path};
+use npuwhisper_core::model::{load_shared, resolve_model_path};
 
 fn manifest_wer(manifest_name: &str, props: &[(&str, &str)]) -> f64 {
     let pairs: Vec<(String, String)> = manifest(manifest_name)

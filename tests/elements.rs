@@ -470,7 +470,7 @@ fn npuwhisperdec_missing_model() {
 }
 
 fn default_model_dir() -> PathBuf {
-    gstnpuwhisper::model::resolve_model_path(gstnpuwhisper::model::DEFAULT_MODEL)
+    npuwhisper_core::model::resolve_model_path(npuwhisper_core::model::DEFAULT_MODEL)
 }
 
 #[test]
@@ -495,7 +495,7 @@ fn npuwhisper_bin_builds_and_cycles() {
     if !dir.is_dir() {
         println!(
             "Default model {} not found at {}: skipping the state cycles",
-            gstnpuwhisper::model::DEFAULT_MODEL,
+            npuwhisper_core::model::DEFAULT_MODEL,
             dir.display()
         );
         return;

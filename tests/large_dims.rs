@@ -9,7 +9,7 @@ mod fixtures;
 
 use std::time::Instant;
 
-use gstnpuwhisper::model::{Model, Precision, WeightCache};
+use npuwhisper_core::model::{Model, Precision, WeightCache};
 
 #[test]
 fn larger_sizes_load_and_run() {

@@ -10,7 +10,7 @@ mod common;
 
 use common::*;
 use gst::prelude::*;
-use gstnpuwhisper::model::{load_shared, resolve_model_path};
+use npuwhisper_core::model::{load_shared, resolve_model_path};
 
 /// Slack over the promised latency for text on a shared, noisy machine.
 const SLACK: f64 = 1.0;

@@ -4,8 +4,8 @@
 mod common;
 
 use common::*;
-use gstnpuwhisper::audio::WINDOW_SAMPLES;
-use gstnpuwhisper::model::Model;
+use npuwhisper_core::audio::WINDOW_SAMPLES;
+use npuwhisper_core::model::Model;
 use npuwhisper_kernels::mel::LogMel;
 
 #[test]
@@ -44,7 +44,7 @@ fn check_encoder(model_name: &str, wavs: &[&str]) {
         .collect();
     // One batch, so batching is what is checked.
     let refs: Vec<&[f32]> = mels.iter().map(Vec::as_slice).collect();
-    let states = model.encode_batch(&refs);
+    let states = model.encode_batch(&refs).expect("encoder");
     for ((wav, mel), ours) in wavs.iter().zip(&mels).zip(&states) {
         let mel_path = dir.join(format!("{wav}.mel.f32"));
         let out_path = dir.join(format!("{wav}.states.f32"));

@@ -6,8 +6,9 @@ mod common;
 
 use common::*;
 use gst::prelude::*;
-use gstnpuwhisper::model::{load_shared_with, Precision};
-use gstnpuwhisper::onnx::{load_shared_encoder, EncoderDims, OrtOptions};
+use npuwhisper_core::backend::onnxruntime::OrtOptions;
+use npuwhisper_core::backend::BackendChoice;
+use npuwhisper_core::model::{load_shared_on, load_shared_with, Precision};
 
 /// Puts `element` in a pipeline, fails going to READY and returns the error text.
 fn ready_error(element: &gst::Element) -> String {
@@ -127,14 +128,15 @@ fn manifest_wer(model: &str, manifest_name: &str, props: &[(&str, &str)]) -> f64
 /// QDQ weights on ONNX Runtime against the CPU kernels' int8).
 fn onnxruntime_holds_cpu_wer(model: &str) {
     for (precision, p) in [("f32", Precision::F32), ("int8", Precision::Int8)] {
-        // Held for the loop, so the pipelines share one model and one graph.
+        // Held for the loop, so the pipelines share one model on each backend.
         let dir = model_dir(model);
-        let loaded = load_shared_with(&dir, p).unwrap();
+        let _cpu = load_shared_with(&dir, p).unwrap();
         let opts = OrtOptions {
             precision: p.into(),
             ..OrtOptions::default()
         };
-        let _encoder = load_shared_encoder(&dir, EncoderDims::from(&loaded.dims), &opts).unwrap();
+        let on_ort = load_shared_on(&dir, p, &BackendChoice::Onnxruntime(opts)).unwrap();
+        assert_eq!(on_ort.backend().kind().name(), "onnxruntime");
         for manifest_name in ["manifest.tsv", "manifest_long.tsv"] {
             let cpu = manifest_wer(model, manifest_name, &[("precision", precision), ("backend", "cpu")]);
             let ort = manifest_wer(

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use gstnpuwhisper::model::{Model, Precision};
-use gstnpuwhisper::onnx::{EncoderDims, GraphPrecision, OrtEncoder, OrtOptions};
+use npuwhisper_core::backend::onnxruntime::{EncoderDims, GraphPrecision, OrtEncoder, OrtOptions};
+use npuwhisper_core::model::{Model, Precision};
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
@@ -39,7 +39,7 @@ fn compare(model: &str, precision: GraphPrecision, bound: f64) {
     let ort = OrtEncoder::from_model_dir(&dir, dims, &opts).unwrap();
     let wins = windows(dims.n_mels);
     let mels: Vec<&[f32]> = wins.iter().map(|(_, m)| m.as_slice()).collect();
-    let expected = cpu.encode_batch(&mels);
+    let expected = cpu.encode_batch(&mels).unwrap();
     // Two at once as well, so the batch dimension is exercised.
     let mut got = ort.encode_batch(&mels[..2]).unwrap();
     got.extend(ort.encode_batch(&mels[2..]).unwrap());

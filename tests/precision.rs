@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use gstnpuwhisper::model::{load_shared_with, resolve_model_path, Model, Precision};
+use npuwhisper_core::model::{load_shared_with, resolve_model_path, Model, Precision};
 
 /// `(word errors, reference words)` of the transcripts of `pairs` (reference, hypothesis), after
 /// Whisper's English normalizer, as tests/reference/score_wer.py scores them.
@@ -108,8 +108,8 @@ fn int8_encoder_states_stay_close_to_f32() {
     let int8_model = Model::load_with(&dir, Precision::Int8).unwrap();
     let audio = read_wav(&eval_file("jfk.wav"));
     let mel = npuwhisper_kernels::mel::LogMel::new(f32_model.n_mels()).compute(&audio, 480_000);
-    let a = &f32_model.encode_batch(&[&mel])[0];
-    let b = &int8_model.encode_batch(&[&mel])[0];
+    let a = &f32_model.encode_batch(&[&mel]).unwrap()[0];
+    let b = &int8_model.encode_batch(&[&mel]).unwrap()[0];
     let c = cosine(a, b);
     println!("tiny.en encoder states, int8 vs f32: cosine {c:.5}");
     assert!(c > 0.99, "cosine {c}");

@@ -111,7 +111,7 @@ fn reference(file: &str) -> String {
 
 #[test]
 fn bin_takes_any_rate_and_channel_layout() {
-    let _model = gstnpuwhisper::model::load_shared(&model_dir("tiny.en")).unwrap();
+    let _model = npuwhisper_core::model::load_shared(&model_dir("tiny.en")).unwrap();
     let clips = ["LJ001-0001.wav", "LJ001-0003.wav"];
     for caps in [
         "format=S16LE,rate=8000,channels=1",
@@ -271,7 +271,7 @@ fn upsample(samples: &[f32], factor: usize, channels: usize) -> Vec<f32> {
 
 #[test]
 fn caps_change_mid_stream_keeps_the_audio() {
-    let _model = gstnpuwhisper::model::load_shared(&model_dir("tiny.en")).unwrap();
+    let _model = npuwhisper_core::model::load_shared(&model_dir("tiny.en")).unwrap();
     let clip = "LJ001-0001.wav";
     let audio = read_wav(&eval_file(clip));
     // "Printing, in the only sense with which we are at present concerned," | "differs from …"
@@ -307,7 +307,7 @@ fn caps_change_mid_stream_keeps_the_audio() {
 
 #[test]
 fn nan_and_infinite_samples_are_silence() {
-    let _model = gstnpuwhisper::model::load_shared(&model_dir("tiny.en")).unwrap();
+    let _model = npuwhisper_core::model::load_shared(&model_dir("tiny.en")).unwrap();
     let clip = "LJ001-0001.wav";
     let audio: Vec<f32> = read_wav(&eval_file(clip))
         .into_iter()
@@ -374,7 +374,7 @@ fn npumel_format_change_mid_stream_loses_nothing() {
 
 #[test]
 fn flushing_seek_mid_file() {
-    let _model = gstnpuwhisper::model::load_shared(&model_dir("tiny.en")).unwrap();
+    let _model = npuwhisper_core::model::load_shared(&model_dir("tiny.en")).unwrap();
     let file = eval_file("long_lj001_1-20.wav");
     let p = pipeline(&format!(
         "filesrc location={} ! decodebin ! npuwhisper ! appsink name=sink sync=false",
@@ -462,7 +462,7 @@ fn playing_null_cycles_do_not_grow_memory() {
     // RSS is compared between the means of this many cycles after the warm-up and at the end.
     const SPAN: usize = 20;
     // Held here so it is not loaded again in every cycle; the elements must let go of it.
-    let model = gstnpuwhisper::model::load_shared(&model_dir("tiny.en")).unwrap();
+    let model = npuwhisper_core::model::load_shared(&model_dir("tiny.en")).unwrap();
     let p = pipeline(&format!(
         "filesrc location={} ! decodebin name=decode  npuwhisper name=asr ! fakesink sync=false",
         eval_file("LJ001-0002.wav").display()

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use gstnpuwhisper::model::{load_shared, resolve_model_path};
+use npuwhisper_core::model::{load_shared, resolve_model_path};
 
 fn manifest_wer(manifest_name: &str) -> f64 {
     // Holding the model keeps it loaded across the pipelines of this test.

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use common::*;
 use gst::prelude::*;
-use gstnpuwhisper::model::{load_shared, resolve_model_path};
+use npuwhisper_core::model::{load_shared, resolve_model_path};
 
 /// A set made by scripts/eval-sets.sh (once, under target/).
 fn eval_set(set: &str) -> PathBuf {

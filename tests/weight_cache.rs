@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use fixtures::FixtureDims;
-use gstnpuwhisper::model::{CacheOutcome, Model, Precision, WeightCache, MEL_FRAMES};
+use npuwhisper_core::model::{CacheOutcome, Model, Precision, WeightCache, MEL_FRAMES};
 
 const DIMS: FixtureDims = FixtureDims {
     name: "cache-test",
@@ -50,12 +50,12 @@ fn outputs(m: &Model) -> (Vec<f32>, Vec<f32>) {
     let mel: Vec<f32> = (0..m.n_mels() * MEL_FRAMES)
         .map(|i| ((i % 977) as f32 * 0.37).sin())
         .collect();
-    let states = m.encode_batch(&[&mel]).remove(0);
-    let cross = m.cross_kv(&states);
-    let mut seq = m.sequence(&cross);
+    let states = m.encode_batch(&[&mel]).unwrap().remove(0);
+    let cross = m.cross_cache(&states).unwrap();
+    let mut seq = m.sequence(&cross).unwrap();
     let tokens = [m.tokenizer.sot, 50, 100];
-    let hidden = m.decode_forward(&mut [&mut seq], &[&tokens]).unwrap();
-    (states, m.logits(tokens.len(), &hidden))
+    let logits = m.step(&mut seq, &tokens, &[0, 1, 2]).unwrap();
+    (states, logits)
 }
 
 fn mapped_path(m: &Model) -> PathBuf {

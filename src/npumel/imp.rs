@@ -5,12 +5,12 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use npuwhisper_kernels::mel::LogMel;
 
-use crate::audio::vad::{self, SileroVad, VadError, VadSettings};
-use crate::audio::{
+use crate::{caps, f32buf, passes};
+use npuwhisper_core::audio::vad::{self, SileroVad, VadError, VadSettings};
+use npuwhisper_core::audio::{
     level_speech, AudioWindow, Detector, SileroFrames, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES,
 };
-use crate::model::{MAX_N_MELS, MEL_FRAMES};
-use crate::{caps, f32buf, passes};
+use npuwhisper_core::model::{MAX_N_MELS, MEL_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(

@@ -1,7 +1,7 @@
 //! `npumel`: cuts 16 kHz mono audio into Whisper windows and computes their log-mel spectrogram.
 //!
 //! The audio is cut into windows of at most 30 s, preferably at pauses (see
-//! [`crate::audio::Windower`]); each window becomes one output buffer.
+//! [`npuwhisper_core::audio::Windower`]); each window becomes one output buffer.
 //!
 //! ## Caps
 //!

@@ -33,7 +33,7 @@ const MIN_PROCESSING_MS: u32 = 500;
 
 /// Processing time (ms) a pass of a model of these dimensions needs on this machine: base's,
 /// scaled by the work of the layers (d_model² × layers), and by the missing core on one core.
-pub fn processing_ms(dims: &crate::model::Dims, cores: usize) -> u32 {
+pub fn processing_ms(dims: &npuwhisper_core::model::Dims, cores: usize) -> u32 {
     let work = (dims.d_model * dims.d_model * (dims.encoder_layers + dims.decoder_layers)) as f64;
     let ms = (BASE_PROCESSING_MS as f64 * work / BASE_WORK).max(MIN_PROCESSING_MS as f64)
         * if cores < 2 { 2.0 } else { 1.0 };
@@ -120,7 +120,7 @@ impl Live {
     }
 
     /// Takes the processing time of the model just loaded.
-    pub(super) fn set_model(&self, model: &crate::model::Model) {
+    pub(super) fn set_model(&self, model: &npuwhisper_core::model::Model) {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         self.processing_ms
             .store(processing_ms(&model.dims, cores), Ordering::Relaxed);
@@ -247,7 +247,7 @@ impl Live {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Dims;
+    use npuwhisper_core::model::Dims;
 
     fn dims(d_model: usize, layers: usize) -> Dims {
         Dims {

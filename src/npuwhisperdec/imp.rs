@@ -5,11 +5,11 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::NpuWhisperTask;
-use crate::cues::{self, Layout};
-use crate::decoding::stream::{LocalAgreement, StreamWord};
-use crate::decoding::{DecodeOptions, Transcriber, WindowResult, FALLBACK_TEMPERATURES};
-use crate::model::{Model, ENCODER_FRAMES};
 use crate::{caps, f32buf, model_property, passes};
+use npuwhisper_core::cues::{self, Layout};
+use npuwhisper_core::decoding::stream::{LocalAgreement, StreamWord};
+use npuwhisper_core::decoding::{DecodeOptions, Transcriber, WindowResult, FALLBACK_TEMPERATURES};
+use npuwhisper_core::model::{Model, ENCODER_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> =
     LazyLock::new(|| gst::DebugCategory::new("npuwhisperdec", gst::DebugColorFlags::empty(), Some("Whisper decoder")));
@@ -596,6 +596,7 @@ impl NpuWhisperDec {
             );
             result
         };
+        self.report_failure(&result, window.pts);
         let settings = self.settings().clone();
         let window_end = window.pts.saturating_add(window.duration);
         let (pieces, gap_until) = {
@@ -643,6 +644,19 @@ impl NpuWhisperDec {
         (size, live)
     }
 
+    /// A window that could not be decoded is not silence: it is said on the bus (a warning: the
+    /// stream goes on with the next window) and in the log.
+    fn report_failure(&self, result: &WindowResult, pts: gst::ClockTime) {
+        if let Some(error) = &result.error {
+            gst::warning!(CAT, imp = self, "Window at {pts} not decoded: {error}");
+            gst::element_imp_warning!(
+                self,
+                gst::StreamError::Decode,
+                ("Could not decode the window at {}: {}", pts, error)
+            );
+        }
+    }
+
     /// Decodes the pending windows and pushes their text.
     fn drain(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
         let pending = std::mem::take(&mut self.state().pending);
@@ -675,6 +689,7 @@ impl NpuWhisperDec {
             results
         };
         for (window, result) in pending.iter().zip(results) {
+            self.report_failure(&result, window.pts);
             gst::debug!(
                 CAT,
                 imp = self,

@@ -71,11 +71,11 @@ pub enum NpuWhisperTask {
     Translate = 1,
 }
 
-impl From<NpuWhisperTask> for crate::decoding::Task {
+impl From<NpuWhisperTask> for npuwhisper_core::decoding::Task {
     fn from(task: NpuWhisperTask) -> Self {
         match task {
-            NpuWhisperTask::Transcribe => crate::decoding::Task::Transcribe,
-            NpuWhisperTask::Translate => crate::decoding::Task::Translate,
+            NpuWhisperTask::Transcribe => npuwhisper_core::decoding::Task::Transcribe,
+            NpuWhisperTask::Translate => npuwhisper_core::decoding::Task::Translate,
         }
     }
 }
@@ -97,12 +97,12 @@ pub(crate) fn language_from_code(code: &str) -> String {
         primary
     }
 }
-static DEFAULTS: LazyLock<crate::decoding::DecodeOptions> = LazyLock::new(Default::default);
+static DEFAULTS: LazyLock<npuwhisper_core::decoding::DecodeOptions> = LazyLock::new(Default::default);
 
 /// The decoding properties, shared by the decoder and the `npuwhisper` bin (which forwards them).
 pub(crate) fn param_specs() -> Vec<glib::ParamSpec> {
     let d = &*DEFAULTS;
-    let layout = crate::cues::Layout::default();
+    let layout = npuwhisper_core::cues::Layout::default();
     let mut specs = crate::model_property::param_specs();
     specs.extend([
         glib::ParamSpecString::builder("language")

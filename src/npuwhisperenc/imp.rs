@@ -4,9 +4,8 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use crate::model::{Model, ENCODER_FRAMES, MEL_FRAMES};
-use crate::onnx::OrtEncoder;
 use crate::{caps, f32buf, model_property, passes};
+use npuwhisper_core::model::{Model, ENCODER_FRAMES, MEL_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> =
     LazyLock::new(|| gst::DebugCategory::new("npuwhisperenc", gst::DebugColorFlags::empty(), Some("Whisper encoder")));
@@ -20,18 +19,10 @@ struct Settings {
 struct State {
     /// Loaded from NULL to READY, dropped from READY to NULL.
     model: Option<Arc<Model>>,
-    /// The encoder on ONNX Runtime, with `backend=onnxruntime`.
-    ort: Option<Arc<OrtEncoder>>,
     /// Model property values `model` was loaded with.
     loaded_with: Option<model_property::ModelSettings>,
     /// Mel bins of the negotiated input.
     n_mels: Option<usize>,
-}
-
-/// What encodes: the model's CPU kernels, or its graph on ONNX Runtime.
-struct Encoder {
-    model: Arc<Model>,
-    ort: Option<Arc<OrtEncoder>>,
 }
 
 pub struct NpuWhisperEnc {
@@ -61,10 +52,8 @@ impl NpuWhisperEnc {
             }
         }
         gst::debug!(CAT, imp = self, "Loading model {wanted:?}");
-        let loaded = model_property::load(&wanted)
-            .and_then(|m| model_property::load_ort_encoder(&wanted, &m).map(|ort| (m, ort)));
-        match loaded {
-            Ok((m, ort)) => {
+        match model_property::load(&wanted) {
+            Ok(m) => {
                 gst::info!(
                     CAT,
                     imp = self,
@@ -73,17 +62,8 @@ impl NpuWhisperEnc {
                     m.n_mels(),
                     m.d_model()
                 );
-                if ort.is_some() {
-                    gst::info!(
-                        CAT,
-                        imp = self,
-                        "Encoder on ONNX Runtime, execution provider {}",
-                        wanted.execution_provider
-                    );
-                }
                 let mut state = self.state();
                 state.model = Some(m);
-                state.ort = ort;
                 state.loaded_with = Some(wanted);
                 Ok(())
             }
@@ -167,16 +147,10 @@ impl NpuWhisperEnc {
     }
 
     /// The model and mel bins to encode with, or a negotiation error.
-    fn negotiated(&self) -> Result<(Encoder, usize), gst::FlowError> {
+    fn negotiated(&self) -> Result<(Arc<Model>, usize), gst::FlowError> {
         let state = self.state();
         match (state.model.clone(), state.n_mels) {
-            (Some(model), Some(n_mels)) => Ok((
-                Encoder {
-                    model,
-                    ort: state.ort.clone(),
-                },
-                n_mels,
-            )),
+            (Some(model), Some(n_mels)) => Ok((model, n_mels)),
             _ => {
                 drop(state);
                 gst::element_imp_error!(self, gst::CoreError::Negotiation, ("Received a buffer before the caps"));
@@ -209,16 +183,12 @@ impl NpuWhisperEnc {
     }
 
     /// One encoder output per input window, each of the expected size.
-    fn encode(&self, enc: &Encoder, mels: &[&[f32]]) -> Result<Vec<Vec<f32>>, gst::FlowError> {
-        let model = &enc.model;
+    fn encode(&self, model: &Model, mels: &[&[f32]]) -> Result<Vec<Vec<f32>>, gst::FlowError> {
         let start = std::time::Instant::now();
-        let states = match &enc.ort {
-            None => model.encode_batch(mels),
-            Some(ort) => ort.encode_batch(mels).map_err(|err| {
-                gst::element_imp_error!(self, gst::LibraryError::Failed, ("{}", err));
-                gst::FlowError::Error
-            })?,
-        };
+        let states = model.encode_batch(mels).map_err(|e| {
+            gst::element_imp_error!(self, gst::LibraryError::Failed, ("Encoder failed: {}", e));
+            gst::FlowError::Error
+        })?;
         gst::debug!(
             CAT,
             imp = self,

@@ -48,7 +48,7 @@ pub fn eval_file(name: &str) -> PathBuf {
 
 /// A model fetched by `scripts/fetch-models.sh`.
 pub fn model_dir(name: &str) -> PathBuf {
-    let dir = gstnpuwhisper::model::resolve_model_path(name);
+    let dir = npuwhisper_core::model::resolve_model_path(name);
     assert!(
         dir.join("model.bin").is_file(),
         "{} has no model.bin: run scripts/fetch-models.sh",

@@ -1,13 +1,13 @@
 //! The ONNX Runtime backend: Whisper's encoder as an ONNX graph built in Rust from the
-//! CTranslate2 weights, run by any execution provider ONNX Runtime has.
+//! CTranslate2 weights, run by any execution provider ONNX Runtime has. The decoder step stays
+//! on the backend it wraps (the CPU one) until a decoder graph exists.
 
 mod encoder;
 mod graph;
 pub mod providers;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex, Weak};
+use std::path::Path;
+use std::sync::Mutex;
 
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
@@ -15,7 +15,8 @@ use ort::value::TensorRef;
 
 pub use encoder::{build_encoder, EncoderDims, GraphPrecision, TensorSource, ENCODER_FRAMES, MEL_FRAMES};
 
-use crate::model::ct2;
+use super::{AlignmentRequest, Backend, BackendError, BackendKind, CrossCache, Sequence, StepInput, StepOutput};
+use crate::model::{ct2, Model, ModelError};
 
 /// The tensors of a CTranslate2 `model.bin`, read as f32 when the graph asks for them.
 pub struct ModelBinSource(ct2::ModelBin);
@@ -124,17 +125,20 @@ impl OrtEncoder {
 
     /// Each mel is `n_mels × MEL_FRAMES`; returns `ENCODER_FRAMES × d_model` per window. The
     /// windows go in one run.
-    pub fn encode_batch(&self, mels: &[&[f32]]) -> Result<Vec<Vec<f32>>, String> {
+    pub fn encode_batch(&self, mels: &[&[f32]]) -> Result<Vec<Vec<f32>>, BackendError> {
         let (n_mels, d) = (self.dims.n_mels, self.dims.d_model);
         let per = n_mels * MEL_FRAMES;
         if let Some(m) = mels.iter().find(|m| m.len() != per) {
-            return Err(format!("a mel window of {} values, expected {per}", m.len()));
+            return Err(BackendError::BadInput(format!(
+                "a mel window of {} values, not {n_mels} × {MEL_FRAMES}",
+                m.len()
+            )));
         }
         if mels.is_empty() {
             return Ok(Vec::new());
         }
         let input: Vec<f32> = mels.iter().flat_map(|m| m.iter().copied()).collect();
-        let err = |e: ort::Error| format!("ONNX Runtime encoder run: {e}");
+        let err = |e: ort::Error| BackendError::Failed(format!("ONNX Runtime encoder run: {e}"));
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         let outputs = session
             .run(ort::inputs![
@@ -144,28 +148,60 @@ impl OrtEncoder {
         let (_, states) = outputs["states"].try_extract_tensor::<f32>().map_err(err)?;
         let per_out = ENCODER_FRAMES * d;
         if states.len() != per_out * mels.len() {
-            return Err(format!(
+            return Err(BackendError::Failed(format!(
                 "the encoder graph returned {} values for {} windows",
                 states.len(),
                 mels.len()
-            ));
+            )));
         }
         Ok(states.chunks(per_out).map(<[f32]>::to_vec).collect())
     }
 }
 
-/// The encoder of the model in `dir` on ONNX Runtime, built once per process: every element
-/// asking for the same model and options shares it while any of them holds it.
-pub fn load_shared_encoder(dir: &Path, dims: EncoderDims, opts: &OrtOptions) -> Result<Arc<OrtEncoder>, String> {
-    static CACHE: LazyLock<Mutex<HashMap<(PathBuf, OrtOptions), Weak<OrtEncoder>>>> = LazyLock::new(Default::default);
-    let key = (dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()), opts.clone());
-    // Built under the lock: a second element waits for the first build instead of repeating it.
-    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(enc) = cache.get(&key).and_then(Weak::upgrade) {
-        return Ok(enc);
+/// The encoder on ONNX Runtime, the rest on the backend it wraps.
+pub struct OrtBackend {
+    encoder: OrtEncoder,
+    inner: Box<dyn Backend>,
+}
+
+impl OrtBackend {
+    /// `model` with its encoder on ONNX Runtime per `opts` (the graph built from its
+    /// `model.bin`), its decoder on the backend it had.
+    pub fn wrap(model: Model, opts: &OrtOptions) -> Result<Model, ModelError> {
+        let encoder =
+            OrtEncoder::from_model_dir(&model.dir, EncoderDims::from(&model.dims), opts).map_err(|reason| {
+                ModelError {
+                    file: model.dir.join("model.bin"),
+                    reason: format!("ONNX Runtime encoder: {reason}"),
+                }
+            })?;
+        model.wrap_backend(|inner| Ok(Box::new(OrtBackend { encoder, inner })))
     }
-    let enc = Arc::new(OrtEncoder::from_model_dir(dir, dims, opts)?);
-    cache.retain(|_, e| e.strong_count() > 0);
-    cache.insert(key, Arc::downgrade(&enc));
-    Ok(enc)
+}
+
+impl Backend for OrtBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Onnxruntime
+    }
+
+    fn encode(&self, mels: &[&[f32]]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.encoder.encode_batch(mels)
+    }
+
+    fn cross_cache(&self, states: &[f32]) -> Result<CrossCache, BackendError> {
+        self.inner.cross_cache(states)
+    }
+
+    fn sequence(&self, cross: &CrossCache) -> Result<Sequence, BackendError> {
+        self.inner.sequence(cross)
+    }
+
+    fn decode(
+        &self,
+        seqs: &mut [&mut Sequence],
+        inputs: &[StepInput<'_>],
+        alignment: Option<AlignmentRequest<'_>>,
+    ) -> Result<StepOutput, BackendError> {
+        self.inner.decode(seqs, inputs, alignment)
+    }
 }

@@ -1,27 +1,22 @@
-//! Whisper model: CTranslate2 directory loading, encoder and decoder forward passes.
-//! Usable without GStreamer: `Model::load(dir)?.encode_batch(&[&mel])`, then a
-//! [`DecoderSession`] per window.
+//! Whisper model: CTranslate2 directory loading, the tokenizer, and the forward passes through
+//! its [`Backend`]: `Model::load(dir)?.encode_batch(&[&mel])?`, then per window a
+//! [`CrossCache`] and a [`Sequence`] per hypothesis.
 
 mod cache;
 pub(crate) mod ct2;
-mod decoder;
-mod encoder;
+pub(crate) mod decoder;
+pub(crate) mod encoder;
 pub mod tokenizer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
-static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
-    gst::DebugCategory::new(
-        "npuwhisper-model",
-        gst::DebugColorFlags::empty(),
-        Some("Whisper model loading and weight cache"),
-    )
-});
-
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{
+    AlignmentRequest, Backend, BackendChoice, BackendError, CrossCache, Sequence, StepInput, StepOutput,
+};
 pub use cache::{CacheOutcome, WeightCache};
-pub use decoder::{CrossKv, DecoderSession, Sequence};
 use half::f16;
 use npuwhisper_kernels::bgemm::Bf16Weights;
 use npuwhisper_kernels::qgemm::QuantizedWeights;
@@ -169,8 +164,7 @@ pub struct Model {
     pub tokenizer: Tokenizer,
     /// Where the INT8 weights came from: mapped from the weight cache, or made from `model.bin`.
     pub weight_cache: CacheOutcome,
-    pub(crate) encoder: encoder::Encoder,
-    pub(crate) decoder: decoder::Decoder,
+    backend: Box<dyn Backend>,
 }
 
 /// Reads tensors out of `model.bin` as the model is built, each converted (and, in INT8,
@@ -547,9 +541,7 @@ impl Model {
         };
         // Makes the weights from model.bin, writing them to a new cache where the plan says.
         let make = |candidates: &[PathBuf], source: Option<cache::Source>, mut notes: Vec<String>| {
-            for note in &notes {
-                gst::warning!(CAT, "weight cache {note}: making the weights from model.bin");
-            }
+            // The notes reach the caller in `CacheOutcome::Built` (the elements log them).
             let writer = source
                 .as_ref()
                 .and_then(|_| cache::Plan::writer(candidates, &mut notes));
@@ -626,9 +618,54 @@ impl Model {
             config,
             tokenizer,
             weight_cache,
-            encoder,
-            decoder,
+            backend: Box::new(CpuBackend::new(encoder, decoder, dims.n_mels, dims.d_model)),
         })
+    }
+
+    /// A model from its parts, on any backend (another backend over loaded weights, or a
+    /// scripted one in tests).
+    pub fn from_parts(dims: Dims, config: Config, tokenizer: Tokenizer, backend: Box<dyn Backend>) -> Model {
+        Model {
+            dims,
+            precision: Precision::default(),
+            dir: PathBuf::new(),
+            config,
+            tokenizer,
+            weight_cache: CacheOutcome::Unused,
+            backend,
+        }
+    }
+
+    /// The model with its backend replaced by what `f` makes of it (a backend wrapping the
+    /// current one, say).
+    pub fn wrap_backend<E>(self, f: impl FnOnce(Box<dyn Backend>) -> Result<Box<dyn Backend>, E>) -> Result<Model, E> {
+        let Model {
+            dims,
+            precision,
+            dir,
+            config,
+            tokenizer,
+            weight_cache,
+            backend,
+        } = self;
+        Ok(Model {
+            backend: f(backend)?,
+            dims,
+            precision,
+            dir,
+            config,
+            tokenizer,
+            weight_cache,
+        })
+    }
+
+    /// Runs the forward passes on `backend` from now on.
+    pub fn set_backend(&mut self, backend: Box<dyn Backend>) {
+        self.backend = backend;
+    }
+
+    pub fn backend(&self) -> &dyn Backend {
+        &*self.backend
     }
 
     pub fn n_mels(&self) -> usize {
@@ -646,35 +683,36 @@ impl Model {
 
     /// Encodes a batch of log-mel windows, each `n_mels × MEL_FRAMES` (mel-major).
     /// Returns one `ENCODER_FRAMES × d_model` state matrix per window.
-    pub fn encode_batch(&self, mels: &[&[f32]]) -> Vec<Vec<f32>> {
-        self.encoder.forward_batch(mels)
+    pub fn encode_batch(&self, mels: &[&[f32]]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.backend.encode(mels)
     }
 
-    /// The cross-attention keys and values of one window's encoder states
-    /// (`ENCODER_FRAMES × d_model`), shared by every hypothesis decoded over it.
-    pub fn cross_kv(&self, states: &[f32]) -> Arc<CrossKv> {
-        self.decoder.cross_kv(states)
-    }
-
-    /// A single-hypothesis decoder over one window.
-    pub fn decoder_session(&self, cross: &Arc<CrossKv>) -> DecoderSession<'_> {
-        DecoderSession::new(self, cross)
+    /// The cross-attention cache of one window's encoder states (`ENCODER_FRAMES × d_model`),
+    /// shared by every hypothesis decoded over it.
+    pub fn cross_cache(&self, states: &[f32]) -> Result<CrossCache, BackendError> {
+        self.backend.cross_cache(states)
     }
 
     /// An empty hypothesis over one window.
-    pub fn sequence(&self, cross: &Arc<CrossKv>) -> Sequence {
-        self.decoder.sequence(cross)
+    pub fn sequence(&self, cross: &CrossCache) -> Result<Sequence, BackendError> {
+        self.backend.sequence(cross)
     }
 
-    /// Runs `tokens[i]` after `seqs[i]`'s cached tokens, all sequences in one pass over the
-    /// weights; returns the final hidden states of all tokens, stacked in order.
-    pub fn decode_forward(&self, seqs: &mut [&mut Sequence], tokens: &[&[u32]]) -> Result<Vec<f32>, String> {
-        self.decoder.forward(seqs, tokens, None)
+    /// A decoder step of several sequences at once: see [`Backend::decode`].
+    pub fn decode(
+        &self,
+        seqs: &mut [&mut Sequence],
+        inputs: &[StepInput<'_>],
+        alignment: Option<AlignmentRequest<'_>>,
+    ) -> Result<StepOutput, BackendError> {
+        self.backend.decode(seqs, inputs, alignment)
     }
 
-    /// Vocabulary logits of `m` stacked hidden states (`m × vocab_size`).
-    pub fn logits(&self, m: usize, hidden: &[f32]) -> Vec<f32> {
-        self.decoder.logits(m, hidden)
+    /// Runs `tokens` after `seq`'s cache; returns the logits of the rows `logits_at`
+    /// (`logits_at.len() × vocab_size`).
+    pub fn step(&self, seq: &mut Sequence, tokens: &[u32], logits_at: &[usize]) -> Result<Vec<f32>, BackendError> {
+        let input = StepInput { tokens, logits_at };
+        Ok(self.backend.decode(&mut [seq], &[input], None)?.logits)
     }
 }
 
@@ -736,14 +774,29 @@ pub fn load_shared(dir: &Path) -> Result<Arc<Model>, ModelError> {
 }
 
 pub fn load_shared_with(dir: &Path, precision: Precision) -> Result<Arc<Model>, ModelError> {
-    static CACHE: LazyLock<Mutex<HashMap<(PathBuf, Precision), Weak<Model>>>> = LazyLock::new(Default::default);
-    let key = (dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()), precision);
+    load_shared_on(dir, precision, &BackendChoice::Cpu)
+}
+
+/// [`load_shared_with`] on a chosen backend: shared by the elements naming the same directory,
+/// precision and backend options.
+pub fn load_shared_on(dir: &Path, precision: Precision, backend: &BackendChoice) -> Result<Arc<Model>, ModelError> {
+    type Key = (PathBuf, Precision, BackendChoice);
+    static CACHE: LazyLock<Mutex<HashMap<Key, Weak<Model>>>> = LazyLock::new(Default::default);
+    let key = (
+        dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
+        precision,
+        backend.clone(),
+    );
     // Loading under the lock makes a second element wait for the first load instead of repeating it.
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(model) = cache.get(&key).and_then(Weak::upgrade) {
         return Ok(model);
     }
-    let model = Arc::new(Model::load_with(dir, precision)?);
+    let model = Model::load_with(dir, precision)?;
+    let model = Arc::new(match backend {
+        BackendChoice::Cpu => model,
+        BackendChoice::Onnxruntime(opts) => crate::backend::onnxruntime::OrtBackend::wrap(model, opts)?,
+    });
     cache.retain(|_, m| m.strong_count() > 0);
     cache.insert(key, Arc::downgrade(&model));
     Ok(model)

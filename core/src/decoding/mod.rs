@@ -2,6 +2,8 @@
 //! splitting the tokens into timed segments. Knows nothing of GStreamer.
 
 pub mod alignment;
+#[cfg(test)]
+mod policy_tests;
 mod rules;
 pub mod stream;
 
@@ -9,7 +11,8 @@ use std::sync::Arc;
 
 use npuwhisper_kernels::ops::{log_softmax, softmax};
 
-use crate::model::{CrossKv, DecoderSession, Model, Sequence, SECONDS_PER_TIMESTAMP};
+use crate::backend::{BackendError, CrossCache, Sequence, StepInput};
+use crate::model::{Model, SECONDS_PER_TIMESTAMP};
 pub use alignment::WordTiming;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,6 +78,35 @@ impl Default for DecodeOptions {
     }
 }
 
+/// Why a window could not be decoded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DecodeError {
+    /// The backend failed.
+    Backend(BackendError),
+    /// A language the model has no token for.
+    UnknownLanguage(String),
+    /// No temperature gave a result (no temperatures, or no sample).
+    NothingDecoded,
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::Backend(e) => write!(f, "{e}"),
+            DecodeError::UnknownLanguage(code) => write!(f, "the model has no language {code:?}"),
+            DecodeError::NothingDecoded => write!(f, "nothing decoded"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+impl From<BackendError> for DecodeError {
+    fn from(e: BackendError) -> Self {
+        DecodeError::Backend(e)
+    }
+}
+
 /// One timed piece of text; times are seconds from the start of its window.
 #[derive(Debug, Clone)]
 pub struct Segment {
@@ -93,6 +125,9 @@ pub struct WindowResult {
     pub segments: Vec<Segment>,
     pub no_speech_prob: f32,
     pub avg_logprob: f32,
+    /// Set when the window could not be decoded (its `segments` are then empty, but it was not
+    /// silence): the caller reports it.
+    pub error: Option<DecodeError>,
 }
 
 /// Most tokens sampled per window (Whisper: half the text context).
@@ -177,6 +212,22 @@ impl Found {
     }
 }
 
+/// A window to search: its cross cache and language.
+struct SearchJob<'a> {
+    cross: &'a CrossCache,
+    language: Option<&'a str>,
+}
+
+/// The tokens a search starts from over one window.
+struct SearchStart {
+    /// `<|startoftranscript|>`, language and task.
+    sot_sequence: Vec<u32>,
+    /// The previous text (if any), the sot sequence and the forced prefix.
+    initial: Vec<u32>,
+    /// Where the sot sequence starts in `initial` (its logits give the no-speech probability).
+    sot_index: usize,
+}
+
 /// A hypothesis in a search: its cache, its sampled tokens and their summed log-probability.
 #[derive(Clone)]
 struct Hypothesis {
@@ -225,10 +276,13 @@ impl Transcriber {
 
     fn transcribe_batch_on_pool(&mut self, windows: &[(&[f32], f64)]) -> Vec<WindowResult> {
         let model = Arc::clone(&self.model);
-        let crosses: Vec<Arc<CrossKv>> = windows.iter().map(|(states, _)| model.cross_kv(states)).collect();
+        let crosses: Vec<Result<CrossCache, DecodeError>> = windows
+            .iter()
+            .map(|(states, _)| model.cross_cache(states).map_err(DecodeError::from))
+            .collect();
         let languages: Vec<Option<String>> = crosses
             .iter()
-            .map(|cross| self.window_language(&model, cross))
+            .map(|cross| cross.as_ref().ok().and_then(|c| self.window_language(&model, c)))
             .collect();
         let prompt = if self.options.condition_on_previous_text || self.prompt == self.initial_prompt {
             self.prompt.clone()
@@ -236,22 +290,44 @@ impl Transcriber {
             Vec::new()
         };
         let first = {
-            let jobs: Vec<(&Arc<CrossKv>, Option<&str>)> =
-                crosses.iter().zip(&languages).map(|(c, l)| (c, l.as_deref())).collect();
-            self.search_many(&model, &jobs, &prompt, &[], 0.0)
+            let jobs: Vec<SearchJob<'_>> = crosses
+                .iter()
+                .zip(&languages)
+                .filter_map(|(c, l)| {
+                    c.as_ref().ok().map(|cross| SearchJob {
+                        cross,
+                        language: l.as_deref(),
+                    })
+                })
+                .collect();
+            let mut searched = self.search_many(&model, &jobs, &prompt, &[], 0.0).into_iter();
+            crosses
+                .iter()
+                .map(|c| match c {
+                    Ok(_) => searched.next().expect("one search per window"),
+                    Err(e) => Err(e.clone()),
+                })
+                .collect::<Vec<_>>()
         };
         let mut results = Vec::with_capacity(windows.len());
         let mut carried: Vec<u32> = Vec::new();
         let mut reset_prompt = false;
         for (((cross, language), first), &(_, content_seconds)) in crosses.iter().zip(languages).zip(first).zip(windows)
         {
-            let decoded = first.and_then(|d| self.decode_with_fallback(&model, cross, language.as_deref(), &prompt, d));
-            let Ok(decoded) = decoded else {
-                results.push(WindowResult {
-                    language,
-                    ..Default::default()
-                });
-                continue;
+            let decoded = cross.as_ref().map_err(Clone::clone).and_then(|cross| {
+                let d = self.decode_with_fallback(&model, cross, language.as_deref(), &prompt, first?)?;
+                Ok((cross, d))
+            });
+            let (cross, decoded) = match decoded {
+                Ok(decoded) => decoded,
+                Err(error) => {
+                    results.push(WindowResult {
+                        language,
+                        error: Some(error),
+                        ..Default::default()
+                    });
+                    continue;
+                }
             };
             let (mut result, mut decoded) =
                 self.finish_window(&model, cross, language.clone(), &prompt, decoded, content_seconds);
@@ -299,13 +375,13 @@ impl Transcriber {
     }
 
     /// The window's language: the one asked for, else detected (multilingual models only).
-    fn window_language(&self, model: &Model, cross: &Arc<CrossKv>) -> Option<String> {
+    fn window_language(&self, model: &Model, cross: &CrossCache) -> Option<String> {
         if !model.is_multilingual() {
             return None;
         }
         Some(match &self.options.language {
             Some(code) if model.tokenizer.language_token(code).is_some() => code.clone(),
-            _ => detect_language(model, &mut model.decoder_session(cross)).unwrap_or_else(|| "en".into()),
+            _ => detect_language(model, cross).unwrap_or_else(|| "en".into()),
         })
     }
 
@@ -313,7 +389,7 @@ impl Transcriber {
     fn finish_window(
         &mut self,
         model: &Model,
-        cross: &Arc<CrossKv>,
+        cross: &CrossCache,
         language: Option<String>,
         prompt: &[u32],
         mut decoded: Decoded,
@@ -328,6 +404,7 @@ impl Transcriber {
                     segments: Vec::new(),
                     no_speech_prob: decoded.no_speech_prob,
                     avg_logprob,
+                    error: None,
                 },
                 decoded,
             );
@@ -337,14 +414,9 @@ impl Transcriber {
         segments.retain(|s| !has_non_word(&s.text));
         if self.options.word_timestamps {
             let text_tokens: Vec<u32> = segments.iter().flat_map(|s| s.words[0].tokens.clone()).collect();
-            let mut session = model.decoder_session(cross);
-            if let Ok(words) = alignment::align_words(
-                model,
-                &mut session,
-                &decoded.sot_sequence,
-                &text_tokens,
-                content_seconds,
-            ) {
+            if let Ok(words) =
+                alignment::align_words(model, cross, &decoded.sot_sequence, &text_tokens, content_seconds)
+            {
                 let mut attached = attach_words(segments, words);
                 set_word_probabilities(model, &decoded, &mut attached);
                 clamp_long_words(&mut attached);
@@ -362,6 +434,7 @@ impl Transcriber {
                 segments,
                 no_speech_prob: decoded.no_speech_prob,
                 avg_logprob,
+                error: None,
             },
             decoded,
         )
@@ -371,7 +444,7 @@ impl Transcriber {
     fn decode_unprompted(
         &mut self,
         model: &Model,
-        cross: &Arc<CrossKv>,
+        cross: &CrossCache,
         language: Option<String>,
         content_seconds: f64,
     ) -> Option<(WindowResult, Decoded)> {
@@ -411,11 +484,11 @@ impl Transcriber {
     fn decode_with_fallback(
         &mut self,
         model: &Model,
-        cross: &Arc<CrossKv>,
+        cross: &CrossCache,
         language: Option<&str>,
         prompt: &[u32],
         first: Decoded,
-    ) -> Result<Decoded, String> {
+    ) -> Result<Decoded, DecodeError> {
         let o = self.options.clone();
         let judge = |d: &Decoded| {
             let avg = d.avg_logprob();
@@ -443,7 +516,7 @@ impl Transcriber {
             .filter(|(_, repeats)| !any_unrepeated || !repeats)
             .map(|(d, _)| d)
             .max_by(|a, b| a.avg_logprob().total_cmp(&b.avg_logprob()));
-        best.ok_or_else(|| "nothing decoded".into())
+        best.ok_or(DecodeError::NothingDecoded)
     }
 
     /// Whisper now and then stops before the end of the speech in its window (a habit learnt from
@@ -453,7 +526,7 @@ impl Transcriber {
     fn decode_uncovered_tail(
         &mut self,
         model: &Model,
-        cross: &Arc<CrossKv>,
+        cross: &CrossCache,
         language: Option<&str>,
         prompt: &[u32],
         decoded: &mut Decoded,
@@ -491,13 +564,13 @@ impl Transcriber {
     fn search(
         &mut self,
         model: &Model,
-        cross: &Arc<CrossKv>,
+        cross: &CrossCache,
         language: Option<&str>,
         prompt: &[u32],
         prefix: &[u32],
         temperature: f32,
-    ) -> Result<Decoded, String> {
-        self.search_many(model, &[(cross, language)], prompt, prefix, temperature)
+    ) -> Result<Decoded, DecodeError> {
+        self.search_many(model, &[SearchJob { cross, language }], prompt, prefix, temperature)
             .pop()
             .expect("one result per window")
     }
@@ -507,21 +580,20 @@ impl Transcriber {
     fn search_many(
         &mut self,
         model: &Model,
-        windows: &[(&Arc<CrossKv>, Option<&str>)],
+        windows: &[SearchJob<'_>],
         prompt: &[u32],
         prefix: &[u32],
         temperature: f32,
-    ) -> Vec<Result<Decoded, String>> {
+    ) -> Vec<Result<Decoded, DecodeError>> {
         let tok = &model.tokenizer;
-        let d = model.dims.d_model;
-        let mut starts: Vec<Result<(Vec<u32>, Vec<u32>, usize), String>> = Vec::new();
-        for &(_, language) in windows {
+        let mut starts: Vec<Result<SearchStart, DecodeError>> = Vec::new();
+        for &SearchJob { language, .. } in windows {
             let mut sot_sequence = vec![tok.sot];
             if let Some(code) = language {
                 match tok.language_token(code) {
                     Some(id) => sot_sequence.push(id),
                     None => {
-                        starts.push(Err(format!("unknown language {code}")));
+                        starts.push(Err(DecodeError::UnknownLanguage(code.to_string())));
                         continue;
                     }
                 }
@@ -539,32 +611,39 @@ impl Transcriber {
             let sot_index = initial.len();
             initial.extend_from_slice(&sot_sequence);
             initial.extend_from_slice(prefix);
-            starts.push(Ok((sot_sequence, initial, sot_index)));
+            starts.push(Ok(SearchStart {
+                sot_sequence,
+                initial,
+                sot_index,
+            }));
         }
         let ok: Vec<usize> = (0..windows.len()).filter(|&i| starts[i].is_ok()).collect();
-        let mut seqs: Vec<Sequence> = ok.iter().map(|&i| model.sequence(windows[i].0)).collect();
-        let initials: Vec<&[u32]> = ok
+        let seqs: Result<Vec<Sequence>, BackendError> = ok.iter().map(|&i| model.sequence(windows[i].cross)).collect();
+        // Per window: the no-speech row (at <|startoftranscript|>) and the last row, in one step.
+        let logit_rows: Vec<[usize; 2]> = ok
             .iter()
-            .map(|&i| starts[i].as_ref().map(|s| s.1.as_slice()).unwrap_or(&[]))
+            .map(|&i| {
+                let s = starts[i].as_ref().expect("started");
+                [s.sot_index, s.initial.len() - 1]
+            })
             .collect();
-        let hidden = {
+        let inputs: Vec<StepInput<'_>> = ok
+            .iter()
+            .zip(&logit_rows)
+            .map(|(&i, rows)| StepInput {
+                tokens: &starts[i].as_ref().expect("started").initial,
+                logits_at: rows,
+            })
+            .collect();
+        let stepped = seqs.and_then(|mut seqs| {
             let mut refs: Vec<&mut Sequence> = seqs.iter_mut().collect();
-            model.decode_forward(&mut refs, &initials)
+            let out = model.decode(&mut refs, &inputs, None)?;
+            Ok((seqs, out.logits))
+        });
+        let (seqs, logits) = match stepped {
+            Ok(s) => s,
+            Err(e) => return windows.iter().map(|_| Err(DecodeError::Backend(e.clone()))).collect(),
         };
-        let hidden = match hidden {
-            Ok(h) => h,
-            Err(e) => return windows.iter().map(|_| Err(e.clone())).collect(),
-        };
-        // Per window: the no-speech row (at <|startoftranscript|>) and the last row, in one projection.
-        let mut rows = Vec::with_capacity(2 * ok.len() * d);
-        let mut offset = 0;
-        for (k, &i) in ok.iter().enumerate() {
-            let sot_index = starts[i].as_ref().map(|s| s.2).unwrap_or(0);
-            rows.extend_from_slice(&hidden[(offset + sot_index) * d..(offset + sot_index + 1) * d]);
-            offset += initials[k].len();
-            rows.extend_from_slice(&hidden[(offset - 1) * d..offset * d]);
-        }
-        let logits = model.logits(2 * ok.len(), &rows);
         let vocab = model.dims.vocab_size;
         let mut roots = Vec::new();
         for (k, seq) in seqs.into_iter().enumerate() {
@@ -586,10 +665,12 @@ impl Transcriber {
             roots.push((root, last, no_speech_prob));
         }
 
-        let found: Vec<Result<Found, String>> = if temperature == 0.0 && self.options.beam_size > 1 {
+        let found: Vec<Result<Found, DecodeError>> = if temperature == 0.0 && self.options.beam_size > 1 {
             roots
                 .iter()
-                .map(|(root, logits, _)| beam_search(model, root.clone(), logits.clone(), self.options.beam_size))
+                .map(|(root, logits, _)| {
+                    beam_search(model, root.clone(), logits.clone(), self.options.beam_size).map_err(DecodeError::from)
+                })
                 .collect()
         } else {
             let n = if temperature > 0.0 {
@@ -609,17 +690,17 @@ impl Transcriber {
                             .iter()
                             .map(Found::of)
                             .max_by(|a, b| a.score().total_cmp(&b.score()))
-                            .ok_or_else(|| "no sample".to_string())
+                            .ok_or(DecodeError::NothingDecoded)
                     })
                     .collect(),
-                Err(e) => roots.iter().map(|_| Err(e.clone())).collect(),
+                Err(e) => roots.iter().map(|_| Err(DecodeError::Backend(e.clone()))).collect(),
             }
         };
         let mut found = found.into_iter().zip(roots.into_iter().map(|r| r.2));
         starts
             .into_iter()
             .map(|start| {
-                let (sot_sequence, _, _) = start?;
+                let SearchStart { sot_sequence, .. } = start?;
                 let (best, no_speech_prob) = found.next().expect("one result per started window");
                 let best = best?;
                 Ok(Decoded {
@@ -636,15 +717,20 @@ impl Transcriber {
 }
 
 /// Runs each hypothesis's last token through the decoder, all in one batch; returns their logits.
-fn step(model: &Model, hyps: &mut [&mut Hypothesis]) -> Result<Vec<Vec<f32>>, String> {
+fn step(model: &Model, hyps: &mut [&mut Hypothesis]) -> Result<Vec<Vec<f32>>, BackendError> {
     let last: Vec<[u32; 1]> = hyps
         .iter()
         .map(|h| [*h.tokens.last().expect("a token was just sampled")])
         .collect();
-    let tokens: Vec<&[u32]> = last.iter().map(|t| &t[..]).collect();
+    let inputs: Vec<StepInput<'_>> = last
+        .iter()
+        .map(|t| StepInput {
+            tokens: &t[..],
+            logits_at: &[0],
+        })
+        .collect();
     let mut seqs: Vec<&mut Sequence> = hyps.iter_mut().map(|h| &mut h.seq).collect();
-    let hidden = model.decode_forward(&mut seqs, &tokens)?;
-    let logits = model.logits(hyps.len(), &hidden);
+    let logits = model.decode(&mut seqs, &inputs, None)?.logits;
     Ok(logits.chunks(model.dims.vocab_size).map(<[f32]>::to_vec).collect())
 }
 
@@ -655,7 +741,7 @@ fn sample(
     starts: Vec<(Hypothesis, Vec<f32>)>,
     temperature: f32,
     rng: &mut fastrand::Rng,
-) -> Result<Vec<Hypothesis>, String> {
+) -> Result<Vec<Hypothesis>, BackendError> {
     let eot = model.tokenizer.eot;
     let rules = rules::Rules::new(model);
     let n = starts.len();
@@ -705,7 +791,7 @@ fn sample(
 
 /// Beam search as Whisper's: each step keeps the `beam` likeliest continuations of all beams,
 /// until `beam` hypotheses have ended; the winner has the best log-probability per token.
-fn beam_search(model: &Model, root: Hypothesis, logits: Vec<f32>, beam: usize) -> Result<Found, String> {
+fn beam_search(model: &Model, root: Hypothesis, logits: Vec<f32>, beam: usize) -> Result<Found, BackendError> {
     let eot = model.tokenizer.eot;
     let rules = rules::Rules::new(model);
     let mut beams = vec![root];
@@ -834,11 +920,10 @@ fn argmax(v: &[f32]) -> u32 {
 }
 
 /// The most likely language token after `<|startoftranscript|>`.
-fn detect_language(model: &Model, session: &mut DecoderSession<'_>) -> Option<String> {
+fn detect_language(model: &Model, cross: &CrossCache) -> Option<String> {
     let tok = &model.tokenizer;
-    session.reset();
-    let hidden = session.forward(&[tok.sot]).ok()?;
-    let logits = session.logits(&hidden);
+    let mut seq = model.sequence(cross).ok()?;
+    let logits = model.step(&mut seq, &[tok.sot], &[0]).ok()?;
     let &(ref code, _) = tok
         .languages
         .iter()

@@ -12,7 +12,8 @@ use npuwhisper_kernels::qgemm::{qlinear, QuantizedWeights};
 use npuwhisper_kernels::store::Store;
 use npuwhisper_kernels::xattn::{cross_attention, CrossQuery, HalfKv};
 
-use super::{Dims, LayerNorm, Linear, Model, Precision, Weights, ENCODER_FRAMES};
+use super::{Dims, LayerNorm, Linear, Precision, Weights, ENCODER_FRAMES};
+use crate::backend::{BackendError, SequenceCache};
 
 pub(crate) struct DecoderLayer {
     self_ln: LayerNorm,
@@ -153,33 +154,34 @@ pub struct Sequence {
     max_positions: usize,
 }
 
-impl Sequence {
-    /// Tokens decoded so far.
-    pub fn len(&self) -> usize {
+impl SequenceCache for Sequence {
+    fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Positions left before the decoder's context is full.
-    pub fn remaining(&self) -> usize {
+    fn remaining(&self) -> usize {
         self.max_positions - self.len
     }
 
-    /// Forgets the tokens, keeping the window's keys and values.
-    pub fn reset(&mut self) {
+    fn reset(&mut self) {
         self.self_k
             .iter_mut()
             .chain(self.self_v.iter_mut())
             .for_each(Vec::clear);
         self.len = 0;
     }
+
+    fn fork(&self) -> Box<dyn SequenceCache> {
+        Box::new(self.clone())
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
 }
 
 /// Cross-attention weights captured for word alignment: `(layer, head)` pairs, frames kept, output.
-type Capture<'a> = (&'a [(usize, usize)], usize, &'a mut Vec<Vec<f32>>);
+pub(crate) type Capture<'a> = (&'a [(usize, usize)], usize, &'a mut Vec<Vec<f32>>);
 
 impl Decoder {
     pub fn cross_kv(&self, states: &[f32]) -> Arc<CrossKv> {
@@ -235,7 +237,7 @@ impl Decoder {
         seqs: &mut [&mut Sequence],
         tokens: &[&[u32]],
         mut capture: Option<Capture<'_>>,
-    ) -> Result<Vec<f32>, String> {
+    ) -> Result<Vec<f32>, BackendError> {
         let d = self.d;
         assert_eq!(seqs.len(), tokens.len(), "one token list per sequence");
         assert!(
@@ -244,14 +246,13 @@ impl Decoder {
         );
         for (seq, toks) in seqs.iter().zip(tokens) {
             if toks.is_empty() || toks.len() > seq.remaining() {
-                return Err(format!(
-                    "{} tokens do not fit the {} positions left",
-                    toks.len(),
-                    seq.remaining()
-                ));
+                return Err(BackendError::ContextFull {
+                    tokens: toks.len(),
+                    remaining: seq.remaining(),
+                });
             }
-            if let Some(bad) = toks.iter().find(|&&id| id as usize >= self.vocab) {
-                return Err(format!("token {bad} is outside the vocabulary"));
+            if let Some(&bad) = toks.iter().find(|&&id| id as usize >= self.vocab) {
+                return Err(BackendError::TokenOutOfVocabulary(bad));
             }
         }
         // Row offset of each sequence's tokens in the stacked matrices.
@@ -375,58 +376,5 @@ impl Decoder {
             },
         }
         out
-    }
-}
-
-/// Decoding state of one window with a single hypothesis: language detection and alignment.
-pub struct DecoderSession<'m> {
-    dec: &'m Decoder,
-    seq: Sequence,
-}
-
-impl<'m> DecoderSession<'m> {
-    pub(crate) fn new(model: &'m Model, cross: &Arc<CrossKv>) -> Self {
-        DecoderSession {
-            dec: &model.decoder,
-            seq: model.decoder.sequence(cross),
-        }
-    }
-
-    pub fn remaining(&self) -> usize {
-        self.seq.remaining()
-    }
-
-    pub fn reset(&mut self) {
-        self.seq.reset();
-    }
-
-    /// Runs `tokens` after those already decoded; returns their final hidden states
-    /// (`tokens.len() × d`), or an error if they do not fit in the context or are out of vocabulary.
-    pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, String> {
-        self.dec.forward(&mut [&mut self.seq], &[tokens], None)
-    }
-
-    /// Runs `tokens` from an empty cache and returns, for each `(layer, head)` of `heads`, the
-    /// cross-attention weights of every token over the first `n_frames` encoder frames
-    /// (`tokens.len() × n_frames`, softmax over those frames only), for word alignment.
-    pub fn cross_attention_weights(
-        &mut self,
-        tokens: &[u32],
-        heads: &[(usize, usize)],
-        n_frames: usize,
-    ) -> Result<Vec<Vec<f32>>, String> {
-        self.seq.reset();
-        let mut out = Vec::new();
-        self.dec.forward(
-            &mut [&mut self.seq],
-            &[tokens],
-            Some((heads, n_frames.clamp(1, ENCODER_FRAMES), &mut out)),
-        )?;
-        Ok(out)
-    }
-
-    /// Vocabulary logits of one hidden state.
-    pub fn logits(&self, hidden: &[f32]) -> Vec<f32> {
-        self.dec.logits(1, hidden)
     }
 }

@@ -1,7 +1,8 @@
 //! Word timestamps: the cross-attention of the model's alignment heads, normalised and
 //! median-filtered, aligned to the tokens by dynamic time warping (as Whisper's `timing.py`).
 
-use crate::model::{DecoderSession, Model};
+use crate::backend::{AlignmentRequest, BackendError, CrossCache, StepInput};
+use crate::model::{Model, ENCODER_FRAMES};
 
 /// Encoder frames per second (a timestamp step is 20 ms).
 const FRAMES_PER_SECOND: f64 = 50.0;
@@ -49,11 +50,11 @@ pub fn split_words(model: &Model, tokens: &[u32]) -> Vec<(String, Vec<u32>)> {
 /// over the first `content_seconds` of the window.
 pub fn align_words(
     model: &Model,
-    session: &mut DecoderSession<'_>,
+    cross: &CrossCache,
     sot_sequence: &[u32],
     text_tokens: &[u32],
     content_seconds: f64,
-) -> Result<Vec<WordTiming>, String> {
+) -> Result<Vec<WordTiming>, BackendError> {
     let tok = &model.tokenizer;
     let heads = if model.config.alignment_heads.is_empty() {
         // No table: Whisper's fallback is every head of the second half of the decoder.
@@ -73,7 +74,16 @@ pub fn align_words(
     tokens.extend_from_slice(text_tokens);
     tokens.push(tok.eot);
     let n_frames = ((content_seconds * FRAMES_PER_SECOND).ceil() as usize).max(1);
-    let weights = session.cross_attention_weights(&tokens, &heads, n_frames)?;
+    let mut seq = model.sequence(cross)?;
+    let request = AlignmentRequest {
+        heads: &heads,
+        n_frames: n_frames.clamp(1, ENCODER_FRAMES),
+    };
+    let input = StepInput {
+        tokens: &tokens,
+        logits_at: &[],
+    };
+    let weights = model.decode(&mut [&mut seq], &[input], Some(request))?.attention;
     let n_frames = weights.first().map_or(n_frames, |w| w.len() / tokens.len());
     let rows = tokens.len();
 
