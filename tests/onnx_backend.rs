@@ -5,28 +5,9 @@
 mod common;
 
 use common::*;
-use gst::prelude::*;
 use npuwhisper_core::backend::onnxruntime::OrtOptions;
 use npuwhisper_core::backend::BackendChoice;
 use npuwhisper_core::model::{load_shared_on, load_shared_with, Precision};
-
-/// Puts `element` in a pipeline, fails going to READY and returns the error text.
-fn ready_error(element: &gst::Element) -> String {
-    let pipeline = gst::Pipeline::new();
-    pipeline.add(element).unwrap();
-    assert!(element.set_state(gst::State::Ready).is_err(), "READY should fail");
-    let msg = pipeline
-        .bus()
-        .unwrap()
-        .pop_filtered(&[gst::MessageType::Error])
-        .expect("no error on the bus");
-    let gst::MessageView::Error(err) = msg.view() else {
-        unreachable!()
-    };
-    let text = format!("{} ({:?})", err.error(), err.debug());
-    let _ = pipeline.set_state(gst::State::Null);
-    text
-}
 
 fn element(factory: &str, provider: &str) -> gst::Element {
     init();

@@ -252,7 +252,7 @@ impl EncoderGraph<'_> {
 /// The encoder graph of the weights in `w`: input `mel` `[batch, n_mels, 3000]`, output
 /// `states` `[batch, 1500, d_model]`, both float32.
 pub fn build_encoder(w: &dyn TensorSource, dims: EncoderDims, precision: GraphPrecision) -> GraphResult<Model> {
-    if dims.n_heads == 0 || dims.d_model % dims.n_heads != 0 {
+    if dims.n_heads == 0 || !dims.d_model.is_multiple_of(dims.n_heads) {
         return Err(format!("{} heads do not divide width {}", dims.n_heads, dims.d_model));
     }
     EncoderGraph {
