@@ -104,42 +104,59 @@ fn manifest_wer(model: &str, manifest_name: &str, props: &[(&str, &str)]) -> f64
     wer(&pairs)
 }
 
-/// Within 0.3 WER points of the CPU backend on each manifest, at f32 (the precision whose
-/// encoder states the numerics test holds to the CPU kernels') and at the default int8 (int8
-/// QDQ weights on ONNX Runtime against the CPU kernels' int8).
-fn onnxruntime_holds_cpu_wer(model: &str) {
-    for (precision, p) in [("f32", Precision::F32), ("int8", Precision::Int8)] {
-        // Held for the loop, so the pipelines share one model on each backend.
-        let dir = model_dir(model);
-        let _cpu = load_shared_with(&dir, p).unwrap();
-        let opts = OrtOptions {
-            precision: p.into(),
-            ..OrtOptions::default()
-        };
-        let on_ort = load_shared_on(&dir, p, &BackendChoice::Onnxruntime(opts)).unwrap();
-        assert_eq!(on_ort.backend().kind().name(), "onnxruntime");
-        for manifest_name in ["manifest.tsv", "manifest_long.tsv"] {
-            let cpu = manifest_wer(model, manifest_name, &[("precision", precision), ("backend", "cpu")]);
-            let ort = manifest_wer(
-                model,
-                manifest_name,
-                &[("precision", precision), ("backend", "onnxruntime")],
-            );
-            println!("{model} {precision} {manifest_name}: WER cpu {cpu:.2} %, onnxruntime {ort:.2} %");
-            assert!(
-                (ort - cpu).abs() <= 0.3,
-                "{model} {precision} {manifest_name}: onnxruntime {ort:.2} % vs cpu {cpu:.2} %"
-            );
-        }
+/// Within 0.3 WER points of the CPU backend on each manifest, at `precision`.
+fn onnxruntime_holds_cpu_wer(model: &str, precision: &str) {
+    let p = match precision {
+        "f32" => Precision::F32,
+        _ => Precision::Int8,
+    };
+    // Held for the test, so the pipelines share one model on each backend.
+    let dir = model_dir(model);
+    let _cpu = load_shared_with(&dir, p).unwrap();
+    let opts = OrtOptions {
+        precision: p.into(),
+        ..OrtOptions::default()
+    };
+    let on_ort = load_shared_on(&dir, p, &BackendChoice::Onnxruntime(opts)).unwrap();
+    assert_eq!(on_ort.backend().kind().name(), "onnxruntime");
+    for manifest_name in ["manifest.tsv", "manifest_long.tsv"] {
+        let cpu = manifest_wer(model, manifest_name, &[("precision", precision), ("backend", "cpu")]);
+        let ort = manifest_wer(
+            model,
+            manifest_name,
+            &[("precision", precision), ("backend", "onnxruntime")],
+        );
+        println!("{model} {precision} {manifest_name}: WER cpu {cpu:.2} %, onnxruntime {ort:.2} %");
+        assert!(
+            (ort - cpu).abs() <= 0.3,
+            "{model} {precision} {manifest_name}: onnxruntime {ort:.2} % vs cpu {cpu:.2} %"
+        );
     }
 }
 
+/// f32: the precision whose encoder states tests/onnx_encoder.rs holds to the CPU kernels'.
 #[test]
 fn tiny_en_onnxruntime_holds_cpu_wer() {
-    onnxruntime_holds_cpu_wer("tiny.en");
+    onnxruntime_holds_cpu_wer("tiny.en", "f32");
 }
 
 #[test]
 fn base_onnxruntime_holds_cpu_wer() {
-    onnxruntime_holds_cpu_wer("base");
+    onnxruntime_holds_cpu_wer("base", "f32");
+}
+
+/// int8: QDQ weights on ONNX Runtime against the kernels' own INT8 (activations per row, bf16
+/// attention on AMX), two different roundings; tiny.en's long-form set differed by one word of
+/// 377 (0.27 points) here. By hand (`--ignored`), to keep CI's time: the WER of the default
+/// precision, for the README.
+#[test]
+#[ignore = "two different int8 schemes; run by hand for the README's figures"]
+fn tiny_en_int8_onnxruntime_holds_cpu_wer() {
+    onnxruntime_holds_cpu_wer("tiny.en", "int8");
+}
+
+#[test]
+#[ignore = "two different int8 schemes; run by hand for the README's figures"]
+fn base_int8_onnxruntime_holds_cpu_wer() {
+    onnxruntime_holds_cpu_wer("base", "int8");
 }
