@@ -11,6 +11,7 @@
 use gst::glib;
 
 pub mod caps;
+mod model_element;
 mod model_property;
 
 mod f32buf;

@@ -5,11 +5,10 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use npuwhisper_kernels::mel::LogMel;
 
+use super::settings::{Settings, VadMode};
 use crate::{caps, f32buf, passes};
-use npuwhisper_core::audio::vad::{self, SileroVad, VadError, VadSettings};
-use npuwhisper_core::audio::{
-    level_speech, AudioWindow, Detector, SileroFrames, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES,
-};
+use npuwhisper_core::audio::vad::VadError;
+use npuwhisper_core::audio::{level_speech, AudioWindow, Windower, SAMPLE_RATE, WINDOW_SAMPLES};
 use npuwhisper_core::model::{MAX_N_MELS, MEL_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -24,89 +23,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const DEFAULT_N_MELS: i32 = 80;
 /// Larger timestamp jumps are treated as a discontinuity; smaller ones as jitter.
 const MAX_PTS_DRIFT: gst::ClockTime = gst::ClockTime::from_mseconds(40);
-/// Audio held back before a window can be emitted (not live).
-const WINDOW_LATENCY: gst::ClockTime = gst::ClockTime::from_seconds(30);
-/// Default longest window when upstream is live: passes over it are re-decoded every step.
-const DEFAULT_LIVE_MAX_WINDOW_MS: u32 = 10_000;
-/// Default time between two passes over a growing live window.
-const DEFAULT_LIVE_STEP_MS: u32 = 1000;
-
-/// How speech is told from the rest.
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
-#[repr(u32)]
-#[enum_type(name = "GstNpuMelVad")]
-pub enum VadMode {
-    /// Silero VAD v6 through ONNX Runtime.
-    #[default]
-    #[enum_value(
-        name = "Silero VAD: a trained voice activity detector, independent of the recording level",
-        nick = "silero"
-    )]
-    Silero,
-    /// Frames louder than `silence-threshold` are speech.
-    #[enum_value(
-        name = "Energy gate: frames louder than silence-threshold are speech",
-        nick = "energy"
-    )]
-    Energy,
-}
-
-/// The windower's settings; those without a property keep the audio module's defaults.
-#[derive(Debug, Clone, Copy)]
-struct Settings {
-    windower: WindowerSettings,
-    vad: VadMode,
-    vad_settings: VadSettings,
-    /// `max_window_ms` used instead of the windower's when upstream is live.
-    live_max_window_ms: u32,
-    /// Audio (ms) added to a live window before it is sent again as a provisional pass.
-    live_step_ms: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            windower: WindowerSettings::default(),
-            vad: VadMode::default(),
-            vad_settings: VadSettings::default(),
-            live_max_window_ms: DEFAULT_LIVE_MAX_WINDOW_MS,
-            live_step_ms: DEFAULT_LIVE_STEP_MS,
-        }
-    }
-}
-
-impl Settings {
-    /// A windower with the chosen detector (loading the VAD model).
-    fn windower(&self) -> Result<Windower, VadError> {
-        let detector = match self.vad {
-            VadMode::Energy => Detector::default(),
-            VadMode::Silero => {
-                let vad = SileroVad::load(&vad::default_model_path())?;
-                Detector::Silero(Box::new(SileroFrames::new(vad, self.vad_settings)))
-            }
-        };
-        Ok(Windower::with_detector(self.windower, detector))
-    }
-
-    /// The windower's settings when upstream is live.
-    fn live_windower(&self) -> WindowerSettings {
-        WindowerSettings {
-            max_window_ms: self.live_max_window_ms,
-            max_silence_ms: self.live_step_ms,
-            ..self.windower
-        }
-    }
-
-    /// Audio held back before a window (or, live, a pass over it) is emitted.
-    fn window_latency(&self, live: bool) -> gst::ClockTime {
-        if live {
-            gst::ClockTime::from_mseconds(self.live_step_ms as u64)
-        } else {
-            WINDOW_LATENCY
-        }
-    }
-}
-
 /// A window as pushed downstream: a spectrogram, or a gap for a window without speech.
 enum Output {
     Buffer(gst::Buffer),
@@ -653,48 +569,7 @@ impl ObjectSubclass for NpuMel {
 
 impl ObjectImpl for NpuMel {
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
-            let d = WindowerSettings::default();
-            vec![
-                glib::ParamSpecEnum::builder_with_default("vad", VadMode::default())
-                    .nick("Voice activity detection")
-                    .blurb("How speech is told from silence, noise and music: windows are cut at pauses in speech and windows without speech are not decoded. silero needs the model and ONNX Runtime that scripts/fetch-models.sh installs")
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecDouble::builder("silence-threshold")
-                    .nick("Silence threshold")
-                    .blurb("With vad=energy: level (dBFS) below which a 10 ms frame is silence")
-                    .minimum(-120.0)
-                    .maximum(0.0)
-                    .default_value(d.silence_threshold_db as f64)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("min-pause")
-                    .nick("Minimum pause")
-                    .blurb("Shortest silence (ms) that counts as a pause, where a window may end")
-                    .minimum(10)
-                    .maximum(30_000)
-                    .default_value(d.min_pause_ms)
-                    .mutable_ready()
-                    .build(),
-                glib::ParamSpecUInt::builder("live-max-window")
-                    .nick("Longest live window")
-                    .blurb("Longest window (ms) when upstream is live, cut at the best pause before it; until then the growing window is sent again every live-step as a provisional pass")
-                    .minimum(1000)
-                    .maximum(30_000)
-                    .default_value(DEFAULT_LIVE_MAX_WINDOW_MS)
-                    .mutable_playing()
-                    .build(),
-                glib::ParamSpecUInt::builder("live-step")
-                    .nick("Live step")
-                    .blurb("When upstream is live: audio (ms) added to a window before it is sent again as a provisional pass (flagged DROPPABLE), and the longest silence before a gap goes out; the latency this element adds")
-                    .minimum(100)
-                    .maximum(30_000)
-                    .default_value(DEFAULT_LIVE_STEP_MS)
-                    .mutable_playing()
-                    .build(),
-            ]
-        });
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(super::settings::param_specs);
         PROPERTIES.as_ref()
     }
 

@@ -38,8 +38,9 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod settings;
 
-pub use imp::VadMode;
+pub use settings::VadMode;
 
 glib::wrapper! {
     pub struct NpuMel(ObjectSubclass<imp::NpuMel>) @extends gst::Element, gst::Object;

@@ -4,77 +4,27 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use super::NpuWhisperTask;
-use crate::{caps, f32buf, model_property, passes};
-use npuwhisper_core::cues::{self, Layout};
+use super::output::{self, content_seconds, stream_pieces, window_pieces, Piece, MAX_WINDOW};
+use super::settings::Settings;
+
+mod live;
+use crate::model_element::{self, HeldModel};
+use crate::{caps, f32buf, passes};
+use npuwhisper_core::cues;
 use npuwhisper_core::decoding::stream::{LocalAgreement, StreamWord};
-use npuwhisper_core::decoding::{DecodeOptions, Transcriber, WindowResult, FALLBACK_TEMPERATURES};
+use npuwhisper_core::decoding::{choose_language, IgnoredRequest, Transcriber, WindowResult};
 use npuwhisper_core::model::{Model, ENCODER_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> =
     LazyLock::new(|| gst::DebugCategory::new("npuwhisperdec", gst::DebugColorFlags::empty(), Some("Whisper decoder")));
 
-/// Whisper windows never exceed 30 s; also the length assumed when a buffer has none.
-const MAX_WINDOW: gst::ClockTime = gst::ClockTime::from_seconds(30);
-/// Shortest text buffer pushed.
-const MIN_DURATION: gst::ClockTime = gst::ClockTime::from_mseconds(1);
 /// Temperatures tried per window on live streams: enough to escape a loop, bounded in time.
 const LIVE_TEMPERATURES: usize = 2;
-/// After a provisional pass, no text is expected before the words it left unconfirmed, nor
-/// before this long before its end (a word being spoken there may not be decoded yet).
-const LIVE_GAP_MARGIN: gst::ClockTime = gst::ClockTime::from_seconds(1);
-
-#[derive(Debug, Clone)]
-struct Settings {
-    model: model_property::ModelSettings,
-    language: String,
-    task: NpuWhisperTask,
-    condition_on_previous_text: bool,
-    initial_prompt: Option<String>,
-    beam_size: u32,
-    best_of: u32,
-    temperature_fallback: bool,
-    compression_ratio_threshold: f32,
-    logprob_threshold: f32,
-    no_speech_threshold: f32,
-    word_timestamps: bool,
-    post_messages: bool,
-    batch_size: u32,
-    live_hold_ms: u32,
-    /// How phrases are laid out as cues.
-    layout: Layout,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        let d = DecodeOptions::default();
-        Settings {
-            model: model_property::ModelSettings::default(),
-            language: super::DEFAULT_LANGUAGE.to_string(),
-            task: NpuWhisperTask::default(),
-            condition_on_previous_text: d.condition_on_previous_text,
-            initial_prompt: None,
-            beam_size: d.beam_size as u32,
-            best_of: d.best_of as u32,
-            temperature_fallback: true,
-            compression_ratio_threshold: d.compression_ratio_threshold,
-            logprob_threshold: d.logprob_threshold,
-            no_speech_threshold: d.no_speech_threshold,
-            word_timestamps: false,
-            post_messages: true,
-            batch_size: 0,
-            live_hold_ms: super::DEFAULT_LIVE_HOLD_MS,
-            layout: Layout::default(),
-        }
-    }
-}
 
 #[derive(Default)]
 struct State {
     /// Loaded from NULL to READY, dropped from READY to NULL.
-    model: Option<Arc<Model>>,
-    /// Model property values `model` was loaded with.
-    loaded_with: Option<model_property::ModelSettings>,
+    model: HeldModel,
     /// Cached `model.is_multilingual()`, set with the transcriber.
     multilingual: bool,
     /// Width of the negotiated input.
@@ -115,12 +65,6 @@ impl State {
     }
 }
 
-/// Seconds from the start of a window as a time, clamped to `[0, max]`.
-fn offset(seconds: f64, max: f64) -> gst::ClockTime {
-    let s = if seconds.is_nan() { 0.0 } else { seconds.clamp(0.0, max) };
-    gst::ClockTime::try_from_seconds_f64(s).unwrap_or(gst::ClockTime::ZERO)
-}
-
 /// Windows decoded together when `batch-size` is 0 (auto) and upstream is not live. Each token
 /// step streams the vocabulary projection once for the whole batch: on tiny.en long-form, 8
 /// decoded 1.3x faster than 4 at the same WER (base too; `examples/stage_profile.rs`).
@@ -132,118 +76,6 @@ struct Window {
     pts: gst::ClockTime,
     duration: gst::ClockTime,
     discont: bool,
-}
-
-fn content_seconds(duration: gst::ClockTime) -> f64 {
-    duration.seconds_f64().min(MAX_WINDOW.seconds_f64())
-}
-
-/// A piece of text to push, timed on the stream.
-struct Piece {
-    text: String,
-    start: gst::ClockTime,
-    end: gst::ClockTime,
-    avg_logprob: f32,
-    /// The words of a laid-out cue: text, start, end, probability.
-    words: Vec<(String, gst::ClockTime, gst::ClockTime, f32)>,
-}
-
-/// Phrases of a window laid out as cues (or its words, one by one), timed inside it.
-fn window_pieces(
-    result: &WindowResult,
-    window_pts: gst::ClockTime,
-    content_seconds: f64,
-    words: bool,
-    layout: &Layout,
-) -> Vec<Piece> {
-    let at = |seconds: f64| window_pts.saturating_add(offset(seconds, content_seconds));
-    let piece = |text: &str, start: f64, end: f64, avg_logprob: f32| Piece {
-        text: text.to_string(),
-        start: at(start),
-        end: at(end),
-        avg_logprob,
-        words: Vec::new(),
-    };
-    if !words && result.segments.iter().all(|seg| !seg.words.is_empty()) {
-        // Each word with the log-probability of its phrase.
-        let timed: Vec<(cues::Word, f32, f32)> = result
-            .segments
-            .iter()
-            .flat_map(|seg| {
-                let last = seg.words.len() - 1;
-                seg.words.iter().enumerate().map(move |(k, w)| {
-                    (
-                        cues::Word {
-                            text: w.text.clone(),
-                            start: w.start,
-                            end: w.end,
-                            phrase_end: k == last,
-                        },
-                        seg.avg_logprob,
-                        w.probability,
-                    )
-                })
-            })
-            .filter(|(w, _, _)| !w.text.trim().is_empty())
-            .collect();
-        let plain: Vec<cues::Word> = timed.iter().map(|(w, _, _)| w.clone()).collect();
-        return cues::layout(&plain, content_seconds, layout)
-            .into_iter()
-            .map(|cue| {
-                let held = &timed[cue.words.clone()];
-                let avg_logprob = held.iter().map(|(_, lp, _)| lp).sum::<f32>() / held.len().max(1) as f32;
-                let mut p = piece(&cue.text, cue.start, cue.end, avg_logprob);
-                p.words = held
-                    .iter()
-                    .map(|(w, _, prob)| (w.text.trim().to_string(), at(w.start), at(w.end), *prob))
-                    .collect();
-                p
-            })
-            .collect();
-    }
-    result
-        .segments
-        .iter()
-        .flat_map(|seg| {
-            if words && !seg.words.is_empty() {
-                seg.words
-                    .iter()
-                    .map(|w| piece(&w.text, w.start, w.end, seg.avg_logprob))
-                    .collect()
-            } else {
-                vec![piece(&seg.text, seg.start, seg.end, seg.avg_logprob)]
-            }
-        })
-        .collect()
-}
-
-/// A time on the stream from the seconds the agreement works in.
-fn stream_time(seconds: f64) -> gst::ClockTime {
-    gst::ClockTime::try_from_seconds_f64(seconds.max(0.0)).unwrap_or(gst::ClockTime::ZERO)
-}
-
-/// Words released by the agreement, grouped by the phrase of their pass unless each word is
-/// wanted on its own.
-fn stream_pieces(words: &[StreamWord], one_per_word: bool) -> Vec<Piece> {
-    let mut pieces: Vec<Piece> = Vec::new();
-    let mut last_phrase = None;
-    for w in words {
-        match pieces.last_mut() {
-            Some(p) if !one_per_word && last_phrase == Some(w.phrase) => {
-                p.text.push_str(&w.text);
-                p.end = stream_time(w.end);
-            }
-            _ => pieces.push(Piece {
-                text: w.text.clone(),
-                start: stream_time(w.start),
-                end: stream_time(w.end),
-                avg_logprob: w.avg_logprob,
-                words: Vec::new(),
-            }),
-        }
-        last_phrase = Some(w.phrase);
-    }
-    pieces
 }
 
 /// What one window produced, pushed in order once the locks are released.
@@ -278,30 +110,12 @@ impl NpuWhisperDec {
     /// Loads the model named by the `model` property unless it is already loaded.
     fn ensure_model(&self) -> Result<Arc<Model>, gst::StateChangeError> {
         let wanted = self.settings().model.clone();
-        {
-            let state = self.state();
-            if let Some(m) = state
-                .model
-                .as_ref()
-                .filter(|_| state.loaded_with.as_ref() == Some(&wanted))
-            {
-                return Ok(m.clone());
-            }
+        if let Some(m) = self.state().model.loaded(&wanted) {
+            return Ok(m);
         }
-        gst::debug!(CAT, imp = self, "Loading model {wanted:?}");
-        match model_property::load(&wanted) {
-            Ok(m) => {
-                gst::info!(CAT, imp = self, "Loaded {}: width {}", m.dir.display(), m.d_model());
-                let mut state = self.state();
-                state.model = Some(m.clone());
-                state.loaded_with = Some(wanted);
-                Ok(m)
-            }
-            Err(msg) => {
-                self.post_error_message(msg);
-                Err(gst::StateChangeError)
-            }
-        }
+        let m = model_element::load(&*self.obj(), *CAT, &wanted)?;
+        self.state().model.set(m.clone(), wanted);
+        Ok(m)
     }
 
     /// Creates the transcriber from the current settings.
@@ -310,12 +124,16 @@ impl NpuWhisperDec {
         let settings = self.settings().clone();
         let multilingual = model.is_multilingual();
 
-        let requested = settings.language.trim().to_lowercase();
-        let auto = requested.is_empty() || requested == "auto";
-        let language = if !multilingual {
-            // English-only models have no language token to choose.
-            if !auto && requested != "en" {
-                gst::element_imp_warning!(
+        let choice = match choose_language(&model, &settings.language, settings.task.into()) {
+            Ok(choice) => choice,
+            Err(unknown) => {
+                gst::element_imp_error!(self, gst::LibraryError::Settings, ("{}", unknown));
+                return Err(gst::StateChangeError);
+            }
+        };
+        for ignored in &choice.ignored {
+            match ignored {
+                IgnoredRequest::Language(requested) => gst::element_imp_warning!(
                     self,
                     gst::LibraryError::Settings,
                     (
@@ -324,55 +142,18 @@ impl NpuWhisperDec {
                         requested
                     ),
                     ["use a multilingual model (e.g. model=base) to transcribe {}", requested]
-                );
+                ),
+                IgnoredRequest::Translate => gst::element_imp_warning!(
+                    self,
+                    gst::LibraryError::Settings,
+                    (
+                        "Model {} is English-only: task=translate does nothing",
+                        settings.model.model
+                    )
+                ),
             }
-            None
-        } else if auto {
-            None
-        } else if model.tokenizer.language_token(&requested).is_some() {
-            Some(requested)
-        } else {
-            let known: Vec<&str> = model.tokenizer.languages.iter().map(|(c, _)| c.as_str()).collect();
-            gst::element_imp_error!(
-                self,
-                gst::LibraryError::Settings,
-                (
-                    "Unknown language {:?}; use \"auto\" or one of: {}",
-                    requested,
-                    known.join(", ")
-                )
-            );
-            return Err(gst::StateChangeError);
-        };
-        if !multilingual && settings.task == NpuWhisperTask::Translate {
-            gst::element_imp_warning!(
-                self,
-                gst::LibraryError::Settings,
-                (
-                    "Model {} is English-only: task=translate does nothing",
-                    settings.model.model
-                )
-            );
         }
-
-        let options = DecodeOptions {
-            language,
-            task: settings.task.into(),
-            condition_on_previous_text: settings.condition_on_previous_text,
-            initial_prompt: settings.initial_prompt.clone(),
-            beam_size: settings.beam_size as usize,
-            best_of: settings.best_of as usize,
-            temperatures: if settings.temperature_fallback {
-                FALLBACK_TEMPERATURES.to_vec()
-            } else {
-                vec![0.0]
-            },
-            compression_ratio_threshold: settings.compression_ratio_threshold,
-            logprob_threshold: settings.logprob_threshold,
-            no_speech_threshold: settings.no_speech_threshold,
-            // Words are always aligned: phrases are cut by them.
-            word_timestamps: true,
-        };
+        let options = settings.decode_options(choice.language);
         gst::debug!(CAT, imp = self, "Decoding with {options:?}");
         *self.transcriber() = Some(Transcriber::new(model, options));
 
@@ -392,16 +173,8 @@ impl NpuWhisperDec {
             return true;
         }
         if let gst::QueryViewMut::Caps(q) = query.view_mut() {
-            let model = self.state().model.clone();
-            if let Some(model) = model {
-                let mut caps = pad.pad_template_caps();
-                caps.make_mut().set("width", model.d_model() as i32);
-                let caps = match q.filter() {
-                    Some(filter) => filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
-                    None => caps,
-                };
-                gst::log!(CAT, obj = pad, "Answering caps query with {caps}");
-                q.set_result(&caps);
+            if let Some(model) = self.state().model.model.clone() {
+                model_element::answer_caps_query(*CAT, pad, q, "width", model.d_model());
                 return true;
             }
         }
@@ -409,32 +182,34 @@ impl NpuWhisperDec {
     }
 
     fn set_caps(&self, caps: &gst::CapsRef) -> bool {
-        let width = caps.structure(0).and_then(|s| s.get::<i32>("width").ok()).unwrap_or(0);
         let mut state = self.state();
-        let Some(model) = state.model.clone() else {
+        let Some(model) = state.model.model.clone() else {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No model loaded"));
             return false;
         };
-        if width < 0 || width as usize != model.d_model() {
-            drop(state);
-            let encoder = self
-                .upstream_encoder_model()
-                .map_or_else(String::new, |m| format!(" from model {m:?}"));
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                (
-                    "Encoder states{} have width {} but the decoder's model {:?} ({}) has width {}: the encoder and decoder must use the same model",
-                    encoder,
-                    width,
-                    self.settings().model.model,
-                    model.dir.display(),
-                    model.d_model()
-                )
-            );
-            return false;
-        }
-        state.width = Some(width as usize);
+        let width = match model_element::check_dimension(caps, "width", model.d_model()) {
+            Ok(width) => width,
+            Err(width) => {
+                drop(state);
+                let encoder = self
+                    .upstream_encoder_model()
+                    .map_or_else(String::new, |m| format!(" from model {m:?}"));
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    (
+                        "Encoder states{} have width {} but the decoder's model {:?} ({}) has width {}: the encoder and decoder must use the same model",
+                        encoder,
+                        width,
+                        self.settings().model.model,
+                        model.dir.display(),
+                        model.d_model()
+                    )
+                );
+                return false;
+            }
+        };
+        state.width = Some(width);
         drop(state);
 
         let src_caps = caps::text();
@@ -571,61 +346,6 @@ impl NpuWhisperDec {
             self.drain()?;
         }
         Ok(gst::FlowSuccess::Ok)
-    }
-
-    /// A provisional pass over a live window: pushes the words it and the previous pass agree
-    /// on, and those too old to wait for the next pass.
-    fn decode_pass(&self, window: Window) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let result = {
-            let mut transcriber = self.transcriber();
-            let Some(transcriber) = transcriber.as_mut() else {
-                return Err(gst::FlowError::Flushing);
-            };
-            if window.discont {
-                transcriber.reset();
-            }
-            let start = std::time::Instant::now();
-            let result = transcriber.transcribe_provisional(&window.states, content_seconds(window.duration));
-            gst::debug!(
-                CAT,
-                imp = self,
-                "Decoded a pass at {} ({:.2} s) in {:?}",
-                window.pts,
-                content_seconds(window.duration),
-                start.elapsed()
-            );
-            result
-        };
-        self.report_failure(&result, window.pts);
-        let settings = self.settings().clone();
-        let window_end = window.pts.saturating_add(window.duration);
-        let (pieces, gap_until) = {
-            let mut state = self.state();
-            if window.discont {
-                state.agreement.reset();
-            }
-            state.streaming = true;
-            let words = StreamWord::of_window(&result, window.pts.seconds_f64());
-            let emit_before = window_end.saturating_sub(self.hold(settings.live_hold_ms, window_end));
-            let released = state.agreement.provisional(words, emit_before.seconds_f64());
-            let unconfirmed = state.agreement.unconfirmed().first().map(|w| stream_time(w.start));
-            let gap_until = window_end
-                .saturating_sub(LIVE_GAP_MARGIN)
-                .min(unconfirmed.unwrap_or(window_end));
-            (stream_pieces(&released, settings.word_timestamps), gap_until)
-        };
-        self.push_text(&result, window.pts, window.duration, pieces, gap_until, false)
-    }
-
-    /// How long a word at the end of the pass ending at `end` may wait for the next pass: the
-    /// `live-hold`, less what this pass came late (on a loaded machine), down to
-    /// [`passes::MIN_HOLD`]. The next pass will be as late: words that waited for it would miss
-    /// the latency.
-    fn hold(&self, hold_ms: u32, end: gst::ClockTime) -> gst::ClockTime {
-        let hold = gst::ClockTime::from_mseconds(hold_ms as u64);
-        let late = passes::clock_lag(&*self.obj(), &self.sinkpad, end)
-            .map_or(gst::ClockTime::ZERO, |lag| lag.saturating_sub(passes::ON_TIME));
-        hold.saturating_sub(late).max(passes::MIN_HOLD.min(hold))
     }
 
     /// Windows decoded together: `batch-size`, or when 0, 8 for recordings and 1 when upstream
@@ -786,7 +506,7 @@ impl NpuWhisperDec {
                 words,
             } in &pieces
             {
-                let (mut start, mut end) = (*start, *end);
+                let (start, end) = output::clip(*start, *end, state.last_end, window_end);
                 let text = if std::mem::take(&mut first) {
                     cues::continue_sentence(state.last_char, text.trim(), english)
                 } else {
@@ -795,15 +515,6 @@ impl NpuWhisperDec {
                 let text = text.as_str();
                 if text.is_empty() {
                     continue;
-                }
-                // No overlap with what was pushed: clip the start, never go backwards.
-                if let Some(last_end) = state.last_end {
-                    start = start.max(last_end);
-                }
-                end = end.min(window_end);
-                if end < start.saturating_add(MIN_DURATION) {
-                    // Passes the window end only if the previous text already reached it.
-                    end = start.saturating_add(MIN_DURATION);
                 }
                 gst::debug!(CAT, imp = self, "{start} - {end}: {text}");
 
@@ -824,34 +535,21 @@ impl NpuWhisperDec {
                     } else {
                         "npuwhisper-phrase"
                     };
-                    let mut s = gst::Structure::builder(name)
-                        .field("text", text)
-                        .field("start", start)
-                        .field("end", end)
-                        .field("avg-logprob", *avg_logprob as f64)
-                        .field("language", state.language.as_deref().unwrap_or("en"));
-                    if !words.is_empty() {
-                        let words = words.iter().map(|(text, start, end, probability)| {
-                            gst::Structure::builder("word")
-                                .field("text", text)
-                                .field("start", *start)
-                                .field("end", *end)
-                                .field("probability", *probability as f64)
-                                .build()
-                                .to_send_value()
-                        });
-                        s = s.field("words", gst::List::new(words));
-                    }
-                    let s = s.build();
+                    let s = output::text_structure(
+                        name,
+                        text,
+                        (start, end),
+                        *avg_logprob,
+                        state.language.as_deref().unwrap_or("en"),
+                        words,
+                    );
                     messages.push(gst::message::Element::builder(s).src(&*self.obj()).build());
                 }
             }
 
             if !outputs.iter().any(|o| matches!(o, Output::Buffer(_))) {
                 // No text: tell downstream the time passed.
-                let gap_start = state.last_end.map_or(window_pts, |e| e.max(window_pts));
-                let gap_end = gap_until.min(window_end);
-                if gap_end > gap_start {
+                if let Some((gap_start, gap_end)) = output::gap(state.last_end, window_pts, window_end, gap_until) {
                     outputs.push(Output::Event(
                         gst::event::Gap::builder(gap_start)
                             .duration(gap_end - gap_start)
@@ -944,74 +642,17 @@ impl ObjectImpl for NpuWhisperDec {
             return;
         }
         let mut settings = self.settings();
-        let string = || value.get::<Option<String>>().ok().flatten();
-        if settings.model.set(pspec.name(), value) {
-            gst::info!(CAT, imp = self, "Settings now {settings:?}");
+        if !settings.set(pspec.name(), value) {
+            gst::warning!(CAT, imp = self, "Unknown property {}", pspec.name());
             return;
-        }
-        match pspec.name() {
-            "language" => settings.language = string().unwrap_or_else(|| super::DEFAULT_LANGUAGE.to_string()),
-            "language-code" => settings.language = super::language_from_code(&string().unwrap_or_default()),
-            "task" => settings.task = value.get().expect("type checked upstream"),
-            "condition-on-previous-text" => {
-                settings.condition_on_previous_text = value.get().expect("type checked upstream")
-            }
-            "initial-prompt" => settings.initial_prompt = string(),
-            "beam-size" => settings.beam_size = value.get().expect("type checked upstream"),
-            "best-of" => settings.best_of = value.get().expect("type checked upstream"),
-            "temperature-fallback" => settings.temperature_fallback = value.get().expect("type checked upstream"),
-            "compression-ratio-threshold" => {
-                settings.compression_ratio_threshold = value.get().expect("type checked upstream")
-            }
-            "logprob-threshold" => settings.logprob_threshold = value.get().expect("type checked upstream"),
-            "no-speech-threshold" => settings.no_speech_threshold = value.get().expect("type checked upstream"),
-            "word-timestamps" => settings.word_timestamps = value.get().expect("type checked upstream"),
-            "post-messages" => settings.post_messages = value.get().expect("type checked upstream"),
-            "batch-size" => settings.batch_size = value.get().expect("type checked upstream"),
-            "max-line-chars" => {
-                settings.layout.max_line_chars = value.get::<u32>().expect("type checked upstream") as usize
-            }
-            "max-lines" => settings.layout.max_lines = value.get::<u32>().expect("type checked upstream") as usize,
-            "min-cue-duration" => {
-                settings.layout.min_duration = value.get::<u32>().expect("type checked upstream") as f64 / 1000.0
-            }
-            "max-cue-duration" => {
-                settings.layout.max_duration = value.get::<u32>().expect("type checked upstream") as f64 / 1000.0
-            }
-            "max-reading-speed" => settings.layout.max_cps = value.get::<f32>().expect("type checked upstream") as f64,
-            other => gst::warning!(CAT, imp = self, "Unknown property {other}"),
         }
         gst::info!(CAT, imp = self, "Settings now {settings:?}");
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
-        let s = self.settings();
-        if let Some(v) = s.model.get(pspec.name()) {
-            return v;
-        }
-        match pspec.name() {
-            "language" | "language-code" => s.language.to_value(),
-            "task" => s.task.to_value(),
-            "condition-on-previous-text" => s.condition_on_previous_text.to_value(),
-            "initial-prompt" => s.initial_prompt.to_value(),
-            "beam-size" => s.beam_size.to_value(),
-            "best-of" => s.best_of.to_value(),
-            "temperature-fallback" => s.temperature_fallback.to_value(),
-            "compression-ratio-threshold" => s.compression_ratio_threshold.to_value(),
-            "logprob-threshold" => s.logprob_threshold.to_value(),
-            "no-speech-threshold" => s.no_speech_threshold.to_value(),
-            "word-timestamps" => s.word_timestamps.to_value(),
-            "post-messages" => s.post_messages.to_value(),
-            "batch-size" => s.batch_size.to_value(),
-            "live-hold" => s.live_hold_ms.to_value(),
-            "max-line-chars" => (s.layout.max_line_chars as u32).to_value(),
-            "max-lines" => (s.layout.max_lines as u32).to_value(),
-            "min-cue-duration" => ((s.layout.min_duration * 1000.0).round() as u32).to_value(),
-            "max-cue-duration" => ((s.layout.max_duration * 1000.0).round() as u32).to_value(),
-            "max-reading-speed" => (s.layout.max_cps as f32).to_value(),
-            // GObject only asks for the properties declared above.
-            _ => pspec.default_value().clone(),
-        }
+        self.settings()
+            .get(pspec.name())
+            .unwrap_or_else(|| pspec.default_value().clone())
     }
 
     fn constructed(&self) {

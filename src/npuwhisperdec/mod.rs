@@ -55,6 +55,8 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod output;
+mod settings;
 
 /// What the decoder produces.
 #[derive(Debug, Default, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]

@@ -4,6 +4,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
+use crate::model_element::{self, HeldModel};
 use crate::{caps, f32buf, model_property, passes};
 use npuwhisper_core::model::{Model, ENCODER_FRAMES, MEL_FRAMES};
 
@@ -18,9 +19,7 @@ struct Settings {
 #[derive(Default)]
 struct State {
     /// Loaded from NULL to READY, dropped from READY to NULL.
-    model: Option<Arc<Model>>,
-    /// Model property values `model` was loaded with.
-    loaded_with: Option<model_property::ModelSettings>,
+    model: HeldModel,
     /// Mel bins of the negotiated input.
     n_mels: Option<usize>,
 }
@@ -45,57 +44,19 @@ impl NpuWhisperEnc {
     /// Loads the model named by the `model` property unless it is already loaded.
     fn ensure_model(&self) -> Result<(), gst::StateChangeError> {
         let wanted = self.settings().model.clone();
-        {
-            let state = self.state();
-            if state.model.is_some() && state.loaded_with.as_ref() == Some(&wanted) {
-                return Ok(());
-            }
+        if self.state().model.loaded(&wanted).is_some() {
+            return Ok(());
         }
-        gst::debug!(CAT, imp = self, "Loading model {wanted:?}");
-        match model_property::load(&wanted) {
-            Ok(m) => {
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "Loaded {}: {} mel bins, width {}",
-                    m.dir.display(),
-                    m.n_mels(),
-                    m.d_model()
-                );
-                let mut state = self.state();
-                state.model = Some(m);
-                state.loaded_with = Some(wanted);
-                Ok(())
-            }
-            Err(msg) => {
-                self.post_error_message(msg);
-                Err(gst::StateChangeError)
-            }
-        }
-    }
-
-    /// Template caps with the model's dimension fixed, if a model is loaded.
-    fn model_caps(&self, pad: &gst::Pad, field: &str, value: impl Fn(&Model) -> usize) -> Option<gst::Caps> {
-        let model = self.state().model.clone()?;
-        let mut caps = pad.pad_template_caps();
-        caps.make_mut().set(field, value(&model) as i32);
-        Some(caps)
-    }
-
-    fn answer_caps_query(&self, pad: &gst::Pad, query: &mut gst::query::Caps, caps: gst::Caps) -> bool {
-        let caps = match query.filter() {
-            Some(filter) => filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First),
-            None => caps,
-        };
-        gst::log!(CAT, obj = pad, "Answering caps query with {caps}");
-        query.set_result(&caps);
-        true
+        let m = model_element::load(&*self.obj(), *CAT, &wanted)?;
+        self.state().model.set(m, wanted);
+        Ok(())
     }
 
     fn sink_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
         if let gst::QueryViewMut::Caps(q) = query.view_mut() {
-            if let Some(caps) = self.model_caps(pad, "n-mels", Model::n_mels) {
-                return self.answer_caps_query(pad, q, caps);
+            if let Some(model) = self.state().model.model.clone() {
+                model_element::answer_caps_query(*CAT, pad, q, "n-mels", model.n_mels());
+                return true;
             }
         }
         gst::Pad::query_default(pad, Some(&*self.obj()), query)
@@ -103,34 +64,37 @@ impl NpuWhisperEnc {
 
     fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
         if let gst::QueryViewMut::Caps(q) = query.view_mut() {
-            if let Some(caps) = self.model_caps(pad, "width", Model::d_model) {
-                return self.answer_caps_query(pad, q, caps);
+            if let Some(model) = self.state().model.model.clone() {
+                model_element::answer_caps_query(*CAT, pad, q, "width", model.d_model());
+                return true;
             }
         }
         gst::Pad::query_default(pad, Some(&*self.obj()), query)
     }
 
     fn set_caps(&self, caps: &gst::CapsRef) -> bool {
-        let n_mels = caps.structure(0).and_then(|s| s.get::<i32>("n-mels").ok()).unwrap_or(0);
         let mut state = self.state();
-        let Some(model) = state.model.clone() else {
+        let Some(model) = state.model.model.clone() else {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No model loaded"));
             return false;
         };
-        if n_mels < 0 || n_mels as usize != model.n_mels() {
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                (
-                    "Spectrogram has {} mel bins but model {} expects {}",
-                    n_mels,
-                    model.dir.display(),
-                    model.n_mels()
-                )
-            );
-            return false;
-        }
-        state.n_mels = Some(n_mels as usize);
+        let n_mels = match model_element::check_dimension(caps, "n-mels", model.n_mels()) {
+            Ok(n) => n,
+            Err(n_mels) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    (
+                        "Spectrogram has {} mel bins but model {} expects {}",
+                        n_mels,
+                        model.dir.display(),
+                        model.n_mels()
+                    )
+                );
+                return false;
+            }
+        };
+        state.n_mels = Some(n_mels);
         drop(state);
 
         let src_caps = caps::states(Some(model.d_model()));
@@ -149,7 +113,7 @@ impl NpuWhisperEnc {
     /// The model and mel bins to encode with, or a negotiation error.
     fn negotiated(&self) -> Result<(Arc<Model>, usize), gst::FlowError> {
         let state = self.state();
-        match (state.model.clone(), state.n_mels) {
+        match (state.model.model.clone(), state.n_mels) {
             (Some(model), Some(n_mels)) => Ok((model, n_mels)),
             _ => {
                 drop(state);

@@ -379,3 +379,59 @@ fn a_failing_backend_is_an_error_not_silence() {
     assert_eq!(r.error, None);
     assert_eq!(r.segments.len(), 1);
 }
+
+/// A model over the scripted vocabulary; `multilingual` claims Whisper's multilingual
+/// vocabulary size (the rule `is_multilingual` goes by), with `en` its one language.
+fn bare_model(multilingual: bool) -> Model {
+    let tok = tokenizer();
+    let vocab_size = if multilingual { 51865 } else { tok.vocab_size() };
+    let dims = Dims {
+        n_mels: 80,
+        d_model: D,
+        n_heads: 1,
+        encoder_layers: 1,
+        decoder_layers: 1,
+        vocab_size,
+        max_text_positions: 448,
+    };
+    let script = Script {
+        windows: HashMap::new(),
+        failing: vec![],
+    };
+    let fake = Box::new(Fake {
+        vocab: tok.vocab_size(),
+        sot: tok.sot,
+        no_speech: tok.no_speech.unwrap(),
+        script,
+        searches: Arc::default(),
+    });
+    Model::from_parts(dims, Config::default(), tok, fake)
+}
+
+#[test]
+fn languages_are_checked_against_the_model() {
+    use super::{choose_language, IgnoredRequest, Task};
+    let multi = bare_model(true);
+    let chosen = |m: &Model, lang: &str, task| choose_language(m, lang, task);
+    assert_eq!(
+        chosen(&multi, " EN ", Task::Transcribe).unwrap().language.as_deref(),
+        Some("en")
+    );
+    assert_eq!(chosen(&multi, "auto", Task::Translate).unwrap().language, None);
+    assert_eq!(chosen(&multi, "", Task::Transcribe).unwrap().language, None);
+    let err = chosen(&multi, "xx", Task::Transcribe).unwrap_err();
+    assert_eq!(
+        (err.requested.as_str(), err.known.clone()),
+        ("xx", vec!["en".to_string()])
+    );
+    assert!(err.to_string().contains("one of: en"), "{err}");
+
+    let english = bare_model(false);
+    let c = chosen(&english, "de", Task::Translate).unwrap();
+    assert_eq!(c.language, None);
+    assert_eq!(
+        c.ignored,
+        vec![IgnoredRequest::Language("de".into()), IgnoredRequest::Translate]
+    );
+    assert!(chosen(&english, "en", Task::Transcribe).unwrap().ignored.is_empty());
+}

@@ -28,20 +28,21 @@ pub(crate) struct DecoderLayer {
     fc2: Linear,
 }
 
-/// Token embeddings for the input lookups: f32, or in INT8 models f16, half the memory. Not
-/// INT8: looking tokens up in the INT8 projection matrix (even with a scale per 32 values)
-/// changed tiny.en's long-form transcripts (WER 1.06 → 1.32 %), f16 did not change them.
+/// The token embeddings, used for the input lookups and (tied) as the vocabulary projection.
 enum Embeddings {
+    /// f32 models: one f32 matrix for both.
     F32(Store<f32>),
-    F16(Store<f16>),
+    /// INT8 models: f16 for the lookups (half the memory; INT8 lookups, even with a scale per
+    /// 32 values, changed long-form transcripts, f16 did not), and quantized per token for the
+    /// projection, the largest matrix read per token.
+    Int8 {
+        lookup: Store<f16>,
+        projection: QuantizedWeights,
+    },
 }
 
 pub(crate) struct Decoder {
-    /// The token embeddings for lookups.
     embeddings: Embeddings,
-    /// In INT8, the embeddings quantized per token for the vocabulary projection (the largest
-    /// matrix read per token).
-    embeddings_q: Option<QuantizedWeights>,
     positions: Store<f32>,
     layers: Vec<DecoderLayer>,
     /// Cross-attention keys and values in f16 (INT8 models).
@@ -84,16 +85,15 @@ impl Decoder {
             })
             .collect::<Result<_, String>>()?;
         let emb = "decoder/embeddings/weight";
-        let (embeddings, embeddings_q) = match w.precision {
+        let embeddings = match w.precision {
             Precision::Int8 => {
-                let (q, lookup) = w.quantized_and_f16(emb, dims.vocab_size, d)?;
-                (Embeddings::F16(lookup), Some(q))
+                let (projection, lookup) = w.quantized_and_f16(emb, dims.vocab_size, d)?;
+                Embeddings::Int8 { lookup, projection }
             }
-            Precision::F32 => (Embeddings::F32(w.tensor(emb, &[dims.vocab_size, d])?), None),
+            Precision::F32 => Embeddings::F32(w.tensor(emb, &[dims.vocab_size, d])?),
         };
         Ok(Decoder {
             embeddings,
-            embeddings_q,
             positions: w.tensor("decoder/position_encodings/encodings", &[dims.max_text_positions, d])?,
             layers,
             half_cross_kv: w.precision == Precision::Int8,
@@ -270,7 +270,7 @@ impl Decoder {
                 let range = tok as usize * d..(tok as usize + 1) * d;
                 match &self.embeddings {
                     Embeddings::F32(e) => row.copy_from_slice(&e[range]),
-                    Embeddings::F16(e) => e[range].convert_to_f32_slice(row),
+                    Embeddings::Int8 { lookup, .. } => lookup[range].convert_to_f32_slice(row),
                 }
                 add_in_place(row, &self.positions[pos * d..(pos + 1) * d]);
             }
@@ -368,12 +368,9 @@ impl Decoder {
     /// embedding matrix, read once for all rows.
     pub fn logits(&self, m: usize, hidden: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; m * self.vocab];
-        match &self.embeddings_q {
-            Some(q) => qlinear(hidden, m, self.d, q, None, &mut out),
-            None => match &self.embeddings {
-                Embeddings::F32(e) => gemm_nt(m, self.vocab, self.d, hidden, e, &mut out),
-                Embeddings::F16(_) => unreachable!("f16 embeddings come with their INT8 projection"),
-            },
+        match &self.embeddings {
+            Embeddings::Int8 { projection, .. } => qlinear(hidden, m, self.d, projection, None, &mut out),
+            Embeddings::F32(e) => gemm_nt(m, self.vocab, self.d, hidden, e, &mut out),
         }
         out
     }
