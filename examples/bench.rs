@@ -189,6 +189,7 @@ fn main() {
 
     let t = Instant::now();
     let _model = support::load_model(&model_name);
+    let _on_backend = support::keep_backend_model(&model_name, &props);
     let load_s = t.elapsed().as_secs_f64();
     transcribe(
         &rows[0].0,

@@ -3,7 +3,7 @@
 //!
 //!   cargo run --release --example stage_profile -- [--file ../shared/eval/public/long_lj001_1-20.wav]
 //!       [--model tiny.en] [--batch 8] [--repeat 3] [--precision int8|f32] [--vad silero|energy]
-//!       [--load-only]
+//!       [--load-only] [--onnxruntime PROVIDER|none]
 //!
 //! Stages: speech detection with windowing at pauses, and log-mel (npumel), the encoder
 //! (npuwhisperenc), and decoding
@@ -11,6 +11,9 @@
 //! `--batch` windows at a time as the decoder does for files). Prints each stage's wall and CPU
 //! seconds (the fastest of `--repeat` runs), the realtime factor the sum would give, and the
 //! decoded tokens per second. Set `NPUWHISPER_ISA=avx512` (or `avx2`) to see a lower SIMD path.
+//! `--onnxruntime` (default `cpu`) also runs the encoder stage on ONNX Runtime's PROVIDER (the
+//! ONNX graph of the same weights, at the same `--precision`: int8 is int8 QDQ weights there),
+//! printed as its own row beside the CPU kernels' encoder; the sum counts the CPU one.
 //! First it prints the model's load time and whether its weights were mapped from the weight
 //! cache or made from `model.bin`; `--load-only` stops there.
 
@@ -25,12 +28,13 @@ use npuwhisper_core::audio::vad::{self, SileroVad, VadSettings};
 use npuwhisper_core::audio::{
     level_speech, Detector, SileroFrames, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES,
 };
+use npuwhisper_core::backend::onnxruntime::{EncoderDims, OrtEncoder, OrtOptions};
 use npuwhisper_core::decoding::{DecodeOptions, Transcriber};
 use npuwhisper_core::model::{self, Precision};
 use npuwhisper_kernels::isa::Isa;
 use npuwhisper_kernels::mel::LogMel;
 
-const USAGE: &str = "usage: stage_profile [--file WAV] [--model NAME|DIR] [--batch N] [--repeat N] [--precision int8|f32] [--vad silero|energy] [--load-only]";
+const USAGE: &str = "usage: stage_profile [--file WAV] [--model NAME|DIR] [--batch N] [--repeat N] [--precision int8|f32] [--vad silero|energy] [--load-only] [--onnxruntime PROVIDER|none]";
 
 /// Wall and CPU seconds of `f`, and its result.
 fn timed<T>(f: impl FnOnce() -> T) -> (f64, f64, T) {
@@ -50,6 +54,7 @@ fn main() {
             "--precision",
             "--vad",
             "--load-only",
+            "--onnxruntime",
         ],
     );
     let silero = match args.value("--vad").unwrap_or("silero") {
@@ -88,6 +93,28 @@ fn main() {
     if args.flag("--load-only") {
         return;
     }
+    let ort = match args.value("--onnxruntime").unwrap_or("cpu") {
+        "none" => None,
+        provider => {
+            let opts = OrtOptions {
+                provider: provider.to_string(),
+                precision: precision.into(),
+                threads: npuwhisper_kernels::pool::threads(),
+            };
+            let t = Instant::now();
+            let enc = OrtEncoder::from_model_dir(&dir, EncoderDims::from(&model.dims), &opts).unwrap_or_else(|e| {
+                eprintln!("ONNX Runtime encoder: {e}");
+                std::process::exit(1);
+            });
+            println!(
+                "ONNX Runtime encoder graph ({provider}, {:?}) built and loaded in {:.1} ms",
+                opts.precision,
+                1e3 * t.elapsed().as_secs_f64()
+            );
+            Some(enc)
+        }
+    };
+    let mut ort_best: Option<(f64, f64)> = None;
     let samples = common::read_wav(&file);
     let audio_s = samples.len() as f64 / SAMPLE_RATE as f64;
     let threads = npuwhisper_kernels::pool::threads();
@@ -141,6 +168,16 @@ fn main() {
                 .collect::<Vec<_>>()
         });
         keep(&mut best, 2, "encoder", wall, cpu);
+        if let Some(ort) = &ort {
+            let (wall, cpu, _) = timed(|| {
+                for (mel, _) in &mels {
+                    ort.encode_batch(&[mel]).expect("ONNX Runtime encoder");
+                }
+            });
+            if ort_best.is_none_or(|(w, _)| wall < w) {
+                ort_best = Some((wall, cpu));
+            }
+        }
         let (wall, cpu, results) = timed(|| {
             let options = DecodeOptions {
                 language: Some("en".into()),
@@ -184,6 +221,15 @@ fn main() {
         );
     }
     println!("{:<20} {total:8.3} {:>8} {:>7} {:>8}", "sum", "", "", "");
+    if let Some((wall, cpu)) = ort_best {
+        println!(
+            "{:<20} {wall:8.3} {cpu:8.3} {:7.2}  (encoder on ONNX Runtime {}: {:.2}x the CPU kernels' time)",
+            "encoder (ORT)",
+            cpu / wall,
+            args.value("--onnxruntime").unwrap_or("cpu"),
+            wall / best[2].1
+        );
+    }
     println!(
         "stages in turn: {:.1}x realtime; decoder {:.0} text tokens/s",
         audio_s / total,

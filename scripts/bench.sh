@@ -2,7 +2,7 @@
 # End-to-end benchmark of the plugin against the peer, faster-whisper, in one sitting on the
 # same eval manifests, and one table of the figures and ratios.
 #
-#   scripts/bench.sh [--model tiny.en|base|DIR[,...]] [--manifest short|long|both] [--threads N] [--isa native|avx512|avx2[,...]]
+#   scripts/bench.sh [--model tiny.en|base|DIR[,...]] [--manifest short|long|both] [--threads N] [--isa native|avx512|avx2[,...]] [--backend cpu|onnxruntime[,...]]
 #
 # For each manifest (short: manifest.tsv, 23 clips, 153 s; long: manifest_long.tsv, 200 s):
 #   - the plugin: examples/bench.rs in its own process (model loaded once, a 5 s warm-up, then
@@ -20,6 +20,10 @@
 # MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2; avx512: CT2_FORCE_CPU_ISA=AVX512
 # ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI). --model also takes a comma-separated list.
 #
+# --backend runs the plugin once per backend (default cpu; `cpu,onnxruntime` prints ONNX
+# Runtime's CPU provider beside the CPU kernels, same files, same run): with onnxruntime the
+# encoder runs as an ONNX graph on ONNX Runtime, the decoder stays on the CPU kernels.
+#
 # Whole processes too, as a user waits for them (start, model load, transcription), on jfk.wav
 # and the long-form file: gst-launch-1.0 filesrc ! decodebin ! npuwhisper ! fakesink against a
 # Python process that loads faster-whisper int8 and transcribes; each after one untimed run (so
@@ -34,13 +38,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 usage() { sed -n '4p' "$0" | sed 's/^#   /usage: /' >&2; exit 2; }
-models=tiny.en which=both threads=2 isas=native
+models=tiny.en which=both threads=2 isas=native backends=cpu
 while [ $# -gt 0 ]; do
   case $1 in
     --model) models=${2:?}; shift 2 ;;
     --isa) isas=${2:?}; shift 2 ;;
     --manifest) which=${2:?}; shift 2 ;;
     --threads) threads=${2:?}; shift 2 ;;
+    --backend) backends=${2:?}; shift 2 ;;
     -h | --help) usage ;;
     *) echo "bench: unknown argument '$1'" >&2; usage ;;
   esac
@@ -54,6 +59,10 @@ esac
 case $threads in '' | *[!0-9]* | 0) echo "bench: --threads takes a positive number" >&2; exit 2 ;; esac
 IFS=, read -r -a isa_list <<<"$isas"
 IFS=, read -r -a model_list <<<"$models"
+IFS=, read -r -a backend_list <<<"$backends"
+for b in "${backend_list[@]}"; do
+  case $b in cpu | onnxruntime) ;; *) echo "bench: --backend takes cpu or onnxruntime" >&2; exit 2 ;; esac
+done
 for isa in "${isa_list[@]}"; do
   case $isa in native | avx512 | avx2) ;; *) echo "bench: --isa takes native, avx512 or avx2" >&2; exit 2 ;; esac
 done
@@ -134,10 +143,12 @@ for isa in "${isa_list[@]}"; do
     env=$(isa_env "$isa")
     for m in "${manifests[@]}"; do
       key="$isa	$model	$m"
-      step "$isa, $m: npuwhisper ($model, $threads threads) ${env:-}"
-      out=$(env $env "$bench" --model "$model" --manifest "$eval_dir/$m" --python "$python")
-      printf '%s\n' "$out" | sed '$d' >&2
-      printf '%s\tplugin\t%s\n' "$key" "$(printf '%s\n' "$out" | tail -n 1)" >>"$results"
+      for backend in "${backend_list[@]}"; do
+        step "$isa, $m: npuwhisper ($model, backend $backend, $threads threads) ${env:-}"
+        out=$(env $env "$bench" --model "$model" --manifest "$eval_dir/$m" --python "$python" --set "backend=$backend")
+        printf '%s\n' "$out" | sed '$d' >&2
+        printf '%s\tplugin-%s\t%s\n' "$key" "$backend" "$(printf '%s\n' "$out" | tail -n 1)" >>"$results"
+      done
       step "$isa, $m: faster-whisper ($model, int8 and float32, $threads threads) ${env:-}"
       out=$(env $env "$python" "$peer" --model "$model_dir" --manifest "$eval_dir/$m" --threads "$threads" \
         --configs int8:1,float32:1)
@@ -163,9 +174,10 @@ rows, plugin, peer, whole = [], {}, {}, {}
 for line in open(path, encoding="utf-8"):
     isa, model, manifest, kind, data = line.rstrip("\n").split("\t", 4)
     data, key = json.loads(data), (isa, model, manifest)
-    if kind == "plugin":
-        plugin[key] = data
-        rows.append((key, "npuwhisper", data))
+    if kind.startswith("plugin-"):
+        backend = kind.removeprefix("plugin-")
+        plugin[key + (backend,)] = data
+        rows.append((key, "npuwhisper" if backend == "cpu" else "npuwhisper " + backend, data))
     elif kind == "peer":
         for r in data["results"]:
             peer[key + (r["config"].split(":")[0],)] = r
@@ -184,7 +196,8 @@ for (isa, model, manifest), engine, r in rows:
     print(fmt.format(isa, model, manifest, engine, f"{r['audio_s']:.1f}", f"{r['wall_s']:.2f}",
                      f"{r['rtf_x']:.2f}", pct(r["wer"]), f"{r['peak_rss_mb']:.0f}"))
 print()
-for key, p in plugin.items():
+for (*key, backend), p in plugin.items():
+    key = tuple(key)
     int8, f32 = peer.get(key + ("int8",)), peer.get(key + ("float32",))
     parts = []
     if int8:
@@ -193,11 +206,15 @@ for key, p in plugin.items():
         parts.append(f"WER vs float32 {100 * (p['wer'] - f32['wer']):+.2f} points")
     if int8:
         parts.append(f"RSS vs int8 {p['peak_rss_mb'] / int8['peak_rss_mb']:.2f}x")
+    cpu = plugin.get(key + ("cpu",))
+    if backend != "cpu" and cpu:
+        parts.append(f"speed vs backend=cpu {p['rtf_x'] / cpu['rtf_x']:.2f}x")
     label = " ".join(key)
-    print(f"{label:<38} npuwhisper: " + ", ".join(parts))
+    name = "npuwhisper" if backend == "cpu" else f"npuwhisper {backend}"
+    print(f"{label:<38} {name}: " + ", ".join(parts))
     if p.get("windows"):
         w = p["wall_s"]
-        print(f"{'':<38} npuwhisper stages: encoder {p['encoder_s']:.2f} s ({100 * p['encoder_s'] / w:.0f} % of wall), "
+        print(f"{'':<38} {name} stages: encoder {p['encoder_s']:.2f} s ({100 * p['encoder_s'] / w:.0f} % of wall), "
               f"decoder {p['decoder_s']:.2f} s ({100 * p['decoder_s'] / w:.0f} %), {p['windows']} windows; "
               f"model load {p['model_load_s']:.2f} s (not in wall)")
 if whole:

@@ -1,12 +1,14 @@
 //! The model properties that the encoder, the decoder and the bin share (`model`, `precision`,
-//! `threads`): their specs, their values, and loading the model they name as an element error
-//! ready to post.
+//! `threads`, `backend`, `execution-provider`): their specs, their values, and loading the model
+//! they name as an element error ready to post.
 
 use std::sync::Arc;
 
 use gst::glib;
 use gst::prelude::*;
 
+use npuwhisper_core::backend::onnxruntime::{providers, OrtOptions};
+use npuwhisper_core::backend::BackendChoice;
 use npuwhisper_core::model::{self, Model, Precision};
 
 pub const BLURB: &str = "Whisper model: a CTranslate2 model directory, or a model name in the models \
@@ -36,6 +38,21 @@ impl From<NpuWhisperPrecision> for Precision {
     }
 }
 
+/// What runs the forward passes.
+#[derive(Debug, Default, Eq, PartialEq, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstNpuWhisperBackend")]
+pub enum NpuWhisperBackend {
+    #[default]
+    #[enum_value(name = "CPU: npuwhisper's own kernels", nick = "cpu")]
+    Cpu = 0,
+    #[enum_value(
+        name = "ONNX Runtime: the encoder as an ONNX graph on the execution-provider (the decoder stays on the CPU kernels)",
+        nick = "onnxruntime"
+    )]
+    Onnxruntime = 1,
+}
+
 /// Values of the model properties.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelSettings {
@@ -43,6 +60,9 @@ pub struct ModelSettings {
     pub precision: NpuWhisperPrecision,
     /// Kernel threads; 0 = every core.
     pub threads: u32,
+    pub backend: NpuWhisperBackend,
+    /// An ONNX Runtime execution provider name (used with `backend=onnxruntime`).
+    pub execution_provider: String,
 }
 
 impl Default for ModelSettings {
@@ -51,6 +71,8 @@ impl Default for ModelSettings {
             model: model::DEFAULT_MODEL.to_string(),
             precision: NpuWhisperPrecision::default(),
             threads: 0,
+            backend: NpuWhisperBackend::default(),
+            execution_provider: DEFAULT_PROVIDER.to_string(),
         }
     }
 }
@@ -68,6 +90,14 @@ impl ModelSettings {
             }
             "precision" => self.precision = value.get().expect("type checked upstream"),
             "threads" => self.threads = value.get().expect("type checked upstream"),
+            "backend" => self.backend = value.get().expect("type checked upstream"),
+            "execution-provider" => {
+                self.execution_provider = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| DEFAULT_PROVIDER.to_string())
+            }
             _ => return false,
         }
         true
@@ -78,12 +108,19 @@ impl ModelSettings {
             "model" => Some(self.model.to_value()),
             "precision" => Some(self.precision.to_value()),
             "threads" => Some(self.threads.to_value()),
+            "backend" => Some(self.backend.to_value()),
+            "execution-provider" => Some(self.execution_provider.to_value()),
             _ => None,
         }
     }
 }
 
-/// The specs of `model`, `precision` and `threads`.
+const DEFAULT_PROVIDER: &str = "cpu";
+
+/// Names of the properties [`ModelSettings`] holds (the bin forwards them to the encoder too).
+pub const NAMES: &[&str] = &["model", "precision", "threads", "backend", "execution-provider"];
+
+/// The specs of `model`, `precision`, `threads`, `backend` and `execution-provider`.
 pub fn param_specs() -> Vec<glib::ParamSpec> {
     vec![
         glib::ParamSpecString::builder("model")
@@ -104,21 +141,57 @@ pub fn param_specs() -> Vec<glib::ParamSpec> {
             .default_value(0)
             .mutable_ready()
             .build(),
+        glib::ParamSpecEnum::builder_with_default("backend", NpuWhisperBackend::default())
+            .nick("Backend")
+            .blurb("What runs the model: cpu (npuwhisper's kernels) or onnxruntime (the encoder as an ONNX graph on execution-provider; precision int8 gives int8 QDQ weights there)")
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecString::builder("execution-provider")
+            .nick("Execution provider")
+            .blurb("ONNX Runtime execution provider for backend=onnxruntime: cpu, cuda, tensorrt, openvino, vitisai, qnn, coreml, xnnpack (all but cpu need a cargo feature and an ONNX Runtime built with it; see README)")
+            .default_value(Some(DEFAULT_PROVIDER))
+            .mutable_ready()
+            .build(),
     ]
 }
 
-/// Sizes the kernels' thread pool, then resolves the model and loads it, shared with every
-/// element that names the same directory at the same precision.
+impl ModelSettings {
+    /// The backend these settings ask for, with its options.
+    pub fn backend_choice(&self) -> BackendChoice {
+        match self.backend {
+            NpuWhisperBackend::Cpu => BackendChoice::Cpu,
+            NpuWhisperBackend::Onnxruntime => BackendChoice::Onnxruntime(OrtOptions {
+                provider: self.execution_provider.clone(),
+                precision: Precision::from(self.precision).into(),
+                threads: self.threads as usize,
+            }),
+        }
+    }
+}
+
+/// Sizes the kernels' thread pool, then resolves the model and loads it on the backend asked
+/// for, shared with every element that names the same directory, precision and backend. With
+/// `backend=onnxruntime` the execution provider is checked first: a missing library or
+/// provider is that error.
 pub fn load(settings: &ModelSettings) -> Result<Arc<Model>, gst::ErrorMessage> {
     npuwhisper_kernels::pool::set_threads(settings.threads as usize);
-    let model = model::load_shared_with(&model::resolve_model_path(&settings.model), settings.precision.into())
-        .map_err(|err| {
+    if settings.backend == NpuWhisperBackend::Onnxruntime {
+        providers::resolve(&settings.execution_provider).map_err(|err| {
             gst::error_msg!(
-                gst::ResourceError::OpenRead,
-                ("Could not load Whisper model: {}", err),
-                ["model property: {:?}", settings.model]
+                gst::LibraryError::Init,
+                ("Could not use ONNX Runtime: {}", err),
+                ["execution-provider property: {:?}", settings.execution_provider]
             )
         })?;
+    }
+    let dir = model::resolve_model_path(&settings.model);
+    let model = model::load_shared_on(&dir, settings.precision.into(), &settings.backend_choice()).map_err(|err| {
+        gst::error_msg!(
+            gst::ResourceError::OpenRead,
+            ("Could not load Whisper model: {}", err),
+            ["model property: {:?}", settings.model]
+        )
+    })?;
     if let model::CacheOutcome::Built { note, .. } = &model.weight_cache {
         if !note.is_empty() {
             gst::warning!(CAT, "weight cache {note}: the weights were made from model.bin");

@@ -1,9 +1,12 @@
 //! Element-level tests of the GStreamer glue. The ones needing the real model live elsewhere;
 //! here only the model-less behaviour (npumel, model loading errors, bin construction).
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Once;
 
+use common::ready_error;
 use gst::prelude::*;
 use gst_check::Harness;
 
@@ -385,24 +388,6 @@ fn npumel_rejects_wrong_caps() {
     h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<gst::ClockTime>::new()));
     let buffer = gst::Buffer::from_mut_slice(f32le(&[0.0; BUFFER_SAMPLES]));
     assert_eq!(h.push(buffer), Err(gst::FlowError::NotNegotiated));
-}
-
-/// Puts `element` in a pipeline, fails going to READY and returns the error text.
-fn ready_error(element: &gst::Element) -> String {
-    let pipeline = gst::Pipeline::new();
-    pipeline.add(element).unwrap();
-    assert!(element.set_state(gst::State::Ready).is_err(), "READY should fail");
-
-    let bus = pipeline.bus().unwrap();
-    let msg = bus
-        .pop_filtered(&[gst::MessageType::Error])
-        .expect("no error on the bus");
-    let gst::MessageView::Error(err) = msg.view() else {
-        unreachable!()
-    };
-    let text = format!("{} ({:?})", err.error(), err.debug());
-    let _ = pipeline.set_state(gst::State::Null);
-    text
 }
 
 #[test]

@@ -71,6 +71,37 @@ pub fn load_model(name: &str) -> Arc<Model> {
     })
 }
 
+/// With `backend=onnxruntime` among `props`, loads the model on the backend those properties
+/// ask for and keeps it, as [`load_model`] keeps the CPU one: pipelines share it instead of
+/// building their own encoder graph.
+pub fn keep_backend_model(name: &str, props: &[(String, String)]) -> Option<Arc<Model>> {
+    use npuwhisper_core::backend::onnxruntime::{GraphPrecision, OrtOptions};
+    use npuwhisper_core::backend::BackendChoice;
+    let prop = |name: &str| props.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    if prop("backend") != Some("onnxruntime") {
+        return None;
+    }
+    let precision = match prop("precision").unwrap_or("int8") {
+        "f32" => model::Precision::F32,
+        "int8" => model::Precision::Int8,
+        p => {
+            eprintln!("precision {p:?} is not f32 or int8");
+            std::process::exit(2);
+        }
+    };
+    let opts = OrtOptions {
+        provider: prop("execution-provider").unwrap_or("cpu").to_string(),
+        precision: GraphPrecision::from(precision),
+        threads: prop("threads").and_then(|t| t.parse().ok()).unwrap_or(0),
+    };
+    let dir = model::resolve_model_path(name);
+    let m = model::load_shared_on(&dir, precision, &BackendChoice::Onnxruntime(opts)).unwrap_or_else(|e| {
+        eprintln!("cannot load model {name} on ONNX Runtime: {e}");
+        std::process::exit(1);
+    });
+    Some(m)
+}
+
 /// Peak resident set of this process so far, in MB (getrusage's ru_maxrss).
 pub fn peak_rss_mb() -> f64 {
     // SAFETY: getrusage only writes the struct it is given.

@@ -318,7 +318,7 @@ impl ObjectImpl for NpuWhisperBin {
             return;
         }
         // The decoder holds every setting; the encoder needs the model ones too.
-        if matches!(pspec.name(), "model" | "precision" | "threads") {
+        if crate::model_property::NAMES.contains(&pspec.name()) {
             children.enc.set_property_from_value(pspec.name(), value);
         }
         children.dec.set_property_from_value(pspec.name(), value);
@@ -409,7 +409,7 @@ impl NpuWhisperBin {
         let children = self.children();
         let Some(children) = children.as_ref() else { return };
         let mut settings = crate::model_property::ModelSettings::default();
-        for name in ["model", "precision", "threads"] {
+        for &name in crate::model_property::NAMES {
             settings.set(name, &children.dec.property_value(name));
         }
         // The model the decoder holds, from the shared cache.

@@ -7,6 +7,14 @@
 //! The model is loaded when going from NULL to READY (a missing or damaged model fails the
 //! state change with an error naming the file); elements naming the same model share it.
 //!
+//! ## Backends
+//!
+//! `backend=cpu` (default) runs npuwhisper's kernels. `backend=onnxruntime` runs the encoder
+//! as an ONNX graph built from the same weights on ONNX Runtime's `execution-provider`
+//! (`precision=f32`: float32 graph; `int8`: int8 QDQ weights). A missing ONNX Runtime library,
+//! an unknown provider, or one not compiled into npuwhisper or the library, fails going to
+//! READY with an error saying which and how to get it.
+//!
 //! ## Caps
 //!
 //! - sink: `audio/x-npuwhisper-mel, n-mels=(int)[1,256], frames=(int)3000, format=F32LE`
@@ -31,6 +39,7 @@ glib::wrapper! {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    crate::model_property::NpuWhisperBackend::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "npuwhisperenc",

@@ -501,3 +501,21 @@ pub fn percentiles(values: &[f64]) -> (f64, f64, f64) {
     let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
     (at(0.5), at(0.95), at(1.0))
 }
+
+/// Puts `element` in a pipeline, fails going to READY and returns the error text.
+pub fn ready_error(element: &gst::Element) -> String {
+    let pipeline = gst::Pipeline::new();
+    pipeline.add(element).unwrap();
+    assert!(element.set_state(gst::State::Ready).is_err(), "READY should fail");
+
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .pop_filtered(&[gst::MessageType::Error])
+        .expect("no error on the bus");
+    let gst::MessageView::Error(err) = msg.view() else {
+        unreachable!()
+    };
+    let text = format!("{} ({:?})", err.error(), err.debug());
+    let _ = pipeline.set_state(gst::State::Null);
+    text
+}

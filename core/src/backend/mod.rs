@@ -6,10 +6,13 @@
 //! backend on a device keeps them there. Backends are trait objects (`Box<dyn Backend>` in
 //! [`Model`](crate::model::Model)) so that one can be chosen at run time, by an element property.
 //!
-//! Backends: [`cpu`] (the kernels of `npuwhisper_kernels`, the default). A new one is a module
-//! here implementing [`Backend`] and a [`BackendKind`] variant (see ARCHITECTURE.md).
+//! Backends: [`cpu`] (the kernels of `npuwhisper_kernels`, the default) and [`onnxruntime`]
+//! (the encoder as an ONNX graph on an ONNX Runtime execution provider, the decoder on the CPU
+//! backend). A new one is a module here implementing [`Backend`] and a [`BackendKind`] variant
+//! (see ARCHITECTURE.md).
 
 pub mod cpu;
+pub mod onnxruntime;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -51,16 +54,27 @@ pub enum BackendKind {
     /// `npuwhisper_kernels` on the CPU.
     #[default]
     Cpu,
+    /// ONNX Runtime on an execution provider.
+    Onnxruntime,
 }
 
 impl BackendKind {
-    pub const ALL: &'static [BackendKind] = &[BackendKind::Cpu];
+    pub const ALL: &'static [BackendKind] = &[BackendKind::Cpu, BackendKind::Onnxruntime];
 
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Cpu => "cpu",
+            BackendKind::Onnxruntime => "onnxruntime",
         }
     }
+}
+
+/// A backend with its options: what a model is loaded on (and shared by, in the model cache).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum BackendChoice {
+    #[default]
+    Cpu,
+    Onnxruntime(onnxruntime::OrtOptions),
 }
 
 impl std::str::FromStr for BackendKind {

@@ -3,7 +3,7 @@
 //! [`CrossCache`] and a [`Sequence`] per hypothesis.
 
 mod cache;
-mod ct2;
+pub(crate) mod ct2;
 pub(crate) mod decoder;
 pub(crate) mod encoder;
 mod layers;
@@ -17,7 +17,7 @@ use crate::backend::{AlignmentRequest, Backend, BackendError, CrossCache, Sequen
 pub use cache::{CacheOutcome, WeightCache};
 pub(crate) use layers::{LayerNorm, Linear};
 pub(crate) use load::Weights;
-pub use registry::{load_shared, load_shared_with, models_dir, resolve_model_path, DEFAULT_MODEL};
+pub use registry::{load_shared, load_shared_on, load_shared_with, models_dir, resolve_model_path, DEFAULT_MODEL};
 use tokenizer::Tokenizer;
 
 /// Frames of log-mel per 30 s window (10 ms hop).
@@ -101,6 +101,29 @@ impl Model {
             weight_cache: CacheOutcome::Unused,
             backend,
         }
+    }
+
+    /// The model with its backend replaced by what `f` makes of it (a backend wrapping the
+    /// current one, say).
+    pub fn wrap_backend<E>(self, f: impl FnOnce(Box<dyn Backend>) -> Result<Box<dyn Backend>, E>) -> Result<Model, E> {
+        let Model {
+            dims,
+            precision,
+            dir,
+            config,
+            tokenizer,
+            weight_cache,
+            backend,
+        } = self;
+        Ok(Model {
+            backend: f(backend)?,
+            dims,
+            precision,
+            dir,
+            config,
+            tokenizer,
+            weight_cache,
+        })
     }
 
     /// Runs the forward passes on `backend` from now on.

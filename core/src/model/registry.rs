@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use super::{Model, ModelError, Precision};
+use crate::backend::BackendChoice;
 
 /// Bytes from which glibc's malloc serves an allocation with its own mapping.
 const MMAP_THRESHOLD: usize = 1 << 20;
@@ -65,15 +66,29 @@ pub fn load_shared(dir: &Path) -> Result<Arc<Model>, ModelError> {
 }
 
 pub fn load_shared_with(dir: &Path, precision: Precision) -> Result<Arc<Model>, ModelError> {
-    type Registry = HashMap<(PathBuf, Precision), Weak<Model>>;
-    static CACHE: LazyLock<Mutex<Registry>> = LazyLock::new(Default::default);
-    let key = (dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()), precision);
+    load_shared_on(dir, precision, &BackendChoice::Cpu)
+}
+
+/// [`load_shared_with`] on a chosen backend: shared by the elements naming the same directory,
+/// precision and backend options.
+pub fn load_shared_on(dir: &Path, precision: Precision, backend: &BackendChoice) -> Result<Arc<Model>, ModelError> {
+    type Key = (PathBuf, Precision, BackendChoice);
+    static CACHE: LazyLock<Mutex<HashMap<Key, Weak<Model>>>> = LazyLock::new(Default::default);
+    let key = (
+        dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
+        precision,
+        backend.clone(),
+    );
     // Loading under the lock makes a second element wait for the first load instead of repeating it.
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(model) = cache.get(&key).and_then(Weak::upgrade) {
         return Ok(model);
     }
-    let model = Arc::new(Model::load_with(dir, precision)?);
+    let model = Model::load_with(dir, precision)?;
+    let model = Arc::new(match backend {
+        BackendChoice::Cpu => model,
+        BackendChoice::Onnxruntime(opts) => crate::backend::onnxruntime::OrtBackend::wrap(model, opts)?,
+    });
     cache.retain(|_, m| m.strong_count() > 0);
     cache.insert(key, Arc::downgrade(&model));
     Ok(model)

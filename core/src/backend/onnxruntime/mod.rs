@@ -1,0 +1,207 @@
+//! The ONNX Runtime backend: Whisper's encoder as an ONNX graph built in Rust from the
+//! CTranslate2 weights, run by any execution provider ONNX Runtime has. The decoder step stays
+//! on the backend it wraps (the CPU one) until a decoder graph exists.
+
+mod encoder;
+mod graph;
+pub mod providers;
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::Session;
+use ort::value::TensorRef;
+
+pub use encoder::{build_encoder, EncoderDims, GraphPrecision, TensorSource, ENCODER_FRAMES, MEL_FRAMES};
+
+use super::{AlignmentRequest, Backend, BackendError, BackendKind, CrossCache, Sequence, StepInput, StepOutput};
+use crate::model::{ct2, Model, ModelError};
+
+/// The tensors of a CTranslate2 `model.bin`, read as f32 when the graph asks for them.
+pub struct ModelBinSource(ct2::ModelBin);
+
+impl ModelBinSource {
+    pub fn open(model_dir: &Path) -> Result<ModelBinSource, String> {
+        let path = model_dir.join("model.bin");
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: cannot open: {e}", path.display()))?;
+        Ok(ModelBinSource(
+            ct2::parse(file).map_err(|e| format!("{}: {e}", path.display()))?,
+        ))
+    }
+}
+
+impl TensorSource for ModelBinSource {
+    fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+        let t = self.0.get(name).ok_or_else(|| format!("tensor {name} is missing"))?;
+        if t.shape != shape {
+            return Err(format!("tensor {name} has shape {:?}, expected {shape:?}", t.shape));
+        }
+        self.0.read(name, t)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.0.get(name).is_some()
+    }
+}
+
+impl From<&crate::model::Dims> for EncoderDims {
+    fn from(d: &crate::model::Dims) -> Self {
+        EncoderDims {
+            n_mels: d.n_mels,
+            d_model: d.d_model,
+            n_heads: d.n_heads,
+            layers: d.encoder_layers,
+        }
+    }
+}
+
+impl From<crate::model::Precision> for GraphPrecision {
+    /// The graph for a model precision: INT8 is int8 QDQ weights.
+    fn from(p: crate::model::Precision) -> Self {
+        match p {
+            crate::model::Precision::F32 => GraphPrecision::F32,
+            crate::model::Precision::Int8 => GraphPrecision::Int8Qdq,
+        }
+    }
+}
+
+/// Where and how the graph runs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrtOptions {
+    /// An `execution-provider` name ([`providers::PROVIDERS`]).
+    pub provider: String,
+    pub precision: GraphPrecision,
+    /// ONNX Runtime's intra-op threads; 0 lets it choose (one per core).
+    pub threads: usize,
+}
+
+impl Default for OrtOptions {
+    fn default() -> Self {
+        OrtOptions {
+            provider: "cpu".into(),
+            precision: GraphPrecision::F32,
+            threads: 0,
+        }
+    }
+}
+
+/// The encoder on ONNX Runtime: mel windows in, encoder states out.
+pub struct OrtEncoder {
+    session: Mutex<Session>,
+    pub dims: EncoderDims,
+}
+
+impl OrtEncoder {
+    /// Builds the graph from `w` and a session for it on `opts.provider`.
+    pub fn new(w: &dyn TensorSource, dims: EncoderDims, opts: &OrtOptions) -> Result<OrtEncoder, String> {
+        let ep = providers::resolve(&opts.provider)?;
+        let env = crate::runtime::environment()?;
+        let err = |e: ort::Error| format!("ONNX Runtime session for the encoder: {e}");
+        let mut builder = Session::builder(env)
+            .map_err(err)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| err(e.into()))?;
+        if opts.threads > 0 {
+            builder = builder.with_intra_threads(opts.threads).map_err(|e| err(e.into()))?;
+        }
+        if let Some(ep) = ep {
+            builder = builder
+                .with_execution_providers([ep])
+                .map_err(|e| format!("execution provider {} could not start: {e}", opts.provider))?;
+        }
+        let model = build_encoder(w, dims, opts.precision)?;
+        let session = model.into_session(&builder).map_err(err)?;
+        Ok(OrtEncoder {
+            session: Mutex::new(session),
+            dims,
+        })
+    }
+
+    /// [`new`](Self::new) from the `model.bin` of a CTranslate2 directory.
+    pub fn from_model_dir(dir: &Path, dims: EncoderDims, opts: &OrtOptions) -> Result<OrtEncoder, String> {
+        OrtEncoder::new(&ModelBinSource::open(dir)?, dims, opts)
+    }
+
+    /// Each mel is `n_mels × MEL_FRAMES`; returns `ENCODER_FRAMES × d_model` per window. The
+    /// windows go in one run.
+    pub fn encode_batch(&self, mels: &[&[f32]]) -> Result<Vec<Vec<f32>>, BackendError> {
+        let (n_mels, d) = (self.dims.n_mels, self.dims.d_model);
+        let per = n_mels * MEL_FRAMES;
+        if let Some(m) = mels.iter().find(|m| m.len() != per) {
+            return Err(BackendError::BadInput(format!(
+                "a mel window of {} values, not {n_mels} × {MEL_FRAMES}",
+                m.len()
+            )));
+        }
+        if mels.is_empty() {
+            return Ok(Vec::new());
+        }
+        let input: Vec<f32> = mels.iter().flat_map(|m| m.iter().copied()).collect();
+        let err = |e: ort::Error| BackendError::Failed(format!("ONNX Runtime encoder run: {e}"));
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let outputs = session
+            .run(ort::inputs![
+                "mel" => TensorRef::from_array_view(([mels.len(), n_mels, MEL_FRAMES], input.as_slice())).map_err(err)?
+            ])
+            .map_err(err)?;
+        let (_, states) = outputs["states"].try_extract_tensor::<f32>().map_err(err)?;
+        let per_out = ENCODER_FRAMES * d;
+        if states.len() != per_out * mels.len() {
+            return Err(BackendError::Failed(format!(
+                "the encoder graph returned {} values for {} windows",
+                states.len(),
+                mels.len()
+            )));
+        }
+        Ok(states.chunks(per_out).map(<[f32]>::to_vec).collect())
+    }
+}
+
+/// The encoder on ONNX Runtime, the rest on the backend it wraps.
+pub struct OrtBackend {
+    encoder: OrtEncoder,
+    inner: Box<dyn Backend>,
+}
+
+impl OrtBackend {
+    /// `model` with its encoder on ONNX Runtime per `opts` (the graph built from its
+    /// `model.bin`), its decoder on the backend it had.
+    pub fn wrap(model: Model, opts: &OrtOptions) -> Result<Model, ModelError> {
+        let encoder =
+            OrtEncoder::from_model_dir(&model.dir, EncoderDims::from(&model.dims), opts).map_err(|reason| {
+                ModelError {
+                    file: model.dir.join("model.bin"),
+                    reason: format!("ONNX Runtime encoder: {reason}"),
+                }
+            })?;
+        model.wrap_backend(|inner| Ok(Box::new(OrtBackend { encoder, inner })))
+    }
+}
+
+impl Backend for OrtBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Onnxruntime
+    }
+
+    fn encode(&self, mels: &[&[f32]]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.encoder.encode_batch(mels)
+    }
+
+    fn cross_cache(&self, states: &[f32]) -> Result<CrossCache, BackendError> {
+        self.inner.cross_cache(states)
+    }
+
+    fn sequence(&self, cross: &CrossCache) -> Result<Sequence, BackendError> {
+        self.inner.sequence(cross)
+    }
+
+    fn decode(
+        &self,
+        seqs: &mut [&mut Sequence],
+        inputs: &[StepInput<'_>],
+        alignment: Option<AlignmentRequest<'_>>,
+    ) -> Result<StepOutput, BackendError> {
+        self.inner.decode(seqs, inputs, alignment)
+    }
+}

@@ -1,0 +1,162 @@
+//! `backend=onnxruntime` through the elements: the errors for a missing library, an unknown
+//! provider and a provider not compiled in; and WER through the `npuwhisper` bin against
+//! `backend=cpu` on both manifests, for tiny.en and base.
+
+mod common;
+
+use common::*;
+use npuwhisper_core::backend::onnxruntime::OrtOptions;
+use npuwhisper_core::backend::BackendChoice;
+use npuwhisper_core::model::{load_shared_on, load_shared_with, Precision};
+
+fn element(factory: &str, provider: &str) -> gst::Element {
+    init();
+    gst::ElementFactory::make(factory)
+        .property_from_str("backend", "onnxruntime")
+        .property("execution-provider", provider)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn unknown_provider_is_an_error_on_each_element() {
+    for factory in ["npuwhisperenc", "npuwhisperdec", "npuwhisper"] {
+        let text = ready_error(&element(factory, "warpdrive"));
+        assert!(
+            text.contains("unknown execution provider \"warpdrive\"") && text.contains("cpu, cuda, tensorrt"),
+            "{factory}: {text}"
+        );
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn provider_not_compiled_in_says_which_feature() {
+    let text = ready_error(&element("npuwhisperenc", "cuda"));
+    assert!(
+        text.contains("execution provider cuda is not compiled into this build") && text.contains("--features cuda"),
+        "{text}"
+    );
+}
+
+/// With the feature, the provider is compiled in but the CPU-only library lacks it.
+#[cfg(feature = "openvino")]
+#[test]
+fn provider_missing_from_the_library_says_how_to_get_it() {
+    let text = ready_error(&element("npuwhisperenc", "openvino"));
+    assert!(
+        text.contains("is not in the ONNX Runtime library") && text.contains("onnxruntime-openvino"),
+        "{text}"
+    );
+}
+
+/// Run in a child process (the library is loaded once per process): see below.
+#[test]
+#[ignore = "run by library_missing_is_an_error, with ORT_DYLIB_PATH set"]
+fn library_missing_child() {
+    let text = ready_error(&element("npuwhisperenc", "cpu"));
+    println!("ERROR TEXT: {text}");
+}
+
+#[test]
+fn library_missing_is_an_error() {
+    let missing = "/nonexistent/libonnxruntime.so";
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "library_missing_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("ORT_DYLIB_PATH", missing)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|l| l.split_once("ERROR TEXT: ").map(|(_, t)| t))
+        .unwrap_or_else(|| panic!("child printed no error: {stdout}"));
+    assert!(
+        line.contains(&format!("ONNX Runtime library {missing} not found"))
+            && line.contains("scripts/fetch-models.sh")
+            && line.contains("ORT_DYLIB_PATH"),
+        "{line}"
+    );
+}
+
+/// Word error rate (percent) of `model` over a manifest through the bin with `props`.
+fn manifest_wer(model: &str, manifest_name: &str, props: &[(&str, &str)]) -> f64 {
+    let pairs: Vec<(String, String)> = manifest(manifest_name)
+        .into_iter()
+        .map(|(file, _, reference)| {
+            let mut all = vec![("model", model)];
+            all.extend_from_slice(props);
+            (reference, joined_text(&transcribe(&eval_file(&file), &all)))
+        })
+        .collect();
+    wer(&pairs)
+}
+
+/// Within 0.3 WER points of the CPU backend on each manifest, at `precision`.
+fn onnxruntime_holds_cpu_wer(model: &str, precision: &str) {
+    let p = match precision {
+        "f32" => Precision::F32,
+        _ => Precision::Int8,
+    };
+    // Held for the test, so the pipelines share one model on each backend.
+    let dir = model_dir(model);
+    let _cpu = load_shared_with(&dir, p).unwrap();
+    let opts = OrtOptions {
+        precision: p.into(),
+        ..OrtOptions::default()
+    };
+    let on_ort = load_shared_on(&dir, p, &BackendChoice::Onnxruntime(opts)).unwrap();
+    assert_eq!(on_ort.backend().kind().name(), "onnxruntime");
+    for manifest_name in ["manifest.tsv", "manifest_long.tsv"] {
+        let cpu = manifest_wer(model, manifest_name, &[("precision", precision), ("backend", "cpu")]);
+        let ort = manifest_wer(
+            model,
+            manifest_name,
+            &[("precision", precision), ("backend", "onnxruntime")],
+        );
+        println!("{model} {precision} {manifest_name}: WER cpu {cpu:.2} %, onnxruntime {ort:.2} %");
+        assert!(
+            (ort - cpu).abs() <= 0.3,
+            "{model} {precision} {manifest_name}: onnxruntime {ort:.2} % vs cpu {cpu:.2} %"
+        );
+    }
+}
+
+/// f32: the precision whose encoder states tests/onnx_encoder.rs holds to the CPU kernels'.
+#[test]
+fn tiny_en_onnxruntime_holds_cpu_wer() {
+    onnxruntime_holds_cpu_wer("tiny.en", "f32");
+}
+
+#[test]
+fn base_onnxruntime_holds_cpu_wer() {
+    onnxruntime_holds_cpu_wer("base", "f32");
+}
+
+/// int8: QDQ weights on ONNX Runtime against the kernels' own INT8 (activations per row, bf16
+/// attention on AMX), two different roundings; tiny.en's long-form set differed by one word of
+/// 377 (0.27 points) here. By hand (`--ignored`), to keep CI's time: the WER of the default
+/// precision, for the README.
+#[test]
+#[ignore = "two different int8 schemes; run by hand for the README's figures"]
+fn tiny_en_int8_onnxruntime_holds_cpu_wer() {
+    onnxruntime_holds_cpu_wer("tiny.en", "int8");
+}
+
+#[test]
+#[ignore = "two different int8 schemes; run by hand for the README's figures"]
+fn base_int8_onnxruntime_holds_cpu_wer() {
+    onnxruntime_holds_cpu_wer("base", "int8");
+}
