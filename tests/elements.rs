@@ -10,8 +10,6 @@ use common::ready_error;
 use gst::prelude::*;
 use gst_check::Harness;
 
-mod common;
-
 const RATE: u64 = 16000;
 const BUFFER_SAMPLES: usize = 1024;
 const MEL_CAPS_80: &str = "audio/x-npuwhisper-mel,n-mels=80,frames=3000,format=F32LE";
