@@ -50,6 +50,27 @@ struct Script {
     failing: Vec<u32>,
 }
 
+impl Attempt {
+    /// Text the model is sure of, over speech.
+    fn confident(tokens: Vec<u32>) -> Self {
+        Attempt {
+            tokens,
+            confidence: 10.0,
+            no_speech: 0.0,
+        }
+    }
+}
+
+impl Script {
+    /// One window's attempts, and no failing step.
+    fn window(id: u32, attempts: Vec<Attempt>) -> Self {
+        Script {
+            windows: HashMap::from([(id, attempts)]),
+            failing: vec![],
+        }
+    }
+}
+
 struct Fake {
     script: Script,
     vocab: usize,
@@ -225,17 +246,7 @@ fn greedy_text_becomes_timed_segments() {
         ts(&tok, 1.8),
         tok.eot,
     ];
-    let script = Script {
-        windows: HashMap::from([(
-            1,
-            vec![Attempt {
-                tokens: hello,
-                confidence: 10.0,
-                no_speech: 0.0,
-            }],
-        )]),
-        failing: vec![],
-    };
+    let script = Script::window(1, vec![Attempt::confident(hello)]);
     let mut s = setup(script, options());
     let r = s.transcriber.transcribe(&states(1), 2.0);
     assert_eq!(r.error, None);
@@ -257,24 +268,7 @@ fn repeated_text_falls_back_to_a_higher_temperature() {
         ts(&tok, 1.9),
         tok.eot,
     ];
-    let script = Script {
-        windows: HashMap::from([(
-            7,
-            vec![
-                Attempt {
-                    tokens: loop_text,
-                    confidence: 10.0,
-                    no_speech: 0.0,
-                },
-                Attempt {
-                    tokens: good,
-                    confidence: 10.0,
-                    no_speech: 0.0,
-                },
-            ],
-        )]),
-        failing: vec![],
-    };
+    let script = Script::window(7, vec![Attempt::confident(loop_text), Attempt::confident(good)]);
     let mut s = setup(script, options());
     let r = s.transcriber.transcribe(&states(7), 2.0);
     let texts: Vec<&str> = r.segments.iter().map(|g| g.text.as_str()).collect();
@@ -296,17 +290,7 @@ fn timestamps_never_go_back() {
         ts(&tok, 0.5),
         tok.eot,
     ];
-    let script = Script {
-        windows: HashMap::from([(
-            2,
-            vec![Attempt {
-                tokens: back,
-                confidence: 10.0,
-                no_speech: 0.0,
-            }],
-        )]),
-        failing: vec![],
-    };
+    let script = Script::window(2, vec![Attempt::confident(back)]);
     let mut s = setup(
         script,
         DecodeOptions {
@@ -323,17 +307,14 @@ fn timestamps_never_go_back() {
 fn unsure_text_over_likely_silence_is_silence_and_not_retried() {
     let tok = tokenizer();
     let mumble = vec![ts(&tok, 0.0), text(&tok, "Ġa"), ts(&tok, 1.0), tok.eot];
-    let script = Script {
-        windows: HashMap::from([(
-            3,
-            vec![Attempt {
-                tokens: mumble,
-                confidence: 0.5,
-                no_speech: 12.0,
-            }],
-        )]),
-        failing: vec![],
-    };
+    let script = Script::window(
+        3,
+        vec![Attempt {
+            tokens: mumble,
+            confidence: 0.5,
+            no_speech: 12.0,
+        }],
+    );
     let mut s = setup(script, options());
     let r = s.transcriber.transcribe(&states(3), 1.0);
     assert!(r.segments.is_empty() && r.error.is_none());
@@ -347,22 +328,8 @@ fn a_failing_backend_is_an_error_not_silence() {
     let ok = vec![ts(&tok, 0.0), text(&tok, "Ġhi"), ts(&tok, 1.0), tok.eot];
     let script = Script {
         windows: HashMap::from([
-            (
-                4,
-                vec![Attempt {
-                    tokens: ok.clone(),
-                    confidence: 10.0,
-                    no_speech: 0.0,
-                }],
-            ),
-            (
-                5,
-                vec![Attempt {
-                    tokens: ok,
-                    confidence: 10.0,
-                    no_speech: 0.0,
-                }],
-            ),
+            (4, vec![Attempt::confident(ok.clone())]),
+            (5, vec![Attempt::confident(ok)]),
         ]),
         failing: vec![4],
     };
