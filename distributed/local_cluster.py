@@ -4,6 +4,7 @@ root, started in new sessions so that stopping it kills exactly its processes (`
 kill every Ray process of the machine, other people's too)."""
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,25 +18,45 @@ IP = "127.0.0.2"
 RAY = str(Path(__file__).resolve().parent.parent / ".venv/bin/ray")
 
 
-def free_ports(n):
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind((IP, 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+def _bindable(port):
+    with socket.socket() as s:
+        try:
+            s.bind((IP, port))
+            return True
+        except OSError:
+            return False
 
 
-def _node_ports():
-    p = free_ports(7)  # worker ports: a range above the last one
-    return [
-        f"--node-manager-port={p[0]}", f"--object-manager-port={p[1]}", f"--metrics-export-port={p[2]}",
-        f"--dashboard-agent-listen-port={p[3]}", f"--dashboard-agent-grpc-port={p[4]}",
-        f"--runtime-env-agent-port={p[5]}", f"--min-worker-port={p[6]}", f"--max-worker-port={p[6] + 50}",
-    ]  # fmt: skip
+class _Ports:
+    """Ports for one cluster, each used once. Taken below the kernel's ephemeral range, so that no
+    other process's outgoing connection takes one between choosing it and Ray binding it, and
+    chosen as whole blocks, so that a node's worker range never overlaps another port of the
+    cluster (Ray refuses to start then)."""
+
+    def __init__(self):
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+        self.top = min(low, 65536)
+        self.used = set()
+        self.rng = random.Random()
+
+    def block(self, n):
+        for _ in range(10000):
+            base = self.rng.randrange(10000, self.top - n)
+            span = range(base, base + n)
+            if self.used.isdisjoint(span) and all(_bindable(p) for p in span):
+                self.used.update(span)
+                return base
+        raise RuntimeError(f"no {n} free ports in a row below {self.top}")
+
+    def node_args(self):
+        p = [self.block(1) for _ in range(6)]
+        workers = self.block(51)
+        return [
+            f"--node-manager-port={p[0]}", f"--object-manager-port={p[1]}", f"--metrics-export-port={p[2]}",
+            f"--dashboard-agent-listen-port={p[3]}", f"--dashboard-agent-grpc-port={p[4]}",
+            f"--runtime-env-agent-port={p[5]}", f"--min-worker-port={workers}", f"--max-worker-port={workers + 50}",
+        ]  # fmt: skip
 
 
 class LocalCluster:
@@ -61,11 +82,12 @@ class LocalCluster:
 
     def __enter__(self):
         try:
-            (gcs,) = free_ports(1)
+            ports = _Ports()
+            gcs = ports.block(1)
             self.address = f"{IP}:{gcs}"
-            self._start(["--head", f"--port={gcs}", "--include-dashboard=false", *_node_ports()], "head")
+            self._start(["--head", f"--port={gcs}", "--include-dashboard=false", *ports.node_args()], "head")
             for k in range(1, self.nodes):
-                self._start([f"--address={self.address}", *_node_ports()], f"node{k}")
+                self._start([f"--address={self.address}", *ports.node_args()], f"node{k}")
             self._wait_nodes()
         except BaseException:
             self.stop()
