@@ -11,7 +11,7 @@ mod live;
 use crate::model_element::{self, HeldModel};
 use crate::{caps, f32buf, passes};
 use npuwhisper_core::cues;
-use npuwhisper_core::decoding::stream::{LocalAgreement, StreamWord};
+use npuwhisper_core::decoding::stream::{LocalAgreement, Pass, StreamWord};
 use npuwhisper_core::decoding::{choose_language, IgnoredRequest, Transcriber, WindowResult};
 use npuwhisper_core::model::{Model, ENCODER_FRAMES};
 
@@ -407,9 +407,8 @@ impl NpuWhisperDec {
                 let mut state = self.state();
                 if state.streaming {
                     // The passes before this complete window released part of it already.
-                    let released = state
-                        .agreement
-                        .finalize(StreamWord::of_window(&result, window.pts.seconds_f64()));
+                    let words = StreamWord::of_window(&result, window.pts.seconds_f64());
+                    let released = self.agree(&mut state.agreement, Pass::Final { words });
                     stream_pieces(&released, words_apart)
                 } else {
                     window_pieces(

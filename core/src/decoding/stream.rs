@@ -3,10 +3,12 @@
 //! or once it is too old to wait longer. Emitted words are never taken back nor repeated.
 //! Knows nothing of GStreamer: times are seconds on the stream's timeline.
 
+use serde::{Deserialize, Serialize};
+
 use super::WindowResult;
 
 /// A word of a pass, timed on the stream's timeline.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamWord {
     /// As decoded, with its leading space if it had one.
     pub text: String,
@@ -38,6 +40,37 @@ impl StreamWord {
     }
 }
 
+/// One input of a stream's agreement. The decoder logs each as JSON (LOG level) so that a live
+/// run can be replayed offline through the policy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "pass", rename_all = "lowercase")]
+pub enum Pass {
+    /// A window that will be sent again with more audio.
+    Provisional { emit_before: f64, words: Vec<StreamWord> },
+    /// The last pass over a window.
+    Final { words: Vec<StreamWord> },
+    /// A discontinuity or flush.
+    Reset,
+}
+
+impl Pass {
+    /// Feeds the pass to `agreement`; returns the words it releases.
+    pub fn apply(self, agreement: &mut LocalAgreement) -> Vec<StreamWord> {
+        match self {
+            Pass::Provisional { emit_before, words } => agreement.provisional(words, emit_before),
+            Pass::Final { words } => agreement.finalize(words),
+            Pass::Reset => {
+                agreement.reset();
+                Vec::new()
+            }
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
 /// What two passes compare: the word without case and punctuation ("Country," = "country").
 fn key(text: &str) -> String {
     text.chars()
@@ -50,6 +83,9 @@ fn key(text: &str) -> String {
 const MAX_REPEAT_CHECK: usize = 5;
 /// A new word starting this long (s) before the end of the last word emitted overlaps it.
 const OVERLAP: f64 = 0.1;
+/// How far (s) two passes may place the start of one word apart and still be taken to hear the
+/// same word there.
+const ANCHOR_SLACK: f64 = 0.4;
 
 /// Whether two keys are one word heard two ways ("fella" / "fellow", "american" /
 /// "americans"): the same first three letters, or one the start of the other.
@@ -63,6 +99,8 @@ fn same_word(a: &str, b: &str) -> bool {
 pub struct LocalAgreement {
     /// End of the last word emitted: words of later passes centred before it are already out.
     committed_end: f64,
+    /// Start of the last word emitted: where a later pass should hear it again.
+    last_start: f64,
     /// Keys of the last words emitted, to drop them when a pass times them a little later.
     committed_tail: Vec<String>,
     /// Words of the last pass not emitted yet, to be confirmed by the next.
@@ -116,9 +154,15 @@ impl LocalAgreement {
         fresh
     }
 
-    /// The words of a pass that are not out yet: those centred after the last emitted word,
-    /// less a repeat of the last emitted words at their start.
-    fn fresh(&self, words: Vec<StreamWord>) -> Vec<StreamWord> {
+    /// The words of a pass that are not out yet: those after the last emitted word where this
+    /// pass hears it again; else those centred after its end, less a repeat of the last
+    /// emitted words at their start.
+    fn fresh(&self, mut words: Vec<StreamWord>) -> Vec<StreamWord> {
+        // The end of the last word of a pass is often stretched over the silence or the word
+        // that follows: by time alone, that next word would count as out already.
+        if let Some(i) = self.anchor(&words) {
+            return words.split_off(i + 1);
+        }
         let mut fresh: Vec<StreamWord> = words
             .into_iter()
             .filter(|w| (w.start + w.end) / 2.0 > self.committed_end)
@@ -144,9 +188,36 @@ impl LocalAgreement {
         fresh
     }
 
+    /// Index of the last emitted word in a pass that hears it again: a word like it that starts
+    /// within [`ANCHOR_SLACK`] of the emitted one's start (the nearest such) and before its end,
+    /// preceded by a word like the one emitted before it, when both exist.
+    fn anchor(&self, words: &[StreamWord]) -> Option<usize> {
+        let tail = &self.committed_tail;
+        let last = tail.last()?;
+        let before = tail.len().checked_sub(2).map(|i| &tail[i]);
+        words
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| {
+                (w.start - self.last_start).abs() <= ANCHOR_SLACK
+                    && w.start < self.committed_end - OVERLAP
+                    && same_word(&key(&w.text), last)
+            })
+            .filter(|&(i, _)| match (i.checked_sub(1), before) {
+                (Some(j), Some(b)) => same_word(&key(&words[j].text), b),
+                _ => true,
+            })
+            .min_by(|(_, a), (_, b)| {
+                let (da, db) = ((a.start - self.last_start).abs(), (b.start - self.last_start).abs());
+                da.total_cmp(&db)
+            })
+            .map(|(i, _)| i)
+    }
+
     fn commit(&mut self, words: &[StreamWord]) {
         if let Some(last) = words.last() {
             self.committed_end = self.committed_end.max(last.end);
+            self.last_start = last.start;
         }
         self.committed_tail.extend(words.iter().map(|w| key(&w.text)));
         let excess = self.committed_tail.len().saturating_sub(MAX_REPEAT_CHECK);
@@ -237,6 +308,20 @@ mod tests {
         // A new word right after the last one stays, however it starts.
         la.finalize(pass("for", 3.0));
         assert_eq!(texts(&la.finalize(pass("forward", 3.4))), "forward");
+    }
+
+    #[test]
+    fn a_word_after_one_whose_end_was_stretched_is_not_lost() {
+        let mut la = LocalAgreement::new();
+        // Two passes end on "considered." and stretch it over the silence after it.
+        let mut first = pass("may justly be considered", 0.0);
+        first[3].end = 2.3;
+        la.provisional(first.clone(), -1.0);
+        assert_eq!(texts(&la.provisional(first, -1.0)), "may justly be considered");
+        assert_eq!(la.committed_end(), 2.3);
+        // The next pass times it right and hears "as" inside the stretch.
+        let next = pass("may justly be considered as the", 0.0);
+        assert_eq!(texts(&la.finalize(next)), "as the");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use gst::subclass::prelude::*;
 use super::super::output::{content_seconds, stream_pieces, stream_time};
 use super::{NpuWhisperDec, Window, CAT};
 use crate::passes;
-use npuwhisper_core::decoding::stream::StreamWord;
+use npuwhisper_core::decoding::stream::{LocalAgreement, Pass, StreamWord};
 
 /// After a provisional pass, no text is expected before the words it left unconfirmed, nor
 /// before this long before its end (a word being spoken there may not be decoded yet).
@@ -63,12 +63,16 @@ impl NpuWhisperDec {
         let (pieces, gap_until) = {
             let mut state = self.state();
             if window.discont {
-                state.agreement.reset();
+                self.agree(&mut state.agreement, Pass::Reset);
             }
             state.streaming = true;
             let words = StreamWord::of_window(&result, window.pts.seconds_f64());
             let emit_before = window_end.saturating_sub(self.hold(settings.live_hold_ms, window_end));
-            let released = state.agreement.provisional(words, emit_before.seconds_f64());
+            let pass = Pass::Provisional {
+                emit_before: emit_before.seconds_f64(),
+                words,
+            };
+            let released = self.agree(&mut state.agreement, pass);
             let unconfirmed = state.agreement.unconfirmed().first().map(|w| stream_time(w.start));
             let gap_until = window_end
                 .saturating_sub(LIVE_GAP_MARGIN)
@@ -76,6 +80,14 @@ impl NpuWhisperDec {
             (stream_pieces(&released, settings.word_timestamps), gap_until)
         };
         self.push_text(&result, window.pts, window.duration, pieces, gap_until, false)
+    }
+
+    /// Feeds a pass to the stream's agreement, logging it (LOG level) as JSON for offline replay.
+    pub(super) fn agree(&self, agreement: &mut LocalAgreement, pass: Pass) -> Vec<StreamWord> {
+        if CAT.above_threshold(gst::DebugLevel::Log) {
+            gst::log!(CAT, imp = self, "agreement pass {}", pass.to_json());
+        }
+        pass.apply(agreement)
     }
 
     /// How long a word at the end of the pass ending at `end` may wait for the next pass: the
