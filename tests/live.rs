@@ -1,7 +1,7 @@
 //! The live path on real speech: audio pushed by a live `appsrc` paced by the clock (as a
 //! capture device delivers it) through `npuwhisper` into an appsink. Checks the LATENCY answer,
-//! that the text comes out within it (within a bound wide enough for a loaded CI machine),
-//! that it is close to file mode at the lowest latency of each model (growing windows decoded
+//! that the text comes out within it (to the promised bounds when the machine is not busy with
+//! other work), that it is close to file mode at the lowest latency of each model (growing windows decoded
 //! again every 0.5-1 s, words emitted once two passes agree), that nothing is said twice or
 //! during silences, which go out as GAP events, and that a latency below the model's lowest is
 //! raised with a warning. The long-form runs take 144 s each.
@@ -61,13 +61,38 @@ fn repeats(text: &str, reference: &str) -> Vec<String> {
     out
 }
 
+/// Busy CPU seconds of the whole machine and of this process so far (/proc).
+fn cpu_seconds() -> (f64, f64) {
+    // Linux reports both in USER_HZ ticks, 100 a second on every architecture it runs on.
+    let ticks = |fields: &[&str]| fields.iter().map(|f| f.parse::<f64>().unwrap_or(0.0)).sum::<f64>() / 100.0;
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu: Vec<&str> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).collect();
+    // user nice system (idle iowait) irq softirq steal
+    let machine = ticks(&cpu[..3.min(cpu.len())]) + ticks(cpu.get(5..8).unwrap_or(&[]));
+    let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let own: Vec<&str> = own
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    (machine, ticks(own.get(11..13).unwrap_or(&[])))
+}
+
+/// Cores' worth of other processes' work beside a live run above which its delays are those
+/// of a starved process, not of the element: a CI machine running other jobs.
+const OTHER_WORK: f64 = 0.3;
+
 /// What a live run of one file is checked against.
 struct Expect {
     model: &'static str,
     latency_ms: u32,
-    /// Bounds on the 95th percentile and the largest text delay over `latency`.
+    /// Bounds on the 95th percentile and the largest text delay over `latency`, on a machine
+    /// that gives the run the CPU it asks for...
     p95_slack: f64,
     max_slack: f64,
+    /// ...and when other processes kept more than [`OTHER_WORK`] busy during the run.
+    loaded_p95_slack: f64,
+    loaded_max_slack: f64,
     /// Points of WER live may lose against file mode.
     wer_points: f64,
 }
@@ -86,7 +111,10 @@ fn run_and_check(file: &str, expect: &Expect) -> LiveRun {
     let file_text = joined_text(&transcribe(&path, &model));
 
     let latency_ms = expect.latency_ms;
+    let (t0, (machine0, own0)) = (std::time::Instant::now(), cpu_seconds());
     let run = run_live(&read_wav(&path), &[("latency", &latency_ms.to_string()), model[0]]);
+    let (machine1, own1) = cpu_seconds();
+    let others = ((machine1 - machine0) - (own1 - own0)).max(0.0) / t0.elapsed().as_secs_f64();
     let (cues, (live, min)) = (&run.cues, run.latency);
     for c in cues {
         println!(
@@ -105,9 +133,16 @@ fn run_and_check(file: &str, expect: &Expect) -> LiveRun {
     let delays: Vec<f64> = cues.iter().map(|c| c.delay).collect();
     let (p50, p95, max) = percentiles(&delays);
     println!(
-        "{} at {latency_ms} ms, text delay after its audio: p50 {p50:.2} s, p95 {p95:.2} s, max {max:.2} s",
+        "{} at {latency_ms} ms, text delay after its audio: p50 {p50:.2} s, p95 {p95:.2} s, max {max:.2} s; \
+         other processes kept {others:.2} cores busy",
         expect.model
     );
+    let (p95_slack, max_slack) = if others > OTHER_WORK {
+        println!("the machine was busy with other work: delays checked against the loaded bounds");
+        (expect.loaded_p95_slack, expect.loaded_max_slack)
+    } else {
+        (expect.p95_slack, expect.max_slack)
+    };
 
     let text = joined_text(&cues.iter().map(|c| c.cue.clone()).collect::<Vec<_>>());
     let live_wer = wer(&[(reference.clone(), text.clone())]);
@@ -134,12 +169,12 @@ fn run_and_check(file: &str, expect: &Expect) -> LiveRun {
     );
 
     assert!(
-        p95 <= latency + expect.p95_slack,
+        p95 <= latency + p95_slack,
         "text delay p95 {p95:.2} s at latency {latency:.1} s"
     );
     // Never behind without bound: even the latest text is at most a pass or two late.
     assert!(
-        max <= latency + expect.max_slack,
+        max <= latency + max_slack,
         "text {max:.2} s after its audio at latency {latency:.1} s"
     );
     run
@@ -163,6 +198,8 @@ fn live_speech_and_silences_within_latency() {
             latency_ms: 3000,
             p95_slack: within,
             max_slack: within,
+            loaded_p95_slack: within,
+            loaded_max_slack: within,
             wer_points: 10.0,
         },
     );
@@ -198,11 +235,12 @@ fn live_speech_and_silences_within_latency() {
     }
 }
 
-// The delay bounds of the long-form runs below are wider than the 0.5 s (1 s with a busy core)
-// the latency is meant to hold to: that target is measured by `live_bench --sweep` on an idle
-// machine (README), while a test must also pass on a CI machine with other work, where the
-// delays of a pass grow with the load. The text checks (WER against file mode, nothing said
-// twice, no more words than spoken) are the strict part.
+// The long-form runs hold the text to latency + 0.5 s at p95 (+ 1 s with this process's own
+// busy thread), as the live path promises, when the machine gives them the CPU they ask for.
+// When other processes kept the machine busy during a run (a CI machine shared with other
+// jobs), the delays are those of a starved process and wider bounds apply; the run says so.
+// The text checks (WER against file mode, nothing said twice, no more words than spoken)
+// are strict either way.
 
 /// Twenty LJ Speech clips, 144 s in real time, at the lowest latency tiny.en supports.
 #[test]
@@ -216,8 +254,10 @@ fn live_long_form_tiny_at_1500_ms() {
         &Expect {
             model: "tiny.en",
             latency_ms: 1500,
-            p95_slack: 1.5,
-            max_slack: 3.5,
+            p95_slack: 0.5,
+            max_slack: 1.5,
+            loaded_p95_slack: 1.5,
+            loaded_max_slack: 3.5,
             wer_points: 2.0,
         },
     );
@@ -235,8 +275,10 @@ fn live_long_form_base_at_2000_ms() {
         &Expect {
             model: "base",
             latency_ms: 2000,
-            p95_slack: 3.0,
-            max_slack: 5.0,
+            p95_slack: 0.5,
+            max_slack: 1.5,
+            loaded_p95_slack: 3.0,
+            loaded_max_slack: 5.0,
             wer_points: 2.0,
         },
     );
@@ -267,8 +309,10 @@ fn live_long_form_with_a_busy_core() {
             &Expect {
                 model: "tiny.en",
                 latency_ms: 3000,
-                p95_slack: 3.0,
-                max_slack: 5.0,
+                p95_slack: 1.0,
+                max_slack: 2.0,
+                loaded_p95_slack: 3.0,
+                loaded_max_slack: 5.0,
                 wer_points: 3.0,
             },
         )

@@ -11,6 +11,7 @@ fn main() {
     let log = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut agreement = LocalAgreement::new();
     let mut out = Vec::new();
+    let mut lags = Vec::new();
     let verbose = std::env::var_os("VERBOSE").is_some();
     for line in log.lines() {
         let Some((_, json)) = line.split_once("agreement pass ") else {
@@ -38,7 +39,26 @@ fn main() {
             let r: Vec<&str> = released.iter().map(|w| w.text.trim()).collect();
             eprintln!("    out:   {}", r.join(" "));
         }
+        // The log's clock (h:mm:ss.nnn since start) when the pass came out.
+        let clock = line.split_whitespace().next().and_then(|t| {
+            let f: Vec<f64> = t.split(':').filter_map(|x| x.parse().ok()).collect();
+            (f.len() == 3).then(|| f[0] * 3600.0 + f[1] * 60.0 + f[2])
+        });
+        if let Some(clock) = clock {
+            lags.extend(released.iter().map(|w| clock - w.start));
+        }
         out.extend(released.into_iter().map(|w| w.text));
     }
     println!("{}", out.concat().trim());
+    if !lags.is_empty() {
+        lags.sort_by(f64::total_cmp);
+        let at = |q: f64| lags[((lags.len() - 1) as f64 * q).round() as usize];
+        // Log clock less audio time: the delay of each word plus a constant (when the stream began).
+        eprintln!(
+            "word lag (+ a constant): p50 {:.2} s, p95 {:.2} s, max {:.2} s",
+            at(0.5),
+            at(0.95),
+            at(1.0)
+        );
+    }
 }
