@@ -100,7 +100,7 @@ pub fn attention_rows(isa: Isa, s: Shape, q: &[f32], k: &[f32], v: &[f32], out: 
                 sc.resize(limit, 0.0);
                 #[cfg(target_arch = "x86_64")]
                 if isa.or_below() >= Isa::Avx2 {
-                    // SAFETY: the CPU has AVX2 and FMA.
+                    // SAFETY: `or_below` checked that the CPU has AVX2 and FMA.
                     return unsafe { row.run_avx2(isa, &mut sc, o) };
                 }
                 row.run(isa, &mut sc, o);
@@ -268,13 +268,15 @@ pub fn attention_fused(isa: Isa, s: Shape, q: &[f32], k: &[f32], v: &[f32], out:
     });
 }
 
+/// [`attention_unfused`]'s work; its caller has run `check`.
 fn attention_on_pool(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     let d = s.n_heads * s.head_dim;
     let scale = 1.0 / (s.head_dim as f32).sqrt();
     let mut scores = vec![0f32; s.tq * s.tk];
     for h in 0..s.n_heads {
         let off = h * s.head_dim;
-        // SAFETY: the asserts above bound every row and column addressed here.
+        // SAFETY: `check` (run by the caller) bounds Q's `tq` and K's `tk` rows of head h's
+        // columns; the scores are their own `tq × tk` vector.
         unsafe {
             gemm_strided(
                 s.tq,
@@ -294,7 +296,8 @@ fn attention_on_pool(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
             row[s.visible_keys(i)..].fill(f32::NEG_INFINITY);
             softmax(row);
         });
-        // SAFETY: as above; out rows are d wide.
+        // SAFETY: as above for V's `tk` rows; `out` holds `tq` rows of `d` (`check`), of which
+        // head h's columns are written.
         unsafe {
             gemm_strided(
                 s.tq,

@@ -104,8 +104,9 @@ pub fn linear_bf16(x: &[f32], m: usize, k: usize, w: &Bf16Weights, bias: Option<
         let panel = |j: usize| w.packed[(j / NR) * NR * kp..].as_ptr();
         #[cfg(target_arch = "x86_64")]
         let dot = |i0: usize, two_rows: bool, j0: usize, two_panels: bool, acc: &mut [[f32; 256]; 4]| {
-            // SAFETY: rows are padded to a multiple of 16, channels to whole panels; `par_blocks`
-            // asks for the second ones only inside them.
+            // SAFETY: `par_blocks` configured the tiles on this thread; the rows of `xb` are padded
+            // to a multiple of 16 and the channels to whole panels, each `kp` deep, and
+            // `par_blocks` asks for the second row block or panel only when it starts inside them.
             unsafe {
                 amx::dot_bf16(
                     kp / KR,
@@ -120,7 +121,8 @@ pub fn linear_bf16(x: &[f32], m: usize, k: usize, w: &Bf16Weights, bias: Option<
         };
         let store = |i: usize, rows: usize, j: usize, cols: usize, acc: &[f32; 256]| {
             for r in 0..rows {
-                // SAFETY: `par_blocks` tasks write disjoint parts of `out`.
+                // SAFETY: row `i + r < m` and columns `j..j + cols <= n` of `out` (`m × n`,
+                // asserted), a part no other `par_blocks` task writes.
                 let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add((i + r) * n + j), cols) };
                 let sums = &acc[r * NR..][..cols];
                 match bias {

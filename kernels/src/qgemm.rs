@@ -279,7 +279,8 @@ pub fn qlinear_with(
                         cols: NR.min(c1 - j0),
                     };
                     // SAFETY: tasks write disjoint (row block × column block) parts of `out`,
-                    // whose length was checked above; `pair` needs VNNI and two whole panels.
+                    // whose length was checked above; `isa` came from `or_below`, and `pair` holds
+                    // only with VNNI and two whole panels (`j0 + 32 <= c1 <= n`).
                     unsafe {
                         if pair {
                             tile.run_pair()
@@ -312,8 +313,9 @@ fn qlinear_amx(
     let kp = w.kp;
     let panel = |j: usize| w.packed[(j / NR) * NR * kp..].as_ptr();
     let dot = |i0: usize, two_rows: bool, j0: usize, two_panels: bool, acc: &mut [[i32; 256]; 4]| {
-        // SAFETY: the rows are padded to a multiple of 16 (`QuantizedRows::new`) and the
-        // channels to whole panels; `par_blocks` asks for the second ones only inside them.
+        // SAFETY: `par_blocks` configured the tiles on this thread; the rows are padded to a
+        // multiple of 16 (`QuantizedRows::new`) and the channels to whole panels, each `kp`
+        // deep; `par_blocks` asks for the second row block or panel only inside them.
         unsafe {
             amx::dot_u8i8(
                 kp / amx::ROW_BYTES,
@@ -339,11 +341,13 @@ fn qlinear_amx(
                 j0: j,
                 cols,
             };
-            // SAFETY: `par_blocks` tasks write disjoint parts of `out`.
+            // SAFETY: rows `i + q..` below `m` and channels `j..j + cols <= n` of `out`, a part
+            // no other `par_blocks` task writes; `acc` holds `rows × 16` sums.
             unsafe { tile.store_rows(&acc[q * NR..][..tile.rows * NR]) };
         }
     };
-    // SAFETY: `Isa::Amx` is only chosen when `amx::available()`.
+    // SAFETY: the caller's `isa` came from `or_below`, and `Isa::Amx` is available only when
+    // `amx::available()`.
     unsafe { amx::par_blocks(m, w.n, dot, store) }
 }
 

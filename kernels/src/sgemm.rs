@@ -93,35 +93,36 @@ pub(crate) unsafe fn sgemm(
     rsc: isize,
     csc: isize,
 ) {
-    // SAFETY: `s < len` (rows of C and A, or columns of C and B), so the offset views stay inside
-    // the operands the caller vouched for; the parts are disjoint ranges of C's rows or columns, so
-    // the tasks write disjoint elements of C, none of them in A or B (no aliasing, by contract).
-    unsafe {
-        if m == 0 || n == 0 {
-            return;
-        }
-        let isa = isa.or_below();
-        let threads = if m * n * k < PARALLEL_MIN_MACS {
-            1
-        } else {
-            rayon::current_num_threads()
-        };
-        // One contiguous range of C per thread, in whole register tiles: rows when there are
-        // plenty (each thread then packs all of B, cheap next to its share of the work), else
-        // columns, so that a short, wide product (a few decoder tokens against a 51864-row
-        // vocabulary) does not pack the whole of B once per thread.
-        let (split_rows, tile) = if m.div_ceil(MR) >= 8 * threads || m >= n {
-            (true, MR)
-        } else {
-            (false, NR)
-        };
-        let len = if split_rows { m } else { n };
-        let tiles_per_part = len.div_ceil(tile).div_ceil(threads.max(1));
-        let step = tiles_per_part * tile;
-        let parts = len.div_ceil(step);
-        let c = Shared(c);
-        let run = |p: usize| {
-            let (s, e) = (p * step, ((p + 1) * step).min(len));
+    if m == 0 || n == 0 {
+        return;
+    }
+    let isa = isa.or_below();
+    let threads = if m * n * k < PARALLEL_MIN_MACS {
+        1
+    } else {
+        rayon::current_num_threads()
+    };
+    // One contiguous range of C per thread, in whole register tiles: rows when there are
+    // plenty (each thread then packs all of B, cheap next to its share of the work), else
+    // columns, so that a short, wide product (a few decoder tokens against a 51864-row
+    // vocabulary) does not pack the whole of B once per thread.
+    let (split_rows, tile) = if m.div_ceil(MR) >= 8 * threads || m >= n {
+        (true, MR)
+    } else {
+        (false, NR)
+    };
+    let len = if split_rows { m } else { n };
+    let tiles_per_part = len.div_ceil(tile).div_ceil(threads.max(1));
+    let step = tiles_per_part * tile;
+    let parts = len.div_ceil(step);
+    let c = Shared(c);
+    let run = |p: usize| {
+        let (s, e) = (p * step, ((p + 1) * step).min(len));
+        // SAFETY: `s < len` (rows of C and A, or columns of C and B), so the offset views stay
+        // inside the operands the caller vouched for; the parts are disjoint ranges of C's rows
+        // or columns, so the tasks write disjoint elements of C, none of them in A or B (no
+        // aliasing, by contract).
+        unsafe {
             if split_rows {
                 serial(
                     isa,
@@ -151,12 +152,12 @@ pub(crate) unsafe fn sgemm(
                     csc,
                 );
             }
-        };
-        if parts == 1 {
-            run(0);
-        } else {
-            (0..parts).into_par_iter().for_each(run);
         }
+    };
+    if parts == 1 {
+        run(0);
+    } else {
+        (0..parts).into_par_iter().for_each(run);
     }
 }
 
