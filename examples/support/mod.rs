@@ -102,19 +102,23 @@ pub fn keep_backend_model(name: &str, props: &[(String, String)]) -> Option<Arc<
     Some(m)
 }
 
+/// This process's resource usage so far (all threads).
+fn rusage_self() -> libc::rusage {
+    // SAFETY: `rusage` is a C struct of integers, for which all zeros is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct it is given, which outlives the call.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage
+}
+
 /// Peak resident set of this process so far, in MB (getrusage's ru_maxrss).
 pub fn peak_rss_mb() -> f64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    usage.ru_maxrss as f64 / 1024.0
+    rusage_self().ru_maxrss as f64 / 1024.0
 }
 
 /// CPU seconds (user + system) this process has used so far, all threads.
 pub fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let usage = rusage_self();
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
     secs(usage.ru_utime) + secs(usage.ru_stime)
 }

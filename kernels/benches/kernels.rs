@@ -164,30 +164,37 @@ fn sgemm(c: &mut Criterion<Clock>) {
         }
         for isa in paths {
             g.bench_function(format!("packed-{isa:?}/{shape}"), |bench| {
-                bench.iter(|| unsafe {
+                bench.iter(|| {
                     let (a, b, c) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
-                    gemm_strided_with(
-                        isa,
-                        m,
-                        n,
-                        k,
-                        1.0,
-                        a,
-                        (k as isize, 1),
-                        b,
-                        (1, k as isize),
-                        0.0,
-                        c,
-                        (n as isize, 1),
-                    );
+                    // SAFETY: a is m×k and b n×k row-major (read as k×n through the strides), out
+                    // m×n row-major, a separate vector.
+                    unsafe {
+                        gemm_strided_with(
+                            isa,
+                            m,
+                            n,
+                            k,
+                            1.0,
+                            a,
+                            (k as isize, 1),
+                            b,
+                            (1, k as isize),
+                            0.0,
+                            c,
+                            (n as isize, 1),
+                        )
+                    };
                     black_box(&out);
                 })
             });
         }
         g.bench_function(format!("matrixmultiply-avx2/{shape}"), |bench| {
-            bench.iter(|| unsafe {
+            bench.iter(|| {
                 let (a, b, c) = (a.as_ptr(), b.as_ptr(), out.as_mut_ptr());
-                matrixmultiply::sgemm(m, k, n, 1.0, a, k as isize, 1, b, 1, k as isize, 0.0, c, n as isize, 1);
+                // SAFETY: the same shapes and strides as the packed path above.
+                unsafe {
+                    matrixmultiply::sgemm(m, k, n, 1.0, a, k as isize, 1, b, 1, k as isize, 0.0, c, n as isize, 1)
+                };
                 black_box(&out);
             })
         });

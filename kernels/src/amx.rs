@@ -68,7 +68,10 @@ impl Tiles {
         };
         config.bytes_per_row[..8].fill(ROW_BYTES as u16);
         config.rows[..8].fill(ROWS as u8);
-        asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
+        // SAFETY: the CPU has AMX and the OS granted the tile state (the caller's `available`);
+        // `config` is a valid 64-byte aligned palette-1 configuration that the instruction only
+        // reads.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
         Tiles(())
     }
 }
@@ -76,7 +79,7 @@ impl Tiles {
 #[cfg(target_arch = "x86_64")]
 impl Drop for Tiles {
     fn drop(&mut self) {
-        // SAFETY: tiles were configured by `configure`; releasing returns them to init state.
+        // SAFETY: the guard exists only if `configure` ran, so the CPU has AMX; releasing returns them to init state.
         unsafe { asm!("tilerelease", options(nostack, nomem)) };
     }
 }
@@ -94,6 +97,11 @@ macro_rules! block_2x2 {
         /// depth of the rows and panels read.
         #[cfg(target_arch = "x86_64")]
         pub(crate) unsafe fn $name(steps: usize, a: *const $a, lda: usize, two_rows: bool, b0: *const $b, b1: Option<*const $b>, c: &mut [[$c; 256]; 4]) {
+            // SAFETY: the tiles are configured (the caller's guard); every tile load reads 16
+            // rows of 64 bytes, `lda` apart for A (rows 0..16, and 16..32 only if `two_rows`)
+            // and contiguous for the B panels, for `steps` steps, all inside what the caller
+            // vouched for; the stores write 1 KiB into `c`'s own 4 × 1 KiB accumulators.
+            unsafe {
             let (a, b0) = (a as *const u8, b0 as *const u8);
             let b1 = b1.map(|b| b as *const u8);
             asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
@@ -126,7 +134,7 @@ macro_rules! block_2x2 {
                     asm!("tilestored [{c} + {row}*1], tmm3", c = in(reg) c[3].as_mut_ptr(), row = in(reg) row, options(nostack));
                 }
             }
-        }
+        }}
     };
 }
 
@@ -155,26 +163,29 @@ pub(crate) unsafe fn par_blocks<T: Copy + Default + Send>(
     dot: impl Fn(usize, bool, usize, bool, &mut [[T; 256]; 4]) + Sync,
     store: impl Fn(usize, usize, usize, usize, &[T; 256]) + Sync,
 ) {
-    use rayon::prelude::*;
-    let (row_tasks, col_tasks) = (m.div_ceil(TASK_ROWS), n.div_ceil(TASK_COLS));
-    (0..row_tasks * col_tasks).into_par_iter().for_each(|t| {
-        let (r0, c0) = ((t / col_tasks) * TASK_ROWS, (t % col_tasks) * TASK_COLS);
-        let (r1, c1) = ((r0 + TASK_ROWS).min(m), (c0 + TASK_COLS).min(n));
-        // SAFETY: the caller guarantees AMX.
-        let _tiles = Tiles::configure();
-        let mut acc = [[T::default(); 256]; 4];
-        for i0 in (r0..r1).step_by(2 * ROWS) {
-            for j0 in (c0..c1).step_by(2 * ROWS) {
-                dot(i0, i0 + ROWS < r1, j0, j0 + ROWS < c1, &mut acc);
-                for (b, acc) in acc.iter().enumerate() {
-                    let (i, j) = (i0 + (b / 2) * ROWS, j0 + (b % 2) * ROWS);
-                    if i < r1 && j < c1 {
-                        store(i, ROWS.min(r1 - i), j, ROWS.min(c1 - j), acc);
+    {
+        use rayon::prelude::*;
+        let (row_tasks, col_tasks) = (m.div_ceil(TASK_ROWS), n.div_ceil(TASK_COLS));
+        (0..row_tasks * col_tasks).into_par_iter().for_each(|t| {
+            let (r0, c0) = ((t / col_tasks) * TASK_ROWS, (t % col_tasks) * TASK_COLS);
+            let (r1, c1) = ((r0 + TASK_ROWS).min(m), (c0 + TASK_COLS).min(n));
+            // SAFETY: the caller guarantees `available` (this function's contract); the guard
+            // configures the tiles on this worker thread and releases them when the task ends.
+            let _tiles = unsafe { Tiles::configure() };
+            let mut acc = [[T::default(); 256]; 4];
+            for i0 in (r0..r1).step_by(2 * ROWS) {
+                for j0 in (c0..c1).step_by(2 * ROWS) {
+                    dot(i0, i0 + ROWS < r1, j0, j0 + ROWS < c1, &mut acc);
+                    for (b, acc) in acc.iter().enumerate() {
+                        let (i, j) = (i0 + (b / 2) * ROWS, j0 + (b % 2) * ROWS);
+                        if i < r1 && j < c1 {
+                            store(i, ROWS.min(r1 - i), j, ROWS.min(c1 - j), acc);
+                        }
                     }
                 }
             }
-        }
-    });
+        });
+    }
 }
 
 /// f32 → bf16 bits, rounded to nearest even (finite inputs).
@@ -212,38 +223,43 @@ pub(crate) unsafe fn scores_bf16(
     out: *mut f32,
     ldo: usize,
 ) {
-    asm!(
-        "tilezero tmm0",
-        "tilezero tmm1",
-        "tilezero tmm2",
-        "tilezero tmm3",
-        options(nostack, nomem)
-    );
-    let q1 = (q as *const u8).add(ROWS * ldq);
-    for c in 0..chunks {
+    // SAFETY: the tiles are configured (the caller's guard); the loads read 32 rows of `q` (16
+    // `ldq` apart twice) and 16-row tiles of `k0`, `k1`, `chunks` times, and the stores write
+    // 32 rows × 32 f32 of `out`: all inside what the caller vouched for.
+    unsafe {
         asm!(
-            "tileloadd tmm4, [{q0} + {ldq}*1]",
-            "tileloadd tmm5, [{q1} + {ldq}*1]",
-            "tileloadd tmm6, [{k0} + {row}*1]",
-            "tileloadd tmm7, [{k1} + {row}*1]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            q0 = in(reg) q.add(c * 32), q1 = in(reg) q1.add(c * ROW_BYTES), ldq = in(reg) ldq,
-            k0 = in(reg) k0.add(c * BF16_TILE), k1 = in(reg) k1.add(c * BF16_TILE), row = in(reg) ROW_BYTES,
-            options(nostack, readonly),
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+        let q1 = (q as *const u8).add(ROWS * ldq);
+        for c in 0..chunks {
+            asm!(
+                "tileloadd tmm4, [{q0} + {ldq}*1]",
+                "tileloadd tmm5, [{q1} + {ldq}*1]",
+                "tileloadd tmm6, [{k0} + {row}*1]",
+                "tileloadd tmm7, [{k1} + {row}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                q0 = in(reg) q.add(c * 32), q1 = in(reg) q1.add(c * ROW_BYTES), ldq = in(reg) ldq,
+                k0 = in(reg) k0.add(c * BF16_TILE), k1 = in(reg) k1.add(c * BF16_TILE), row = in(reg) ROW_BYTES,
+                options(nostack, readonly),
+            );
+        }
+        let o1 = (out as *mut u8).add(ROWS * ldo);
+        asm!(
+            "tilestored [{o0} + {ldo}*1], tmm0",
+            "tilestored [{o0r} + {ldo}*1], tmm1",
+            "tilestored [{o1} + {ldo}*1], tmm2",
+            "tilestored [{o1r} + {ldo}*1], tmm3",
+            o0 = in(reg) out, o0r = in(reg) out.add(16), o1 = in(reg) o1, o1r = in(reg) o1.add(ROW_BYTES), ldo = in(reg) ldo,
+            options(nostack),
         );
     }
-    let o1 = (out as *mut u8).add(ROWS * ldo);
-    asm!(
-        "tilestored [{o0} + {ldo}*1], tmm0",
-        "tilestored [{o0r} + {ldo}*1], tmm1",
-        "tilestored [{o1} + {ldo}*1], tmm2",
-        "tilestored [{o1r} + {ldo}*1], tmm3",
-        o0 = in(reg) out, o0r = in(reg) out.add(16), o1 = in(reg) o1, o1r = in(reg) o1.add(ROW_BYTES), ldo = in(reg) ldo,
-        options(nostack),
-    );
 }
 
 /// 16 query rows' weighted sums of values on the bf16 tiles, f32 sums: `out[i][c] = Σ_j
@@ -261,38 +277,42 @@ pub(crate) unsafe fn weighted_sum_bf16(
     v: *const u16,
     out: &mut [f32; 16 * 64],
 ) {
-    asm!(
-        "tilezero tmm0",
-        "tilezero tmm1",
-        "tilezero tmm2",
-        "tilezero tmm3",
-        options(nostack, nomem)
-    );
-    for c in 0..chunks {
-        let vc = v.add(c * 4 * BF16_TILE);
+    // SAFETY: as `scores_bf16`: `p`'s 16 rows and `v`'s `4 · chunks` tiles are read, and the
+    // stores write 16 rows × 64 f32, exactly `out`'s array.
+    unsafe {
         asm!(
-            "tileloadd tmm4, [{p} + {ldp}*1]",
-            "tileloadd tmm6, [{v0} + {row}*1]",
-            "tileloadd tmm7, [{v1} + {row}*1]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tileloadd tmm6, [{v2} + {row}*1]",
-            "tileloadd tmm7, [{v3} + {row}*1]",
-            "tdpbf16ps tmm2, tmm4, tmm6",
-            "tdpbf16ps tmm3, tmm4, tmm7",
-            p = in(reg) p.add(c * 32), ldp = in(reg) ldp,
-            v0 = in(reg) vc, v1 = in(reg) vc.add(BF16_TILE), v2 = in(reg) vc.add(2 * BF16_TILE), v3 = in(reg) vc.add(3 * BF16_TILE),
-            row = in(reg) ROW_BYTES,
-            options(nostack, readonly),
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+        for c in 0..chunks {
+            let vc = v.add(c * 4 * BF16_TILE);
+            asm!(
+                "tileloadd tmm4, [{p} + {ldp}*1]",
+                "tileloadd tmm6, [{v0} + {row}*1]",
+                "tileloadd tmm7, [{v1} + {row}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm6, [{v2} + {row}*1]",
+                "tileloadd tmm7, [{v3} + {row}*1]",
+                "tdpbf16ps tmm2, tmm4, tmm6",
+                "tdpbf16ps tmm3, tmm4, tmm7",
+                p = in(reg) p.add(c * 32), ldp = in(reg) ldp,
+                v0 = in(reg) vc, v1 = in(reg) vc.add(BF16_TILE), v2 = in(reg) vc.add(2 * BF16_TILE), v3 = in(reg) vc.add(3 * BF16_TILE),
+                row = in(reg) ROW_BYTES,
+                options(nostack, readonly),
+            );
+        }
+        let o = out.as_mut_ptr();
+        asm!(
+            "tilestored [{o0} + {ld}*1], tmm0",
+            "tilestored [{o1} + {ld}*1], tmm1",
+            "tilestored [{o2} + {ld}*1], tmm2",
+            "tilestored [{o3} + {ld}*1], tmm3",
+            o0 = in(reg) o, o1 = in(reg) o.add(16), o2 = in(reg) o.add(32), o3 = in(reg) o.add(48), ld = in(reg) 64usize * 4,
+            options(nostack),
         );
     }
-    let o = out.as_mut_ptr();
-    asm!(
-        "tilestored [{o0} + {ld}*1], tmm0",
-        "tilestored [{o1} + {ld}*1], tmm1",
-        "tilestored [{o2} + {ld}*1], tmm2",
-        "tilestored [{o3} + {ld}*1], tmm3",
-        o0 = in(reg) o, o1 = in(reg) o.add(16), o2 = in(reg) o.add(32), o3 = in(reg) o.add(48), ld = in(reg) 64usize * 4,
-        options(nostack),
-    );
 }

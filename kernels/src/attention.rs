@@ -100,7 +100,7 @@ pub fn attention_rows(isa: Isa, s: Shape, q: &[f32], k: &[f32], v: &[f32], out: 
                 sc.resize(limit, 0.0);
                 #[cfg(target_arch = "x86_64")]
                 if isa.or_below() >= Isa::Avx2 {
-                    // SAFETY: the CPU has AVX2 and FMA.
+                    // SAFETY: `or_below` checked that the CPU has AVX2 and FMA.
                     return unsafe { row.run_avx2(isa, &mut sc, o) };
                 }
                 row.run(isa, &mut sc, o);
@@ -120,6 +120,10 @@ struct RowJob<'a> {
 }
 
 impl RowJob<'_> {
+    /// [`run`](Self::run) compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn run_avx2(&self, isa: Isa, sc: &mut [f32], o: &mut [f32]) {
@@ -189,23 +193,22 @@ pub fn attention_fused(isa: Isa, s: Shape, q: &[f32], k: &[f32], v: &[f32], out:
     let (hd, d) = (s.head_dim, s.n_heads * s.head_dim);
     let scale = 1.0 / (hd as f32).sqrt();
     crate::pool::install(|| {
-        // SAFETY (both packs): `check` bounds every row of K and V the views address.
-        let packs: Vec<(PackedB, PackedB)> = (0..s.n_heads)
-            .into_par_iter()
-            .map(|h| unsafe {
-                let kt = View {
-                    ptr: k.as_ptr().add(h * hd),
-                    rs: 1,
-                    cs: s.k_stride as isize,
-                };
-                let vv = View {
-                    ptr: v.as_ptr().add(h * hd),
-                    rs: s.v_stride as isize,
-                    cs: 1,
-                };
-                (PackedB::new(hd, s.tk, kt), PackedB::new(s.tk, hd, vv))
-            })
-            .collect();
+        let pack = |h: usize| {
+            let kt = View {
+                ptr: k[h * hd..].as_ptr(),
+                rs: 1,
+                cs: s.k_stride as isize,
+            };
+            let vv = View {
+                ptr: v[h * hd..].as_ptr(),
+                rs: s.v_stride as isize,
+                cs: 1,
+            };
+            // SAFETY: `check` bounds every element the views address: head h's columns
+            // `h·hd..(h+1)·hd` of `tk` rows, `k_stride` / `v_stride` apart.
+            unsafe { (PackedB::new(hd, s.tk, kt), PackedB::new(s.tk, hd, vv)) }
+        };
+        let packs: Vec<(PackedB, PackedB)> = (0..s.n_heads).into_par_iter().map(pack).collect();
         let blocks = s.tq.div_ceil(ROW_BLOCK);
         let out = Shared(out.as_mut_ptr());
         (0..s.n_heads * blocks).into_par_iter().for_each(|t| {
@@ -237,6 +240,9 @@ pub fn attention_fused(isa: Isa, s: Shape, q: &[f32], k: &[f32], v: &[f32], out:
                     row[s.visible_keys(r0 + i)..].fill(f32::NEG_INFINITY);
                     sums[i] = exp_shifted_with(isa, row);
                 }
+                // SAFETY: the scores are `rows × tk` (resized above) and the V pack covers `tk`
+                // keys of `hd` columns; the output rows `r0..r0 + rows` (< tq, `check`) of head
+                // h's columns belong to this task alone, and `d` floats apart.
                 unsafe {
                     let op = out.get().add(r0 * d + h * hd);
                     vv.gemm_a_in_place(
@@ -262,13 +268,15 @@ pub fn attention_fused(isa: Isa, s: Shape, q: &[f32], k: &[f32], v: &[f32], out:
     });
 }
 
+/// [`attention_unfused`]'s work; its caller has run `check`.
 fn attention_on_pool(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     let d = s.n_heads * s.head_dim;
     let scale = 1.0 / (s.head_dim as f32).sqrt();
     let mut scores = vec![0f32; s.tq * s.tk];
     for h in 0..s.n_heads {
         let off = h * s.head_dim;
-        // SAFETY: the asserts above bound every row and column addressed here.
+        // SAFETY: `check` (run by the caller) bounds Q's `tq` and K's `tk` rows of head h's
+        // columns; the scores are their own `tq × tk` vector.
         unsafe {
             gemm_strided(
                 s.tq,
@@ -288,7 +296,8 @@ fn attention_on_pool(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32])
             row[s.visible_keys(i)..].fill(f32::NEG_INFINITY);
             softmax(row);
         });
-        // SAFETY: as above; out rows are d wide.
+        // SAFETY: as above for V's `tk` rows; `out` holds `tq` rows of `d` (`check`), of which
+        // head h's columns are written.
         unsafe {
             gemm_strided(
                 s.tq,
@@ -443,10 +452,14 @@ mod amx_tiles {
                 }
                 b.scores.resize(ROWS * width, 0.0);
                 b.probs.resize(ROWS * width, 0);
-                // SAFETY: AMX is available (the caller's check); Q is 32 rows of 64, the key
-                // pack covers `width` keys, the score block is 32 × width.
+                // SAFETY: AMX is available (the caller's check); the guard releases the tiles at
+                // the end of the task.
                 let _tiles = unsafe { amx::Tiles::configure() };
                 for j0 in (0..width).step_by(KEYS) {
+                    // SAFETY: the tiles are configured; Q is 32 rows of 64 bf16 (128 bytes apart),
+                    // the two 16-key blocks at `j0` lie inside the key pack (`tk` rounded up to
+                    // 32 keys ≥ `width` keys of 64), and the 32 × 32 scores at column `j0` inside
+                    // the 32 × `width` score block.
                     unsafe {
                         let k0 = kp.as_ptr().add(j0 * HEAD_DIM);
                         amx::scores_bf16(
@@ -469,14 +482,16 @@ mod amx_tiles {
                     }
                     let row = &mut b.scores[i * width..i * width + tk];
                     row[s.visible_keys(r0 + i)..].fill(f32::NEG_INFINITY);
-                    // SAFETY: the AMX path runs only on CPUs with AVX-512.
+                    // SAFETY: `Isa::Amx` implies the `Avx512Vnni` set, which includes AVX-512BW.
                     sums[i] = unsafe { exp_to_bf16(row, &mut probs[..tk]) };
                     probs[tk..].fill(0);
                 }
                 let mut o = [0f32; 16 * HEAD_DIM];
                 for half in 0..rows.div_ceil(16) {
-                    // SAFETY: the probabilities are 32 × width, the value pack covers width keys;
-                    // output rows r0.. of head h's columns belong to this task alone.
+                    // SAFETY: the tiles are configured; the probabilities are 32 × width (16 rows
+                    // read from row `half · 16`), the value pack covers `width` keys of 64 columns;
+                    // output rows `r0 + i < tq` (`check`) of head h's 64 columns belong to this
+                    // task alone.
                     unsafe {
                         amx::weighted_sum_bf16(
                             width / KEYS,
@@ -503,61 +518,70 @@ mod amx_tiles {
     /// tiles take, in one pass after the max. Its exp is cheaper than [`crate::ops`]' (a
     /// degree-5 Taylor polynomial, relative error below 5e-6 where the bf16 rounding that
     /// follows is up to 2e-3) and scales by 2ⁿ with `vscalefps`. A row of only −∞ gives zeros.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA, AVX-512F and AVX-512BW; `probs` must be at least as long as
+    /// `row`.
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
     unsafe fn exp_to_bf16(row: &[f32], probs: &mut [u16]) -> f32 {
-        use std::arch::x86_64::*;
-        let n = row.len();
-        let p = row.as_ptr();
-        let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
-        for i in (0..n / 16 * 16).step_by(16) {
-            vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(p.add(i)));
-        }
-        let max = row[n / 16 * 16..]
-            .iter()
-            .fold(_mm512_reduce_max_ps(vmax), |a, &b| if b > a { b } else { a });
-        if max == f32::NEG_INFINITY {
-            probs.fill(0);
-            return 0.0;
-        }
-        let (vm, mut vsum) = (_mm512_set1_ps(max), _mm512_setzero_ps());
-        let exp = |x: __m512| {
-            // x ≤ 0; below −87 (masked keys' −∞ included) the result is 0.
-            let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-87.0));
-            let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
-            let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
-                x,
-                _mm512_set1_ps(std::f32::consts::LOG2_E),
-            ));
-            let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(std::f32::consts::LN_2), x);
-            let mut poly = _mm512_set1_ps(1.0 / 120.0);
-            for c in [1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-                poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(c));
+        // SAFETY: the features are the caller's; loads read `row[i..i + 16]` with `i + 16 <= n`,
+        // or the masked tail `n - i < 16` lanes, and stores write the same positions of `probs`
+        // (at least `n` long, the caller's).
+        unsafe {
+            use std::arch::x86_64::*;
+            let n = row.len();
+            let p = row.as_ptr();
+            let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
+            for i in (0..n / 16 * 16).step_by(16) {
+                vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(p.add(i)));
             }
-            _mm512_maskz_mov_ps(live, _mm512_scalef_ps(poly, k))
-        };
-        let round = |e: __m512| {
-            // Round to nearest even on the bits, then keep the high halves.
-            let b = _mm512_castps_si512(e);
-            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
-            let b = _mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd));
-            _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(b))
-        };
-        let out = probs.as_mut_ptr();
-        let mut i = 0;
-        while i + 16 <= n {
-            let e = exp(_mm512_sub_ps(_mm512_loadu_ps(p.add(i)), vm));
-            vsum = _mm512_add_ps(vsum, e);
-            _mm256_storeu_si256(out.add(i) as *mut __m256i, round(e));
-            i += 16;
+            let max = row[n / 16 * 16..]
+                .iter()
+                .fold(_mm512_reduce_max_ps(vmax), |a, &b| if b > a { b } else { a });
+            if max == f32::NEG_INFINITY {
+                probs.fill(0);
+                return 0.0;
+            }
+            let (vm, mut vsum) = (_mm512_set1_ps(max), _mm512_setzero_ps());
+            let exp = |x: __m512| {
+                // x ≤ 0; below −87 (masked keys' −∞ included) the result is 0.
+                let live = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-87.0));
+                let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+                let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+                    x,
+                    _mm512_set1_ps(std::f32::consts::LOG2_E),
+                ));
+                let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(std::f32::consts::LN_2), x);
+                let mut poly = _mm512_set1_ps(1.0 / 120.0);
+                for c in [1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+                    poly = _mm512_fmadd_ps(poly, r, _mm512_set1_ps(c));
+                }
+                _mm512_maskz_mov_ps(live, _mm512_scalef_ps(poly, k))
+            };
+            let round = |e: __m512| {
+                // Round to nearest even on the bits, then keep the high halves.
+                let b = _mm512_castps_si512(e);
+                let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+                let b = _mm512_add_epi32(b, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), odd));
+                _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(b))
+            };
+            let out = probs.as_mut_ptr();
+            let mut i = 0;
+            while i + 16 <= n {
+                let e = exp(_mm512_sub_ps(_mm512_loadu_ps(p.add(i)), vm));
+                vsum = _mm512_add_ps(vsum, e);
+                _mm256_storeu_si256(out.add(i) as *mut __m256i, round(e));
+                i += 16;
+            }
+            if i < n {
+                let mask: __mmask16 = (1u32 << (n - i)) as u16 - 1;
+                let x = _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), mask, p.add(i));
+                let e = _mm512_maskz_mov_ps(mask, exp(_mm512_sub_ps(x, vm)));
+                vsum = _mm512_add_ps(vsum, e);
+                _mm256_mask_storeu_epi16(out.add(i) as *mut i16, mask, round(e));
+            }
+            _mm512_reduce_add_ps(vsum)
         }
-        if i < n {
-            let mask: __mmask16 = (1u32 << (n - i)) as u16 - 1;
-            let x = _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), mask, p.add(i));
-            let e = _mm512_maskz_mov_ps(mask, exp(_mm512_sub_ps(x, vm)));
-            vsum = _mm512_add_ps(vsum, e);
-            _mm256_mask_storeu_epi16(out.add(i) as *mut i16, mask, round(e));
-        }
-        _mm512_reduce_add_ps(vsum)
     }
 }
 

@@ -88,7 +88,8 @@ pub fn linear_bf16(x: &[f32], m: usize, k: usize, w: &Bf16Weights, bias: Option<
     assert_eq!(k, w.k, "linear_bf16: x has {k} features, the weight {}", w.k);
     assert!(x.len() >= m * k && out.len() >= m * n, "linear_bf16: slices too short");
     assert!(bias.is_none_or(|b| b.len() >= n), "linear_bf16: bias too short");
-    assert!(amx::available(), "linear_bf16 without AMX");
+    // The whole `Amx` set, not only the tiles: `to_bf16` needs AVX-512BW.
+    assert!(Isa::Amx.available(), "linear_bf16 without AMX");
     if m == 0 || n == 0 {
         return;
     }
@@ -97,13 +98,15 @@ pub fn linear_bf16(x: &[f32], m: usize, k: usize, w: &Bf16Weights, bias: Option<
         let mut xb = pool::reused_zeroed(&ROWS, m.next_multiple_of(amx::ROWS) * kp);
         xb.par_chunks_mut(kp)
             .zip(x.par_chunks(k))
-            .for_each(|(dst, row)| to_bf16(row, &mut dst[..k]));
+            // SAFETY: the CPU has the `Amx` set (asserted), which includes AVX-512F and BW.
+            .for_each(|(dst, row)| unsafe { to_bf16(row, &mut dst[..k]) });
         let out = Shared(out.as_mut_ptr());
         let panel = |j: usize| w.packed[(j / NR) * NR * kp..].as_ptr();
         #[cfg(target_arch = "x86_64")]
         let dot = |i0: usize, two_rows: bool, j0: usize, two_panels: bool, acc: &mut [[f32; 256]; 4]| {
-            // SAFETY: rows are padded to a multiple of 16, channels to whole panels; `par_blocks`
-            // asks for the second ones only inside them.
+            // SAFETY: `par_blocks` configured the tiles on this thread; the rows of `xb` are padded
+            // to a multiple of 16 and the channels to whole panels, each `kp` deep, and
+            // `par_blocks` asks for the second row block or panel only when it starts inside them.
             unsafe {
                 amx::dot_bf16(
                     kp / KR,
@@ -118,7 +121,8 @@ pub fn linear_bf16(x: &[f32], m: usize, k: usize, w: &Bf16Weights, bias: Option<
         };
         let store = |i: usize, rows: usize, j: usize, cols: usize, acc: &[f32; 256]| {
             for r in 0..rows {
-                // SAFETY: `par_blocks` tasks write disjoint parts of `out`.
+                // SAFETY: row `i + r < m` and columns `j..j + cols <= n` of `out` (`m × n`,
+                // asserted), a part no other `par_blocks` task writes.
                 let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add((i + r) * n + j), cols) };
                 let sums = &acc[r * NR..][..cols];
                 match bias {
@@ -131,7 +135,7 @@ pub fn linear_bf16(x: &[f32], m: usize, k: usize, w: &Bf16Weights, bias: Option<
                 }
             }
         };
-        // SAFETY: `amx::available()` was asserted.
+        // SAFETY: the `Amx` set was asserted, so the tiles are available.
         #[cfg(target_arch = "x86_64")]
         unsafe {
             amx::par_blocks(m, n, dot, store)
@@ -145,17 +149,14 @@ thread_local! {
     static ROWS: std::cell::Cell<Vec<u16>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-fn to_bf16(x: &[f32], out: &mut [u16]) {
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
-    fn avx512(x: &[f32], out: &mut [u16]) {
-        out.iter_mut().zip(x).for_each(|(o, &v)| *o = bf16(v));
-    }
-    // SAFETY: AMX CPUs have AVX-512 (the caller asserted AMX).
-    #[cfg(target_arch = "x86_64")]
-    unsafe {
-        avx512(x, out)
-    }
+/// `out ← bf16(x)`, compiled for AVX-512 (LLVM vectorises the rounding there).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA, AVX-512F and AVX-512BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw")]
+unsafe fn to_bf16(x: &[f32], out: &mut [u16]) {
+    out.iter_mut().zip(x).for_each(|(o, &v)| *o = bf16(v));
 }
 
 #[cfg(test)]

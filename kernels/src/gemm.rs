@@ -96,7 +96,8 @@ pub unsafe fn gemm_strided(
     c: *mut f32,
     sc: (isize, isize),
 ) {
-    gemm_strided_with(Isa::detect(), m, n, k, alpha, a, sa, b, sb, beta, c, sc);
+    // SAFETY: the same contract, passed on.
+    unsafe { gemm_strided_with(Isa::detect(), m, n, k, alpha, a, sa, b, sb, beta, c, sc) }
 }
 
 /// [`gemm_strided`] on a chosen SIMD path (downgraded if the CPU lacks it), for tests and
@@ -132,7 +133,9 @@ pub unsafe fn gemm_strided_with(
         },
         sgemm::Shared(c),
     );
-    pool::install(move || sgemm::sgemm(isa, m, n, k, alpha, a, b, beta, c.get(), rsc, csc))
+    // SAFETY: the views and strides are this function's, valid and non-overlapping by its
+    // contract; `sgemm` only reads A and B and writes C's `m × n` elements.
+    pool::install(move || unsafe { sgemm::sgemm(isa, m, n, k, alpha, a, b, beta, c.get(), rsc, csc) })
 }
 
 /// Linear layer: `y[m×n] = x[m×k] · w[n×k]ᵀ + bias`.
@@ -181,6 +184,10 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_portable(a, b)
 }
 
+/// [`dot_portable`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {

@@ -12,7 +12,7 @@ pub enum Isa {
     Portable,
     /// AVX2 + FMA + F16C (Haswell, Zen 1 and later).
     Avx2,
-    /// AVX2 + FMA + AVX-512 (F, VL, VNNI): `vpdpbusd` for the INT8 GEMM, and 512-bit tiles of
+    /// AVX2 + FMA + AVX-512 (F, VL, BW, VNNI): `vpdpbusd` for the INT8 GEMM, and 512-bit tiles of
     /// two 16-column panels in the f32 and INT8 GEMMs.
     Avx512Vnni,
     /// AVX-512 VNNI + AMX (tiles, INT8, BF16; Sapphire Rapids and later Xeons): the INT8 GEMM
@@ -56,6 +56,7 @@ impl Isa {
                     avx2()
                         && std::is_x86_feature_detected!("avx512f")
                         && std::is_x86_feature_detected!("avx512vl")
+                        && std::is_x86_feature_detected!("avx512bw")
                         && std::is_x86_feature_detected!("avx512vnni")
                 }
                 Isa::Amx => Isa::Avx512Vnni.available() && crate::amx::available(),

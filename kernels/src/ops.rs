@@ -71,19 +71,22 @@ fn dispatch<R>(
 }
 
 /// GELU on AVX2, 8 lanes at a time ([`avx2::erf`]); a short tail goes through a padded vector.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn gelu_avx2(x: &mut [f32]) {
-    use std::arch::x86_64::*;
-    let mut chunks = x.chunks_exact_mut(8);
-    for c in &mut chunks {
-        _mm256_storeu_ps(c.as_mut_ptr(), avx2::gelu(_mm256_loadu_ps(c.as_ptr())));
+    let (chunks, tail) = x.as_chunks_mut::<8>();
+    for c in chunks {
+        // SAFETY: AVX2 and FMA are this function's precondition too.
+        unsafe { avx2::gelu8(c) };
     }
-    let tail = chunks.into_remainder();
     if !tail.is_empty() {
         let mut buf = [0f32; 8];
         buf[..tail.len()].copy_from_slice(tail);
-        _mm256_storeu_ps(buf.as_mut_ptr(), avx2::gelu(_mm256_loadu_ps(buf.as_ptr())));
+        // SAFETY: as above.
+        unsafe { avx2::gelu8(&mut buf) };
         tail.copy_from_slice(&buf[..tail.len()]);
     }
 }
@@ -201,38 +204,48 @@ pub fn exp_shifted_with(isa: Isa, row: &mut [f32]) -> f32 {
 /// [`exp_shifted_avx2`] 16 lanes at a time: each exp is the same operations as
 /// [`avx2::exp`] (the same bits); only the sum's order differs. The encoder's softmax over
 /// 1500 keys (per row, head and layer) made this 8 % of a long-form run.
+///
+/// # Safety
+/// The CPU must have AVX-512F, AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn exp_shifted_avx512(row: &mut [f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let n16 = row.len() / 16 * 16;
-    let p = row.as_mut_ptr();
-    let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
-    for i in (0..n16).step_by(16) {
-        vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(p.add(i)));
+    // SAFETY: the CPU has AVX-512F, AVX2 and FMA (the caller's, which `avx512_exp` also needs);
+    // every 16-float load and store is at `i` with `i + 16 <= n16 <= row.len()`.
+    unsafe {
+        use std::arch::x86_64::*;
+        let n16 = row.len() / 16 * 16;
+        let p = row.as_mut_ptr();
+        let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..n16).step_by(16) {
+            vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(p.add(i)));
+        }
+        let max = row[n16..]
+            .iter()
+            .fold(_mm512_reduce_max_ps(vmax), |a, &b| if b > a { b } else { a });
+        if max == f32::NEG_INFINITY {
+            row.fill(0.0);
+            return 0.0;
+        }
+        let (vm, mut vsum) = (_mm512_set1_ps(max), _mm512_setzero_ps());
+        for i in (0..n16).step_by(16) {
+            let e = avx512_exp(_mm512_sub_ps(_mm512_loadu_ps(p.add(i)), vm));
+            _mm512_storeu_ps(p.add(i), e);
+            vsum = _mm512_add_ps(vsum, e);
+        }
+        let mut sum = _mm512_reduce_add_ps(vsum);
+        for v in &mut row[n16..] {
+            *v = exp_fast(*v - max);
+            sum += *v;
+        }
+        sum
     }
-    let max = row[n16..]
-        .iter()
-        .fold(_mm512_reduce_max_ps(vmax), |a, &b| if b > a { b } else { a });
-    if max == f32::NEG_INFINITY {
-        row.fill(0.0);
-        return 0.0;
-    }
-    let (vm, mut vsum) = (_mm512_set1_ps(max), _mm512_setzero_ps());
-    for i in (0..n16).step_by(16) {
-        let e = avx512_exp(_mm512_sub_ps(_mm512_loadu_ps(p.add(i)), vm));
-        _mm512_storeu_ps(p.add(i), e);
-        vsum = _mm512_add_ps(vsum, e);
-    }
-    let mut sum = _mm512_reduce_add_ps(vsum);
-    for v in &mut row[n16..] {
-        *v = exp_fast(*v - max);
-        sum += *v;
-    }
-    sum
 }
 
 /// [`avx2::exp`] on 16 lanes.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -269,39 +282,46 @@ unsafe fn avx512_exp(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 
 }
 
 /// [`exp_shifted_with`] on AVX2: vector max, then exp and sum 8 lanes at a time ([`avx2::exp`]).
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn exp_shifted_avx2(row: &mut [f32]) -> f32 {
-    use std::arch::x86_64::*;
-    let n8 = row.len() / 8 * 8;
-    let p = row.as_mut_ptr();
-    let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
-    for i in (0..n8).step_by(8) {
-        vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(p.add(i)));
+    // SAFETY: the CPU has AVX2 and FMA (the caller's, which `avx2::exp` also needs); every
+    // 8-float load and store is at `i` with `i + 8 <= n8 <= row.len()`, or into `lanes` (8).
+    unsafe {
+        use std::arch::x86_64::*;
+        let n8 = row.len() / 8 * 8;
+        let p = row.as_mut_ptr();
+        let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
+        for i in (0..n8).step_by(8) {
+            vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(p.add(i)));
+        }
+        let mut lanes = [0f32; 8];
+        _mm256_storeu_ps(lanes.as_mut_ptr(), vmax);
+        let max = lanes
+            .iter()
+            .chain(&row[n8..])
+            .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+        if max == f32::NEG_INFINITY {
+            row.fill(0.0);
+            return 0.0;
+        }
+        let (vm, mut vsum) = (_mm256_set1_ps(max), _mm256_setzero_ps());
+        for i in (0..n8).step_by(8) {
+            let e = avx2::exp(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vm));
+            _mm256_storeu_ps(p.add(i), e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        _mm256_storeu_ps(lanes.as_mut_ptr(), vsum);
+        let mut sum: f32 = lanes.iter().sum();
+        for v in &mut row[n8..] {
+            *v = exp_fast(*v - max);
+            sum += *v;
+        }
+        sum
     }
-    let mut lanes = [0f32; 8];
-    _mm256_storeu_ps(lanes.as_mut_ptr(), vmax);
-    let max = lanes
-        .iter()
-        .chain(&row[n8..])
-        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
-    if max == f32::NEG_INFINITY {
-        row.fill(0.0);
-        return 0.0;
-    }
-    let (vm, mut vsum) = (_mm256_set1_ps(max), _mm256_setzero_ps());
-    for i in (0..n8).step_by(8) {
-        let e = avx2::exp(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), vm));
-        _mm256_storeu_ps(p.add(i), e);
-        vsum = _mm256_add_ps(vsum, e);
-    }
-    _mm256_storeu_ps(lanes.as_mut_ptr(), vsum);
-    let mut sum: f32 = lanes.iter().sum();
-    for v in &mut row[n8..] {
-        *v = exp_fast(*v - max);
-        sum += *v;
-    }
-    sum
 }
 
 /// The largest value of `row` (−∞ if empty): eight partial maxima, so that it can vectorise.
@@ -344,6 +364,10 @@ fn exp_shifted_inline(row: &mut [f32]) -> f32 {
 pub(crate) mod avx2 {
     use std::arch::x86_64::*;
 
+    /// Horner's rule, `coeffs[0]` the highest power.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn poly(x: __m256, coeffs: &[f32]) -> __m256 {
@@ -354,6 +378,10 @@ pub(crate) mod avx2 {
         p
     }
 
+    /// [`super::exp_fast`] on 8 lanes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn exp(x: __m256) -> __m256 {
@@ -364,17 +392,20 @@ pub(crate) mod avx2 {
         ));
         let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375), xc);
         let r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4), r);
-        let p = poly(
-            r,
-            &[
-                1.9875691500e-4,
-                1.3981999507e-3,
-                8.3334519073e-3,
-                4.1665795894e-2,
-                1.6666665459e-1,
-                5.0000001201e-1,
-            ],
-        );
+        // SAFETY: `poly` needs AVX2 and FMA, which this function's caller guarantees.
+        let p = unsafe {
+            poly(
+                r,
+                &[
+                    1.9875691500e-4,
+                    1.3981999507e-3,
+                    8.3334519073e-3,
+                    4.1665795894e-2,
+                    1.6666665459e-1,
+                    5.0000001201e-1,
+                ],
+            )
+        };
         let e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
         let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
             _mm256_cvtps_epi32(n),
@@ -387,40 +418,66 @@ pub(crate) mod avx2 {
         )
     }
 
+    /// [`super::erf_fast`] on 8 lanes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn erf(x: __m256) -> __m256 {
         let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-4.0)), _mm256_set1_ps(4.0));
         let x2 = _mm256_mul_ps(x, x);
-        let p = poly(
-            x2,
-            &[
-                -2.72614225801306e-10,
-                2.77068142495902e-08,
-                -2.10102402082508e-06,
-                -5.69250639462346e-05,
-                -7.34990630326855e-04,
-                -2.95459980854025e-03,
-                -1.60960333262415e-02,
-            ],
-        );
-        let q = poly(
-            x2,
-            &[
-                -1.45660718464996e-05,
-                -2.13374055278905e-04,
-                -1.68282697438203e-03,
-                -7.37332916720468e-03,
-                -1.42647390514189e-02,
-            ],
-        );
+        // SAFETY: `poly` needs AVX2 and FMA, which this function's caller guarantees.
+        let (p, q) = unsafe {
+            (
+                poly(
+                    x2,
+                    &[
+                        -2.72614225801306e-10,
+                        2.77068142495902e-08,
+                        -2.10102402082508e-06,
+                        -5.69250639462346e-05,
+                        -7.34990630326855e-04,
+                        -2.95459980854025e-03,
+                        -1.60960333262415e-02,
+                    ],
+                ),
+                poly(
+                    x2,
+                    &[
+                        -1.45660718464996e-05,
+                        -2.13374055278905e-04,
+                        -1.68282697438203e-03,
+                        -7.37332916720468e-03,
+                        -1.42647390514189e-02,
+                    ],
+                ),
+            )
+        };
         _mm256_div_ps(_mm256_mul_ps(x, p), q)
     }
 
+    /// [`gelu`] in place on 8 floats.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gelu8(x: &mut [f32; 8]) {
+        // SAFETY: the load and store cover exactly the 8 floats of `x`; `gelu` needs AVX2 and
+        // FMA, this function's precondition.
+        unsafe { _mm256_storeu_ps(x.as_mut_ptr(), gelu(_mm256_loadu_ps(x.as_ptr()))) }
+    }
+
+    /// Exact-erf GELU on 8 lanes.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn gelu(x: __m256) -> __m256 {
-        let e = erf(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2)));
+        // SAFETY: `erf` needs AVX2 and FMA, which this function's caller guarantees.
+        let e = unsafe { erf(_mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2))) };
         _mm256_mul_ps(
             _mm256_mul_ps(_mm256_set1_ps(0.5), x),
             _mm256_add_ps(_mm256_set1_ps(1.0), e),

@@ -279,7 +279,8 @@ pub fn qlinear_with(
                         cols: NR.min(c1 - j0),
                     };
                     // SAFETY: tasks write disjoint (row block × column block) parts of `out`,
-                    // whose length was checked above; `pair` needs VNNI and two whole panels.
+                    // whose length was checked above; `isa` came from `or_below`, and `pair` holds
+                    // only with VNNI and two whole panels (`j0 + 32 <= c1 <= n`).
                     unsafe {
                         if pair {
                             tile.run_pair()
@@ -312,8 +313,9 @@ fn qlinear_amx(
     let kp = w.kp;
     let panel = |j: usize| w.packed[(j / NR) * NR * kp..].as_ptr();
     let dot = |i0: usize, two_rows: bool, j0: usize, two_panels: bool, acc: &mut [[i32; 256]; 4]| {
-        // SAFETY: the rows are padded to a multiple of 16 (`QuantizedRows::new`) and the
-        // channels to whole panels; `par_blocks` asks for the second ones only inside them.
+        // SAFETY: `par_blocks` configured the tiles on this thread; the rows are padded to a
+        // multiple of 16 (`QuantizedRows::new`) and the channels to whole panels, each `kp`
+        // deep; `par_blocks` asks for the second row block or panel only inside them.
         unsafe {
             amx::dot_u8i8(
                 kp / amx::ROW_BYTES,
@@ -339,11 +341,13 @@ fn qlinear_amx(
                 j0: j,
                 cols,
             };
-            // SAFETY: `par_blocks` tasks write disjoint parts of `out`.
+            // SAFETY: rows `i + q..` below `m` and channels `j..j + cols <= n` of `out`, a part
+            // no other `par_blocks` task writes; `acc` holds `rows × 16` sums.
             unsafe { tile.store_rows(&acc[q * NR..][..tile.rows * NR]) };
         }
     };
-    // SAFETY: `Isa::Amx` is only chosen when `amx::available()`.
+    // SAFETY: the caller's `isa` came from `or_below`, and `Isa::Amx` is available only when
+    // `amx::available()`.
     unsafe { amx::par_blocks(m, w.n, dot, store) }
 }
 
@@ -362,47 +366,64 @@ struct OutTile<'a> {
 }
 
 impl OutTile<'_> {
+    /// # Safety
+    /// The tile's part of `out` must be valid and written by no other thread; `isa` must be one the CPU has.
     unsafe fn run(&self, isa: Isa) {
-        let a = self.xq.tile(self.i0);
-        let b = self.w.packed[(self.j0 / NR) * NR * self.w.kp..].as_ptr();
-        let groups = self.w.kp / 4;
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => match self.rows {
-                1 => tile_avx2::<1>(self, groups, a, b),
-                2 => tile_avx2::<2>(self, groups, a, b),
-                3 => tile_avx2::<3>(self, groups, a, b),
-                _ => tile_avx2::<4>(self, groups, a, b),
-            },
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni | Isa::Amx => match self.rows {
-                1 => tile_vnni::<1>(self, groups, a, b),
-                2 => tile_vnni::<2>(self, groups, a, b),
-                3 => tile_vnni::<3>(self, groups, a, b),
-                _ => tile_vnni::<4>(self, groups, a, b),
-            },
-            _ => {
-                let mut acc = [0i32; MR * NR];
-                dot_tile_portable(self.rows, groups, a, b, &mut acc);
-                self.store(&acc);
+        // SAFETY: `isa` came from `or_below`, so the CPU has the features of the arm taken (AVX2 + FMA,
+        // or AVX-512 VNNI + VL for `Avx512Vnni` and `Amx`); `a` is this tile's packed rows (`rows × kp`
+        // bytes at `i0 · kp`, `i0` a multiple of MR and `rows` the tile's own count), `b` the panel of
+        // channel `j0` (`16 × kp` bytes), which `groups = kp / 4` steps read exactly; `out` as the caller's.
+        unsafe {
+            let a = self.xq.tile(self.i0);
+            let b = self.w.packed[(self.j0 / NR) * NR * self.w.kp..].as_ptr();
+            let groups = self.w.kp / 4;
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => match self.rows {
+                    1 => tile_avx2::<1>(self, groups, a, b),
+                    2 => tile_avx2::<2>(self, groups, a, b),
+                    3 => tile_avx2::<3>(self, groups, a, b),
+                    _ => tile_avx2::<4>(self, groups, a, b),
+                },
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512Vnni | Isa::Amx => match self.rows {
+                    1 => tile_vnni::<1>(self, groups, a, b),
+                    2 => tile_vnni::<2>(self, groups, a, b),
+                    3 => tile_vnni::<3>(self, groups, a, b),
+                    _ => tile_vnni::<4>(self, groups, a, b),
+                },
+                _ => {
+                    let mut acc = [0i32; MR * NR];
+                    dot_tile_portable(self.rows, groups, a, b, &mut acc);
+                    self.store(&acc);
+                }
             }
         }
     }
 
     /// The tile and the next one to its right (both 16 channels wide), in 512-bit registers.
+    ///
+    /// # Safety
+    /// As [`run`](Self::run), and the CPU must have AVX-512 VNNI, and `j0 + 32 <= n`.
     #[cfg(target_arch = "x86_64")]
     unsafe fn run_pair(&self) {
-        let a = self.xq.tile(self.i0);
-        let b = self.w.packed[(self.j0 / NR) * NR * self.w.kp..].as_ptr();
-        let groups = self.w.kp / 4;
-        match self.rows {
-            1 => tile_vnni_pair::<1>(self, groups, a, b),
-            2 => tile_vnni_pair::<2>(self, groups, a, b),
-            3 => tile_vnni_pair::<3>(self, groups, a, b),
-            _ => tile_vnni_pair::<4>(self, groups, a, b),
+        // SAFETY: the caller checked VNNI and that a second whole panel follows (`j0 + 32 <= n`, so
+        // `b + 16 · kp` is the next panel); otherwise as `run`.
+        unsafe {
+            let a = self.xq.tile(self.i0);
+            let b = self.w.packed[(self.j0 / NR) * NR * self.w.kp..].as_ptr();
+            let groups = self.w.kp / 4;
+            match self.rows {
+                1 => tile_vnni_pair::<1>(self, groups, a, b),
+                2 => tile_vnni_pair::<2>(self, groups, a, b),
+                3 => tile_vnni_pair::<3>(self, groups, a, b),
+                _ => tile_vnni_pair::<4>(self, groups, a, b),
+            }
         }
     }
 
+    /// # Safety
+    /// Never called: there is no VNNI off x86-64.
     #[cfg(not(target_arch = "x86_64"))]
     unsafe fn run_pair(&self) {
         unreachable!("no VNNI off x86-64")
@@ -410,60 +431,80 @@ impl OutTile<'_> {
 
     /// Stores `acc` (`rows` rows of 16 int32, one per channel) through the epilogue the register
     /// tiles use for the same shape, so every path gives the same floats.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; `acc` holds `rows × 16` sums; `out` as for [`run`](Self::run).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn store_rows(&self, acc: &[i32]) {
-        use std::arch::x86_64::*;
-        if self.cols < NR {
-            let mut full = [0i32; MR * NR];
-            full[..acc.len()].copy_from_slice(acc);
-            return self.store(&full);
-        }
-        let v = |i: usize| [0, 8].map(|h| _mm256_loadu_si256(acc.as_ptr().add(i * NR + h) as *const __m256i));
-        match self.rows {
-            1 => store_full_avx2::<1>(self, &[v(0)]),
-            2 => store_full_avx2::<2>(self, &[v(0), v(1)]),
-            3 => store_full_avx2::<3>(self, &[v(0), v(1), v(2)]),
-            _ => store_full_avx2::<4>(self, &[v(0), v(1), v(2), v(3)]),
+        // SAFETY: the CPU has AVX2 and FMA (the caller's); `acc` holds `rows × 16` sums and `v(i)`
+        // loads 16 of them at `i · 16` for `i < rows`; the tile is whole (`cols == 16`) here.
+        unsafe {
+            use std::arch::x86_64::*;
+            if self.cols < NR {
+                let mut full = [0i32; MR * NR];
+                full[..acc.len()].copy_from_slice(acc);
+                return self.store(&full);
+            }
+            let v = |i: usize| [0, 8].map(|h| _mm256_loadu_si256(acc.as_ptr().add(i * NR + h) as *const __m256i));
+            match self.rows {
+                1 => store_full_avx2::<1>(self, &[v(0)]),
+                2 => store_full_avx2::<2>(self, &[v(0), v(1)]),
+                3 => store_full_avx2::<3>(self, &[v(0), v(1), v(2)]),
+                _ => store_full_avx2::<4>(self, &[v(0), v(1), v(2), v(3)]),
+            }
         }
     }
 
     /// `out = s_i·s_j·(acc − z_i·rowsum_j) + bias_j`, then the activation. The subtraction is
     /// in int32 (exact); only the final scaling rounds. Inlined into each SIMD path so that it is
     /// vectorised there.
+    ///
+    /// # Safety
+    /// The tile's rows of `out` must be valid and written by no other thread.
     #[inline(always)]
     unsafe fn store(&self, acc: &[i32; MR * NR]) {
-        let n = self.w.n;
-        let ws = &self.w.scales[self.j0..self.j0 + self.cols];
-        let sums = &self.w.row_sums[self.j0..self.j0 + self.cols];
-        for i in 0..self.rows {
-            let r = self.i0 + i;
-            let (sx, zp) = (self.xq.scales[r], self.xq.zero_points[r]);
-            let row = std::slice::from_raw_parts_mut(self.out.add(r * n + self.j0), self.cols);
-            for (c, y) in row.iter_mut().enumerate() {
-                let v = (acc[i * NR + c] - zp * sums[c]) as f32 * (sx * ws[c]);
-                *y = v + self.bias.map_or(0.0, |b| b[self.j0 + c]);
-            }
-            if self.act == Activation::Gelu {
-                // The portable path stays portable, also when the CPU could do better.
-                ops::gelu_with(Isa::Portable, row);
+        // SAFETY: row `r < m` and columns `j0..j0 + cols <= n` of `out` (`m × n`, checked by
+        // `qlinear_with`), which no other task writes (the caller's).
+        unsafe {
+            let n = self.w.n;
+            let ws = &self.w.scales[self.j0..self.j0 + self.cols];
+            let sums = &self.w.row_sums[self.j0..self.j0 + self.cols];
+            for i in 0..self.rows {
+                let r = self.i0 + i;
+                let (sx, zp) = (self.xq.scales[r], self.xq.zero_points[r]);
+                let row = std::slice::from_raw_parts_mut(self.out.add(r * n + self.j0), self.cols);
+                for (c, y) in row.iter_mut().enumerate() {
+                    let v = (acc[i * NR + c] - zp * sums[c]) as f32 * (sx * ws[c]);
+                    *y = v + self.bias.map_or(0.0, |b| b[self.j0 + c]);
+                }
+                if self.act == Activation::Gelu {
+                    // The portable path stays portable, also when the CPU could do better.
+                    ops::gelu_with(Isa::Portable, row);
+                }
             }
         }
     }
 }
 
 /// Portable tile: plain integer loops, the same arithmetic as the AVX2 path.
+///
+/// # Safety
+/// `a` must hold `groups × rows × 4` bytes and `b` `groups × 64`.
 unsafe fn dot_tile_portable(rows: usize, groups: usize, a: *const u8, b: *const i8, acc: &mut [i32; MR * NR]) {
-    for g in 0..groups {
-        let bg = std::slice::from_raw_parts(b.add(g * NR * 4), NR * 4);
-        let ag = std::slice::from_raw_parts(a.add(g * rows * 4), rows * 4);
-        for i in 0..rows {
-            for c in 0..NR {
-                let mut s = 0i32;
-                for t in 0..4 {
-                    s += ag[i * 4 + t] as i32 * bg[c * 4 + t] as i32;
+    // SAFETY: `a` holds `groups × rows × 4` bytes and `b` `groups × 16 × 4` (the caller's).
+    unsafe {
+        for g in 0..groups {
+            let bg = std::slice::from_raw_parts(b.add(g * NR * 4), NR * 4);
+            let ag = std::slice::from_raw_parts(a.add(g * rows * 4), rows * 4);
+            for i in 0..rows {
+                for c in 0..NR {
+                    let mut s = 0i32;
+                    for t in 0..4 {
+                        s += ag[i * 4 + t] as i32 * bg[c * 4 + t] as i32;
+                    }
+                    acc[i * NR + c] += s;
                 }
-                acc[i * NR + c] += s;
             }
         }
     }
@@ -472,29 +513,46 @@ unsafe fn dot_tile_portable(rows: usize, groups: usize, a: *const u8, b: *const 
 /// AVX2 tile of R rows × 16 channels: per group of 4 k, one broadcast of each row's 4 u8
 /// activations, `vpmaddubsw` against the 8-channel weight vectors (exact: activations ≤ 127,
 /// see the module comment), `vpmaddwd` by 1 to int32, add.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `a` is the tile's packed `R × kp` bytes and `b` a whole panel
+/// (`16 × kp`); `tile`'s part of `out` is valid and this thread's alone.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2<const R: usize>(tile: &OutTile, groups: usize, a: *const u8, b: *const i8) {
-    use std::arch::x86_64::*;
-    let ones = _mm256_set1_epi16(1);
-    tile_simd::<R>(tile, groups, a, b, |acc, a, b| {
-        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones))
-    });
+    // SAFETY: AVX2 and FMA are this function's precondition and `tile_simd`'s; operands passed on.
+    unsafe {
+        use std::arch::x86_64::*;
+        let ones = _mm256_set1_epi16(1);
+        tile_simd::<R>(tile, groups, a, b, |acc, a, b| {
+            _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones))
+        });
+    }
 }
 
 /// AVX-512 VNNI tile (256-bit forms): `vpdpbusd` does the four u8 × i8 products and their sum
 /// into int32 in one instruction, with no intermediate saturation.
+///
+/// # Safety
+/// As [`tile_avx2`], and the CPU must have AVX-512 F, VL and VNNI.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
 unsafe fn tile_vnni<const R: usize>(tile: &OutTile, groups: usize, a: *const u8, b: *const i8) {
-    tile_simd::<R>(tile, groups, a, b, |acc, a, b| {
-        std::arch::x86_64::_mm256_dpbusd_epi32(acc, a, b)
-    });
+    // SAFETY: the CPU has AVX-512 VNNI and VL (this function's precondition) for `vpdpbusd` and
+    // AVX2 + FMA for `tile_simd`; operands passed on.
+    unsafe {
+        tile_simd::<R>(tile, groups, a, b, |acc, a, b| {
+            std::arch::x86_64::_mm256_dpbusd_epi32(acc, a, b)
+        });
+    }
 }
 
 /// The register tile shared by the SIMD paths; `madd(acc, 4 u8 of a row broadcast, 4 k × 8
 /// channels of i8)` adds each channel's 4-term dot product into its int32 lane. Inlined into
 /// the target-feature functions above, so it compiles once per path.
+///
+/// # Safety
+/// As [`tile_avx2`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn tile_simd<const R: usize>(
@@ -508,100 +566,122 @@ unsafe fn tile_simd<const R: usize>(
         std::arch::x86_64::__m256i,
     ) -> std::arch::x86_64::__m256i,
 ) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_si256(); 2]; R];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..groups {
-        let b0 = _mm256_loadu_si256(b as *const __m256i);
-        let b1 = _mm256_loadu_si256(b.add(32) as *const __m256i);
-        for (i, acc) in acc.iter_mut().enumerate() {
-            let ai = _mm256_set1_epi32((a.add(4 * i) as *const i32).read_unaligned());
-            acc[0] = madd(acc[0], ai, b0);
-            acc[1] = madd(acc[1], ai, b1);
+    // SAFETY: each group step reads 4 bytes per row of `a` (`R` rows) and 64 bytes of `b`, for
+    // `groups` steps: the tile's `R × kp` bytes and the panel's `16 × kp` (the caller's); the
+    // stores go to `acc_out` (MR·16 i32, `i < R <= MR`) or through the epilogues' own checks.
+    unsafe {
+        use std::arch::x86_64::*;
+        let mut acc = [[_mm256_setzero_si256(); 2]; R];
+        let (mut a, mut b) = (a, b);
+        for _ in 0..groups {
+            let b0 = _mm256_loadu_si256(b as *const __m256i);
+            let b1 = _mm256_loadu_si256(b.add(32) as *const __m256i);
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let ai = _mm256_set1_epi32((a.add(4 * i) as *const i32).read_unaligned());
+                acc[0] = madd(acc[0], ai, b0);
+                acc[1] = madd(acc[1], ai, b1);
+            }
+            a = a.add(4 * R);
+            b = b.add(NR * 4);
         }
-        a = a.add(4 * R);
-        b = b.add(NR * 4);
+        if tile.cols == NR {
+            store_full_avx2(tile, &acc);
+            return;
+        }
+        let mut acc_out = [0i32; MR * NR];
+        for (i, acc) in acc.iter().enumerate() {
+            _mm256_storeu_si256(acc_out.as_mut_ptr().add(i * NR) as *mut __m256i, acc[0]);
+            _mm256_storeu_si256(acc_out.as_mut_ptr().add(i * NR + 8) as *mut __m256i, acc[1]);
+        }
+        tile.store(&acc_out);
     }
-    if tile.cols == NR {
-        store_full_avx2(tile, &acc);
-        return;
-    }
-    let mut acc_out = [0i32; MR * NR];
-    for (i, acc) in acc.iter().enumerate() {
-        _mm256_storeu_si256(acc_out.as_mut_ptr().add(i * NR) as *mut __m256i, acc[0]);
-        _mm256_storeu_si256(acc_out.as_mut_ptr().add(i * NR + 8) as *mut __m256i, acc[1]);
-    }
-    tile.store(&acc_out);
 }
 
 /// R rows × 32 channels (two weight panels) with 512-bit `vpdpbusd`: a panel's group of
 /// 4 k × 16 channels is one 64-byte vector, so each group is 2 loads, R broadcasts and 2·R
 /// dot-product instructions of 16 lanes, twice the work per instruction of [`tile_vnni`].
 /// The epilogue is [`store_full_avx2`] on each half, so results equal the 256-bit path's.
+///
+/// # Safety
+/// As [`tile_vnni`], and `b` is followed by a second whole panel (`j0 + 32 <= n`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,avx512f,avx512vl,avx512vnni")]
 unsafe fn tile_vnni_pair<const R: usize>(tile: &OutTile, groups: usize, a: *const u8, b: *const i8) {
-    use std::arch::x86_64::*;
-    let b1 = b.add(NR * tile.w.kp);
-    let mut acc = [[_mm512_setzero_si512(); 2]; R];
-    for g in 0..groups {
-        let v0 = _mm512_loadu_si512(b.add(g * NR * 4) as *const __m512i);
-        let v1 = _mm512_loadu_si512(b1.add(g * NR * 4) as *const __m512i);
-        for (i, acc) in acc.iter_mut().enumerate() {
-            let ai = _mm512_set1_epi32((a.add(g * 4 * R + 4 * i) as *const i32).read_unaligned());
-            acc[0] = _mm512_dpbusd_epi32(acc[0], ai, v0);
-            acc[1] = _mm512_dpbusd_epi32(acc[1], ai, v1);
+    // SAFETY: the CPU has AVX-512 VNNI (the caller's); `b1` is the next panel (the caller checked
+    // both are whole); each group reads 64 bytes of each panel and 4 bytes of each of the `R` rows.
+    unsafe {
+        use std::arch::x86_64::*;
+        let b1 = b.add(NR * tile.w.kp);
+        let mut acc = [[_mm512_setzero_si512(); 2]; R];
+        for g in 0..groups {
+            let v0 = _mm512_loadu_si512(b.add(g * NR * 4) as *const __m512i);
+            let v1 = _mm512_loadu_si512(b1.add(g * NR * 4) as *const __m512i);
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_epi32((a.add(g * 4 * R + 4 * i) as *const i32).read_unaligned());
+                acc[0] = _mm512_dpbusd_epi32(acc[0], ai, v0);
+                acc[1] = _mm512_dpbusd_epi32(acc[1], ai, v1);
+            }
         }
-    }
-    #[allow(clippy::needless_range_loop)] // h also picks the output half
-    for h in 0..2 {
-        let halves: [[__m256i; 2]; R] = std::array::from_fn(|i| {
-            [
-                _mm512_castsi512_si256(acc[i][h]),
-                _mm512_extracti64x4_epi64::<1>(acc[i][h]),
-            ]
-        });
-        let t = OutTile {
-            j0: tile.j0 + h * NR,
-            cols: NR,
-            ..*tile
-        };
-        store_full_avx2(&t, &halves);
+        #[allow(clippy::needless_range_loop)] // h also picks the output half
+        for h in 0..2 {
+            let halves: [[__m256i; 2]; R] = std::array::from_fn(|i| {
+                [
+                    _mm512_castsi512_si256(acc[i][h]),
+                    _mm512_extracti64x4_epi64::<1>(acc[i][h]),
+                ]
+            });
+            let t = OutTile {
+                j0: tile.j0 + h * NR,
+                cols: NR,
+                ..*tile
+            };
+            store_full_avx2(&t, &halves);
+        }
     }
 }
 
 /// [`OutTile::store`] for a tile 16 channels wide, in vectors: the same operations in the same
 /// order (no FMA contraction), so the result matches the scalar epilogue bit for bit.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; the tile is 16 channels wide with `j0 + 16 <= n`; `tile`'s
+/// rows of `out` are valid and this thread's alone.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn store_full_avx2<const R: usize>(tile: &OutTile, acc: &[[std::arch::x86_64::__m256i; 2]; R]) {
-    use std::arch::x86_64::*;
-    let (w, j0) = (tile.w, tile.j0);
-    let ws = [
-        _mm256_loadu_ps(w.scales.as_ptr().add(j0)),
-        _mm256_loadu_ps(w.scales.as_ptr().add(j0 + 8)),
-    ];
-    let sums = [0, 8].map(|h| _mm256_loadu_si256(w.row_sums.as_ptr().add(j0 + h) as *const __m256i));
-    let bias = tile.bias.map_or([_mm256_setzero_ps(); 2], |b| {
-        [
-            _mm256_loadu_ps(b.as_ptr().add(j0)),
-            _mm256_loadu_ps(b.as_ptr().add(j0 + 8)),
-        ]
-    });
-    for (i, acc) in acc.iter().enumerate() {
-        let r = tile.i0 + i;
-        let (sx, zp) = (
-            _mm256_set1_ps(tile.xq.scales[r]),
-            _mm256_set1_epi32(tile.xq.zero_points[r]),
-        );
-        for h in 0..2 {
-            let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[h], _mm256_mullo_epi32(zp, sums[h])));
-            let mut y = _mm256_add_ps(_mm256_mul_ps(v, _mm256_mul_ps(sx, ws[h])), bias[h]);
-            if tile.act == Activation::Gelu {
-                y = ops::avx2::gelu(y);
+    // SAFETY: the CPU has AVX2 and FMA (the caller's); the tile is 16 channels wide (`j0 + 16 <= n`),
+    // so the 16 scales, row sums and bias values loaded at `j0` exist (scales and sums are padded to
+    // whole panels, the bias is at least `n` long: checked by `qlinear_with`), and the stores go to
+    // row `r < m`, columns `j0..j0 + 16` of `out`.
+    unsafe {
+        use std::arch::x86_64::*;
+        let (w, j0) = (tile.w, tile.j0);
+        let ws = [
+            _mm256_loadu_ps(w.scales.as_ptr().add(j0)),
+            _mm256_loadu_ps(w.scales.as_ptr().add(j0 + 8)),
+        ];
+        let sums = [0, 8].map(|h| _mm256_loadu_si256(w.row_sums.as_ptr().add(j0 + h) as *const __m256i));
+        let bias = tile.bias.map_or([_mm256_setzero_ps(); 2], |b| {
+            [
+                _mm256_loadu_ps(b.as_ptr().add(j0)),
+                _mm256_loadu_ps(b.as_ptr().add(j0 + 8)),
+            ]
+        });
+        for (i, acc) in acc.iter().enumerate() {
+            let r = tile.i0 + i;
+            let (sx, zp) = (
+                _mm256_set1_ps(tile.xq.scales[r]),
+                _mm256_set1_epi32(tile.xq.zero_points[r]),
+            );
+            for h in 0..2 {
+                let v = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc[h], _mm256_mullo_epi32(zp, sums[h])));
+                let mut y = _mm256_add_ps(_mm256_mul_ps(v, _mm256_mul_ps(sx, ws[h])), bias[h]);
+                if tile.act == Activation::Gelu {
+                    y = ops::avx2::gelu(y);
+                }
+                _mm256_storeu_ps(tile.out.add(r * w.n + j0 + 8 * h), y);
             }
-            _mm256_storeu_ps(tile.out.add(r * w.n + j0 + 8 * h), y);
         }
     }
 }

@@ -39,21 +39,32 @@ pub(crate) struct View {
     pub cs: isize,
 }
 
-// SAFETY: views are only read, and `sgemm`'s caller vouches for the memory behind them.
+// SAFETY: a view stands for a shared borrow `&[f32]` (only ever read through, and `sgemm`'s
+// caller keeps the memory valid and unwritten for the call), and `&[f32]` is Send: `sgemm`
+// hands views to the pool's threads.
 unsafe impl Send for View {}
+// SAFETY: as for `Send`: sharing a view among tasks only lets them read f32s, like `&[f32]`.
 unsafe impl Sync for View {}
 
 impl View {
+    /// # Safety
+    /// `(i, j)` must be inside the matrix the view describes.
     unsafe fn at(self, i: usize, j: usize) -> *const f32 {
-        self.ptr.offset(i as isize * self.rs + j as isize * self.cs)
+        // SAFETY: the caller keeps (i, j) inside the matrix the view describes (`# Safety` of `at`).
+        unsafe { self.ptr.offset(i as isize * self.rs + j as isize * self.cs) }
     }
 }
 
 /// Raw pointers moved into rayon tasks; the caller guarantees the tasks touch disjoint parts.
 #[derive(Clone, Copy)]
 pub(crate) struct Shared<T>(pub T);
-unsafe impl<T> Send for Shared<T> {}
-unsafe impl<T> Sync for Shared<T> {}
+// SAFETY: a `Shared<*mut T>` stands for the `&mut [T]` it was made from, split among tasks that
+// each write only their own disjoint elements while the borrow lasts (every user's contract):
+// sending it, or sharing it so that each task takes a copy, moves `T`s' exclusive access to other
+// threads, which is sound when `T: Send`, as for `&mut [T]` split with `chunks_mut`.
+unsafe impl<T: Send> Send for Shared<*mut T> {}
+// SAFETY: as for `Send`: tasks only copy the pointer out and write disjoint elements.
+unsafe impl<T: Send> Sync for Shared<*mut T> {}
 
 impl<T: Copy> Shared<T> {
     /// The pointer. A method, so that closures capture the whole `Send` wrapper rather than
@@ -107,34 +118,40 @@ pub(crate) unsafe fn sgemm(
     let c = Shared(c);
     let run = |p: usize| {
         let (s, e) = (p * step, ((p + 1) * step).min(len));
-        if split_rows {
-            serial(
-                isa,
-                e - s,
-                n,
-                k,
-                alpha,
-                View { ptr: a.at(s, 0), ..a },
-                b,
-                beta,
-                c.get().offset(s as isize * rsc),
-                rsc,
-                csc,
-            );
-        } else {
-            serial(
-                isa,
-                m,
-                e - s,
-                k,
-                alpha,
-                a,
-                View { ptr: b.at(0, s), ..b },
-                beta,
-                c.get().offset(s as isize * csc),
-                rsc,
-                csc,
-            );
+        // SAFETY: `s < len` (rows of C and A, or columns of C and B), so the offset views stay
+        // inside the operands the caller vouched for; the parts are disjoint ranges of C's rows
+        // or columns, so the tasks write disjoint elements of C, none of them in A or B (no
+        // aliasing, by contract).
+        unsafe {
+            if split_rows {
+                serial(
+                    isa,
+                    e - s,
+                    n,
+                    k,
+                    alpha,
+                    View { ptr: a.at(s, 0), ..a },
+                    b,
+                    beta,
+                    c.get().offset(s as isize * rsc),
+                    rsc,
+                    csc,
+                );
+            } else {
+                serial(
+                    isa,
+                    m,
+                    e - s,
+                    k,
+                    alpha,
+                    a,
+                    View { ptr: b.at(0, s), ..b },
+                    beta,
+                    c.get().offset(s as isize * csc),
+                    rsc,
+                    csc,
+                );
+            }
         }
     };
     if parts == 1 {
@@ -166,6 +183,8 @@ thread_local! {
         const { std::cell::RefCell::new((Scratch { buf: Vec::new() }, Scratch { buf: Vec::new() })) };
 }
 
+/// # Safety
+/// As [`sgemm`].
 #[allow(clippy::too_many_arguments)]
 unsafe fn serial(
     isa: Isa,
@@ -180,77 +199,83 @@ unsafe fn serial(
     rsc: isize,
     csc: isize,
 ) {
-    if k == 0 {
-        for i in 0..m {
-            for j in 0..n {
-                let p = c.offset(i as isize * rsc + j as isize * csc);
-                *p = if beta == 0.0 { 0.0 } else { beta * *p };
+    // SAFETY: every offset below addresses an element inside `m × n` of C, `m × k` of A or
+    // `k × n` of B (the loops stay below those bounds), valid by the caller's contract; the pack
+    // buffers come from `Scratch::get` with the lengths the packers and micro-kernels use
+    // (MC·KC for A, KC·NC rounded up to whole panels for B) and are 64-byte aligned.
+    unsafe {
+        if k == 0 {
+            for i in 0..m {
+                for j in 0..n {
+                    let p = c.offset(i as isize * rsc + j as isize * csc);
+                    *p = if beta == 0.0 { 0.0 } else { beta * *p };
+                }
             }
+            return;
         }
-        return;
-    }
-    PACKS.with(|packs| {
-        let (sa, sb) = &mut *packs.borrow_mut();
-        let direct_a = a.cs == 1 && n <= DIRECT_A_MAX_N;
-        let apack = if direct_a {
-            std::ptr::null_mut()
-        } else {
-            sa.get(MC * KC)
-        };
-        let bpack = sb.get(KC * NC.min(n.next_multiple_of(NR)));
-        for jc in (0..n).step_by(NC) {
-            let nc = NC.min(n - jc);
-            // Equal k blocks (384 → one, 1536 → four of 384): no short block that would pay a
-            // full pass over C for a few k.
-            let kc_step = k.div_ceil(k.div_ceil(KC));
-            for pc in (0..k).step_by(kc_step) {
-                let kc = kc_step.min(k - pc);
-                pack_b(kc, nc, View { ptr: b.at(pc, jc), ..b }, bpack);
-                let beta = if pc == 0 { beta } else { 1.0 };
-                for ic in (0..m).step_by(MC) {
-                    let mc = MC.min(m - ic);
-                    if !direct_a {
-                        pack_a(mc, kc, View { ptr: a.at(ic, pc), ..a }, apack);
-                    }
-                    let mut jr = 0;
-                    while jr < nc {
-                        let pair = pairs(isa) && jr + 2 * NR <= nc;
-                        for ir in (0..mc).step_by(MR) {
-                            let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize * csc);
-                            let tile = Tile {
-                                c: cp,
-                                rsc,
-                                csc,
-                                alpha,
-                                beta,
-                                mr: MR.min(mc - ir),
-                                nr: NR.min(nc - jr),
-                            };
-                            let a = if direct_a {
-                                APanel {
-                                    ptr: a.at(ic + ir, pc),
-                                    rs: a.rs,
-                                    direct: true,
-                                }
-                            } else {
-                                APanel {
-                                    ptr: apack.add(ir * kc),
-                                    rs: 1,
-                                    direct: false,
-                                }
-                            };
-                            if pair {
-                                micro_kernel_pair(kc, a, bpack.add(jr * kc), bpack.add((jr + NR) * kc), tile);
-                            } else {
-                                micro_kernel(isa, kc, a, bpack.add(jr * kc), tile);
-                            }
+        PACKS.with(|packs| {
+            let (sa, sb) = &mut *packs.borrow_mut();
+            let direct_a = a.cs == 1 && n <= DIRECT_A_MAX_N;
+            let apack = if direct_a {
+                std::ptr::null_mut()
+            } else {
+                sa.get(MC * KC)
+            };
+            let bpack = sb.get(KC * NC.min(n.next_multiple_of(NR)));
+            for jc in (0..n).step_by(NC) {
+                let nc = NC.min(n - jc);
+                // Equal k blocks (384 → one, 1536 → four of 384): no short block that would pay a
+                // full pass over C for a few k.
+                let kc_step = k.div_ceil(k.div_ceil(KC));
+                for pc in (0..k).step_by(kc_step) {
+                    let kc = kc_step.min(k - pc);
+                    pack_b(kc, nc, View { ptr: b.at(pc, jc), ..b }, bpack);
+                    let beta = if pc == 0 { beta } else { 1.0 };
+                    for ic in (0..m).step_by(MC) {
+                        let mc = MC.min(m - ic);
+                        if !direct_a {
+                            pack_a(mc, kc, View { ptr: a.at(ic, pc), ..a }, apack);
                         }
-                        jr += if pair { 2 * NR } else { NR };
+                        let mut jr = 0;
+                        while jr < nc {
+                            let pair = pairs(isa) && jr + 2 * NR <= nc;
+                            for ir in (0..mc).step_by(MR) {
+                                let cp = c.offset((ic + ir) as isize * rsc + (jc + jr) as isize * csc);
+                                let tile = Tile {
+                                    c: cp,
+                                    rsc,
+                                    csc,
+                                    alpha,
+                                    beta,
+                                    mr: MR.min(mc - ir),
+                                    nr: NR.min(nc - jr),
+                                };
+                                let a = if direct_a {
+                                    APanel {
+                                        ptr: a.at(ic + ir, pc),
+                                        rs: a.rs,
+                                        direct: true,
+                                    }
+                                } else {
+                                    APanel {
+                                        ptr: apack.add(ir * kc),
+                                        rs: 1,
+                                        direct: false,
+                                    }
+                                };
+                                if pair {
+                                    micro_kernel_pair(kc, a, bpack.add(jr * kc), bpack.add((jr + NR) * kc), tile);
+                                } else {
+                                    micro_kernel(isa, kc, a, bpack.add(jr * kc), tile);
+                                }
+                            }
+                            jr += if pair { 2 * NR } else { NR };
+                        }
                     }
                 }
             }
-        }
-    });
+        });
+    }
 }
 
 /// A B operand packed once and used by many products (attention's Kᵀ and V of one head):
@@ -267,9 +292,13 @@ impl PackedB {
     /// # Safety
     /// Every element of B addressed through the view must be valid.
     pub(crate) unsafe fn new(k: usize, n: usize, b: View) -> PackedB {
-        let mut buf = Scratch { buf: Vec::new() };
-        pack_b(k, n, b, buf.get(k * n.next_multiple_of(NR)));
-        PackedB { buf, k, n }
+        // SAFETY: the buffer holds `k · n` rounded up to whole panels, what `pack_b` writes; B's
+        // elements are valid by the caller's contract.
+        unsafe {
+            let mut buf = Scratch { buf: Vec::new() };
+            pack_b(k, n, b, buf.get(k * n.next_multiple_of(NR)));
+            PackedB { buf, k, n }
+        }
     }
 
     /// `C[m×cols] = alpha·A[:, ks]·B[ks, ..cols] + beta·C` for rows `ks` and the first `cols`
@@ -291,79 +320,91 @@ impl PackedB {
         beta: f32,
         (c, rsc): (*mut f32, isize),
     ) {
-        assert!(ks.end <= self.k && cols <= self.n);
-        let isa = isa.or_below();
-        let b = self.buf.buf.as_ptr();
-        let b = b.add(b.align_offset(64));
-        // k in chunks, so that each B micro-panel chunk stays in L1 across the row tiles.
-        for (chunk, p0) in (ks.start..ks.end).step_by(KC).enumerate() {
-            let kc = KC.min(ks.end - p0);
-            let beta = if chunk == 0 { beta } else { 1.0 };
-            let mut j0 = 0;
-            while j0 < cols {
-                let pair = pairs(isa) && j0 + 2 * NR <= cols;
-                for i0 in (0..m).step_by(MR) {
-                    let tile = Tile {
-                        c: c.offset(i0 as isize * rsc + j0 as isize),
-                        rsc,
-                        csc: 1,
-                        alpha,
-                        beta,
-                        mr: MR.min(m - i0),
-                        nr: NR.min(cols - j0),
-                    };
-                    let a = APanel {
-                        ptr: a.offset(i0 as isize * rsa).add(p0 - ks.start),
-                        rs: rsa,
-                        direct: true,
-                    };
-                    if pair {
-                        micro_kernel_pair(
-                            kc,
-                            a,
-                            b.add(j0 * self.k + p0 * NR),
-                            b.add((j0 + NR) * self.k + p0 * NR),
-                            tile,
-                        );
-                    } else {
-                        micro_kernel(isa, kc, a, b.add(j0 * self.k + p0 * NR), tile);
+        // SAFETY: `b` is the 64-byte aligned start of the pack (as in `Scratch::get`), which holds
+        // `self.k` rows of every panel, and `ks.end <= self.k`, `cols <= self.n` (asserted); A's and C's
+        // rows are valid by the caller's contract and `i0 < m`, `j0 < cols`.
+        unsafe {
+            assert!(ks.end <= self.k && cols <= self.n);
+            let isa = isa.or_below();
+            let b = self.buf.buf.as_ptr();
+            let b = b.add(b.align_offset(64));
+            // k in chunks, so that each B micro-panel chunk stays in L1 across the row tiles.
+            for (chunk, p0) in (ks.start..ks.end).step_by(KC).enumerate() {
+                let kc = KC.min(ks.end - p0);
+                let beta = if chunk == 0 { beta } else { 1.0 };
+                let mut j0 = 0;
+                while j0 < cols {
+                    let pair = pairs(isa) && j0 + 2 * NR <= cols;
+                    for i0 in (0..m).step_by(MR) {
+                        let tile = Tile {
+                            c: c.offset(i0 as isize * rsc + j0 as isize),
+                            rsc,
+                            csc: 1,
+                            alpha,
+                            beta,
+                            mr: MR.min(m - i0),
+                            nr: NR.min(cols - j0),
+                        };
+                        let a = APanel {
+                            ptr: a.offset(i0 as isize * rsa).add(p0 - ks.start),
+                            rs: rsa,
+                            direct: true,
+                        };
+                        if pair {
+                            micro_kernel_pair(
+                                kc,
+                                a,
+                                b.add(j0 * self.k + p0 * NR),
+                                b.add((j0 + NR) * self.k + p0 * NR),
+                                tile,
+                            );
+                        } else {
+                            micro_kernel(isa, kc, a, b.add(j0 * self.k + p0 * NR), tile);
+                        }
                     }
+                    j0 += if pair { 2 * NR } else { NR };
                 }
-                j0 += if pair { 2 * NR } else { NR };
             }
-        }
-        if ks.is_empty() {
-            serial(
-                isa,
-                m,
-                cols,
-                0,
-                alpha,
-                View { ptr: a, rs: rsa, cs: 1 },
-                View { ptr: b, rs: 0, cs: 0 },
-                beta,
-                c,
-                rsc,
-                1,
-            );
+            if ks.is_empty() {
+                serial(
+                    isa,
+                    m,
+                    cols,
+                    0,
+                    alpha,
+                    View { ptr: a, rs: rsa, cs: 1 },
+                    View { ptr: b, rs: 0, cs: 0 },
+                    beta,
+                    c,
+                    rsc,
+                    1,
+                );
+            }
         }
     }
 }
 
 /// A's block as MR-row micro-panels, each k-major (`[p][i]`), rows past m zero.
+///
+/// # Safety
+/// A's `mc × kc` elements must be valid and `dst` must hold `mc · kc` rounded up to whole MR-row panels.
 unsafe fn pack_a(mc: usize, kc: usize, a: View, dst: *mut f32) {
-    for i0 in (0..mc).step_by(MR) {
-        let rows = MR.min(mc - i0);
-        let d = dst.add(i0 * kc);
-        for i in 0..MR {
-            if i < rows {
-                let src = a.at(i0 + i, 0);
-                for p in 0..kc {
-                    *d.add(p * MR + i) = *src.offset(p as isize * a.cs);
-                }
-            } else {
-                for p in 0..kc {
-                    *d.add(p * MR + i) = 0.0;
+    // SAFETY: `dst` holds `mc · kc` rounded up to whole MR-row panels (the caller sizes it MC·KC);
+    // A's `mc × kc` elements are valid by the caller's contract.
+    unsafe {
+        for i0 in (0..mc).step_by(MR) {
+            let rows = MR.min(mc - i0);
+            let d = dst.add(i0 * kc);
+            for i in 0..MR {
+                if i < rows {
+                    let src = a.at(i0 + i, 0);
+                    for p in 0..kc {
+                        *d.add(p * MR + i) = *src.offset(p as isize * a.cs);
+                    }
+                } else {
+                    for p in 0..kc {
+                        *d.add(p * MR + i) = 0.0;
+                    }
                 }
             }
         }
@@ -371,25 +412,32 @@ unsafe fn pack_a(mc: usize, kc: usize, a: View, dst: *mut f32) {
 }
 
 /// B's block as NR-column micro-panels, each k-major (`[p][j]`), columns past n zero.
+///
+/// # Safety
+/// B's `kc × nc` elements must be valid and `dst` must hold `kc · nc` rounded up to whole NR-column panels.
 unsafe fn pack_b(kc: usize, nc: usize, b: View, dst: *mut f32) {
-    for j0 in (0..nc).step_by(NR) {
-        let cols = NR.min(nc - j0);
-        let d = dst.add(j0 * kc);
-        if b.cs == 1 && cols == NR {
-            for p in 0..kc {
-                std::ptr::copy_nonoverlapping(b.at(p, j0), d.add(p * NR), NR);
-            }
-            continue;
-        }
-        for j in 0..NR {
-            if j < cols {
-                let src = b.at(0, j0 + j);
+    // SAFETY: `dst` holds `kc · nc` rounded up to whole NR-column panels; B's `kc × nc` elements
+    // are valid by the caller's contract; a whole contiguous panel row does not overlap `dst`.
+    unsafe {
+        for j0 in (0..nc).step_by(NR) {
+            let cols = NR.min(nc - j0);
+            let d = dst.add(j0 * kc);
+            if b.cs == 1 && cols == NR {
                 for p in 0..kc {
-                    *d.add(p * NR + j) = *src.offset(p as isize * b.rs);
+                    std::ptr::copy_nonoverlapping(b.at(p, j0), d.add(p * NR), NR);
                 }
-            } else {
-                for p in 0..kc {
-                    *d.add(p * NR + j) = 0.0;
+                continue;
+            }
+            for j in 0..NR {
+                if j < cols {
+                    let src = b.at(0, j0 + j);
+                    for p in 0..kc {
+                        *d.add(p * NR + j) = *src.offset(p as isize * b.rs);
+                    }
+                } else {
+                    for p in 0..kc {
+                        *d.add(p * NR + j) = 0.0;
+                    }
                 }
             }
         }
@@ -410,12 +458,18 @@ struct Tile {
 
 impl Tile {
     /// Writes `alpha·acc + beta·C` for the valid part of a full MR×NR accumulator tile.
+    ///
+    /// # Safety
+    /// The tile's `mr × nr` elements of C must be valid and written by no other thread.
     unsafe fn store(self, acc: &[f32; MR * NR]) {
-        for i in 0..self.mr {
-            for j in 0..self.nr {
-                let p = self.c.offset(i as isize * self.rsc + j as isize * self.csc);
-                let v = self.alpha * acc[i * NR + j];
-                *p = if self.beta == 0.0 { v } else { v + self.beta * *p };
+        // SAFETY: only the `mr × nr` elements inside C that the tile owns are read and written.
+        unsafe {
+            for i in 0..self.mr {
+                for j in 0..self.nr {
+                    let p = self.c.offset(i as isize * self.rsc + j as isize * self.csc);
+                    let v = self.alpha * acc[i * NR + j];
+                    *p = if self.beta == 0.0 { v } else { v + self.beta * *p };
+                }
             }
         }
     }
@@ -432,22 +486,36 @@ struct APanel {
 
 impl APanel {
     /// Row `i`'s elements start here and are `step` apart in k.
+    ///
+    /// # Safety
+    /// The panel must have valid rows `0..mr` (packed: MR interleaved rows).
     unsafe fn row(self, i: usize, mr: usize) -> (*const f32, usize) {
-        if self.direct {
-            (self.ptr.offset(i.min(mr - 1) as isize * self.rs), 1)
-        } else {
-            (self.ptr.add(i), MR)
+        // SAFETY: row `i` (clamped to the tile's last valid row when direct) of the panel the caller
+        // vouched for.
+        unsafe {
+            if self.direct {
+                (self.ptr.offset(i.min(mr - 1) as isize * self.rs), 1)
+            } else {
+                (self.ptr.add(i), MR)
+            }
         }
     }
 }
 
+/// # Safety
+/// `b` is a 64-byte aligned packed panel of `kc` rows of NR floats, `a` a panel of `kc`
+/// elements per row, `tile` valid C (as [`Tile::store`]).
 unsafe fn micro_kernel(isa: Isa, kc: usize, a: APanel, b: *const f32, tile: Tile) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx if a.direct => kernel_avx2_direct(kc, a, b, tile),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx => kernel_avx2(kc, a.ptr, b, tile),
-        _ => kernel_portable(kc, a, b, tile),
+    // SAFETY: `isa` came from `or_below` (the CPU has AVX2 and FMA for every arm that needs them);
+    // the pointers are the caller's.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx if a.direct => kernel_avx2_direct(kc, a, b, tile),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512Vnni | Isa::Amx => kernel_avx2(kc, a.ptr, b, tile),
+            _ => kernel_portable(kc, a, b, tile),
+        }
     }
 }
 
@@ -460,172 +528,225 @@ fn pairs(isa: Isa) -> bool {
 /// tile) in 512-bit registers: 12 accumulators of 16 lanes, so each k step is 12 FMAs of
 /// twice the AVX2 width against 8 loads. `tile.nr` is ignored: both panels are whole.
 /// Only called when [`pairs`] is true.
+///
+/// # Safety
+/// [`pairs`] must be true for the ISA that chose this path; otherwise as [`micro_kernel`] for each panel.
 unsafe fn micro_kernel_pair(kc: usize, a: APanel, b0: *const f32, b1: *const f32, tile: Tile) {
-    #[cfg(target_arch = "x86_64")]
-    if a.direct {
-        kernel_avx512_pair::<1>(kc, a, b0, b1, tile);
-    } else {
-        kernel_avx512_pair::<MR>(kc, a, b0, b1, tile);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (kc, a, b0, b1, tile);
-        unreachable!("pairs() is false off x86-64");
+    // SAFETY: `pairs(isa)` (the caller's precondition) means the CPU has AVX-512F; the panels and
+    // tile are the caller's.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        if a.direct {
+            kernel_avx512_pair::<1>(kc, a, b0, b1, tile);
+        } else {
+            kernel_avx512_pair::<MR>(kc, a, b0, b1, tile);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (kc, a, b0, b1, tile);
+            unreachable!("pairs() is false off x86-64");
+        }
     }
 }
 
 /// A packed (`STEP` = MR) or in place (`STEP` = 1; rows past `tile.mr` then repeat the last
 /// one and are not stored). The step is a constant: as a variable it cost 8 % here.
+///
+/// # Safety
+/// The CPU must have AVX-512F; operands as [`micro_kernel_pair`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn kernel_avx512_pair<const STEP: usize>(kc: usize, a: APanel, b0: *const f32, b1: *const f32, tile: Tile) {
-    use std::arch::x86_64::*;
-    let rows: [*const f32; MR] = std::array::from_fn(|i| a.row(i, tile.mr).0);
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    for p in 0..kc {
-        let v0 = _mm512_load_ps(b0.add(p * NR));
-        let v1 = _mm512_load_ps(b1.add(p * NR));
-        for (row, acc) in rows.iter().zip(acc.iter_mut()) {
-            let ai = _mm512_set1_ps(*row.add(p * STEP));
-            acc[0] = _mm512_fmadd_ps(ai, v0, acc[0]);
-            acc[1] = _mm512_fmadd_ps(ai, v1, acc[1]);
+    // SAFETY: the CPU has AVX-512F (caller); `b0`, `b1` are 64-byte aligned packed panels of `kc`
+    // rows of NR floats (aligned loads); row pointers read `kc` elements of A's valid rows.
+    unsafe {
+        use std::arch::x86_64::*;
+        let rows: [*const f32; MR] = std::array::from_fn(|i| a.row(i, tile.mr).0);
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for p in 0..kc {
+            let v0 = _mm512_load_ps(b0.add(p * NR));
+            let v1 = _mm512_load_ps(b1.add(p * NR));
+            for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                let ai = _mm512_set1_ps(*row.add(p * STEP));
+                acc[0] = _mm512_fmadd_ps(ai, v0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(ai, v1, acc[1]);
+            }
         }
+        store_avx512_pair(&acc, tile);
     }
-    store_avx512_pair(&acc, tile);
 }
 
 /// `alpha·acc + beta·C` into an MR × 32 tile: vector stores of the valid rows when C's rows
 /// are contiguous, else element by element (two MR × 16 halves).
+///
+/// # Safety
+/// The CPU must have AVX-512F; `tile` must be 32 whole columns of valid C.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn store_avx512_pair(acc: &[[std::arch::x86_64::__m512; 2]; MR], tile: Tile) {
-    use std::arch::x86_64::*;
-    if tile.csc == 1 {
-        let alpha = _mm512_set1_ps(tile.alpha);
-        for (i, row) in acc.iter().enumerate().take(tile.mr) {
-            let c = tile.c.offset(i as isize * tile.rsc);
-            for (h, v) in row.iter().enumerate() {
-                let p = c.add(NR * h);
-                let mut out = _mm512_mul_ps(alpha, *v);
-                if tile.beta != 0.0 {
-                    out = _mm512_fmadd_ps(_mm512_set1_ps(tile.beta), _mm512_loadu_ps(p), out);
+    // SAFETY: pointer arithmetic stays inside the tile's `mr` rows × 32 columns of C (both halves
+    // are whole panels: `pairs`); `half` is MR·NR floats and `i < MR`.
+    unsafe {
+        use std::arch::x86_64::*;
+        if tile.csc == 1 {
+            let alpha = _mm512_set1_ps(tile.alpha);
+            for (i, row) in acc.iter().enumerate().take(tile.mr) {
+                let c = tile.c.offset(i as isize * tile.rsc);
+                for (h, v) in row.iter().enumerate() {
+                    let p = c.add(NR * h);
+                    let mut out = _mm512_mul_ps(alpha, *v);
+                    if tile.beta != 0.0 {
+                        out = _mm512_fmadd_ps(_mm512_set1_ps(tile.beta), _mm512_loadu_ps(p), out);
+                    }
+                    _mm512_storeu_ps(p, out);
                 }
-                _mm512_storeu_ps(p, out);
             }
-        }
-    } else {
-        for h in 0..2 {
-            let mut half = [0f32; MR * NR];
-            for (i, row) in acc.iter().enumerate() {
-                _mm512_storeu_ps(half.as_mut_ptr().add(i * NR), row[h]);
+        } else {
+            for h in 0..2 {
+                let mut half = [0f32; MR * NR];
+                for (i, row) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(half.as_mut_ptr().add(i * NR), row[h]);
+                }
+                Tile {
+                    c: tile.c.offset((h * NR) as isize * tile.csc),
+                    nr: NR,
+                    ..tile
+                }
+                .store(&half);
             }
-            Tile {
-                c: tile.c.offset((h * NR) as isize * tile.csc),
-                nr: NR,
-                ..tile
-            }
-            .store(&half);
         }
     }
 }
 
+/// # Safety
+/// Operands as [`micro_kernel`].
 unsafe fn kernel_portable(kc: usize, a: APanel, b: *const f32, tile: Tile) {
-    let mut acc = [0f32; MR * NR];
-    for i in 0..MR {
-        let (row, step) = a.row(i, tile.mr);
-        for p in 0..kc {
-            let ai = *row.add(p * step);
-            let bp = std::slice::from_raw_parts(b.add(p * NR), NR);
-            for j in 0..NR {
-                acc[i * NR + j] += ai * bp[j];
+    // SAFETY: `b` is a packed panel of `kc` rows of NR floats and A's rows have `kc` elements
+    // (the caller's contract).
+    unsafe {
+        let mut acc = [0f32; MR * NR];
+        for i in 0..MR {
+            let (row, step) = a.row(i, tile.mr);
+            for p in 0..kc {
+                let ai = *row.add(p * step);
+                let bp = std::slice::from_raw_parts(b.add(p * NR), NR);
+                for j in 0..NR {
+                    acc[i * NR + j] += ai * bp[j];
+                }
             }
         }
+        tile.store(&acc);
     }
-    tile.store(&acc);
 }
 
+/// # Safety
+/// The CPU must have AVX2 and FMA; `a` is a packed MR-row panel of `kc` steps; otherwise as [`micro_kernel`].
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, tile: Tile) {
-    use std::arch::x86_64::*;
-    prefetch_c(tile);
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kc {
-        let b0 = _mm256_load_ps(b);
-        let b1 = _mm256_load_ps(b.add(8));
-        for (i, row) in acc.iter_mut().enumerate() {
-            let ai = _mm256_broadcast_ss(&*a.add(i));
-            row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-            row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+    // SAFETY: the CPU has AVX2 and FMA (caller); `b` is a 64-byte aligned packed panel of `kc`
+    // rows of NR floats (aligned loads), `a` a packed A panel of `kc` rows of MR floats.
+    unsafe {
+        use std::arch::x86_64::*;
+        prefetch_c(tile);
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let (mut a, mut b) = (a, b);
+        for _ in 0..kc {
+            let b0 = _mm256_load_ps(b);
+            let b1 = _mm256_load_ps(b.add(8));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm256_broadcast_ss(&*a.add(i));
+                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
         }
-        a = a.add(MR);
-        b = b.add(NR);
+        store_avx2(&acc, tile);
     }
-    store_avx2(&acc, tile);
 }
 
 /// [`kernel_avx2`] reading A in place: six row pointers, k contiguous along each.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; otherwise as [`micro_kernel`] with A read in place.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel_avx2_direct(kc: usize, a: APanel, b: *const f32, tile: Tile) {
-    use std::arch::x86_64::*;
-    prefetch_c(tile);
-    let rows: [*const f32; MR] = std::array::from_fn(|i| a.row(i, tile.mr).0);
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    for p in 0..kc {
-        let b0 = _mm256_load_ps(b.add(p * NR));
-        let b1 = _mm256_load_ps(b.add(p * NR + 8));
-        for (row, acc) in rows.iter().zip(acc.iter_mut()) {
-            let ai = _mm256_broadcast_ss(&*row.add(p));
-            acc[0] = _mm256_fmadd_ps(ai, b0, acc[0]);
-            acc[1] = _mm256_fmadd_ps(ai, b1, acc[1]);
+    // SAFETY: as `kernel_avx2`, with A read in place: each row pointer has `kc` valid elements.
+    unsafe {
+        use std::arch::x86_64::*;
+        prefetch_c(tile);
+        let rows: [*const f32; MR] = std::array::from_fn(|i| a.row(i, tile.mr).0);
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        for p in 0..kc {
+            let b0 = _mm256_load_ps(b.add(p * NR));
+            let b1 = _mm256_load_ps(b.add(p * NR + 8));
+            for (row, acc) in rows.iter().zip(acc.iter_mut()) {
+                let ai = _mm256_broadcast_ss(&*row.add(p));
+                acc[0] = _mm256_fmadd_ps(ai, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(ai, b1, acc[1]);
+            }
         }
+        store_avx2(&acc, tile);
     }
-    store_avx2(&acc, tile);
 }
 
 /// C's rows are far apart and usually cold: ask for them now, while the k loop runs.
+///
+/// # Safety
+/// The CPU must have AVX2 (SSE prefetch); the tile's rows must be inside C.
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn prefetch_c(tile: Tile) {
-    use std::arch::x86_64::*;
-    for i in 0..tile.mr {
-        let row = tile.c.offset(i as isize * tile.rsc) as *const i8;
-        _mm_prefetch::<_MM_HINT_T0>(row);
-        _mm_prefetch::<_MM_HINT_T0>(row.offset((NR as isize - 1) * tile.csc * 4));
+    // SAFETY: row `i < mr` of the tile is inside C; the prefetch address is computed with wrapping
+    // arithmetic, since a narrow tile's 16th column may lie past C, and prefetching never faults.
+    unsafe {
+        use std::arch::x86_64::*;
+        for i in 0..tile.mr {
+            let row = tile.c.offset(i as isize * tile.rsc) as *const i8;
+            _mm_prefetch::<_MM_HINT_T0>(row);
+            _mm_prefetch::<_MM_HINT_T0>(row.wrapping_offset((NR as isize - 1) * tile.csc * 4));
+        }
     }
 }
 
 /// `alpha·acc + beta·C` into the tile: straight vector stores when it is whole and C's rows
 /// are contiguous, else through a buffer.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `tile` as [`Tile::store`].
 #[cfg(target_arch = "x86_64")]
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn store_avx2(acc: &[[std::arch::x86_64::__m256; 2]; MR], tile: Tile) {
-    use std::arch::x86_64::*;
-    if tile.mr == MR && tile.nr == NR && tile.csc == 1 {
-        let alpha = _mm256_set1_ps(tile.alpha);
-        for (i, row) in acc.iter().enumerate() {
-            let c = tile.c.offset(i as isize * tile.rsc);
-            for (h, v) in row.iter().enumerate() {
-                let p = c.add(8 * h);
-                let mut out = _mm256_mul_ps(alpha, *v);
-                if tile.beta != 0.0 {
-                    out = _mm256_fmadd_ps(_mm256_set1_ps(tile.beta), _mm256_loadu_ps(p), out);
+    // SAFETY: the vector path runs only for whole 6×16 tiles of contiguous C rows, so every row
+    // pointer and its 16 floats are inside C; `flat` is MR·NR floats and `i < MR`.
+    unsafe {
+        use std::arch::x86_64::*;
+        if tile.mr == MR && tile.nr == NR && tile.csc == 1 {
+            let alpha = _mm256_set1_ps(tile.alpha);
+            for (i, row) in acc.iter().enumerate() {
+                let c = tile.c.offset(i as isize * tile.rsc);
+                for (h, v) in row.iter().enumerate() {
+                    let p = c.add(8 * h);
+                    let mut out = _mm256_mul_ps(alpha, *v);
+                    if tile.beta != 0.0 {
+                        out = _mm256_fmadd_ps(_mm256_set1_ps(tile.beta), _mm256_loadu_ps(p), out);
+                    }
+                    _mm256_storeu_ps(p, out);
                 }
-                _mm256_storeu_ps(p, out);
             }
+        } else {
+            let mut flat = [0f32; MR * NR];
+            for (i, row) in acc.iter().enumerate() {
+                _mm256_storeu_ps(flat.as_mut_ptr().add(i * NR), row[0]);
+                _mm256_storeu_ps(flat.as_mut_ptr().add(i * NR + 8), row[1]);
+            }
+            tile.store(&flat);
         }
-    } else {
-        let mut flat = [0f32; MR * NR];
-        for (i, row) in acc.iter().enumerate() {
-            _mm256_storeu_ps(flat.as_mut_ptr().add(i * NR), row[0]);
-            _mm256_storeu_ps(flat.as_mut_ptr().add(i * NR + 8), row[1]);
-        }
-        tile.store(&flat);
     }
 }
 

@@ -37,8 +37,11 @@ pub enum Store<T: Plain> {
     },
 }
 
-// SAFETY: a mapped store only reads immutable bytes kept alive by `keep` (Send + Sync).
+// SAFETY: the only non-Send part is `Mapped`'s pointer, which points into `keep`'s bytes:
+// immutable (the `Pinned` contract) and kept alive by `keep`, itself Send + Sync. The store
+// then behaves as an `Arc<[T]>`, which is Send for `T: Send + Sync` (every `Plain` type).
 unsafe impl<T: Plain> Send for Store<T> {}
+// SAFETY: as for `Send`: through `&Store` the values are only read, like `&[T]` with `T: Sync`.
 unsafe impl<T: Plain> Sync for Store<T> {}
 
 impl<T: Plain> Store<T> {

@@ -205,14 +205,20 @@ fn row(isa: Isa, hd: Head<'_>, q: &[f32], sc: &mut [f32], o: &mut [f32]) {
 }
 
 fn scores_with(isa: Isa, hd: Head<'_>, q: &[f32], scale: f32, sc: &mut [f32]) {
+    // The vector paths read K for each of q's dimensions and write `tkp` scores.
+    assert!(
+        q.len() <= hd.hd && sc.len() >= hd.tkp,
+        "scores: q or scores do not fit the head"
+    );
+    let isa = isa.or_below();
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx512Vnni {
-        // SAFETY: `isa` was checked against the CPU (AVX-512F and the AVX2 set).
+        // SAFETY: `or_below` checked AVX-512F and the AVX2 set (AVX2, FMA, F16C); lengths asserted.
         return unsafe { avx512::scores(hd, q, scale, sc) };
     }
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx2 {
-        // SAFETY: `isa` was checked against the CPU (AVX2, FMA, F16C).
+        // SAFETY: `or_below` checked AVX2, FMA and F16C; lengths asserted.
         return unsafe { avx2::scores(hd, q, scale, sc) };
     }
     let _ = isa;
@@ -220,14 +226,22 @@ fn scores_with(isa: Isa, hd: Head<'_>, q: &[f32], scale: f32, sc: &mut [f32]) {
 }
 
 fn weighted_sum_with(isa: Isa, hd: Head<'_>, p: &[f32], inv: f32, o: &mut [f32]) {
+    // The vector paths read V's rows `0..p.len()` and write `head_dim` outputs.
+    assert!(
+        p.len() <= hd.tk && o.len() >= hd.hd,
+        "weighted_sum: p or o do not fit the head"
+    );
+    let isa = isa.or_below();
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx512Vnni && hd.hd.is_multiple_of(16) && hd.hd <= 128 {
-        // SAFETY: as above; head_dim is a multiple of 16 and at most 8 vectors.
+        // SAFETY: `or_below` checked AVX-512F and the AVX2 set; head_dim is a multiple of 16 and
+        // at most 8 vectors (the accumulator array); lengths asserted.
         return unsafe { avx512::weighted_sum(hd, p, inv, o) };
     }
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx2 && hd.hd.is_multiple_of(LANES) && hd.hd <= 128 {
-        // SAFETY: as above; head_dim is a multiple of 8 and at most 16 vectors.
+        // SAFETY: `or_below` checked AVX2, FMA and F16C; head_dim is a multiple of 8 and at most
+        // 16 vectors (the accumulator array); lengths asserted.
         return unsafe { avx2::weighted_sum(hd, p, inv, o) };
     }
     let _ = isa;
@@ -255,9 +269,10 @@ fn weighted_sum_portable(hd: Head<'_>, p: &[f32], inv: f32, o: &mut [f32]) {
 }
 
 fn to_f16(isa: Isa, x: &[f32], out: &mut [f16]) {
+    assert!(out.len() >= x.len(), "to_f16: out shorter than x");
     #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx2 {
-        // SAFETY: as above.
+    if isa.or_below() >= Isa::Avx2 {
+        // SAFETY: `or_below` checked AVX2, FMA and F16C; out is long enough (asserted).
         return unsafe { avx2::to_f16(x, out) };
     }
     let _ = isa;
@@ -272,71 +287,99 @@ mod avx2 {
 
     use super::{Head, LANES};
 
+    /// 8 f16 widened to f32.
+    ///
+    /// # Safety
+    /// Inlined into F16C code only; `p` must point at 8 readable f16.
     #[inline(always)]
     unsafe fn load8(p: *const f16) -> __m256 {
-        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+        // SAFETY: the caller's: the CPU has AVX and F16C and `p` points at 8 readable f16.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
     }
 
     /// Scores in blocks of 32 frames (4 accumulators), then of 8.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `q.len() <= hd.hd` and `sc.len() >= hd.tkp`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn scores(hd: Head<'_>, q: &[f32], scale: f32, sc: &mut [f32]) {
-        let (kt, tkp) = (hd.kt.as_ptr(), hd.tkp);
-        let s = _mm256_set1_ps(scale);
-        let out = sc.as_mut_ptr();
-        let mut j = 0;
-        while j + 4 * LANES <= tkp {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            for (c, &qc) in q.iter().enumerate() {
-                let qv = _mm256_set1_ps(qc);
-                let row = kt.add(c * tkp + j);
-                for (b, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(qv, load8(row.add(b * LANES)), *a);
+        // SAFETY: the features are the caller's; `q.len() <= hd` and `sc.len() >= tkp` (the caller's),
+        // so each load reads 8 f16 at `c · tkp + j` with `j + 8 <= tkp` (tkp a multiple of 8) inside
+        // the head's `hd × tkp` keys, and each store writes `sc[j..j + 8]`.
+        unsafe {
+            let (kt, tkp) = (hd.kt.as_ptr(), hd.tkp);
+            let s = _mm256_set1_ps(scale);
+            let out = sc.as_mut_ptr();
+            let mut j = 0;
+            while j + 4 * LANES <= tkp {
+                let mut acc = [_mm256_setzero_ps(); 4];
+                for (c, &qc) in q.iter().enumerate() {
+                    let qv = _mm256_set1_ps(qc);
+                    let row = kt.add(c * tkp + j);
+                    for (b, a) in acc.iter_mut().enumerate() {
+                        *a = _mm256_fmadd_ps(qv, load8(row.add(b * LANES)), *a);
+                    }
                 }
+                for (b, a) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(out.add(j + b * LANES), _mm256_mul_ps(*a, s));
+                }
+                j += 4 * LANES;
             }
-            for (b, a) in acc.iter().enumerate() {
-                _mm256_storeu_ps(out.add(j + b * LANES), _mm256_mul_ps(*a, s));
+            while j < tkp {
+                let mut acc = _mm256_setzero_ps();
+                for (c, &qc) in q.iter().enumerate() {
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(qc), load8(kt.add(c * tkp + j)), acc);
+                }
+                _mm256_storeu_ps(out.add(j), _mm256_mul_ps(acc, s));
+                j += LANES;
             }
-            j += 4 * LANES;
-        }
-        while j < tkp {
-            let mut acc = _mm256_setzero_ps();
-            for (c, &qc) in q.iter().enumerate() {
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(qc), load8(kt.add(c * tkp + j)), acc);
-            }
-            _mm256_storeu_ps(out.add(j), _mm256_mul_ps(acc, s));
-            j += LANES;
         }
     }
 
     /// `o = inv · Σ_j p_j v_j`, head_dim a multiple of 8 up to 128: the output in registers.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `p.len() <= hd.tk`, `o.len() >= hd.hd`, head_dim a multiple of the vector width and at most 128.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn weighted_sum(hd: Head<'_>, p: &[f32], inv: f32, o: &mut [f32]) {
-        let n = hd.hd / LANES;
-        let mut acc = [_mm256_setzero_ps(); 16];
-        let v = hd.v.as_ptr();
-        for (j, &pj) in p.iter().enumerate() {
-            let pv = _mm256_set1_ps(pj);
-            let row = v.add(j * hd.hd);
-            for (b, a) in acc[..n].iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(pv, load8(row.add(b * LANES)), *a);
+        // SAFETY: the features are the caller's; `p.len() <= tk`, `o.len() >= hd` with hd a multiple of
+        // 8 up to 128 (the caller's): loads read row `j < tk` of the head's `tk × hd` values, `n <= 16`
+        // vectors fit `acc`, and the stores write `o[..hd]`.
+        unsafe {
+            let n = hd.hd / LANES;
+            let mut acc = [_mm256_setzero_ps(); 16];
+            let v = hd.v.as_ptr();
+            for (j, &pj) in p.iter().enumerate() {
+                let pv = _mm256_set1_ps(pj);
+                let row = v.add(j * hd.hd);
+                for (b, a) in acc[..n].iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(pv, load8(row.add(b * LANES)), *a);
+                }
             }
-        }
-        let s = _mm256_set1_ps(inv);
-        for (b, a) in acc[..n].iter().enumerate() {
-            _mm256_storeu_ps(o.as_mut_ptr().add(b * LANES), _mm256_mul_ps(*a, s));
+            let s = _mm256_set1_ps(inv);
+            for (b, a) in acc[..n].iter().enumerate() {
+                _mm256_storeu_ps(o.as_mut_ptr().add(b * LANES), _mm256_mul_ps(*a, s));
+            }
         }
     }
 
     /// Round to nearest even, as `f16::from_f32`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; `out.len() >= x.len()`.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn to_f16(x: &[f32], out: &mut [f16]) {
-        let n8 = x.len() / LANES * LANES;
-        for i in (0..n8).step_by(LANES) {
-            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(x.as_ptr().add(i)));
-            _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, h);
-        }
-        for (o, &v) in out[n8..].iter_mut().zip(&x[n8..]) {
-            *o = f16::from_f32(v);
+        // SAFETY: the features are the caller's; loads and stores cover `i..i + 8` with `i + 8 <= n8 <=
+        // x.len() <= out.len()` (the caller's).
+        unsafe {
+            let n8 = x.len() / LANES * LANES;
+            for i in (0..n8).step_by(LANES) {
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(x.as_ptr().add(i)));
+                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, h);
+            }
+            for (o, &v) in out[n8..].iter_mut().zip(&x[n8..]) {
+                *o = f16::from_f32(v);
+            }
         }
     }
 }
@@ -353,83 +396,102 @@ mod avx512 {
 
     use super::{Head, LANES};
 
+    /// 16 f16 widened to f32.
+    ///
+    /// # Safety
+    /// Inlined into AVX-512F code only; `p` must point at 16 readable f16.
     #[inline(always)]
     unsafe fn load16(p: *const f16) -> __m512 {
-        _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+        // SAFETY: the caller's: the CPU has AVX-512F and `p` points at 16 readable f16.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
     }
 
     /// Scores in blocks of 64 frames (4 accumulators), then 16, then the last 8 on AVX2.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, AVX2, FMA and F16C; `q.len() <= hd.hd` and `sc.len() >= hd.tkp`.
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     pub(super) unsafe fn scores(hd: Head<'_>, q: &[f32], scale: f32, sc: &mut [f32]) {
-        let (kt, tkp) = (hd.kt.as_ptr(), hd.tkp);
-        let s = _mm512_set1_ps(scale);
-        let out = sc.as_mut_ptr();
-        let mut j = 0;
-        while j + 64 <= tkp {
-            let mut acc = [_mm512_setzero_ps(); 4];
-            for (c, &qc) in q.iter().enumerate() {
-                let qv = _mm512_set1_ps(qc);
-                let row = kt.add(c * tkp + j);
-                for (b, a) in acc.iter_mut().enumerate() {
-                    *a = _mm512_fmadd_ps(qv, load16(row.add(b * 16)), *a);
+        // SAFETY: as `avx2::scores`: frames `j..j + 64`, `j..j + 16` or the last 8 (tkp is a multiple
+        // of 8), all `<= tkp`, for each of q's `<= hd` dimensions; stores into `sc[..tkp]`.
+        unsafe {
+            let (kt, tkp) = (hd.kt.as_ptr(), hd.tkp);
+            let s = _mm512_set1_ps(scale);
+            let out = sc.as_mut_ptr();
+            let mut j = 0;
+            while j + 64 <= tkp {
+                let mut acc = [_mm512_setzero_ps(); 4];
+                for (c, &qc) in q.iter().enumerate() {
+                    let qv = _mm512_set1_ps(qc);
+                    let row = kt.add(c * tkp + j);
+                    for (b, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(qv, load16(row.add(b * 16)), *a);
+                    }
                 }
+                for (b, a) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(out.add(j + b * 16), _mm512_mul_ps(*a, s));
+                }
+                j += 64;
             }
-            for (b, a) in acc.iter().enumerate() {
-                _mm512_storeu_ps(out.add(j + b * 16), _mm512_mul_ps(*a, s));
+            while j + 16 <= tkp {
+                let mut acc = _mm512_setzero_ps();
+                for (c, &qc) in q.iter().enumerate() {
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(qc), load16(kt.add(c * tkp + j)), acc);
+                }
+                _mm512_storeu_ps(out.add(j), _mm512_mul_ps(acc, s));
+                j += 16;
             }
-            j += 64;
-        }
-        while j + 16 <= tkp {
-            let mut acc = _mm512_setzero_ps();
-            for (c, &qc) in q.iter().enumerate() {
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(qc), load16(kt.add(c * tkp + j)), acc);
+            if j < tkp {
+                // The last 8 frames (tkp is a multiple of 8).
+                let mut acc = _mm256_setzero_ps();
+                for (c, &qc) in q.iter().enumerate() {
+                    acc = _mm256_fmadd_ps(
+                        _mm256_set1_ps(qc),
+                        _mm256_cvtph_ps(_mm_loadu_si128(kt.add(c * tkp + j) as *const __m128i)),
+                        acc,
+                    );
+                }
+                debug_assert_eq!(tkp - j, LANES);
+                _mm256_storeu_ps(out.add(j), _mm256_mul_ps(acc, _mm256_set1_ps(scale)));
             }
-            _mm512_storeu_ps(out.add(j), _mm512_mul_ps(acc, s));
-            j += 16;
-        }
-        if j < tkp {
-            // The last 8 frames (tkp is a multiple of 8).
-            let mut acc = _mm256_setzero_ps();
-            for (c, &qc) in q.iter().enumerate() {
-                acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(qc),
-                    _mm256_cvtph_ps(_mm_loadu_si128(kt.add(c * tkp + j) as *const __m128i)),
-                    acc,
-                );
-            }
-            debug_assert_eq!(tkp - j, LANES);
-            _mm256_storeu_ps(out.add(j), _mm256_mul_ps(acc, _mm256_set1_ps(scale)));
         }
     }
 
     /// `o = inv · Σ_j p_j v_j`, head_dim a multiple of 16 up to 128.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, AVX2, FMA and F16C; `p.len() <= hd.tk`, `o.len() >= hd.hd`, head_dim a multiple of the vector width and at most 128.
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     pub(super) unsafe fn weighted_sum(hd: Head<'_>, p: &[f32], inv: f32, o: &mut [f32]) {
-        let n = hd.hd / 16;
-        let (mut even, mut odd) = ([_mm512_setzero_ps(); 8], [_mm512_setzero_ps(); 8]);
-        let v = hd.v.as_ptr();
-        let pairs = p.len() / 2;
-        for t in 0..pairs {
-            let (p0, p1) = (_mm512_set1_ps(p[2 * t]), _mm512_set1_ps(p[2 * t + 1]));
-            let (r0, r1) = (v.add(2 * t * hd.hd), v.add((2 * t + 1) * hd.hd));
-            for b in 0..n {
-                even[b] = _mm512_fmadd_ps(p0, load16(r0.add(b * 16)), even[b]);
-                odd[b] = _mm512_fmadd_ps(p1, load16(r1.add(b * 16)), odd[b]);
+        // SAFETY: as `avx2::weighted_sum`, with `n <= 8` vectors of 16 (hd a multiple of 16 up to 128)
+        // and rows `2t, 2t + 1 < p.len() <= tk`.
+        unsafe {
+            let n = hd.hd / 16;
+            let (mut even, mut odd) = ([_mm512_setzero_ps(); 8], [_mm512_setzero_ps(); 8]);
+            let v = hd.v.as_ptr();
+            let pairs = p.len() / 2;
+            for t in 0..pairs {
+                let (p0, p1) = (_mm512_set1_ps(p[2 * t]), _mm512_set1_ps(p[2 * t + 1]));
+                let (r0, r1) = (v.add(2 * t * hd.hd), v.add((2 * t + 1) * hd.hd));
+                for b in 0..n {
+                    even[b] = _mm512_fmadd_ps(p0, load16(r0.add(b * 16)), even[b]);
+                    odd[b] = _mm512_fmadd_ps(p1, load16(r1.add(b * 16)), odd[b]);
+                }
             }
-        }
-        if p.len() % 2 == 1 {
-            let (pj, row) = (_mm512_set1_ps(p[p.len() - 1]), v.add((p.len() - 1) * hd.hd));
-            #[allow(clippy::needless_range_loop)] // b also offsets the row
-            for b in 0..n {
-                even[b] = _mm512_fmadd_ps(pj, load16(row.add(b * 16)), even[b]);
+            if p.len() % 2 == 1 {
+                let (pj, row) = (_mm512_set1_ps(p[p.len() - 1]), v.add((p.len() - 1) * hd.hd));
+                #[allow(clippy::needless_range_loop)] // b also offsets the row
+                for b in 0..n {
+                    even[b] = _mm512_fmadd_ps(pj, load16(row.add(b * 16)), even[b]);
+                }
             }
-        }
-        let s = _mm512_set1_ps(inv);
-        for b in 0..n {
-            _mm512_storeu_ps(
-                o.as_mut_ptr().add(b * 16),
-                _mm512_mul_ps(_mm512_add_ps(even[b], odd[b]), s),
-            );
+            let s = _mm512_set1_ps(inv);
+            for b in 0..n {
+                _mm512_storeu_ps(
+                    o.as_mut_ptr().add(b * 16),
+                    _mm512_mul_ps(_mm512_add_ps(even[b], odd[b]), s),
+                );
+            }
         }
     }
 }

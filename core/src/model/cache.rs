@@ -175,8 +175,9 @@ struct Index {
 
 struct Mapping(memmap2::Mmap);
 
-// SAFETY: the file is mapped read-only and only ever replaced by rename, never written in
-// place, so its bytes stay where they are and unchanged while mapped.
+// SAFETY: the mapping is owned by `Mapping`, so its address is fixed until it is dropped; the
+// file is mapped read-only and this program only ever replaces caches by rename, never writing
+// one in place, so the bytes stay unchanged while mapped. (Send + Sync come from `Mmap`.)
 unsafe impl Pinned for Mapping {
     fn bytes(&self) -> &[u8] {
         &self.0

@@ -15,5 +15,7 @@ use std::ffi::c_void;
 /// Called by GStreamer when it loads the plugin file; returns a pointer to a static.
 #[no_mangle]
 pub unsafe extern "C" fn gst_plugin_npuwhisper_closedcaption_get_desc() -> *const c_void {
-    gstrsclosedcaption::plugin_desc::gst_plugin_rsclosedcaption_get_desc().cast()
+    // SAFETY: `gst_plugin_define!`'s descriptor getter has no precondition: it only returns the
+    // address of the plugin's static descriptor, which lives as long as the library.
+    unsafe { gstrsclosedcaption::plugin_desc::gst_plugin_rsclosedcaption_get_desc() }.cast()
 }

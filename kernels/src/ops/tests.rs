@@ -71,7 +71,8 @@ fn erf_exp(isa: Isa) -> (F, F) {
         use std::arch::x86_64::*;
         fn lanes(x: f32, f: unsafe fn(__m256) -> __m256) -> f32 {
             let mut out = [0f32; 8];
-            // SAFETY: only called when the CPU has AVX2 and FMA.
+            assert!(Isa::Avx2.available());
+            // SAFETY: the CPU has AVX2 and FMA (asserted); `out` holds the 8 floats stored.
             unsafe { _mm256_storeu_ps(out.as_mut_ptr(), f(_mm256_set1_ps(x))) };
             out[3]
         }

@@ -91,9 +91,11 @@ impl QuantizedRows {
 }
 
 pub(super) fn quantize_row(isa: Isa, x: &[f32], qmax: f32, q: &mut [u8]) -> (f32, i32) {
+    // The vector path stores 32 bytes at a time up to x's length.
+    assert!(q.len() >= x.len(), "quantize_row: q shorter than x");
     #[cfg(target_arch = "x86_64")]
-    if isa >= Isa::Avx2 {
-        // SAFETY: `isa` was checked against the CPU by `or_below`.
+    if isa.or_below() >= Isa::Avx2 {
+        // SAFETY: `or_below` checked that the CPU has AVX2 and FMA; q is long enough (asserted).
         return unsafe { quantize_row_avx2(x, qmax, q) };
     }
     let _ = isa;
@@ -103,40 +105,49 @@ pub(super) fn quantize_row(isa: Isa, x: &[f32], qmax: f32, q: &mut [u8]) -> (f32
 /// [`quantize_row_portable`] in intrinsics (LLVM does not vectorise the rounding and clamping
 /// well): the same arithmetic, `cvtps` rounding half to even like `round_ties_even`, so the two
 /// paths give the same bytes.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA; `q` must be at least as long as `x`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn quantize_row_avx2(x: &[f32], qmax: f32, q: &mut [u8]) -> (f32, i32) {
-    use std::arch::x86_64::*;
-    let n32 = x.len() / 32 * 32;
-    let p = x.as_ptr();
-    let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    for i in (0..x.len() / 8 * 8).step_by(8) {
-        let v = _mm256_loadu_ps(p.add(i));
-        lo = _mm256_min_ps(lo, v);
-        hi = _mm256_max_ps(hi, v);
+    // SAFETY: the features are the caller's; the loads read `x[i..i + 8]` with `i + 8 <=
+    // x.len()`, the stores write `q[i..i + 32]` with `i + 32 <= n32 <= x.len() <= q.len()` (the
+    // caller's), or the 8-float arrays `l` and `h`.
+    unsafe {
+        use std::arch::x86_64::*;
+        let n32 = x.len() / 32 * 32;
+        let p = x.as_ptr();
+        let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for i in (0..x.len() / 8 * 8).step_by(8) {
+            let v = _mm256_loadu_ps(p.add(i));
+            lo = _mm256_min_ps(lo, v);
+            hi = _mm256_max_ps(hi, v);
+        }
+        let (mut l, mut h) = ([0f32; 8], [0f32; 8]);
+        _mm256_storeu_ps(l.as_mut_ptr(), lo);
+        _mm256_storeu_ps(h.as_mut_ptr(), hi);
+        let tail = &x[x.len() / 8 * 8..];
+        let lo = l.iter().chain(tail).fold(0f32, |a, &b| if b < a { b } else { a });
+        let hi = h.iter().chain(tail).fold(0f32, |a, &b| if b > a { b } else { a });
+        let (scale, zp) = scale_and_zero_point(lo, hi, qmax);
+        let (inv, zpv) = (_mm256_set1_ps(1.0 / scale), _mm256_set1_ps(zp));
+        let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(qmax as i32));
+        let quant = |i: usize| {
+            let v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(p.add(i)), inv), zpv);
+            _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(v), zero), top)
+        };
+        for i in (0..n32).step_by(32) {
+            // 4 × 8 int32 → 32 bytes; the packs work per 128-bit lane, the permute restores order.
+            let ab = _mm256_packs_epi32(quant(i), quant(i + 8));
+            let cd = _mm256_packs_epi32(quant(i + 16), quant(i + 24));
+            let bytes =
+                _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256(q.as_mut_ptr().add(i) as *mut __m256i, bytes);
+        }
+        quantize_with(&x[n32..], 1.0 / scale, zp, qmax, &mut q[n32..]);
+        (scale, zp as i32)
     }
-    let (mut l, mut h) = ([0f32; 8], [0f32; 8]);
-    _mm256_storeu_ps(l.as_mut_ptr(), lo);
-    _mm256_storeu_ps(h.as_mut_ptr(), hi);
-    let tail = &x[x.len() / 8 * 8..];
-    let lo = l.iter().chain(tail).fold(0f32, |a, &b| if b < a { b } else { a });
-    let hi = h.iter().chain(tail).fold(0f32, |a, &b| if b > a { b } else { a });
-    let (scale, zp) = scale_and_zero_point(lo, hi, qmax);
-    let (inv, zpv) = (_mm256_set1_ps(1.0 / scale), _mm256_set1_ps(zp));
-    let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(qmax as i32));
-    let quant = |i: usize| {
-        let v = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(p.add(i)), inv), zpv);
-        _mm256_min_epi32(_mm256_max_epi32(_mm256_cvtps_epi32(v), zero), top)
-    };
-    for i in (0..n32).step_by(32) {
-        // 4 × 8 int32 → 32 bytes; the packs work per 128-bit lane, the permute restores order.
-        let ab = _mm256_packs_epi32(quant(i), quant(i + 8));
-        let cd = _mm256_packs_epi32(quant(i + 16), quant(i + 24));
-        let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(ab, cd), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        _mm256_storeu_si256(q.as_mut_ptr().add(i) as *mut __m256i, bytes);
-    }
-    quantize_with(&x[n32..], 1.0 / scale, zp, qmax, &mut q[n32..]);
-    (scale, zp as i32)
 }
 
 /// Scale and zero point for a row spanning `lo ≤ 0 ≤ hi`.

@@ -51,6 +51,8 @@ fn every_path_matches_a_double_reference() {
                         }
                     }
                 }
+                // SAFETY: a, b and c hold m·k, k·n and m·n floats, and the strides address exactly those
+                // (row-major, or transposed for B and C); c is its own vector.
                 unsafe {
                     sgemm(
                         isa,
