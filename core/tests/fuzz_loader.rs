@@ -9,7 +9,7 @@
 //! `NPUWHISPER_FUZZ_SEED`, `NPUWHISPER_FUZZ_CASES` (12 000) and `NPUWHISPER_FUZZ_REAL_CASES`
 //! (300) replay or extend the run, `NPUWHISPER_FUZZ_VERBOSE=1` prints every outcome.
 
-mod common;
+mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
@@ -1096,7 +1096,7 @@ fn run_model(model: Model) -> Result<(), String> {
 }
 
 fn temp_model_dir(tag: &str) -> PathBuf {
-    let dir = common::tempfile_dir().join(tag);
+    let dir = support::tempfile_dir().join(tag);
     std::fs::create_dir_all(&dir).unwrap();
     dir.canonicalize().unwrap()
 }
@@ -1231,7 +1231,7 @@ fn fuzz_miniature_model() {
 
 #[test]
 fn real_models_pass_the_checks() {
-    if !common::require(&[common::Need::Models]) {
+    if !support::require(&[support::Need::Models]) {
         return;
     }
     // The stricter checks must not turn away the models in use.
@@ -1241,7 +1241,7 @@ fn real_models_pass_the_checks() {
             println!("{name} is not fetched: skipped");
             continue;
         }
-        let model = Model::load(&common::model_dir(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let model = Model::load(&support::model_dir(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         println!("{name}: {:?}", model.dims);
     }
 }
@@ -1278,12 +1278,12 @@ fn table_fields(b: &[u8]) -> Vec<(usize, usize)> {
 
 #[test]
 fn fuzz_real_model_header() {
-    if !common::require(&[common::Need::Models]) {
+    if !support::require(&[support::Need::Models]) {
         return;
     }
     let seed = env_u64("NPUWHISPER_FUZZ_SEED", 0x5EED);
     let cases = env_u64("NPUWHISPER_FUZZ_REAL_CASES", 300) as usize;
-    let src = common::model_dir("tiny.en");
+    let src = support::model_dir("tiny.en");
     let dir = temp_model_dir("tiny.en");
     for f in &FILES[1..] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
