@@ -129,8 +129,8 @@ fn word_timestamps_time_every_word() {
         }
     }
     println!("utterance onsets off by more than 0.5 s: {off:?}");
-    // Two of twenty with the Silero windows (0.6 and 0.8 s early, where the window starts a
-    // pause before the utterance and Whisper places its first word there); one before.
+    // A few utterances come out early with the Silero windows (README, Benchmarks): where
+    // the window starts a pause before the utterance, Whisper places its first word there.
     assert!(
         off.len() <= 2,
         "{} utterances' first words are off: {off:#?}",

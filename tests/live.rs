@@ -187,8 +187,8 @@ fn live_speech_and_silences_within_latency() {
         return;
     }
     let _serial = one_at_a_time();
-    // Two words of 27 ("my" heard as "am I") at 3 s latency when this was written, 0 in file
-    // mode: the first words of a stream get the fewest passes.
+    // A word or two more wrong than in file mode (README, Benchmarks): the first words of a
+    // stream get the fewest passes.
     // All text within the LATENCY answer (appsrc's 0.1 s + 3 s) and the slack.
     let within = LIVE_CHUNK_MS as f64 / 1000.0 + SLACK;
     let run = run_and_check(

@@ -571,7 +571,7 @@ fn playing_null_cycles_do_not_grow_memory() {
     drop(model);
     assert!(weak.upgrade().is_none(), "the elements hold the model in NULL");
     // A window of encoder states is 2.3 MB, of mel 1 MB: leaking a fifth of either per cycle
-    // fails this. (Measured: 2 to 4 MB, some of GStreamer's own.)
+    // fails this; what it does grow by (README, Benchmarks) is partly GStreamer's own.
     assert!(
         growth < 16.0,
         "RSS grew by {growth:.1} MB over {} cycles",

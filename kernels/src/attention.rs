@@ -67,9 +67,9 @@ pub fn attention_bf16(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]
 }
 
 /// Queries up to this many rows (decoder steps, a prompt's last tokens) take
-/// [`attention_few_rows`]. Whole long-form runs (tiny.en, long_lj001, alternating builds on
-/// this 2-core machine): 5.5–5.9 s CPU with it against 6.9–7.3 s with [`attention_rows`] for
-/// one row and the GEMMs above; [`attention_rows`] stays as the per-row alternative.
+/// [`attention_few_rows`]: on whole long-form runs it takes less CPU time than
+/// [`attention_rows`] for one row and the GEMMs above (README, Benchmarks);
+/// [`attention_rows`] stays as the per-row alternative.
 const FEW_ROWS: usize = 4;
 
 /// Attention for a few query rows (decoder steps): per (head, query row), scores by dot

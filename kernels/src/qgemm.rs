@@ -22,13 +22,10 @@
 //! `vpdpbusd` sums four u8 × i8 products straight into int32 without intermediate saturation,
 //! so that path uses the full 0..=255. The portable path follows AVX2 bit for bit.
 //!
-//! Measured (`BENCH_TIME=cpu cargo bench -p npuwhisper-kernels -- linear`, 2 threads; runs
-//! vary with the shared machine's clock, so compare within a run): one token, k = 384,
-//! n = 1536: f32 32.4 µs, INT8 6.6 µs (4.9×); n = 51864 (the vocabulary): f32 1.60 ms, INT8
-//! 0.41 ms (3.9×). Encoder, m = 1500 (run at 3.32 GHz, f32 peak 213): 384→1536 f32 182
-//! GFLOP/s, INT8 331 GOP/s on AVX2 (1.8×), 433 with VNNI (2.4×); 1536→384: 189, 345 (1.8×),
-//! 490 (2.6×). Error against the f32 layer: ≤ 1.8 % of the output RMS on AVX2 (7-bit
-//! activations), ≤ 1.2 % with VNNI (tests).
+//! INT8 is faster than f32 both for one token (the weights to stream are a quarter) and for
+//! the encoder's 1500 rows, more with VNNI (`BENCH_TIME=cpu cargo bench -p npuwhisper-kernels
+//! -- linear`: README, Benchmarks). Error against the f32 layer: ≤ 1.8 % of the output RMS on
+//! AVX2 (7-bit activations), ≤ 1.2 % with VNNI (tests).
 
 use rayon::prelude::*;
 
@@ -247,9 +244,8 @@ pub fn qlinear_with(
     }
     let isa = isa.or_below();
     // The tiles take k 64 at a time (every Whisper width is a multiple of 64). A few rows
-    // (decoder steps) only stream the weights, which the register tiles do faster: one token at
-    // k = 384, n = 51864, 0.34 ms against 0.40 on the tiles; from 8 rows the tiles win (a step
-    // of 8 windows: 0.43 ms against 0.51).
+    // (decoder steps) only stream the weights, which the register tiles do faster; from
+    // AMX_MIN_ROWS rows the tiles win (README, Benchmarks).
     let amx = isa == Isa::Amx && w.kp.is_multiple_of(amx::ROW_BYTES) && m >= AMX_MIN_ROWS;
     pool::install(|| {
         let xq = QuantizedRows::new(isa, x, m, k, w.kp, amx);

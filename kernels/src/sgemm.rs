@@ -7,8 +7,7 @@
 //! each k step issues 12 FMAs against 8 loads, so the two FMA ports stay the bottleneck.
 //! On AVX-512 machines (the `Avx512Vnni` path) two adjacent B micro-panels go through one
 //! 6×32 tile in zmm registers: the same 12 FMAs and 8 loads per k step, twice the width
-//! (`cargo bench`, CPU time, this Xeon: fc1 1500×384×1536 212 → 362 GFLOP/s, attention's
-//! Q·Kᵀ 1500×64×1500 208 → 327). The packing is unchanged; a lone last panel takes 6×16.
+//! (`cargo bench`: README, Benchmarks). The packing is unchanged; a lone last panel takes 6×16.
 //!
 //! Threads split C into row ranges (or column ranges when C is wide and short), each thread
 //! packing its own panels: no barriers, and for the encoder's shapes the duplicated packing is

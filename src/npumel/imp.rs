@@ -6,10 +6,13 @@ use gst::subclass::prelude::*;
 use npuwhisper_kernels::mel::LogMel;
 
 use super::settings::{Settings, VadMode};
+use super::timing;
 use crate::{caps, f32buf, passes};
 use npuwhisper_core::audio::vad::VadError;
 use npuwhisper_core::audio::{level_speech, AudioWindow, Windower, SAMPLE_RATE, WINDOW_SAMPLES};
 use npuwhisper_core::model::{MAX_N_MELS, MEL_FRAMES};
+
+mod live;
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new(
@@ -21,8 +24,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 /// Used when downstream accepts any `n-mels` (Whisper v1/v2 models).
 const DEFAULT_N_MELS: i32 = 80;
-/// Larger timestamp jumps are treated as a discontinuity; smaller ones as jitter.
-const MAX_PTS_DRIFT: gst::ClockTime = gst::ClockTime::from_mseconds(40);
 /// A window as pushed downstream: a spectrogram, or a gap for a window without speech.
 enum Output {
     Buffer(gst::Buffer),
@@ -81,15 +82,8 @@ impl State {
 
     /// Downstream is still decoding the last pass sent.
     fn pass_in_flight(&self) -> bool {
-        matches!((self.pass_sent_end, self.pass_done_end), (Some(sent), Some(done)) if done < sent)
+        timing::pass_in_flight(self.pass_sent_end, self.pass_done_end)
     }
-}
-
-/// Time of sample `n` of a count starting at `base`.
-fn sample_time(base: gst::ClockTime, n: u64) -> Option<gst::ClockTime> {
-    gst::ClockTime::SECOND
-        .mul_div_floor(n, SAMPLE_RATE as u64)
-        .and_then(|off| base.checked_add(off))
 }
 
 pub struct NpuMel {
@@ -125,10 +119,7 @@ impl NpuMel {
             if len > WINDOW_SAMPLES {
                 gst::warning!(CAT, imp = self, "Window of {len} samples exceeds 30 s, cut");
             }
-            let start = sample_time(base, w.start_sample);
-            // From the end time rather than the length, so consecutive windows abut exactly.
-            let end = sample_time(base, w.start_sample + len.min(WINDOW_SAMPLES) as u64);
-            let duration = start.zip(end).map(|(s, e)| e.saturating_sub(s));
+            let (start, duration) = timing::window_span(base, w.start_sample, len);
             gst::debug!(
                 CAT,
                 imp = self,
@@ -145,11 +136,9 @@ impl NpuMel {
                 continue;
             }
 
-            // Float input beyond full scale would leave the model's range: the window is scaled
-            // to full scale instead (a function of the window alone, so still deterministic).
+            // Float input beyond full scale would leave the model's range.
             let mut samples = w.samples;
-            let peak = samples.iter().fold(0.0f32, |m, s| m.max(s.abs()));
-            if peak > 1.0 {
+            if let Some(peak) = timing::scale_to_full(&mut samples) {
                 if !std::mem::replace(&mut state.saw_over_range, true) {
                     gst::element_imp_warning!(
                         self,
@@ -160,7 +149,6 @@ impl NpuMel {
                         )
                     );
                 }
-                samples.iter_mut().for_each(|s| *s /= peak);
             }
             level_speech(&mut samples, &w.speech);
             let mel = neg.mel.compute(&samples, WINDOW_SAMPLES);
@@ -253,132 +241,17 @@ impl NpuMel {
         self.settings.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Asks upstream whether it is live (once per stream, before the first window can be cut)
-    /// and, if so, makes the windower cut windows of at most `live-max-window`, at the best
-    /// pause it finds: the text of a window only comes out once the window is complete.
-    fn detect_live(&self) {
-        if self.state().live.is_some() {
-            return;
-        }
-        // Not under the state lock: the query travels upstream and may take a while.
-        let mut q = gst::query::Latency::new();
-        let live = self.sinkpad.peer_query(&mut q) && q.result().0;
-        let settings = *self.settings();
-        let mut state = self.state();
-        state.live = Some(live);
-        if live {
-            let windower = settings.live_windower();
-            gst::info!(
-                CAT,
-                imp = self,
-                "Upstream is live: windows of at most {} ms, passes every {} ms",
-                windower.max_window_ms,
-                settings.live_step_ms
-            );
-            state.windower.set_settings(windower);
-        }
-    }
-
-    /// Live: the window so far, once `live-step` more audio came since the last pass over it
-    /// and it is at least [`passes::MIN_PASS`] long (`closed`: a window was just cut, the
-    /// pending audio starts a new one).
-    fn next_pass(&self, state: &mut State, closed: bool) -> Option<AudioWindow> {
-        if state.live != Some(true) {
-            return None;
-        }
-        if closed {
-            state.pass_sent = 0;
-        }
-        let step = self.settings().live_step_ms as usize * SAMPLE_RATE as usize / 1000;
-        let shortest = (passes::MIN_PASS.mseconds() as usize) * SAMPLE_RATE as usize / 1000;
-        let pending = state.windower.pending();
-        if pending < (state.pass_sent + step).max(shortest) || state.pass_in_flight() {
-            return None;
-        }
-        let pass = state.windower.pending_window()?;
-        state.pass_sent = pending;
-        state.pass_sent_end = sample_time(
-            state.base_pts.unwrap_or(gst::ClockTime::ZERO),
-            pass.start_sample + pass.samples.len() as u64,
-        );
-        Some(pass)
-    }
-
+    /// One input buffer: its samples, the timeline it continues (or breaks), then the windows
+    /// and live pass it completes, pushed once the state is released.
     fn sink_chain(&self, buffer: gst::Buffer) -> Result<gst::FlowSuccess, gst::FlowError> {
         self.detect_live();
         let mut state = self.state();
-        let Some(format) = state.negotiated.as_ref().map(|n| n.format) else {
-            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("Received a buffer before the caps"));
-            return Err(gst::FlowError::NotNegotiated);
-        };
-
-        let samples = {
-            let map = buffer.map_readable().map_err(|_| {
-                gst::element_imp_error!(self, gst::StreamError::Failed, ("Could not map input buffer"));
-                gst::FlowError::Error
-            })?;
-            match format {
-                SampleFormat::F32 => f32buf::f32_from_bytes(&map),
-                SampleFormat::S16 => f32buf::f32_from_s16le(&map),
-            }
-        };
-        let Some(mut samples) = samples else {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Format,
-                (
-                    "Input buffer of {} bytes is not a whole number of samples",
-                    buffer.size()
-                )
-            );
-            return Err(gst::FlowError::Error);
-        };
-        // A NaN spreads over a whole window's spectrogram and makes its frame look silent:
-        // taken as silence, the rest of the window is still transcribed.
-        let mut non_finite = 0;
-        for s in samples.iter_mut().filter(|s| !s.is_finite()) {
-            *s = 0.0;
-            non_finite += 1;
-        }
+        let mut samples = self.input_samples(&state, &buffer)?;
+        // Taken as silence, the rest of the window is still transcribed.
+        let non_finite = timing::silence_non_finite(&mut samples);
         let warn_non_finite = non_finite > 0 && !std::mem::replace(&mut state.saw_non_finite, true);
-
-        let mut out = Vec::new();
-        let pts = buffer.pts();
-        match state.base_pts {
-            None => {
-                state.base_pts = pts.or(state.segment_start).or(Some(gst::ClockTime::ZERO));
-                state.samples_seen = 0;
-                state.discont = true;
-            }
-            Some(base) => {
-                let expected = sample_time(base, state.samples_seen);
-                let jumped = match (pts, expected) {
-                    (Some(p), Some(e)) => p.saturating_sub(e).max(e.saturating_sub(p)) > MAX_PTS_DRIFT,
-                    _ => false,
-                };
-                if jumped || buffer.flags().contains(gst::BufferFlags::DISCONT) {
-                    gst::debug!(
-                        CAT,
-                        imp = self,
-                        "Discontinuity: expected {}, got {}; ending the window early",
-                        expected.display(),
-                        pts.display()
-                    );
-                    // The pending audio closes a window on the old timeline.
-                    out.extend(self.flush_windows(&mut state)?);
-                    state.reset_stream();
-                    state.base_pts = pts.or(expected);
-                }
-            }
-        }
-
-        let windows = state.windower.push(&samples).map_err(|e| self.vad_failed(e))?;
-        state.samples_seen += samples.len() as u64;
-        let closed = !windows.is_empty();
-        out.extend(self.window_outputs(&mut state, windows, false)?);
-        if let Some(pass) = self.next_pass(&mut state, closed) {
-            out.extend(self.window_outputs(&mut state, vec![pass], true)?);
-        }
+        let mut out = self.follow_timeline(&mut state, &buffer)?;
+        out.extend(self.cut_windows(&mut state, &samples)?);
         drop(state);
 
         if warn_non_finite {
@@ -392,6 +265,72 @@ impl NpuMel {
             );
         }
         self.push_outputs(out)
+    }
+
+    /// The buffer's samples as f32, in the negotiated format.
+    fn input_samples(&self, state: &State, buffer: &gst::Buffer) -> Result<Vec<f32>, gst::FlowError> {
+        let Some(format) = state.negotiated.as_ref().map(|n| n.format) else {
+            gst::element_imp_error!(self, gst::CoreError::Negotiation, ("Received a buffer before the caps"));
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        let map = buffer.map_readable().map_err(|_| {
+            gst::element_imp_error!(self, gst::StreamError::Failed, ("Could not map input buffer"));
+            gst::FlowError::Error
+        })?;
+        let samples = match format {
+            SampleFormat::F32 => f32buf::f32_from_bytes(&map),
+            SampleFormat::S16 => f32buf::f32_from_s16le(&map),
+        };
+        samples.ok_or_else(|| {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                (
+                    "Input buffer of {} bytes is not a whole number of samples",
+                    buffer.size()
+                )
+            );
+            gst::FlowError::Error
+        })
+    }
+
+    /// Sets the base at the first buffer; at a DISCONT buffer or a timestamp jump, closes the
+    /// pending window on the old timeline (returned) and restarts the count at the buffer.
+    fn follow_timeline(&self, state: &mut State, buffer: &gst::Buffer) -> Result<Vec<Output>, gst::FlowError> {
+        let pts = buffer.pts();
+        let Some(base) = state.base_pts else {
+            state.base_pts = pts.or(state.segment_start).or(Some(gst::ClockTime::ZERO));
+            state.samples_seen = 0;
+            state.discont = true;
+            return Ok(Vec::new());
+        };
+        let expected = timing::sample_time(base, state.samples_seen);
+        if !timing::jumped(pts, expected) && !buffer.flags().contains(gst::BufferFlags::DISCONT) {
+            return Ok(Vec::new());
+        }
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Discontinuity: expected {}, got {}; ending the window early",
+            expected.display(),
+            pts.display()
+        );
+        let out = self.flush_windows(state)?;
+        state.reset_stream();
+        state.base_pts = pts.or(expected);
+        Ok(out)
+    }
+
+    /// Gives `samples` to the windower: the windows they complete, then a live pass if due.
+    fn cut_windows(&self, state: &mut State, samples: &[f32]) -> Result<Vec<Output>, gst::FlowError> {
+        let windows = state.windower.push(samples).map_err(|e| self.vad_failed(e))?;
+        state.samples_seen += samples.len() as u64;
+        let closed = !windows.is_empty();
+        let mut out = self.window_outputs(state, windows, false)?;
+        if let Some(pass) = self.next_pass(state, closed) {
+            out.extend(self.window_outputs(state, vec![pass], true)?);
+        }
+        Ok(out)
     }
 
     fn set_caps(&self, caps: &gst::CapsRef) -> bool {

@@ -39,6 +39,7 @@ use gst::prelude::*;
 
 mod imp;
 mod settings;
+mod timing;
 
 pub use settings::VadMode;
 

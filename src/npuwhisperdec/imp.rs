@@ -4,13 +4,13 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use super::output::{self, content_seconds, stream_pieces, window_pieces, Piece, MAX_WINDOW};
+use super::output::{content_seconds, stream_pieces, window_pieces, MAX_WINDOW};
 use super::settings::Settings;
 
 mod live;
+mod text;
 use crate::model_element::{self, HeldModel};
 use crate::{caps, f32buf, passes};
-use npuwhisper_core::cues;
 use npuwhisper_core::decoding::stream::{LocalAgreement, Pass, StreamWord};
 use npuwhisper_core::decoding::{choose_language, IgnoredRequest, Transcriber, WindowResult};
 use npuwhisper_core::model::{Model, ENCODER_FRAMES};
@@ -425,134 +425,6 @@ impl NpuWhisperDec {
         let held = std::mem::take(&mut self.state().held_events);
         for event in held {
             self.srcpad.push_event(event);
-        }
-        Ok(gst::FlowSuccess::Ok)
-    }
-
-    /// Pushes what a decoded window gives: a language tag when it changes, its text `pieces`,
-    /// or else a GAP up to `gap_until`. The language is posted for complete windows only.
-    fn push_text(
-        &self,
-        result: &WindowResult,
-        window_pts: gst::ClockTime,
-        window_duration: gst::ClockTime,
-        pieces: Vec<Piece>,
-        gap_until: gst::ClockTime,
-        complete: bool,
-    ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let settings = self.settings().clone();
-        let mut outputs = Vec::new();
-        let mut messages = Vec::new();
-        {
-            let mut state = self.state();
-            let window_end = window_pts.saturating_add(window_duration);
-
-            let language = result
-                .language
-                .clone()
-                .or_else(|| (!state.multilingual).then(|| "en".to_string()));
-            if language.is_some() && language != state.language {
-                let mut tags = gst::TagList::new();
-                if let (Some(tags), Some(lang)) = (tags.get_mut(), language.as_deref()) {
-                    tags.add::<gst::tags::LanguageCode>(&lang, gst::TagMergeMode::Replace);
-                }
-                gst::info!(CAT, imp = self, "Language {language:?}");
-                outputs.push(Output::Event(gst::event::Tag::new(tags)));
-                state.language = language;
-            }
-
-            if let (Some(lang), true) = (
-                result.language.as_deref(),
-                complete && settings.post_messages && state.multilingual,
-            ) {
-                let s = gst::Structure::builder("npuwhisper-language")
-                    .field("language", lang)
-                    .field("start", window_pts)
-                    .field("duration", window_duration)
-                    .build();
-                messages.push(gst::message::Element::builder(s).src(&*self.obj()).build());
-            }
-
-            let english = state.language.as_deref().unwrap_or("en") == "en";
-            // A window may start inside a sentence; live passes keep their own text.
-            let mut first = complete && !state.streaming;
-            for Piece {
-                text,
-                start,
-                end,
-                avg_logprob,
-                words,
-            } in &pieces
-            {
-                let (start, end) = output::clip(*start, *end, state.last_end, window_end);
-                let text = if std::mem::take(&mut first) {
-                    cues::continue_sentence(state.last_char, text.trim(), english)
-                } else {
-                    text.trim().to_string()
-                };
-                let text = text.as_str();
-                if text.is_empty() {
-                    continue;
-                }
-                gst::debug!(CAT, imp = self, "{start} - {end}: {text}");
-
-                let mut buffer = gst::Buffer::from_mut_slice(text.as_bytes().to_vec());
-                if let Some(b) = buffer.get_mut() {
-                    b.set_pts(start);
-                    b.set_duration(end - start);
-                    if std::mem::take(&mut state.discont) {
-                        b.set_flags(gst::BufferFlags::DISCONT);
-                    }
-                }
-                state.last_end = Some(end);
-                state.last_char = text.chars().last();
-                outputs.push(Output::Buffer(buffer));
-                if settings.post_messages {
-                    let name = if settings.word_timestamps {
-                        "npuwhisper-word"
-                    } else {
-                        "npuwhisper-phrase"
-                    };
-                    let s = output::text_structure(
-                        name,
-                        text,
-                        (start, end),
-                        *avg_logprob,
-                        state.language.as_deref().unwrap_or("en"),
-                        words,
-                    );
-                    messages.push(gst::message::Element::builder(s).src(&*self.obj()).build());
-                }
-            }
-
-            if !outputs.iter().any(|o| matches!(o, Output::Buffer(_))) {
-                // No text: tell downstream the time passed.
-                if let Some((gap_start, gap_end)) = output::gap(state.last_end, window_pts, window_end, gap_until) {
-                    outputs.push(Output::Event(
-                        gst::event::Gap::builder(gap_start)
-                            .duration(gap_end - gap_start)
-                            .build(),
-                    ));
-                    state.last_end = Some(gap_end);
-                }
-            }
-        }
-
-        for message in messages {
-            // Without a bus (a lone element in a test) nobody is listening.
-            let _ = self.obj().post_message(message);
-        }
-        for output in outputs {
-            match output {
-                Output::Event(event) => {
-                    if !self.srcpad.push_event(event) {
-                        gst::debug!(CAT, imp = self, "Downstream did not handle an event");
-                    }
-                }
-                Output::Buffer(buffer) => {
-                    self.srcpad.push(buffer)?;
-                }
-            }
         }
         Ok(gst::FlowSuccess::Ok)
     }

@@ -188,6 +188,51 @@ pub fn gap(
     (end > start).then_some((start, end))
 }
 
+/// A piece's text as pushed: trimmed, cased to follow what came before, clipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    /// Which of the window's pieces it is.
+    pub piece: usize,
+    pub text: String,
+    pub start: gst::ClockTime,
+    pub end: gst::ClockTime,
+}
+
+/// Places a window's `pieces` after the text already pushed (which ended at `last_end`, on
+/// `last_char`) and inside the window (up to `window_end`), with [`clip`]: none overlaps the
+/// one before. Empty pieces are left out. With `continues`, the window's first piece is
+/// cased as the rest of the sentence before it ([`cues::continue_sentence`], `english` rules).
+pub fn place_pieces(
+    pieces: &[Piece],
+    mut last_end: Option<gst::ClockTime>,
+    mut last_char: Option<char>,
+    window_end: gst::ClockTime,
+    continues: bool,
+    english: bool,
+) -> Vec<Placed> {
+    let mut placed = Vec::with_capacity(pieces.len());
+    for (i, piece) in pieces.iter().enumerate() {
+        let (start, end) = clip(piece.start, piece.end, last_end, window_end);
+        let text = if continues && i == 0 {
+            cues::continue_sentence(last_char, piece.text.trim(), english)
+        } else {
+            piece.text.trim().to_string()
+        };
+        if text.is_empty() {
+            continue;
+        }
+        last_end = Some(end);
+        last_char = text.chars().last();
+        placed.push(Placed {
+            piece: i,
+            text,
+            start,
+            end,
+        });
+    }
+    placed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +326,60 @@ mod tests {
         let joined: Vec<String> = stream_pieces(&words, false).into_iter().map(|p| p.text).collect();
         assert_eq!(joined, vec![" a b", " c"]);
         assert_eq!(stream_pieces(&words, true).len(), 3);
+    }
+
+    fn piece(text: &str, start: u64, end: u64) -> Piece {
+        Piece {
+            text: text.into(),
+            start: ms(start),
+            end: ms(end),
+            avg_logprob: -0.3,
+            words: vec![],
+        }
+    }
+
+    fn spans(placed: &[Placed]) -> Vec<(usize, &str, u64, u64)> {
+        placed
+            .iter()
+            .map(|p| (p.piece, p.text.as_str(), p.start.mseconds(), p.end.mseconds()))
+            .collect()
+    }
+
+    #[test]
+    fn pieces_follow_each_other_inside_the_window() {
+        let pieces = [
+            piece(" The first.", 1000, 2500),
+            piece("   ", 2500, 2600),
+            // Overlaps the first and runs past the window.
+            piece(" The second", 2000, 7000),
+        ];
+        let placed = place_pieces(&pieces, Some(ms(1200)), Some('.'), ms(6000), false, true);
+        assert_eq!(
+            spans(&placed),
+            [(0, "The first.", 1200, 2500), (2, "The second", 2500, 6000)],
+            "starts moved past the last end, the blank piece left out, the end cut at the window"
+        );
+        assert!(place_pieces(&[], Some(ms(1200)), None, ms(6000), true, true).is_empty());
+        let blank = [piece(" ", 0, 100)];
+        assert!(place_pieces(&blank, None, None, ms(6000), true, true).is_empty());
+    }
+
+    #[test]
+    fn a_window_continuing_a_sentence_starts_in_lower_case() {
+        let pieces = [piece(" The earliest", 0, 800), piece(" The next", 900, 1500)];
+        let placed = place_pieces(&pieces, None, Some(','), ms(30_000), true, true);
+        assert_eq!(placed[0].text, "the earliest");
+        assert_eq!(placed[1].text, "The next", "only the window's first piece");
+        let passes = place_pieces(&pieces, None, Some(','), ms(30_000), false, true);
+        assert_eq!(passes[0].text, "The earliest", "live passes keep their own text");
+        let after_stop = place_pieces(&pieces[..1], None, Some('.'), ms(30_000), true, true);
+        assert_eq!(after_stop[0].text, "The earliest");
+    }
+
+    #[test]
+    fn text_wholly_before_the_last_end_still_moves_forward() {
+        let pieces = [piece(" late", 100, 200), piece(" later", 150, 300)];
+        let placed = place_pieces(&pieces, Some(ms(5000)), None, ms(5000), false, true);
+        assert_eq!(spans(&placed), [(0, "late", 5000, 5001), (1, "later", 5001, 5002)]);
     }
 }

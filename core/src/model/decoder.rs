@@ -132,8 +132,7 @@ enum LayerKv {
     /// `ENCODER_FRAMES × 2d`, K then V in each row (f32 models).
     F32(Vec<f32>),
     /// In f16, laid out for the decoder step's products (INT8 models): half the bytes to read
-    /// per token. INT8 WER with it (tests/precision.rs, short/long): tiny.en 2.28/1.06 %,
-    /// base 2.78/1.85 %; f32 models 2.28/1.06 and 2.78/2.91.
+    /// per token, at the WER of f32 keys and values (README, Benchmarks).
     Half(HalfKv),
 }
 

@@ -44,7 +44,7 @@ fn conv(w: &Weights, prefix: &str, d_out: usize, d_in: usize) -> Result<Linear, 
 impl Encoder {
     /// In INT8 the transformer layers are quantized; the conv stem stays f32 (a small share of
     /// the work, and the first layer sees raw log-mel, the input most sensitive to rounding:
-    /// even bf16 there moved base's short-clip WER from 2.78 to 3.29 %).
+    /// even bf16 there cost base words on the short clips; README, Benchmarks).
     pub fn load(w: &Weights, dims: &Dims) -> Result<Encoder, String> {
         let d = dims.d_model;
         let layers = (0..dims.encoder_layers)
@@ -78,7 +78,7 @@ impl Encoder {
     ///
     /// The windows go through one after the other: with 1500 positions each, a window alone
     /// already reuses every weight 1500 times, so stacking windows gains no speed, while it
-    /// multiplies the activations held at once (a batch of 4 tiny.en windows held 120 MB).
+    /// multiplies the activations held at once (README, Benchmarks).
     pub fn forward_batch(&self, mels: &[&[f32]]) -> Vec<Vec<f32>> {
         // On the kernels' pool as a whole: each kernel's own hand-off from another thread
         // (wake a worker, block, be woken) would otherwise come once per layer and operation.

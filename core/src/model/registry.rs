@@ -15,10 +15,10 @@ const MMAP_THRESHOLD: usize = 1 << 20;
 /// when they are freed. By default the threshold grows to the size of any mapped block freed
 /// (up to 32 MiB), after which the per-window buffers (encoder activations, cross-attention
 /// keys and values, states: MBs each, freed after every window, on several threads) come
-/// from per-thread arenas that keep them: on tiny.en's bench that retention was about 100 MB
-/// of the peak resident set. 1 MiB rather than more because the f16 cross-attention layers
-/// are 2.3 MB (tiny.en) to 3.1 MB (base): at 4 MiB the short-clip peak was 197-202 MB, at
-/// 1 MiB 157. Per-token allocations (a step's logits, 0.2 MB a row) stay in the arenas.
+/// from per-thread arenas that keep them, a large part of the peak resident set. 1 MiB rather
+/// than more because one f16 cross-attention layer is a few MB: a threshold above it keeps
+/// those in the arenas again (README, Benchmarks, has the peaks of both). Per-token
+/// allocations (a step's logits) stay in the arenas.
 /// Process-wide and done once; left alone when the user set `MALLOC_MMAP_THRESHOLD_`.
 pub(super) fn return_large_buffers_to_the_system() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

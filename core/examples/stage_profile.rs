@@ -1,7 +1,7 @@
-//! Where the time goes: one recording through each stage of the plugin's work in turn, without
-//! GStreamer and without the overlap the elements add, each stage on all the kernel threads:
+//! Where the time goes: one recording through each stage of the plugin's work in turn, with core
+//! alone (no GStreamer linked) and without the overlap the elements add, each stage on all the kernel threads:
 //!
-//!   cargo run --release --example stage_profile -- [--file ../shared/eval/public/long_lj001_1-20.wav]
+//!   cargo run --release -p npuwhisper-core --example stage_profile -- [--file ../shared/eval/public/long_lj001_1-20.wav]
 //!       [--model tiny.en] [--batch 8] [--repeat 3] [--precision int8|f32] [--vad silero|energy]
 //!       [--load-only] [--onnxruntime PROVIDER|none]
 //!
@@ -17,8 +17,8 @@
 //! First it prints the model's load time and whether its weights were mapped from the weight
 //! cache or made from `model.bin`; `--load-only` stops there.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+#[path = "../tests/support/mod.rs"]
+mod assets;
 mod support;
 
 use std::path::PathBuf;
@@ -67,7 +67,7 @@ fn main() {
     };
     let file = args
         .value("--file")
-        .map_or_else(|| common::eval_file("long_lj001_1-20.wav"), PathBuf::from);
+        .map_or_else(|| assets::eval_file("long_lj001_1-20.wav"), PathBuf::from);
     let model_name = args.value("--model").unwrap_or(model::DEFAULT_MODEL).to_string();
     let batch: usize = args.parsed("--batch", 8).max(1);
     let repeat: usize = args.parsed("--repeat", 3).max(1);
@@ -115,7 +115,7 @@ fn main() {
         }
     };
     let mut ort_best: Option<(f64, f64)> = None;
-    let samples = common::read_wav(&file);
+    let samples = assets::read_wav(&file);
     let audio_s = samples.len() as f64 / SAMPLE_RATE as f64;
     let threads = npuwhisper_kernels::pool::threads();
 
