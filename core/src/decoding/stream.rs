@@ -94,6 +94,22 @@ fn same_word(a: &str, b: &str) -> bool {
     prefix >= 3 || (prefix > 0 && prefix == a.chars().count().min(b.chars().count()))
 }
 
+/// The last of the words from `i` on that together spell `emitted`, when a pass splits the
+/// word emitted in two ("42" "line" for "42-line"): the rest of it is not a new word.
+fn through_split(words: &[StreamWord], mut i: usize, emitted: &str) -> usize {
+    let mut spelled = key(&words[i].text);
+    while spelled.len() < emitted.len() {
+        let Some(next) = words.get(i + 1) else { break };
+        let longer = format!("{spelled}{}", key(&next.text));
+        if !emitted.starts_with(&longer) {
+            break;
+        }
+        spelled = longer;
+        i += 1;
+    }
+    i
+}
+
 /// The stable-prefix policy of one stream.
 #[derive(Debug, Default)]
 pub struct LocalAgreement {
@@ -218,7 +234,7 @@ impl LocalAgreement {
                 let (da, db) = ((a.start - self.last_start).abs(), (b.start - self.last_start).abs());
                 da.total_cmp(&db)
             })
-            .map(|(i, _)| i)
+            .map(|(i, _)| through_split(words, i, last))
     }
 
     fn commit(&mut self, words: &[StreamWord]) {
@@ -345,6 +361,16 @@ mod tests {
             texts(&la.finalize(pass("it was natural therefore that", 0.0))),
             "therefore that"
         );
+    }
+
+    #[test]
+    fn a_word_emitted_whole_then_heard_in_two_parts_is_not_emitted_again() {
+        let mut la = LocalAgreement::new();
+        la.provisional(pass("or 42-line", 0.0), -1.0);
+        assert_eq!(texts(&la.provisional(pass("or 42-line", 0.0), 1.0)), "or 42-line");
+        // The next pass hears "42" and "line" over the same sound, then the next word.
+        let next = pass("or 42 line Bible", 0.0);
+        assert_eq!(texts(&la.finalize(next)), "Bible");
     }
 
     #[test]
