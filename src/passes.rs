@@ -55,7 +55,7 @@ pub fn skip_if_stale(element: &impl IsA<gst::Element>, sinkpad: &gst::Pad, buffe
             .and_then(|end| clock_lag(element, sinkpad, end))
             .is_some_and(|lag| lag > STALE_AFTER);
     if stale {
-        send_done(sinkpad, buffer);
+        send_done(sinkpad, buffer, None);
     }
     stale
 }
@@ -63,25 +63,68 @@ pub fn skip_if_stale(element: &impl IsA<gst::Element>, sinkpad: &gst::Pad, buffe
 /// Name of the upstream event that says a pass has been decoded or skipped.
 const DONE: &str = "npuwhisper-pass-done";
 
-/// Event telling npumel that the pass ending at `end` (stream time) is done.
-pub fn done_event(end: gst::ClockTime) -> gst::Event {
-    gst::event::CustomUpstream::builder(gst::Structure::builder(DONE).field("end", end).build()).build()
+/// Event telling npumel that the pass ending at `end` (stream time) is done; from the
+/// decoder, also how far the text it has pushed goes (`released`, stream time).
+pub fn done_event(end: gst::ClockTime, released: Option<gst::ClockTime>) -> gst::Event {
+    let mut s = gst::Structure::builder(DONE).field("end", end);
+    if let Some(released) = released {
+        s = s.field("released", released);
+    }
+    gst::event::CustomUpstream::builder(s.build()).build()
 }
 
-/// End of the pass a done event is about.
-pub fn done_end(event: &gst::EventRef) -> Option<gst::ClockTime> {
+fn done_field(event: &gst::EventRef, field: &str) -> Option<gst::ClockTime> {
     match event.view() {
         gst::EventView::CustomUpstream(e) => e
             .structure()
             .filter(|s| s.name() == DONE)
-            .and_then(|s| s.get("end").ok()),
+            .and_then(|s| s.get(field).ok()),
         _ => None,
     }
 }
 
-/// Tells upstream a pass buffer is done with (decoded or skipped).
-pub fn send_done(sinkpad: &gst::Pad, buffer: &gst::BufferRef) {
+/// End of the pass a done event is about.
+pub fn done_end(event: &gst::EventRef) -> Option<gst::ClockTime> {
+    done_field(event, "end")
+}
+
+/// End of the text the decoder had pushed when it sent a done event.
+pub fn done_released(event: &gst::EventRef) -> Option<gst::ClockTime> {
+    done_field(event, "released")
+}
+
+/// Tells upstream a pass buffer is done with (decoded or skipped), and how far the text
+/// released so far goes, when the sender knows.
+pub fn send_done(sinkpad: &gst::Pad, buffer: &gst::BufferRef, released: Option<gst::ClockTime>) {
     if let Some(end) = buffer.pts().zip(buffer.duration()).map(|(p, d)| p + d) {
-        sinkpad.push_event(done_event(end));
+        sinkpad.push_event(done_event(end, released));
+    }
+}
+
+/// Name of the downstream event npumel sends instead of a complete live window whose text
+/// the passes over it have all released.
+const RELEASED_WINDOW: &str = "npuwhisper-window-released";
+
+/// Stands for the complete live window `start`..`end` (stream time): decoding it again
+/// would only delay the next pass. The decoder carries the text released for it into the
+/// prompt, as decoding it would have.
+pub fn released_window_event(start: gst::ClockTime, end: gst::ClockTime) -> gst::Event {
+    gst::event::CustomDownstream::builder(
+        gst::Structure::builder(RELEASED_WINDOW)
+            .field("start", start)
+            .field("end", end)
+            .build(),
+    )
+    .build()
+}
+
+/// Start and end of the window a released-window event stands for.
+pub fn released_window(event: &gst::EventRef) -> Option<(gst::ClockTime, gst::ClockTime)> {
+    match event.view() {
+        gst::EventView::CustomDownstream(e) => {
+            let s = e.structure().filter(|s| s.name() == RELEASED_WINDOW)?;
+            Some((s.get("start").ok()?, s.get("end").ok()?))
+        }
+        _ => None,
     }
 }

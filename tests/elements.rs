@@ -261,19 +261,25 @@ fn npumel_discont_restarts_window() {
     assert!(second.flags().contains(gst::BufferFlags::DISCONT));
 }
 
-/// Live: the growing window goes out again every `live-step` as a provisional (DROPPABLE)
-/// pass from the same start, then once complete, unflagged; silence goes out as gaps soon.
-#[test]
-fn npumel_live_sends_growing_passes() {
-    init();
+/// A live npumel (energy detector, a pass a second) and 4.5 s of tone (no pause), then 4 s of
+/// silence.
+fn live_tone_then_silence() -> (Harness, Vec<f32>) {
     let mut h = energy_npumel();
     h.set_live(true);
     h.element().unwrap().set_property("live-step", 1000u32);
     h.set_sink_caps_str(MEL_CAPS_80);
     h.set_src_caps_str("audio/x-raw,format=F32LE,rate=16000,channels=1,layout=interleaved");
-    // 4.5 s of tone (no pause), then 4 s of silence.
     let mut audio: Vec<f32> = (0..72_000).map(|i| 0.5 * (i as f32 * 0.17).sin()).collect();
     audio.extend(vec![0.0; 64_000]);
+    (h, audio)
+}
+
+/// Live: the growing window goes out again every `live-step` as a provisional (DROPPABLE)
+/// pass from the same start, then once complete, unflagged; silence goes out as gaps soon.
+#[test]
+fn npumel_live_sends_growing_passes() {
+    init();
+    let (mut h, audio) = live_tone_then_silence();
     for (i, chunk) in audio.chunks(1600).enumerate() {
         let mut buffer = gst::Buffer::from_mut_slice(f32le(chunk));
         buffer.get_mut().unwrap().set_pts(sample_time(i as u64 * 1600));
@@ -364,6 +370,67 @@ fn npumel_live_waits_for_the_pass_in_flight() {
     done(&mut h, gst::ClockTime::from_seconds(1));
     push_seconds(&mut h, 1);
     assert_eq!(pull_lengths(&mut h), vec![4.1]);
+}
+
+/// Live: a complete window whose text the decoder has already pushed (it says how far in its
+/// done events) is not sent again to be decoded; an `npuwhisper-window-released` event stands
+/// for it, so the next pass is not held up by a decode that brings no new text.
+#[test]
+fn npumel_live_skips_a_window_its_passes_released() {
+    init();
+    for (released_s, expect_skip) in [(3.0, false), (8.0, true)] {
+        // The window closes in the silence.
+        let (mut h, audio) = live_tone_then_silence();
+        let mut sent_done = false;
+        for (i, chunk) in audio.chunks(1600).enumerate() {
+            let pts = i as u64 * 1600;
+            if pts >= 72_000 && !sent_done {
+                // The decoder is done with the passes over the tone and has pushed text to here.
+                let s = gst::Structure::builder("npuwhisper-pass-done")
+                    .field("end", gst::ClockTime::from_mseconds(4500))
+                    .field("released", gst::ClockTime::from_seconds_f64(released_s))
+                    .build();
+                assert!(h.push_upstream_event(gst::event::CustomUpstream::new(s)));
+                sent_done = true;
+            }
+            let mut buffer = gst::Buffer::from_mut_slice(f32le(chunk));
+            buffer.get_mut().unwrap().set_pts(sample_time(pts));
+            h.push(buffer).unwrap();
+        }
+        assert!(h.push_event(gst::event::Eos::new()));
+        let mut complete = Vec::new();
+        while let Some(b) = h.try_pull() {
+            if !b.flags().contains(gst::BufferFlags::DROPPABLE) {
+                complete.push(b.duration().unwrap().seconds_f64());
+            }
+        }
+        let mut released = Vec::new();
+        while let Some(ev) = h.try_pull_event() {
+            if let gst::EventView::CustomDownstream(e) = ev.view() {
+                let s = e.structure().unwrap();
+                if s.name() == "npuwhisper-window-released" {
+                    let (start, end) = (
+                        s.get::<gst::ClockTime>("start").unwrap(),
+                        s.get::<gst::ClockTime>("end").unwrap(),
+                    );
+                    released.push((start.seconds_f64(), end.seconds_f64()));
+                }
+            }
+        }
+        println!("text out to {released_s} s: complete windows {complete:?}, released {released:?}");
+        if expect_skip {
+            assert!(complete.is_empty(), "a released window sent again: {complete:?}");
+            assert_eq!(released.len(), 1, "one event for the window: {released:?}");
+            let (start, end) = released[0];
+            assert!(
+                start == 0.0 && (4.5..=6.5).contains(&end),
+                "the window's span: {released:?}"
+            );
+        } else {
+            assert_eq!(complete.len(), 1, "text not out yet: the window is decoded");
+            assert!(released.is_empty(), "{released:?}");
+        }
+    }
 }
 
 #[test]

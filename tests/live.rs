@@ -275,10 +275,8 @@ fn live_long_form_base_at_2000_ms() {
         &Expect {
             model: "base",
             latency_ms: 2000,
-            // Not yet the 0.5 s the live path aims at: idle runs of this test gave p95 up to
-            // 0.49 s and max up to 1.38 s over the latency, too close to hold on every run.
-            p95_slack: 0.75,
-            max_slack: 2.0,
+            p95_slack: 0.5,
+            max_slack: 1.5,
             loaded_p95_slack: 3.0,
             loaded_max_slack: 5.0,
             wer_points: 2.0,

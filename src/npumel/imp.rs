@@ -27,7 +27,8 @@ const DEFAULT_N_MELS: i32 = 80;
 /// A window as pushed downstream: a spectrogram, or a gap for a window without speech.
 enum Output {
     Buffer(gst::Buffer),
-    Gap(gst::Event),
+    /// A gap, or a released-window event.
+    Event(gst::Event),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +67,8 @@ struct State {
     /// (`None` until downstream says so: then passes are not held back).
     pass_sent_end: Option<gst::ClockTime>,
     pass_done_end: Option<gst::ClockTime>,
+    /// How far the text the decoder has pushed goes (stream time), as it last said.
+    released_end: Option<gst::ClockTime>,
 }
 
 impl State {
@@ -78,6 +81,15 @@ impl State {
         self.pass_sent = 0;
         self.pass_sent_end = None;
         self.pass_done_end = None;
+        self.released_end = None;
+    }
+
+    /// A complete live window ending at `end` whose text the passes have all released.
+    fn released(&self, end: Option<gst::ClockTime>) -> bool {
+        self.live == Some(true)
+            && end
+                .zip(self.released_end)
+                .is_some_and(|(end, released)| end <= released)
     }
 
     /// Downstream is still decoding the last pass sent.
@@ -131,9 +143,20 @@ impl NpuMel {
 
             if !w.has_speech {
                 if let Some(start) = start {
-                    out.push(Output::Gap(gst::event::Gap::builder(start).duration(duration).build()));
+                    out.push(Output::Event(
+                        gst::event::Gap::builder(start).duration(duration).build(),
+                    ));
                 }
                 continue;
+            }
+            // Decoding it again would hold up the next pass by a pass's work, for no new text.
+            let end = start.zip(duration).map(|(s, d)| s + d);
+            if !provisional && state.released(end) {
+                if let (Some(start), Some(end)) = (start, end) {
+                    gst::debug!(CAT, imp = self, "Window {start} - {end} already released by its passes");
+                    out.push(Output::Event(passes::released_window_event(start, end)));
+                    continue;
+                }
             }
 
             // Float input beyond full scale would leave the model's range.
@@ -190,10 +213,10 @@ impl NpuMel {
         for output in outputs {
             match output {
                 Output::Buffer(b) => buffers.push(b),
-                Output::Gap(event) => {
+                Output::Event(event) => {
                     self.push_buffers(std::mem::take(&mut buffers))?;
                     if !self.srcpad.push_event(event) {
-                        gst::debug!(CAT, imp = self, "Gap event not handled downstream");
+                        gst::debug!(CAT, imp = self, "Event not handled downstream");
                     }
                 }
             }
@@ -443,6 +466,9 @@ impl NpuMel {
             gst::trace!(CAT, imp = self, "Pass to {end} done");
             let mut state = self.state();
             state.pass_done_end = Some(state.pass_done_end.map_or(end, |d| d.max(end)));
+            if let Some(released) = passes::done_released(&event) {
+                state.released_end = Some(state.released_end.map_or(released, |r| r.max(released)));
+            }
             return true;
         }
         gst::Pad::event_default(pad, Some(&*self.obj()), event)

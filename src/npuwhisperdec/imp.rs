@@ -4,7 +4,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use super::output::{content_seconds, stream_pieces, window_pieces, MAX_WINDOW};
+use super::output::{content_seconds, stream_pieces, stream_time, window_pieces, MAX_WINDOW};
 use super::settings::Settings;
 
 mod live;
@@ -20,6 +20,8 @@ static CAT: LazyLock<gst::DebugCategory> =
 
 /// Temperatures tried per window on live streams: enough to escape a loop, bounded in time.
 const LIVE_TEMPERATURES: usize = 2;
+/// Tokens a live window may sample per second of its audio (besides a few always allowed).
+const LIVE_TOKENS_PER_SECOND: f32 = 10.0;
 
 #[derive(Default)]
 struct State {
@@ -50,12 +52,16 @@ struct State {
     streaming: bool,
     /// What the passes of this stream have emitted and what they wait to see confirmed.
     agreement: LocalAgreement,
+    /// Words the passes released since the prompt last took in text: a complete window that
+    /// npumel does not send again carries them into it.
+    released_words: Vec<StreamWord>,
 }
 
 impl State {
     fn reset_timestamps(&mut self) {
         self.streaming = false;
         self.agreement.reset();
+        self.released_words.clear();
         self.pending.clear();
         self.held_events.clear();
         self.next_window_pts = None;
@@ -253,6 +259,7 @@ impl NpuWhisperDec {
                 if live {
                     if let Some(t) = self.transcriber().as_mut() {
                         t.limit_temperatures(LIVE_TEMPERATURES);
+                        t.limit_tokens_per_second(LIVE_TOKENS_PER_SECOND);
                     }
                 }
                 self.set_caps(c.caps())
@@ -274,7 +281,13 @@ impl NpuWhisperDec {
                 }
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
-            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+            _ => {
+                if let Some((start, end)) = passes::released_window(&event) {
+                    self.window_released(start, end);
+                    return true;
+                }
+                gst::Pad::event_default(pad, Some(&*self.obj()), event)
+            }
         }
     }
 
@@ -330,7 +343,8 @@ impl NpuWhisperDec {
                 // Decoded now, and its audio comes again: the next window starts where it did.
                 drop(state);
                 let ret = self.decode_pass(window);
-                passes::send_done(&self.sinkpad, &buffer);
+                let released = self.state().agreement.released_until().map(stream_time);
+                passes::send_done(&self.sinkpad, &buffer, released);
                 return ret;
             }
             state.next_window_pts = pts.checked_add(duration);
@@ -409,6 +423,8 @@ impl NpuWhisperDec {
                     // The passes before this complete window released part of it already.
                     let words = StreamWord::of_window(&result, window.pts.seconds_f64());
                     let released = self.agree(&mut state.agreement, Pass::Final { words });
+                    // The transcriber carried this window's text into the prompt itself.
+                    state.released_words.clear();
                     stream_pieces(&released, words_apart)
                 } else {
                     window_pieces(

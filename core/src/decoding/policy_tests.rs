@@ -78,6 +78,8 @@ struct Fake {
     no_speech: u32,
     /// Searches started per window.
     searches: Arc<Mutex<HashMap<u32, usize>>>,
+    /// Tokens before `<|startoftranscript|>` (the prompt) in each search's first step.
+    prompts: Arc<Mutex<Vec<usize>>>,
 }
 
 struct FakeCross(u32);
@@ -162,6 +164,10 @@ impl Backend for Fake {
             if self.script.failing.contains(&seq.window) {
                 return Err(BackendError::Failed("scripted failure".into()));
             }
+            if seq.tokens.is_empty() {
+                let before_sot = input.tokens.iter().position(|&t| t == self.sot).unwrap_or(0);
+                self.prompts.lock().unwrap().push(before_sot);
+            }
             for &r in input.logits_at {
                 let context: Vec<u32> = seq.tokens.iter().chain(&input.tokens[..=r]).copied().collect();
                 logits.extend(self.row(seq, &context));
@@ -178,6 +184,7 @@ impl Backend for Fake {
 struct Setup {
     transcriber: Transcriber,
     searches: Arc<Mutex<HashMap<u32, usize>>>,
+    prompts: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Setup {
@@ -189,12 +196,14 @@ impl Setup {
 fn setup(script: Script, options: DecodeOptions) -> Setup {
     let tok = tokenizer();
     let searches = Arc::new(Mutex::new(HashMap::new()));
+    let prompts = Arc::new(Mutex::new(Vec::new()));
     let fake = Box::new(Fake {
         vocab: tok.vocab_size(),
         sot: tok.sot,
         no_speech: tok.no_speech.expect("scripted vocabulary has <|nospeech|>"),
         script,
         searches: Arc::clone(&searches),
+        prompts: Arc::clone(&prompts),
     });
     let dims = Dims {
         n_mels: 80,
@@ -209,6 +218,7 @@ fn setup(script: Script, options: DecodeOptions) -> Setup {
     Setup {
         transcriber: Transcriber::new(model, options),
         searches,
+        prompts,
     }
 }
 
@@ -274,6 +284,52 @@ fn repeated_text_falls_back_to_a_higher_temperature() {
     let texts: Vec<&str> = r.segments.iter().map(|g| g.text.as_str()).collect();
     assert_eq!(texts, vec![" hello world"]);
     assert_eq!(s.searches(7), 2, "greedy, then one search at 0.2");
+}
+
+/// On live streams a window that loops stops at its token budget (16 + 10 a second of audio)
+/// instead of Whisper's 224: the next pass is not held up by a second of looping.
+#[test]
+fn a_looping_window_stops_at_its_token_budget() {
+    let tok = tokenizer();
+    let mut looping = vec![ts(&tok, 0.0)];
+    looping.extend(std::iter::repeat_n(text(&tok, "Ġa"), 400));
+    let words = |limit: Option<f32>| {
+        let script = Script::window(3, vec![Attempt::confident(looping.clone())]);
+        let mut s = setup(
+            script,
+            DecodeOptions {
+                temperatures: vec![0.0],
+                ..options()
+            },
+        );
+        if let Some(rate) = limit {
+            s.transcriber.limit_tokens_per_second(rate);
+        }
+        let r = s.transcriber.transcribe(&states(3), 2.0);
+        r.segments
+            .iter()
+            .map(|g| g.text.split_whitespace().count())
+            .sum::<usize>()
+    };
+    let (unbounded, bounded) = (words(None), words(Some(10.0)));
+    assert!(unbounded > 200, "Whisper's bound: {unbounded} words");
+    assert!((30..=36).contains(&bounded), "16 + 10 x 2 s tokens: {bounded} words");
+}
+
+/// A live pass is prompted with the last 64 tokens of the previous text, a complete window
+/// with all of it (up to 223), and a pass leaves the prompt as it was.
+#[test]
+fn a_pass_is_prompted_with_the_recent_text_only() {
+    let tok = tokenizer();
+    let good = vec![ts(&tok, 0.0), text(&tok, "Ġhello"), ts(&tok, 1.0), tok.eot];
+    let mut s = setup(Script::window(4, vec![Attempt::confident(good)]), options());
+    let previous: Vec<u32> = (0..200).map(|i| text(&tok, TEXT[i % TEXT.len()])).collect();
+    s.transcriber.prompt = previous.clone();
+    s.transcriber.transcribe_provisional(&states(4), 1.0);
+    assert_eq!(s.transcriber.prompt, previous, "a pass does not change the prompt");
+    s.transcriber.transcribe(&states(4), 1.0);
+    // <|startofprev|> and the prompt.
+    assert_eq!(*s.prompts.lock().unwrap(), vec![1 + 64, 1 + 200]);
 }
 
 #[test]
@@ -371,6 +427,7 @@ fn bare_model(multilingual: bool) -> Model {
         no_speech: tok.no_speech.unwrap(),
         script,
         searches: Arc::default(),
+        prompts: Arc::default(),
     });
     Model::from_parts(dims, Config::default(), tok, fake)
 }

@@ -170,7 +170,14 @@ impl Transcriber {
             roots
                 .iter()
                 .map(|(root, logits, _)| {
-                    beam_search(model, root.clone(), logits.clone(), self.options.beam_size).map_err(DecodeError::from)
+                    beam_search(
+                        model,
+                        root.clone(),
+                        logits.clone(),
+                        self.options.beam_size,
+                        self.sample_len,
+                    )
+                    .map_err(DecodeError::from)
                 })
                 .collect()
         } else {
@@ -183,7 +190,7 @@ impl Transcriber {
                 .iter()
                 .flat_map(|(root, logits, _)| std::iter::repeat_n((root.clone(), logits.clone()), n))
                 .collect();
-            match sample(model, starts, temperature, &mut self.rng) {
+            match sample(model, starts, temperature, self.sample_len, &mut self.rng) {
                 Ok(all) => all
                     .chunks(n)
                     .map(|samples| {
@@ -241,6 +248,7 @@ pub(super) fn sample(
     model: &Model,
     starts: Vec<(Hypothesis, Vec<f32>)>,
     temperature: f32,
+    max_tokens: usize,
     rng: &mut fastrand::Rng,
 ) -> Result<Vec<Hypothesis>, BackendError> {
     let eot = model.tokenizer.eot;
@@ -249,7 +257,7 @@ pub(super) fn sample(
     let (mut hyps, mut logits): (Vec<Hypothesis>, Vec<Vec<f32>>) = starts.into_iter().unzip();
     let mut done = vec![false; n];
     let (mut logprobs, mut probs) = (Vec::new(), Vec::new());
-    for _ in 0..SAMPLE_LEN {
+    for _ in 0..max_tokens {
         for (i, h) in hyps.iter_mut().enumerate() {
             if done[i] {
                 continue;
@@ -297,6 +305,7 @@ pub(super) fn beam_search(
     root: Hypothesis,
     logits: Vec<f32>,
     beam: usize,
+    max_tokens: usize,
 ) -> Result<Found, BackendError> {
     let eot = model.tokenizer.eot;
     let rules = rules::Rules::new(model);
@@ -304,7 +313,7 @@ pub(super) fn beam_search(
     let mut beam_logits = vec![logits];
     let mut finished: Vec<Found> = Vec::new();
     let mut logprobs = Vec::new();
-    for _ in 0..SAMPLE_LEN {
+    for _ in 0..max_tokens {
         // (summed log-probability, parent beam, token, token log-probability)
         let mut candidates: Vec<(f32, usize, u32, f32)> = Vec::new();
         for (i, h) in beams.iter().enumerate() {

@@ -87,6 +87,27 @@ const OVERLAP: f64 = 0.1;
 /// same word there.
 const ANCHOR_SLACK: f64 = 0.4;
 
+/// Longest a word is taken to last (s) when judging whether the audio it needs is in: Whisper
+/// stretches the end of a word before a pause over the pause (by a second or more), and the
+/// word would wait for the pause to end before its hold runs out.
+const LONGEST_WORD: f64 = 1.0;
+
+/// Whether the previous pass heard the word at `i` of `words` as a longer word at the same
+/// place, longer by more than an inflection ("there" for "therefore", not "form" for "forms"),
+/// and not as this word and the next written together ("42" "line" for "42-line").
+fn heard_longer(words: &[StreamWord], i: usize, previous: Option<&StreamWord>) -> bool {
+    previous.is_some_and(|p| {
+        let (w, p) = (key(&words[i].text), key(&p.text));
+        let joined = words.get(i + 1).map(|next| format!("{w}{}", key(&next.text)));
+        p.len() >= w.len() + 3 && p.starts_with(&w) && !w.is_empty() && joined.as_deref() != Some(p.as_str())
+    })
+}
+
+/// When a word's audio is surely over: its end, or [`LONGEST_WORD`] after its start.
+fn settled_end(w: &StreamWord) -> f64 {
+    w.end.min(w.start + LONGEST_WORD)
+}
+
 /// Whether two keys are one word heard two ways ("fella" / "fellow", "american" /
 /// "americans"): the same first three letters, or one the start of the other.
 fn same_word(a: &str, b: &str) -> bool {
@@ -138,6 +159,12 @@ impl LocalAgreement {
         self.committed_end
     }
 
+    /// Every word heard before this time (s) has been emitted: the start of the last word
+    /// emitted (its end may be stretched over words not out yet). `None` before the first.
+    pub fn released_until(&self) -> Option<f64> {
+        (!self.committed_tail.is_empty()).then_some(self.last_start)
+    }
+
     /// Words not emitted yet, from the last pass.
     pub fn unconfirmed(&self) -> &[StreamWord] {
         &self.unconfirmed
@@ -160,8 +187,13 @@ impl LocalAgreement {
         } else {
             agreed
         };
+        // Words too old to wait are forced out, but not one the previous pass heard longer
+        // ("there" where it heard "therefore"): the audio that completes it may be in now.
         let mut n = agreed;
-        while n < fresh.len() && fresh[n].end <= emit_before {
+        while n < fresh.len()
+            && settled_end(&fresh[n]) <= emit_before
+            && !heard_longer(&fresh, n, self.unconfirmed.get(n))
+        {
             n += 1;
         }
         self.unconfirmed = fresh.split_off(n);
@@ -302,6 +334,40 @@ mod tests {
         let out = la.provisional(pass("two tree four five", 0.5), 1.5);
         assert_eq!(texts(&out), "two tree");
         assert_eq!(la.committed_end(), 1.4);
+    }
+
+    #[test]
+    fn a_word_stretched_over_a_pause_is_not_held_for_the_pause() {
+        let mut la = LocalAgreement::new();
+        // "typography," starts at 1.0 s; Whisper ends it at 3.5 s, where the next word starts.
+        let mut words = pass("fine typography,", 0.5);
+        words[1].end = 3.5;
+        assert_eq!(texts(&la.provisional(words.clone(), 1.0)), "fine");
+        // A pass whose words before 2.5 s cannot wait for another: its audio was over by 2 s.
+        assert_eq!(texts(&la.provisional(words, 2.5)), "typography,");
+    }
+
+    #[test]
+    fn a_word_heard_longer_by_the_last_pass_is_not_forced_out() {
+        let mut la = LocalAgreement::new();
+        la.provisional(pass("natural therefore", 0.0), -1.0);
+        // "therefore" heard as "there" "for": "there" is old enough to force, but the last
+        // pass heard more of it, so it waits for the next pass.
+        assert_eq!(texts(&la.provisional(pass("natural there for", 0.0), 0.95)), "natural");
+        assert_eq!(
+            texts(&la.provisional(pass("natural therefore that", 0.0), 1.3)),
+            "therefore"
+        );
+        // A plural is no longer word, and "42" "line" is "42-line" heard in two.
+        let mut la = LocalAgreement::new();
+        la.provisional(pass("beautiful forms", 0.0), -1.0);
+        assert_eq!(
+            texts(&la.provisional(pass("beautiful form should", 0.0), 0.95)),
+            "beautiful form"
+        );
+        let mut la = LocalAgreement::new();
+        la.provisional(pass("or 42-line bible", 0.0), -1.0);
+        assert_eq!(texts(&la.provisional(pass("or 42 line", 0.0), 0.95)), "or 42");
     }
 
     #[test]

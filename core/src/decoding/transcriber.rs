@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::search::SearchJob;
+use super::search::{SearchJob, SAMPLE_LEN};
 use super::segments::{
     attach_words, clamp_long_words, compression_ratio, has_non_word, is_hallucination, longest_uncovered, phrases,
     set_word_probabilities, split_segments, text_only, UNCOVERED_RETRY_SECONDS,
@@ -27,7 +27,17 @@ pub struct Transcriber {
     pub(super) prompt: Vec<u32>,
     pub(super) initial_prompt: Vec<u32>,
     pub(super) rng: fastrand::Rng,
+    /// Most tokens sampled per window per second of its audio, when bounded (live streams).
+    pub(super) tokens_per_second: Option<f32>,
+    /// Most tokens the searches of the window being decoded sample.
+    pub(super) sample_len: usize,
 }
+
+/// Tokens a window may always sample, however short, when they are bounded per second.
+const TOKENS_BASE: usize = 16;
+/// Previous text a provisional pass is prompted with: the last 64 tokens (about 200
+/// characters, whisper_streaming's choice), not the 223 of a complete window.
+const PASS_PROMPT_TOKENS: usize = 64;
 
 /// One search's outcome over a window.
 pub(super) struct Decoded {
@@ -59,6 +69,8 @@ impl Transcriber {
             prompt: initial_prompt.clone(),
             initial_prompt,
             rng: fastrand::Rng::with_seed(0x5eed),
+            tokens_per_second: None,
+            sample_len: SAMPLE_LEN,
         }
     }
 
@@ -99,6 +111,11 @@ impl Transcriber {
         } else {
             Vec::new()
         };
+        self.sample_len = windows
+            .iter()
+            .map(|&(_, s)| self.token_budget(s))
+            .max()
+            .unwrap_or(SAMPLE_LEN);
         let first = {
             let jobs: Vec<SearchJob<'_>> = crosses
                 .iter()
@@ -124,6 +141,7 @@ impl Transcriber {
         let mut reset_prompt = false;
         for (((cross, language), first), &(_, content_seconds)) in crosses.iter().zip(languages).zip(first).zip(windows)
         {
+            self.sample_len = self.token_budget(content_seconds);
             let decoded = cross.as_ref().map_err(Clone::clone).and_then(|cross| {
                 let d = self.decode_with_fallback(&model, cross, language.as_deref(), &prompt, first?)?;
                 Ok((cross, d))
@@ -175,13 +193,32 @@ impl Transcriber {
             if reset_prompt {
                 self.prompt.clear();
             }
-            self.prompt.extend(carried);
-            let keep = model.dims.max_text_positions / 2 - 1;
-            if self.prompt.len() > keep {
-                self.prompt.drain(..self.prompt.len() - keep);
-            }
+            self.carry(carried);
         }
         results
+    }
+
+    /// Carries text that went out without a decode of its own window (a live window whose
+    /// passes released it all) into the prompt, as decoding the window would have.
+    pub fn carry_text(&mut self, text: &str) {
+        if self.options.condition_on_previous_text && !text.trim().is_empty() {
+            let tokens = self.model.tokenizer.encode(text);
+            self.carry(tokens);
+        }
+    }
+
+    /// The text the next window is prompted with.
+    pub fn prompt_text(&self) -> String {
+        self.model.tokenizer.decode(&self.prompt)
+    }
+
+    /// Appends to the prompt, keeping the last half of the text context.
+    fn carry(&mut self, tokens: Vec<u32>) {
+        self.prompt.extend(tokens);
+        let keep = self.model.dims.max_text_positions / 2 - 1;
+        if self.prompt.len() > keep {
+            self.prompt.drain(..self.prompt.len() - keep);
+        }
     }
 
     /// The window's language: the one asked for, else detected (multilingual models only).
@@ -265,16 +302,36 @@ impl Transcriber {
         Some(self.finish_window(model, cross, language, &[], decoded, content_seconds))
     }
 
-    /// Decodes a window that will be sent again with more audio (a live pass): its text does
-    /// not become the prompt, and it is not decoded again hotter (the next pass is the retry).
+    /// Decodes a window that will be sent again with more audio (a live pass): prompted with
+    /// the recent text only, its text does not become the prompt, and it is not decoded
+    /// again hotter (the next pass is the retry).
     pub fn transcribe_provisional(&mut self, states: &[f32], content_seconds: f64) -> WindowResult {
         let prompt = self.prompt.clone();
+        // Prompt tokens go through the decoder on every pass: the full context cost a pass of
+        // base more than its sampling, and the latency kept has no room for it.
+        let n = self.prompt.len().saturating_sub(PASS_PROMPT_TOKENS);
+        self.prompt.drain(..n);
         let first = self.options.temperatures.first().copied().unwrap_or(0.0);
         let temperatures = std::mem::replace(&mut self.options.temperatures, vec![first]);
         let result = self.transcribe(states, content_seconds);
         self.prompt = prompt;
         self.options.temperatures = temperatures;
         result
+    }
+
+    /// Samples at most `TOKENS_BASE + rate` tokens per second of a window's audio (bounded
+    /// work per window on live streams: a pass stuck in a loop would otherwise run to 224
+    /// tokens and hold up the next pass by a second or more). Speech needs some 6 a second.
+    pub fn limit_tokens_per_second(&mut self, rate: f32) {
+        self.tokens_per_second = Some(rate);
+    }
+
+    /// Most tokens to sample for a window of `content_seconds`.
+    pub(super) fn token_budget(&self, content_seconds: f64) -> usize {
+        match self.tokens_per_second {
+            Some(rate) => (TOKENS_BASE + (rate as f64 * content_seconds).ceil() as usize).min(SAMPLE_LEN),
+            None => SAMPLE_LEN,
+        }
     }
 
     /// Tries at most `n` temperatures per window (bounded work per window on live streams).

@@ -64,6 +64,7 @@ impl NpuWhisperDec {
             let mut state = self.state();
             if window.discont {
                 self.agree(&mut state.agreement, Pass::Reset);
+                state.released_words.clear();
             }
             state.streaming = true;
             let words = StreamWord::of_window(&result, window.pts.seconds_f64());
@@ -73,6 +74,7 @@ impl NpuWhisperDec {
                 words,
             };
             let released = self.agree(&mut state.agreement, pass);
+            state.released_words.extend(released.iter().cloned());
             let unconfirmed = state.agreement.unconfirmed().first().map(|w| stream_time(w.start));
             let gap_until = window_end
                 .saturating_sub(LIVE_GAP_MARGIN)
@@ -80,6 +82,25 @@ impl NpuWhisperDec {
             (stream_pieces(&released, settings.word_timestamps), gap_until)
         };
         self.push_text(&result, window.pts, window.duration, pieces, gap_until, false)
+    }
+
+    /// A complete live window npumel did not send because its passes released all its text:
+    /// that text goes into the prompt, as decoding the window would have put it.
+    pub(super) fn window_released(&self, start: gst::ClockTime, end: gst::ClockTime) {
+        let text: String = {
+            let mut state = self.state();
+            let end_s = end.seconds_f64();
+            let n = state.released_words.partition_point(|w| w.start < end_s);
+            state.released_words.drain(..n).map(|w| w.text).collect()
+        };
+        gst::debug!(
+            CAT,
+            imp = self,
+            "Window {start} - {end} released by its passes: {text:?}"
+        );
+        if let Some(t) = self.transcriber().as_mut() {
+            t.carry_text(&text);
+        }
     }
 
     /// Feeds a pass to the stream's agreement, logging it (LOG level) as JSON for offline replay.
