@@ -52,16 +52,12 @@ struct State {
     streaming: bool,
     /// What the passes of this stream have emitted and what they wait to see confirmed.
     agreement: LocalAgreement,
-    /// Words the passes released since the prompt last took in text: a complete window that
-    /// npumel does not send again carries them into it.
-    released_words: Vec<StreamWord>,
 }
 
 impl State {
     fn reset_timestamps(&mut self) {
         self.streaming = false;
         self.agreement.reset();
-        self.released_words.clear();
         self.pending.clear();
         self.held_events.clear();
         self.next_window_pts = None;
@@ -423,8 +419,6 @@ impl NpuWhisperDec {
                     // The passes before this complete window released part of it already.
                     let words = StreamWord::of_window(&result, window.pts.seconds_f64());
                     let released = self.agree(&mut state.agreement, Pass::Final { words });
-                    // The transcriber carried this window's text into the prompt itself.
-                    state.released_words.clear();
                     stream_pieces(&released, words_apart)
                 } else {
                     window_pieces(

@@ -198,20 +198,6 @@ impl Transcriber {
         results
     }
 
-    /// Carries text that went out without a decode of its own window (a live window whose
-    /// passes released it all) into the prompt, as decoding the window would have.
-    pub fn carry_text(&mut self, text: &str) {
-        if self.options.condition_on_previous_text && !text.trim().is_empty() {
-            let tokens = self.model.tokenizer.encode(text);
-            self.carry(tokens);
-        }
-    }
-
-    /// The text the next window is prompted with.
-    pub fn prompt_text(&self) -> String {
-        self.model.tokenizer.decode(&self.prompt)
-    }
-
     /// Appends to the prompt, keeping the last half of the text context.
     fn carry(&mut self, tokens: Vec<u32>) {
         self.prompt.extend(tokens);

@@ -64,7 +64,6 @@ impl NpuWhisperDec {
             let mut state = self.state();
             if window.discont {
                 self.agree(&mut state.agreement, Pass::Reset);
-                state.released_words.clear();
             }
             state.streaming = true;
             let words = StreamWord::of_window(&result, window.pts.seconds_f64());
@@ -74,7 +73,6 @@ impl NpuWhisperDec {
                 words,
             };
             let released = self.agree(&mut state.agreement, pass);
-            state.released_words.extend(released.iter().cloned());
             let unconfirmed = state.agreement.unconfirmed().first().map(|w| stream_time(w.start));
             let gap_until = window_end
                 .saturating_sub(LIVE_GAP_MARGIN)
@@ -84,23 +82,12 @@ impl NpuWhisperDec {
         self.push_text(&result, window.pts, window.duration, pieces, gap_until, false)
     }
 
-    /// A complete live window npumel did not send because its passes released all its text:
-    /// that text goes into the prompt, as decoding the window would have put it.
+    /// A complete live window npumel did not send because its passes released all its text.
+    /// Its text does not go into the prompt: prompted with the words just before a window cut
+    /// inside a phrase, Whisper skipped the words after the cut (silence_gaps.wav lost "you can
+    /// do for your" that way); the prompt stays that of the last window decoded whole.
     pub(super) fn window_released(&self, start: gst::ClockTime, end: gst::ClockTime) {
-        let text: String = {
-            let mut state = self.state();
-            let end_s = end.seconds_f64();
-            let n = state.released_words.partition_point(|w| w.start < end_s);
-            state.released_words.drain(..n).map(|w| w.text).collect()
-        };
-        gst::debug!(
-            CAT,
-            imp = self,
-            "Window {start} - {end} released by its passes: {text:?}"
-        );
-        if let Some(t) = self.transcriber().as_mut() {
-            t.carry_text(&text);
-        }
+        gst::debug!(CAT, imp = self, "Window {start} - {end} released by its passes");
     }
 
     /// Feeds a pass to the stream's agreement, logging it (LOG level) as JSON for offline replay.
