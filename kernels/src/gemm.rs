@@ -45,6 +45,40 @@ pub fn gemm_nt(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]
     }
 }
 
+/// [`gemm_nt`] on the packed GEMM whatever `m`: each row of `c` comes out the same bits however
+/// many rows go into one call (the streaming path that `gemm_nt` takes for a few rows sums in
+/// another order), for callers whose results must not depend on how their rows are batched.
+/// Inside [`pool::install`] (or any rayon pool) a large product is split over that pool's
+/// threads; called from any other thread it runs on that thread alone, with no hand-off.
+pub fn gemm_nt_packed(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(
+        a.len() >= m * k && b.len() >= n * k && c.len() >= m * n,
+        "gemm_nt_packed: slices too short"
+    );
+    let (a, b) = (
+        View {
+            ptr: a.as_ptr(),
+            rs: k as isize,
+            cs: 1,
+        },
+        View {
+            ptr: b.as_ptr(),
+            rs: 1,
+            cs: k as isize,
+        },
+    );
+    let c = c.as_mut_ptr();
+    // SAFETY: the assert keeps the m×k, k×n (bᵀ) and m×n elements addressed through these
+    // strides inside the slices; `c` is a unique borrow, so it aliases neither operand.
+    unsafe {
+        if rayon::current_thread_index().is_some() {
+            sgemm::sgemm(Isa::detect(), m, n, k, 1.0, a, b, 0.0, c, n as isize, 1);
+        } else {
+            sgemm::serial(Isa::detect(), m, n, k, 1.0, a, b, 0.0, c, n as isize, 1);
+        }
+    }
+}
+
 /// `c[m×n] = a[m×k] · b[k×n]`.
 pub fn gemm_nn(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
     assert!(
@@ -208,10 +242,11 @@ pub(crate) fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn lcg(seed: &mut u64) -> f32 {
+    /// Uniform in [−0.5, 0.5), from a 64-bit LCG: test data that is the same every run.
+    pub(crate) fn lcg(seed: &mut u64) -> f32 {
         *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     }
@@ -249,6 +284,33 @@ mod tests {
                     "{m}x{n}x{k}: {x} vs {y}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn packed_rows_do_not_depend_on_the_batch_or_the_threads() {
+        let mut seed = 13;
+        // 300×258×256 is past the threshold where the pool splits it.
+        let (m, n, k) = (300, 258, 256);
+        let a: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
+        let b: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();
+        let mut whole = vec![0f32; m * n];
+        crate::pool::install(|| gemm_nt_packed(m, n, k, &a, &b, &mut whole));
+        let r = reference_nt(m, n, k, &a, &b);
+        for (x, y) in whole.iter().zip(&r) {
+            assert!((*x as f64 - y).abs() < 1e-4 * (k as f64).sqrt());
+        }
+        let mut start = 0;
+        for rows in [1, 4, 7, 100, 188] {
+            let mut part = vec![0f32; rows * n];
+            gemm_nt_packed(rows, n, k, &a[start * k..], &b, &mut part);
+            assert_eq!(
+                part,
+                whole[start * n..(start + rows) * n],
+                "rows {start}..{}",
+                start + rows
+            );
+            start += rows;
         }
     }
 

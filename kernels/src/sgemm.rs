@@ -185,10 +185,12 @@ thread_local! {
         const { std::cell::RefCell::new((Scratch { buf: Vec::new() }, Scratch { buf: Vec::new() })) };
 }
 
+/// [`sgemm`] on the calling thread alone.
+///
 /// # Safety
 /// As [`sgemm`].
 #[allow(clippy::too_many_arguments)]
-unsafe fn serial(
+pub(crate) unsafe fn serial(
     isa: Isa,
     m: usize,
     n: usize,
