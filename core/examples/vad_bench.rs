@@ -3,6 +3,7 @@
 //! stage_profile does) and in buffers (as the elements get it):
 //!
 //!   cargo run --release -p npuwhisper-core --example vad_bench -- [--file WAV] [--repeat 5] [--push 4096]
+//!       [--only kernels|onnxruntime]
 //!
 //! Prints wall and CPU µs per chunk (the fastest of `--repeat` runs) for each. The kernels'
 //! version uses the kernels' threads for pushes of 32 chunks and more; the CPU column shows it.
@@ -18,10 +19,11 @@ use std::time::Instant;
 use npuwhisper_core::audio::vad::{self, SileroVad, CHUNK};
 use npuwhisper_kernels::isa::Isa;
 
-const USAGE: &str = "usage: vad_bench [--file WAV] [--repeat N] [--push SAMPLES]";
+const USAGE: &str = "usage: vad_bench [--file WAV] [--repeat N] [--push SAMPLES] [--only kernels|onnxruntime]";
 
 fn main() {
-    let args = support::Args::parse(USAGE, &["--file", "--repeat", "--push"]);
+    let args = support::Args::parse(USAGE, &["--file", "--repeat", "--push", "--only"]);
+    let only = args.value("--only");
     let file = args
         .value("--file")
         .map_or_else(|| assets::eval_file("long_lj001_1-20.wav"), PathBuf::from);
@@ -54,6 +56,9 @@ fn main() {
         "", "load ms", "whole µs", "CPU µs", "pushed µs", "CPU µs"
     );
     for (name, ort) in [("ONNX Runtime", true), ("kernels", false)] {
+        if only.is_some_and(|o| o != if ort { "onnxruntime" } else { "kernels" }) {
+            continue;
+        }
         let (mut vad, load_ms) = load(ort);
         let mut run = |piece: usize| {
             let mut best = (f64::MAX, 0.0);

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use crate::isa::Isa;
 use crate::pool;
+pub use crate::sgemm::PackedLinear;
 use crate::sgemm::{self, View};
 
 /// Row counts at or below this take the streaming path.
@@ -42,40 +43,6 @@ pub fn gemm_nt(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]
             c.as_mut_ptr(),
             (n as isize, 1),
         );
-    }
-}
-
-/// [`gemm_nt`] on the packed GEMM whatever `m`: each row of `c` comes out the same bits however
-/// many rows go into one call (the streaming path that `gemm_nt` takes for a few rows sums in
-/// another order), for callers whose results must not depend on how their rows are batched.
-/// Inside [`pool::install`] (or any rayon pool) a large product is split over that pool's
-/// threads; called from any other thread it runs on that thread alone, with no hand-off.
-pub fn gemm_nt_packed(m: usize, n: usize, k: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
-    assert!(
-        a.len() >= m * k && b.len() >= n * k && c.len() >= m * n,
-        "gemm_nt_packed: slices too short"
-    );
-    let (a, b) = (
-        View {
-            ptr: a.as_ptr(),
-            rs: k as isize,
-            cs: 1,
-        },
-        View {
-            ptr: b.as_ptr(),
-            rs: 1,
-            cs: k as isize,
-        },
-    );
-    let c = c.as_mut_ptr();
-    // SAFETY: the assert keeps the m×k, k×n (bᵀ) and m×n elements addressed through these
-    // strides inside the slices; `c` is a unique borrow, so it aliases neither operand.
-    unsafe {
-        if rayon::current_thread_index().is_some() {
-            sgemm::sgemm(Isa::detect(), m, n, k, 1.0, a, b, 0.0, c, n as isize, 1);
-        } else {
-            sgemm::serial(Isa::detect(), m, n, k, 1.0, a, b, 0.0, c, n as isize, 1);
-        }
     }
 }
 
@@ -290,12 +257,13 @@ pub(crate) mod tests {
     #[test]
     fn packed_rows_do_not_depend_on_the_batch_or_the_threads() {
         let mut seed = 13;
-        // 300×258×256 is past the threshold where the pool splits it.
-        let (m, n, k) = (300, 258, 256);
+        // 300×258×387: past the threshold where the pool splits it, k past one KC block.
+        let (m, n, k) = (300, 258, 387);
         let a: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
         let b: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();
+        let packed = PackedLinear::new(n, k, &b);
         let mut whole = vec![0f32; m * n];
-        crate::pool::install(|| gemm_nt_packed(m, n, k, &a, &b, &mut whole));
+        crate::pool::install(|| packed.apply(m, &a, &mut whole));
         let r = reference_nt(m, n, k, &a, &b);
         for (x, y) in whole.iter().zip(&r) {
             assert!((*x as f64 - y).abs() < 1e-4 * (k as f64).sqrt());
@@ -303,7 +271,7 @@ pub(crate) mod tests {
         let mut start = 0;
         for rows in [1, 4, 7, 100, 188] {
             let mut part = vec![0f32; rows * n];
-            gemm_nt_packed(rows, n, k, &a[start * k..], &b, &mut part);
+            packed.apply(rows, &a[start * k..], &mut part);
             assert_eq!(
                 part,
                 whole[start * n..(start + rows) * n],

@@ -7,7 +7,7 @@
 //! - [`attention`]: multi-head attention, fused for long queries.
 //! - [`xattn`]: decoder cross-attention on f16 keys and values ([`xattn::HalfKv`]).
 //! - [`ops`]: layer norm, GELU, softmax, sigmoid, tanh; [`mel`]: the log-mel front end.
-//! - [`lstm`]: an LSTM over a sequence (speech detection's Silero VAD).
+//! - [`lstm`]: an LSTM over a sequence; [`stft`]: magnitude spectra (speech detection's Silero VAD).
 //! - `amx`: Intel AMX tile instructions, the matrix unit of newer Xeons.
 //! - [`store`]: weight arrays owned or mapped from the loader's weight cache.
 //! - [`isa`]: which SIMD path runs, chosen at run time; [`pool`]: the threads kernels use.
@@ -23,5 +23,6 @@ pub mod ops;
 pub mod pool;
 pub mod qgemm;
 mod sgemm;
+pub mod stft;
 pub mod store;
 pub mod xattn;

@@ -6,7 +6,7 @@
 //! Each step's result depends only on its input and the state before it: the same sequence
 //! gives the same bits however it is split into calls.
 
-use crate::gemm::gemm_nt_packed;
+use crate::gemm::PackedLinear;
 use crate::isa::Isa;
 use crate::ops::{sigmoid_fast, tanh_fast};
 
@@ -18,8 +18,9 @@ pub struct Lstm {
     hidden: usize,
     input: usize,
     /// `W`: `4·hidden × input`, rows in gate order.
-    w: Vec<f32>,
-    /// `Rᵀ`: `hidden × 4·hidden`, so that a step adds `h[k]` times row `k`.
+    w: PackedLinear,
+    /// `Rᵀ` in blocks of [`BLOCK`] gates: block `b` holds `hidden` rows of its gates, so that a
+    /// step adds `h[k]` times row `k` of each block, reading the weights in one stream.
     r_t: Vec<f32>,
     /// `Wb + Rb`.
     bias: Vec<f32>,
@@ -47,13 +48,13 @@ impl Lstm {
         let mut r_t = vec![0f32; hidden * gates];
         for (g, row) in r.chunks_exact(hidden).enumerate() {
             for (k, &v) in row.iter().enumerate() {
-                r_t[k * gates + g] = v;
+                r_t[(g / BLOCK * hidden + k) * BLOCK + g % BLOCK] = v;
             }
         }
         Ok(Lstm {
             hidden,
             input,
-            w: w.to_vec(),
+            w: PackedLinear::new(gates, input, w),
             r_t,
             bias: b[..gates].iter().zip(&b[gates..]).map(|(x, y)| x + y).collect(),
         })
@@ -84,7 +85,7 @@ impl Lstm {
         );
         gates.clear();
         gates.resize(n * g4, 0.0);
-        gemm_nt_packed(n, g4, self.input, x, &self.w, gates);
+        self.w.apply(n, x, gates);
         let isa = isa.or_below();
         for (t, g) in gates.chunks_exact_mut(g4).enumerate() {
             let out = &mut out[t * hid..(t + 1) * hid];
@@ -130,27 +131,37 @@ unsafe fn step_avx512(r_t: &[f32], bias: &[f32], g: &mut [f32], h: &mut [f32], c
 #[inline(always)]
 fn step<const FMA: bool>(r_t: &[f32], bias: &[f32], g: &mut [f32], h: &mut [f32], c: &mut [f32], out: &mut [f32]) {
     let hid = h.len();
-    let g4 = 4 * hid;
-    for j0 in (0..g4).step_by(BLOCK) {
+    for ((g, bias), r) in g
+        .chunks_exact_mut(BLOCK)
+        .zip(bias.chunks_exact(BLOCK))
+        .zip(r_t.chunks_exact(hid * BLOCK))
+    {
         let mut acc = [0f32; BLOCK];
-        for ((a, x), b) in acc.iter_mut().zip(&g[j0..j0 + BLOCK]).zip(&bias[j0..j0 + BLOCK]) {
+        for ((a, x), b) in acc.iter_mut().zip(g.iter()).zip(bias) {
             *a = x + b;
         }
-        for (k, &hk) in h.iter().enumerate() {
-            let row = &r_t[k * g4 + j0..k * g4 + j0 + BLOCK];
+        for (&hk, row) in h.iter().zip(r.chunks_exact(BLOCK)) {
             for (a, &r) in acc.iter_mut().zip(row) {
                 *a = if FMA { hk.mul_add(r, *a) } else { *a + hk * r };
             }
         }
-        g[j0..j0 + BLOCK].copy_from_slice(&acc);
+        g.copy_from_slice(&acc);
     }
-    let (i, rest) = g.split_at_mut(hid);
-    let (o, rest) = rest.split_at_mut(hid);
-    let (f, cand) = rest.split_at_mut(hid);
-    for k in 0..hid {
-        let ck = sigmoid_fast(f[k]) * c[k] + sigmoid_fast(i[k]) * tanh_fast(cand[k]);
-        c[k] = ck;
-        h[k] = sigmoid_fast(o[k]) * tanh_fast(ck);
+    // Separate passes over contiguous slices, so that each vectorises.
+    let (gates, cand) = g.split_at_mut(3 * hid);
+    for v in gates.iter_mut() {
+        *v = sigmoid_fast(*v);
+    }
+    for v in cand.iter_mut() {
+        *v = tanh_fast(*v);
+    }
+    let (i, rest) = gates.split_at(hid);
+    let (o, f) = rest.split_at(hid);
+    for ((ck, (&ik, &fk)), &gk) in c.iter_mut().zip(i.iter().zip(f)).zip(cand.iter()) {
+        *ck = fk * *ck + ik * gk;
+    }
+    for ((hk, &ck), &ok) in h.iter_mut().zip(c.iter()).zip(o) {
+        *hk = ok * tanh_fast(ck);
     }
     out.copy_from_slice(h);
 }

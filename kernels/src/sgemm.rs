@@ -185,12 +185,10 @@ thread_local! {
         const { std::cell::RefCell::new((Scratch { buf: Vec::new() }, Scratch { buf: Vec::new() })) };
 }
 
-/// [`sgemm`] on the calling thread alone.
-///
 /// # Safety
 /// As [`sgemm`].
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn serial(
+unsafe fn serial(
     isa: Isa,
     m: usize,
     n: usize,
@@ -384,6 +382,74 @@ impl PackedB {
                     1,
                 );
             }
+        }
+    }
+}
+
+/// A linear layer's weight `w[n×k]` (one output per row) packed once into the GEMM's B panels,
+/// for a layer applied to many small batches: no packing per call, and A is read in place. Each
+/// row of a product comes out the same bits whatever the number of rows or threads.
+pub struct PackedLinear {
+    pack: PackedB,
+    n: usize,
+    k: usize,
+}
+
+impl PackedLinear {
+    pub fn new(n: usize, k: usize, w: &[f32]) -> PackedLinear {
+        assert!(w.len() >= n * k, "PackedLinear: weight too short");
+        let wt = View {
+            ptr: w.as_ptr(),
+            rs: 1,
+            cs: k as isize,
+        };
+        // SAFETY: B = wᵀ (`k × n`): element (p, j) is w[j·k + p], inside the asserted n·k.
+        let pack = unsafe { PackedB::new(k, n, wt) };
+        PackedLinear { pack, n, k }
+    }
+
+    /// Outputs per row.
+    pub fn outputs(&self) -> usize {
+        self.n
+    }
+
+    /// `y[m×n] = x[m×k] · wᵀ`. Inside a rayon pool ([`crate::pool::install`]) a large product is
+    /// split by rows over its threads; called from any other thread it runs on that thread
+    /// alone, with no hand-off.
+    pub fn apply(&self, m: usize, x: &[f32], y: &mut [f32]) {
+        let (n, k) = (self.n, self.k);
+        assert!(
+            x.len() >= m * k && y.len() >= m * n,
+            "PackedLinear::apply: slices too short"
+        );
+        let isa = Isa::detect();
+        let threads = if rayon::current_thread_index().is_some() && m * n * k >= PARALLEL_MIN_MACS {
+            rayon::current_num_threads()
+        } else {
+            1
+        };
+        let rows = m.div_ceil(MR).div_ceil(threads).max(1) * MR;
+        let run = |(y, x): (&mut [f32], &[f32])| {
+            // SAFETY: `x` holds `y.len() / n` whole rows of k floats and `y` as many rows of n
+            // (chunks of the asserted slices), distinct borrows, so C overlaps neither A nor the pack.
+            unsafe {
+                self.pack.gemm_a_in_place(
+                    isa,
+                    y.len() / n,
+                    0..k,
+                    n,
+                    1.0,
+                    (x.as_ptr(), k as isize),
+                    0.0,
+                    (y.as_mut_ptr(), n as isize),
+                )
+            }
+        };
+        let (x, y) = (&x[..m * k], &mut y[..m * n]);
+        if threads == 1 {
+            run((y, x));
+        } else {
+            y.par_chunks_mut(rows * n).zip(x.par_chunks(rows * k)).for_each(run);
         }
     }
 }

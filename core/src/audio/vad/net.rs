@@ -4,19 +4,21 @@
 //! first frame dropped), magnitudes, four convolutions with ReLU, one LSTM step, ReLU, a 1×1
 //! convolution and a sigmoid.
 //!
-//! Everything before the LSTM depends on its chunk alone, so over the chunks of a call each layer
-//! is one GEMM with the frames (or im2col rows) of all chunks as rows; only the LSTM runs chunk
-//! after chunk. Every product takes the packed GEMM whatever its row count, so a chunk's
-//! probability does not depend on how many chunks share the call.
+//! The STFT runs as an FFT, with the window taken from the basis once the basis is checked to
+//! be that window times the DFT. Everything before the LSTM depends on its chunk alone, so over
+//! the chunks of a call each convolution is one GEMM with the im2col rows of all chunks; only
+//! the LSTM runs chunk after chunk. Every product takes the packed GEMM whatever its row count,
+//! so a chunk's probability does not depend on how many chunks share the call.
 
-use npuwhisper_kernels::gemm::gemm_nt_packed;
+use npuwhisper_kernels::gemm::PackedLinear;
 use npuwhisper_kernels::lstm::Lstm;
 use npuwhisper_kernels::ops::sigmoid_fast;
 use npuwhisper_kernels::pool;
+use npuwhisper_kernels::stft::MagnitudeSpectrum;
 
 use super::onnx_proto::{GraphProto, Model, NodeProto};
 
-/// Chunks computed together: bounds the scratch (about 2 MB) and keeps it in cache.
+/// Chunks computed together: bounds the scratch (about 1 MB) and keeps it in cache.
 const BLOCK: usize = 64;
 /// From this many chunks in one call the products are split over the kernels' threads; fewer
 /// (live streams, a buffer at a time) stay on the caller's thread, with no hand-off.
@@ -29,7 +31,7 @@ struct Conv {
     kernel: usize,
     stride: usize,
     pad: usize,
-    w: Vec<f32>,
+    w: PackedLinear,
     bias: Vec<f32>,
 }
 
@@ -45,13 +47,9 @@ pub(super) struct SileroNet {
     /// For each sample of the kept STFT frames (frame-major), which sample of the row it is
     /// (the reflection padding resolved).
     gather: Vec<u32>,
-    /// Samples per frame.
-    frame: usize,
     /// STFT frames kept per chunk.
     frames: usize,
-    /// Frequency bins: the basis holds `bins` real rows, then `bins` imaginary rows.
-    bins: usize,
-    basis: Vec<f32>,
+    stft: MagnitudeSpectrum,
     convs: Vec<Conv>,
     lstm: Lstm,
     head_w: Vec<f32>,
@@ -134,7 +132,7 @@ impl SileroNet {
             return Err("the STFT Conv has a bias".into());
         }
         let hop = single(&stft.ints("strides", &[1]), "STFT stride")?;
-        let basis = f32s(input(stft, 1)?, &[rows, 1, frame])?;
+        let window = dft_window(&f32s(input(stft, 1)?, &[rows, 1, frame])?, frame)?;
         let padded = left + width + right;
         if padded < frame || hop == 0 {
             return Err(format!("STFT of {frame} samples every {hop} over {padded}"));
@@ -210,7 +208,7 @@ impl SileroNet {
                         kernel,
                         stride: single(&node.ints("strides", &[1]), "stride")?,
                         pad,
-                        w: wr,
+                        w: PackedLinear::new(out, kernel * inp, &wr),
                         bias,
                     };
                     if conv.stride == 0 || t + 2 * pad < kernel {
@@ -262,10 +260,8 @@ impl SileroNet {
         Ok(SileroNet {
             width,
             gather,
-            frame,
             frames,
-            bins: rows / 2,
-            basis,
+            stft: MagnitudeSpectrum::new(window),
             convs,
             lstm,
             head_w,
@@ -305,14 +301,10 @@ impl SileroNet {
         for row in rows.chunks_exact(self.width) {
             s.a.extend(self.gather.iter().map(|&i| row[i as usize]));
         }
-        let bins = self.bins;
-        s.b.resize(m * 2 * bins, 0.0);
-        gemm_nt_packed(m, 2 * bins, self.frame, &s.a, &self.basis, &mut s.b);
-        s.a.clear();
-        for spec in s.b[..m * 2 * bins].chunks_exact(2 * bins) {
-            let (re, im) = spec.split_at(bins);
-            s.a.extend(re.iter().zip(im).map(|(r, i)| (r * r + i * i).sqrt()));
-        }
+        s.b.resize(m * self.stft.bins(), 0.0);
+        self.stft.apply(&s.a, &mut s.b);
+        std::mem::swap(&mut s.a, &mut s.b);
+        s.a.truncate(m * self.stft.bins());
         // Convolutions: im2col rows per output frame, one GEMM per layer; a → b, swapped.
         let mut t = self.frames;
         for conv in &self.convs {
@@ -336,7 +328,7 @@ impl SileroNet {
                 }
             }
             s.b.resize(n * t_out * conv.out, 0.0);
-            gemm_nt_packed(n * t_out, conv.out, width, &s.cols, &conv.w, &mut s.b);
+            conv.w.apply(n * t_out, &s.cols, &mut s.b);
             for row in s.b[..n * t_out * conv.out].chunks_exact_mut(conv.out) {
                 for (v, b) in row.iter_mut().zip(&conv.bias) {
                     *v = (*v + b).max(0.0);
@@ -374,6 +366,37 @@ fn sixteen_khz_graph(graph: &GraphProto) -> Option<&GraphProto> {
         .iter()
         .flat_map(NodeProto::subgraphs)
         .find_map(sixteen_khz_graph)
+}
+
+/// The window of an STFT basis (`2·bins` rows of `frame` taps: `window · cos` for each bin,
+/// then `± window · sin`), once every row is checked to be that; the FFT then computes the
+/// same magnitudes.
+fn dft_window(basis: &[f32], frame: usize) -> Result<Vec<f32>, String> {
+    let bins = frame / 2 + 1;
+    if basis.len() != 2 * bins * frame {
+        return Err(format!(
+            "an STFT basis of {} rows for {frame} samples",
+            basis.len() / frame
+        ));
+    }
+    let window = basis[..frame].to_vec();
+    let (re, im) = basis.split_at(bins * frame);
+    // Which sign the sine rows carry: the magnitude does not depend on it.
+    let sign = if im[frame + 1] < 0.0 { -1.0 } else { 1.0 };
+    let mut worst = 0f64;
+    for f in 0..bins {
+        for (u, &w) in window.iter().enumerate() {
+            let a = 2.0 * std::f64::consts::PI * ((f * u) % frame) as f64 / frame as f64;
+            worst = worst
+                .max((re[f * frame + u] as f64 - w as f64 * a.cos()).abs())
+                .max((im[f * frame + u] as f64 - sign * w as f64 * a.sin()).abs());
+        }
+    }
+    // The file's basis was computed in f32: its rounding is of order 1e-7.
+    if worst > 1e-6 {
+        return Err(format!("the STFT basis is not a windowed DFT (off by {worst:.1e})"));
+    }
+    Ok(window)
 }
 
 fn input(node: &NodeProto, i: usize) -> Result<&str, String> {
