@@ -280,6 +280,17 @@ pub(crate) mod tests {
             );
             start += rows;
         }
+        // Rows further apart than their length, in and out.
+        let (sx, sy) = (k + 5, n + 3);
+        let wide: Vec<f32> = (0..m * sx)
+            .map(|i| if i % sx < k { a[i / sx * k + i % sx] } else { f32::NAN })
+            .collect();
+        let mut out = vec![-1f32; m * sy];
+        crate::pool::install(|| packed.apply_strided(m, (&wide, sx), (&mut out, sy)));
+        for (i, row) in out.chunks(sy).enumerate() {
+            assert_eq!(row[..n], whole[i * n..(i + 1) * n], "strided row {i}");
+            assert!(row[n..].iter().all(|&v| v == -1.0), "strided row {i} wrote past its n");
+        }
     }
 
     #[test]

@@ -417,9 +417,19 @@ impl PackedLinear {
     /// split by rows over its threads; called from any other thread it runs on that thread
     /// alone, with no hand-off.
     pub fn apply(&self, m: usize, x: &[f32], y: &mut [f32]) {
+        self.apply_strided(m, (x, self.k), (y, self.n));
+    }
+
+    /// [`PackedLinear::apply`] on rows `x_stride` and `y_stride` floats apart (a view of every
+    /// chunk's same frame, say).
+    pub fn apply_strided(&self, m: usize, (x, x_stride): (&[f32], usize), (y, y_stride): (&mut [f32], usize)) {
         let (n, k) = (self.n, self.k);
+        if m == 0 {
+            return;
+        }
+        let (x_len, y_len) = ((m - 1) * x_stride + k, (m - 1) * y_stride + n);
         assert!(
-            x.len() >= m * k && y.len() >= m * n,
+            x_stride >= k && y_stride >= n && x.len() >= x_len && y.len() >= y_len,
             "PackedLinear::apply: slices too short"
         );
         let isa = Isa::detect();
@@ -430,26 +440,30 @@ impl PackedLinear {
         };
         let rows = m.div_ceil(MR).div_ceil(threads).max(1) * MR;
         let run = |(y, x): (&mut [f32], &[f32])| {
-            // SAFETY: `x` holds `y.len() / n` whole rows of k floats and `y` as many rows of n
-            // (chunks of the asserted slices), distinct borrows, so C overlaps neither A nor the pack.
+            // SAFETY: `y` holds whole rows `y_stride` apart, the last one `n` long, and `x` the
+            // same rows `x_stride` apart, the last `k` long (chunks of the asserted lengths at
+            // the same row): every row the product reads or writes is inside them; they are
+            // distinct borrows, so C overlaps neither A nor the pack.
             unsafe {
                 self.pack.gemm_a_in_place(
                     isa,
-                    y.len() / n,
+                    y.len().div_ceil(y_stride),
                     0..k,
                     n,
                     1.0,
-                    (x.as_ptr(), k as isize),
+                    (x.as_ptr(), x_stride as isize),
                     0.0,
-                    (y.as_mut_ptr(), n as isize),
+                    (y.as_mut_ptr(), y_stride as isize),
                 )
             }
         };
-        let (x, y) = (&x[..m * k], &mut y[..m * n]);
+        let (x, y) = (&x[..x_len], &mut y[..y_len]);
         if threads == 1 {
             run((y, x));
         } else {
-            y.par_chunks_mut(rows * n).zip(x.par_chunks(rows * k)).for_each(run);
+            y.par_chunks_mut(rows * y_stride)
+                .zip(x.par_chunks(rows * x_stride))
+                .for_each(run);
         }
     }
 }

@@ -141,13 +141,19 @@ impl SileroVad {
 
     /// Adds samples; returns the speech probability of every chunk completed.
     pub fn push(&mut self, samples: &[f32]) -> Result<Vec<f32>, VadError> {
-        let mut rows = Vec::new();
-        for &s in samples {
-            // y[n] = x[n] - x[n-1] + R y[n-1]
-            let y = s - self.dc_x + DC_POLE * self.dc_y;
-            self.dc_x = s;
-            self.dc_y = y;
-            self.pending.push(y);
+        let mut rows = Vec::with_capacity((self.pending.len() + samples.len()) / CHUNK * (CHUNK + CONTEXT));
+        let mut rest = samples;
+        while !rest.is_empty() {
+            let take = (CHUNK - self.pending.len()).min(rest.len());
+            let (mut x, mut y) = (self.dc_x, self.dc_y);
+            self.pending.extend(rest[..take].iter().map(|&s| {
+                // y[n] = x[n] - x[n-1] + R y[n-1]
+                y = s - x + DC_POLE * y;
+                x = s;
+                y
+            }));
+            (self.dc_x, self.dc_y) = (x, y);
+            rest = &rest[take..];
             if self.pending.len() == CHUNK {
                 self.chunk_row(&mut rows);
             }

@@ -24,21 +24,18 @@ const BLOCK: usize = 64;
 /// (live streams, a buffer at a time) stay on the caller's thread, with no hand-off.
 const POOL_MIN_CHUNKS: usize = 32;
 
-/// A 1-D convolution with ReLU, weights as `out × (kernel · in)`, tap-major (im2col's order).
+/// A 1-D convolution with ReLU over a fixed number of frames. Per output frame, the taps that
+/// fall inside the input (the zero padding adds nothing) read consecutive input frames: one
+/// product per output frame, over every chunk's frames in place.
 struct Conv {
     out: usize,
     inp: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    w: PackedLinear,
+    t_in: usize,
+    t_out: usize,
+    /// Per output frame: the first input frame its taps read, and those taps' weights
+    /// (`out × (taps · inp)`, tap-major).
+    frames: Vec<(usize, PackedLinear)>,
     bias: Vec<f32>,
-}
-
-impl Conv {
-    fn out_len(&self, t: usize) -> usize {
-        (t + 2 * self.pad - self.kernel) / self.stride + 1
-    }
 }
 
 pub(super) struct SileroNet {
@@ -61,7 +58,6 @@ pub(super) struct SileroNet {
 struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
-    cols: Vec<f32>,
     hs: Vec<f32>,
     gates: Vec<f32>,
 }
@@ -191,32 +187,39 @@ impl SileroNet {
                     if single(&node.ints("dilations", &[1]), "dilation")? != 1 {
                         return Err("a dilated Conv".into());
                     }
-                    let w = f32s(input(node, 1)?, &[out, inp, kernel])?;
-                    let bias = f32s(input(node, 2)?, &[out])?;
-                    // [out][in][tap] to [out][tap][in].
-                    let mut wr = vec![0f32; w.len()];
-                    for o in 0..out {
-                        for i in 0..inp {
-                            for q in 0..kernel {
-                                wr[(o * kernel + q) * inp + i] = w[(o * inp + i) * kernel + q];
-                            }
-                        }
-                    }
-                    let conv = Conv {
-                        out,
-                        inp,
-                        kernel,
-                        stride: single(&node.ints("strides", &[1]), "stride")?,
-                        pad,
-                        w: PackedLinear::new(out, kernel * inp, &wr),
-                        bias,
-                    };
-                    if conv.stride == 0 || t + 2 * pad < kernel {
+                    let stride = single(&node.ints("strides", &[1]), "stride")?;
+                    if stride == 0 || t + 2 * pad < kernel {
                         return Err(format!("a Conv of {kernel} taps over {t} frames"));
                     }
-                    t = conv.out_len(t);
+                    let w = f32s(input(node, 1)?, &[out, inp, kernel])?;
+                    let t_out = (t + 2 * pad - kernel) / stride + 1;
+                    let mut frames = Vec::with_capacity(t_out);
+                    for to in 0..t_out {
+                        // Taps q read input frame to·stride + q − pad; those inside 0..t count.
+                        let q0 = pad.saturating_sub(to * stride);
+                        let q1 = kernel.min((t + pad).saturating_sub(to * stride));
+                        if q0 >= q1 {
+                            return Err(format!("output frame {to} of a Conv reads only padding"));
+                        }
+                        // [out][in][tap] to [out][tap][in], taps q0..q1.
+                        let mut wr = Vec::with_capacity(out * (q1 - q0) * inp);
+                        for o in 0..out {
+                            for q in q0..q1 {
+                                wr.extend((0..inp).map(|i| w[(o * inp + i) * kernel + q]));
+                            }
+                        }
+                        frames.push((to * stride + q0 - pad, PackedLinear::new(out, (q1 - q0) * inp, &wr)));
+                    }
+                    convs.push(Conv {
+                        out,
+                        inp,
+                        t_in: t,
+                        t_out,
+                        frames,
+                        bias: f32s(input(node, 2)?, &[out])?,
+                    });
+                    t = t_out;
                     channels = out;
-                    convs.push(conv);
                 }
                 op if PLAIN_OPS.contains(&op) => {}
                 op => return Err(format!("unexpected {op} node before the LSTM")),
@@ -305,38 +308,20 @@ impl SileroNet {
         self.stft.apply(&s.a, &mut s.b);
         std::mem::swap(&mut s.a, &mut s.b);
         s.a.truncate(m * self.stft.bins());
-        // Convolutions: im2col rows per output frame, one GEMM per layer; a → b, swapped.
-        let mut t = self.frames;
+        // Convolutions, a → b, then swapped.
         for conv in &self.convs {
-            let t_out = conv.out_len(t);
-            let width = conv.kernel * conv.inp;
-            s.cols.clear();
-            s.cols.resize(n * t_out * width, 0.0);
-            for (chunk, cols) in
-                s.a.chunks_exact(t * conv.inp)
-                    .zip(s.cols.chunks_exact_mut(t_out * width))
-            {
-                for (to, col) in cols.chunks_exact_mut(width).enumerate() {
-                    for q in 0..conv.kernel {
-                        let ti = (to * conv.stride + q) as isize - conv.pad as isize;
-                        if (0..t as isize).contains(&ti) {
-                            let ti = ti as usize;
-                            col[q * conv.inp..(q + 1) * conv.inp]
-                                .copy_from_slice(&chunk[ti * conv.inp..(ti + 1) * conv.inp]);
-                        }
-                    }
-                }
+            let (x_row, y_row) = (conv.t_in * conv.inp, conv.t_out * conv.out);
+            s.b.resize(n * y_row, 0.0);
+            for (to, (first, w)) in conv.frames.iter().enumerate() {
+                w.apply_strided(n, (&s.a[first * conv.inp..], x_row), (&mut s.b[to * conv.out..], y_row));
             }
-            s.b.resize(n * t_out * conv.out, 0.0);
-            conv.w.apply(n * t_out, &s.cols, &mut s.b);
-            for row in s.b[..n * t_out * conv.out].chunks_exact_mut(conv.out) {
+            for row in s.b[..n * y_row].chunks_exact_mut(conv.out) {
                 for (v, b) in row.iter_mut().zip(&conv.bias) {
                     *v = (*v + b).max(0.0);
                 }
             }
             std::mem::swap(&mut s.a, &mut s.b);
-            s.a.truncate(n * t_out * conv.out);
-            t = t_out;
+            s.a.truncate(n * y_row);
         }
         // The LSTM over the chunks, then the head on each step's output.
         let hid = self.lstm.hidden();
