@@ -2,7 +2,7 @@
 //! alone (no GStreamer linked) and without the overlap the elements add, each stage on all the kernel threads:
 //!
 //!   cargo run --release -p npuwhisper-core --example stage_profile -- [--file ../shared/eval/public/long_lj001_1-20.wav]
-//!       [--model tiny.en] [--batch 8] [--repeat 3] [--precision int8|f32] [--vad silero|energy]
+//!       [--model tiny.en] [--batch 8] [--repeat 3] [--precision int8|f32] [--vad silero|silero-onnxruntime|energy]
 //!       [--load-only] [--onnxruntime PROVIDER|none]
 //!
 //! Stages: speech detection with windowing at pauses, and log-mel (npumel), the encoder
@@ -34,7 +34,7 @@ use npuwhisper_core::model::{self, Precision};
 use npuwhisper_kernels::isa::Isa;
 use npuwhisper_kernels::mel::LogMel;
 
-const USAGE: &str = "usage: stage_profile [--file WAV] [--model NAME|DIR] [--batch N] [--repeat N] [--precision int8|f32] [--vad silero|energy] [--load-only] [--onnxruntime PROVIDER|none]";
+const USAGE: &str = "usage: stage_profile [--file WAV] [--model NAME|DIR] [--batch N] [--repeat N] [--precision int8|f32] [--vad silero|silero-onnxruntime|energy] [--load-only] [--onnxruntime PROVIDER|none]";
 
 /// Wall and CPU seconds of `f`, and its result.
 fn timed<T>(f: impl FnOnce() -> T) -> (f64, f64, T) {
@@ -57,11 +57,13 @@ fn main() {
             "--onnxruntime",
         ],
     );
+    // Silero on the kernels, Silero through ONNX Runtime (its reference), or the energy gate.
     let silero = match args.value("--vad").unwrap_or("silero") {
-        "silero" => true,
-        "energy" => false,
+        "silero" => Some(false),
+        "silero-onnxruntime" => Some(true),
+        "energy" => None,
         other => {
-            eprintln!("--vad is silero or energy, not {other}\n{USAGE}");
+            eprintln!("--vad is silero, silero-onnxruntime or energy, not {other}\n{USAGE}");
             std::process::exit(2);
         }
     };
@@ -132,8 +134,14 @@ fn main() {
     let mut text = String::new();
     for _ in 0..repeat {
         let (wall, cpu, windows) = timed(|| {
-            let detector = if silero {
-                let vad = SileroVad::load(&vad::default_model_path()).unwrap_or_else(|e| {
+            let detector = if let Some(ort) = silero {
+                let path = vad::default_model_path();
+                let vad = if ort {
+                    SileroVad::load_onnxruntime(&path)
+                } else {
+                    SileroVad::load(&path)
+                };
+                let vad = vad.unwrap_or_else(|e| {
                     eprintln!("{e}");
                     std::process::exit(1);
                 });

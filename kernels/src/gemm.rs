@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use crate::isa::Isa;
 use crate::pool;
+pub use crate::sgemm::PackedLinear;
 use crate::sgemm::{self, View};
 
 /// Row counts at or below this take the streaming path.
@@ -208,10 +209,11 @@ pub(crate) fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn lcg(seed: &mut u64) -> f32 {
+    /// Uniform in [−0.5, 0.5), from a 64-bit LCG: test data that is the same every run.
+    pub(crate) fn lcg(seed: &mut u64) -> f32 {
         *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     }
@@ -249,6 +251,45 @@ mod tests {
                     "{m}x{n}x{k}: {x} vs {y}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn packed_rows_do_not_depend_on_the_batch_or_the_threads() {
+        let mut seed = 13;
+        // 300×258×387: past the threshold where the pool splits it, k past one KC block.
+        let (m, n, k) = (300, 258, 387);
+        let a: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
+        let b: Vec<f32> = (0..n * k).map(|_| lcg(&mut seed)).collect();
+        let packed = PackedLinear::new(n, k, &b);
+        let mut whole = vec![0f32; m * n];
+        crate::pool::install(|| packed.apply(m, &a, &mut whole));
+        let r = reference_nt(m, n, k, &a, &b);
+        for (x, y) in whole.iter().zip(&r) {
+            assert!((*x as f64 - y).abs() < 1e-4 * (k as f64).sqrt());
+        }
+        let mut start = 0;
+        for rows in [1, 4, 7, 100, 188] {
+            let mut part = vec![0f32; rows * n];
+            packed.apply(rows, &a[start * k..], &mut part);
+            assert_eq!(
+                part,
+                whole[start * n..(start + rows) * n],
+                "rows {start}..{}",
+                start + rows
+            );
+            start += rows;
+        }
+        // Rows further apart than their length, in and out.
+        let (sx, sy) = (k + 5, n + 3);
+        let wide: Vec<f32> = (0..m * sx)
+            .map(|i| if i % sx < k { a[i / sx * k + i % sx] } else { f32::NAN })
+            .collect();
+        let mut out = vec![-1f32; m * sy];
+        crate::pool::install(|| packed.apply_strided(m, (&wide, sx), (&mut out, sy)));
+        for (i, row) in out.chunks(sy).enumerate() {
+            assert_eq!(row[..n], whole[i * n..(i + 1) * n], "strided row {i}");
+            assert!(row[n..].iter().all(|&v| v == -1.0), "strided row {i} wrote past its n");
         }
     }
 

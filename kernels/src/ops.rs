@@ -143,6 +143,19 @@ pub fn exp_fast(x: f32) -> f32 {
     }
 }
 
+/// The logistic function 1 / (1 + e⁻ˣ) with [`exp_fast`]: absolute error < 1e-7 (tested);
+/// branch-free, so loops over it vectorise.
+#[inline(always)]
+pub fn sigmoid_fast(x: f32) -> f32 {
+    1.0 / (1.0 + exp_fast(-x))
+}
+
+/// tanh as 2·sigmoid(2x) − 1: absolute error < 2e-7 (tested; relative error near 0 is larger).
+#[inline(always)]
+pub fn tanh_fast(x: f32) -> f32 {
+    2.0 / (1.0 + exp_fast(-2.0 * x)) - 1.0
+}
+
 /// erf with |error| < 1.2e-7 (W. J. Cody's rational approximations via erfc for large |x|).
 pub fn erf(x: f32) -> f32 {
     let x = x as f64;

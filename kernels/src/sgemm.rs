@@ -386,6 +386,88 @@ impl PackedB {
     }
 }
 
+/// A linear layer's weight `w[n×k]` (one output per row) packed once into the GEMM's B panels,
+/// for a layer applied to many small batches: no packing per call, and A is read in place. Each
+/// row of a product comes out the same bits whatever the number of rows or threads.
+pub struct PackedLinear {
+    pack: PackedB,
+    n: usize,
+    k: usize,
+}
+
+impl PackedLinear {
+    pub fn new(n: usize, k: usize, w: &[f32]) -> PackedLinear {
+        assert!(w.len() >= n * k, "PackedLinear: weight too short");
+        let wt = View {
+            ptr: w.as_ptr(),
+            rs: 1,
+            cs: k as isize,
+        };
+        // SAFETY: B = wᵀ (`k × n`): element (p, j) is w[j·k + p], inside the asserted n·k.
+        let pack = unsafe { PackedB::new(k, n, wt) };
+        PackedLinear { pack, n, k }
+    }
+
+    /// Outputs per row.
+    pub fn outputs(&self) -> usize {
+        self.n
+    }
+
+    /// `y[m×n] = x[m×k] · wᵀ`. Inside a rayon pool ([`crate::pool::install`]) a large product is
+    /// split by rows over its threads; called from any other thread it runs on that thread
+    /// alone, with no hand-off.
+    pub fn apply(&self, m: usize, x: &[f32], y: &mut [f32]) {
+        self.apply_strided(m, (x, self.k), (y, self.n));
+    }
+
+    /// [`PackedLinear::apply`] on rows `x_stride` and `y_stride` floats apart (a view of every
+    /// chunk's same frame, say).
+    pub fn apply_strided(&self, m: usize, (x, x_stride): (&[f32], usize), (y, y_stride): (&mut [f32], usize)) {
+        let (n, k) = (self.n, self.k);
+        if m == 0 {
+            return;
+        }
+        let (x_len, y_len) = ((m - 1) * x_stride + k, (m - 1) * y_stride + n);
+        assert!(
+            x_stride >= k && y_stride >= n && x.len() >= x_len && y.len() >= y_len,
+            "PackedLinear::apply: slices too short"
+        );
+        let isa = Isa::detect();
+        let threads = if rayon::current_thread_index().is_some() && m * n * k >= PARALLEL_MIN_MACS {
+            rayon::current_num_threads()
+        } else {
+            1
+        };
+        let rows = m.div_ceil(MR).div_ceil(threads).max(1) * MR;
+        let run = |(y, x): (&mut [f32], &[f32])| {
+            // SAFETY: `y` holds whole rows `y_stride` apart, the last one `n` long, and `x` the
+            // same rows `x_stride` apart, the last `k` long (chunks of the asserted lengths at
+            // the same row): every row the product reads or writes is inside them; they are
+            // distinct borrows, so C overlaps neither A nor the pack.
+            unsafe {
+                self.pack.gemm_a_in_place(
+                    isa,
+                    y.len().div_ceil(y_stride),
+                    0..k,
+                    n,
+                    1.0,
+                    (x.as_ptr(), x_stride as isize),
+                    0.0,
+                    (y.as_mut_ptr(), y_stride as isize),
+                )
+            }
+        };
+        let (x, y) = (&x[..x_len], &mut y[..y_len]);
+        if threads == 1 {
+            run((y, x));
+        } else {
+            y.par_chunks_mut(rows * y_stride)
+                .zip(x.par_chunks(rows * x_stride))
+                .for_each(run);
+        }
+    }
+}
+
 /// A's block as MR-row micro-panels, each k-major (`[p][i]`), rows past m zero.
 ///
 /// # Safety

@@ -1,13 +1,20 @@
-//! Voice activity detection with Silero VAD v6 (MIT), run through ONNX Runtime.
+//! Voice activity detection with Silero VAD v6 (MIT).
 //!
 //! The model reads the stream in 32 ms chunks (512 samples, each with the 64 samples before it)
 //! and carries an LSTM state from chunk to chunk, so it is fed the whole stream in order. Chunks
 //! are counted from the start of the stream and the model's output does not depend on how many
 //! chunks go into one call, so the result does not depend on how upstream cuts its buffers.
 //!
+//! The network runs on the kernels crate ([`net`]), with the weights read from the model's ONNX
+//! file; [`SileroVad::load_onnxruntime`] runs the same file through ONNX Runtime instead, the
+//! reference the port is tested against.
+//!
 //! Before the model the audio goes through a DC blocker and an automatic gain: a chunk whose
 //! last second peaks below a fixed level is amplified to it (by at most 40 dB), so the model
 //! hears quiet recordings as it hears loud ones; louder audio goes in as it is.
+
+mod net;
+mod onnx_proto;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -20,7 +27,7 @@ pub const CHUNK: usize = 512;
 /// Samples of the previous chunk given with each chunk.
 const CONTEXT: usize = 64;
 const STATE: usize = 128;
-/// Chunks per model call: bounds the memory of one call; results do not depend on it.
+/// Chunks per ONNX Runtime call: bounds the memory of one call; results do not depend on it.
 const MAX_BATCH: usize = 2048;
 /// Level (-12 dBFS) the gain brings a quieter recent peak up to.
 const AGC_TARGET: f32 = 0.25;
@@ -52,9 +59,15 @@ impl std::fmt::Display for VadError {
 
 impl std::error::Error for VadError {}
 
+/// What computes the network.
+enum Backend {
+    Kernels(Box<net::SileroNet>),
+    OnnxRuntime(Box<Session>),
+}
+
 /// Silero VAD over a stream: speech probability per 512-sample chunk.
 pub struct SileroVad {
-    session: Session,
+    backend: Backend,
     h: Vec<f32>,
     c: Vec<f32>,
     /// Conditioned samples not yet in a chunk.
@@ -68,14 +81,27 @@ pub struct SileroVad {
 }
 
 impl SileroVad {
-    /// Loads the model from `path` (one thread: the chunks of a stream depend on each other).
+    /// Loads the model from `path`, to run on the kernels crate.
     pub fn load(path: &Path) -> Result<Self, VadError> {
-        if !path.is_file() {
+        check_exists(path)?;
+        let bytes = std::fs::read(path)
+            .map_err(|e| VadError(format!("Could not read the VAD model {}: {e}", path.display())))?;
+        let net = net::SileroNet::from_onnx(&bytes, CHUNK + CONTEXT)
+            .map_err(|e| VadError(format!("Could not load the VAD model {}: {e}", path.display())))?;
+        if net.state_len() != STATE {
             return Err(VadError(format!(
-                "Silero VAD model {} not found: run scripts/fetch-models.sh (it takes it from the faster-whisper wheel)",
-                path.display()
+                "The VAD model {} has an LSTM of {} units, not Silero VAD's {STATE}",
+                path.display(),
+                net.state_len()
             )));
         }
+        Ok(Self::with_backend(Backend::Kernels(Box::new(net))))
+    }
+
+    /// Loads the model from `path` to run through ONNX Runtime (one thread: the chunks of a
+    /// stream depend on each other): the reference for the kernels' version.
+    pub fn load_onnxruntime(path: &Path) -> Result<Self, VadError> {
+        check_exists(path)?;
         let env = crate::runtime::environment().map_err(VadError)?;
         let err = |e: ort::Error| VadError(format!("Could not load the VAD model {}: {e}", path.display()));
         let session = Session::builder(env)
@@ -86,8 +112,12 @@ impl SileroVad {
             .map_err(|e| err(e.into()))?
             .commit_from_file(path)
             .map_err(err)?;
-        Ok(SileroVad {
-            session,
+        Ok(Self::with_backend(Backend::OnnxRuntime(Box::new(session))))
+    }
+
+    fn with_backend(backend: Backend) -> Self {
+        SileroVad {
+            backend,
             h: vec![0.0; STATE],
             c: vec![0.0; STATE],
             pending: Vec::with_capacity(CHUNK),
@@ -95,7 +125,7 @@ impl SileroVad {
             peaks: VecDeque::with_capacity(AGC_WINDOW),
             dc_x: 0.0,
             dc_y: 0.0,
-        })
+        }
     }
 
     /// Back to the start of a stream.
@@ -111,13 +141,19 @@ impl SileroVad {
 
     /// Adds samples; returns the speech probability of every chunk completed.
     pub fn push(&mut self, samples: &[f32]) -> Result<Vec<f32>, VadError> {
-        let mut rows = Vec::new();
-        for &s in samples {
-            // y[n] = x[n] - x[n-1] + R y[n-1]
-            let y = s - self.dc_x + DC_POLE * self.dc_y;
-            self.dc_x = s;
-            self.dc_y = y;
-            self.pending.push(y);
+        let mut rows = Vec::with_capacity((self.pending.len() + samples.len()) / CHUNK * (CHUNK + CONTEXT));
+        let mut rest = samples;
+        while !rest.is_empty() {
+            let take = (CHUNK - self.pending.len()).min(rest.len());
+            let (mut x, mut y) = (self.dc_x, self.dc_y);
+            self.pending.extend(rest[..take].iter().map(|&s| {
+                // y[n] = x[n] - x[n-1] + R y[n-1]
+                y = s - x + DC_POLE * y;
+                x = s;
+                y
+            }));
+            (self.dc_x, self.dc_y) = (x, y);
+            rest = &rest[take..];
             if self.pending.len() == CHUNK {
                 self.chunk_row(&mut rows);
             }
@@ -161,13 +197,16 @@ impl SileroVad {
     }
 
     fn run(&mut self, rows: Vec<f32>) -> Result<Vec<f32>, VadError> {
+        let session = match &mut self.backend {
+            Backend::Kernels(net) => return Ok(net.run(&rows, &mut self.h, &mut self.c)),
+            Backend::OnnxRuntime(session) => session,
+        };
         let width = CHUNK + CONTEXT;
         let mut probs = Vec::with_capacity(rows.len() / width);
         let err = |e: ort::Error| VadError(format!("Silero VAD failed: {e}"));
         for batch in rows.chunks(MAX_BATCH * width) {
             let n = batch.len() / width;
-            let outputs = self
-                .session
+            let outputs = session
                 .run(ort::inputs![
                     "input" => TensorRef::from_array_view(([n, width], batch)).map_err(err)?,
                     "h" => TensorRef::from_array_view(([1usize, 1, STATE], self.h.as_slice())).map_err(err)?,
@@ -189,6 +228,16 @@ impl SileroVad {
         }
         Ok(probs)
     }
+}
+
+fn check_exists(path: &Path) -> Result<(), VadError> {
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(VadError(format!(
+        "Silero VAD model {} not found: run scripts/fetch-models.sh (it takes it from the faster-whisper wheel)",
+        path.display()
+    )))
 }
 
 /// How chunk probabilities become speech.

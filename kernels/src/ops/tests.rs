@@ -244,3 +244,23 @@ fn softmax_paths_agree_with_f64() {
         }
     }
 }
+
+#[test]
+fn sigmoid_and_tanh_match_f64() {
+    let mut worst = (0f64, 0f64);
+    for i in -200_000..=200_000 {
+        let x = i as f32 * 1e-4;
+        let s = 1.0 / (1.0 + (-(x as f64)).exp());
+        worst.0 = worst.0.max((sigmoid_fast(x) as f64 - s).abs());
+        worst.1 = worst.1.max((tanh_fast(x) as f64 - (x as f64).tanh()).abs());
+    }
+    assert!(worst.0 < 1e-7 && worst.1 < 2e-7, "{worst:?}");
+    for x in [-1e4f32, -100.0, 100.0, 1e4, f32::NEG_INFINITY, f32::INFINITY] {
+        let s = sigmoid_fast(x);
+        assert!(
+            if x > 0.0 { s == 1.0 } else { (0.0..1e-30).contains(&s) },
+            "sigmoid({x}) = {s}"
+        );
+        assert_eq!(tanh_fast(x), x.signum(), "tanh({x})");
+    }
+}
