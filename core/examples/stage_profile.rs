@@ -24,7 +24,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use npuwhisper_core::audio::vad::{self, SileroVad, VadSettings};
+use npuwhisper_core::audio::vad::VadSettings;
 use npuwhisper_core::audio::{
     level_speech, Detector, SileroFrames, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES,
 };
@@ -135,16 +135,7 @@ fn main() {
     for _ in 0..repeat {
         let (wall, cpu, windows) = timed(|| {
             let detector = if let Some(ort) = silero {
-                let path = vad::default_model_path();
-                let vad = if ort {
-                    SileroVad::load_onnxruntime(&path)
-                } else {
-                    SileroVad::load(&path)
-                };
-                let vad = vad.unwrap_or_else(|e| {
-                    eprintln!("{e}");
-                    std::process::exit(1);
-                });
+                let vad = support::load_vad(ort);
                 Detector::Silero(Box::new(SileroFrames::new(vad, VadSettings::default())))
             } else {
                 Detector::default()

@@ -16,7 +16,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use npuwhisper_core::audio::vad::{self, SileroVad, CHUNK};
+use npuwhisper_core::audio::vad::CHUNK;
 use npuwhisper_kernels::isa::Isa;
 
 const USAGE: &str = "usage: vad_bench [--file WAV] [--repeat N] [--push SAMPLES] [--only kernels|onnxruntime]";
@@ -31,18 +31,9 @@ fn main() {
     let push: usize = args.parsed("--push", 4096).max(1);
     let samples = assets::read_wav(&file);
     let chunks = samples.len().div_ceil(CHUNK);
-    let model = vad::default_model_path();
     let load = |ort: bool| {
         let t = Instant::now();
-        let vad = if ort {
-            SileroVad::load_onnxruntime(&model)
-        } else {
-            SileroVad::load(&model)
-        };
-        let vad = vad.unwrap_or_else(|e| {
-            eprintln!("{e}");
-            std::process::exit(1);
-        });
+        let vad = support::load_vad(ort);
         (vad, t.elapsed().as_secs_f64() * 1e3)
     };
     println!(

@@ -82,3 +82,19 @@ pub fn rss_mb() -> f64 {
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
     pages * page / (1024.0 * 1024.0)
 }
+
+/// The Silero VAD from the models directory, on the kernels or (`onnxruntime`) through ONNX
+/// Runtime; exits with the error when it cannot be loaded.
+pub fn load_vad(onnxruntime: bool) -> npuwhisper_core::audio::vad::SileroVad {
+    use npuwhisper_core::audio::vad::{self, SileroVad};
+    let path = vad::default_model_path();
+    let vad = if onnxruntime {
+        SileroVad::load_onnxruntime(&path)
+    } else {
+        SileroVad::load(&path)
+    };
+    vad.unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(1);
+    })
+}
