@@ -113,15 +113,20 @@ fn kernels_port_matches_onnxruntime() {
             want[at]
         );
         assert_eq!(d_got, d_want, "{}: speech decisions differ", file.display());
-        // Pushed in 10 ms buffers and in 4096-sample ones: the same bits.
-        for push in [160, 4096] {
-            assert_eq!(
-                probs(&mut port, &samples, push),
-                got,
-                "{}: pushed {push} at a time",
-                file.display()
-            );
+        // Pushed in 10 ms buffers and in 4096-sample ones, run as they come (live) or held
+        // back for batches (files): the same bits.
+        for batch in [1, vad::FILE_BATCH, 100] {
+            port.set_batch(batch);
+            for push in [160, 4096] {
+                assert_eq!(
+                    probs(&mut port, &samples, push),
+                    got,
+                    "{}: pushed {push} at a time, batches of {batch} chunks",
+                    file.display()
+                );
+            }
         }
+        port.set_batch(1);
     }
     // The audio does exercise both decisions.
     assert!(speech_chunks > 5000, "{speech_chunks} speech chunks in all");

@@ -77,15 +77,34 @@ impl Lstm {
 
     /// [`Lstm::run`] on a chosen SIMD path (downgraded if the CPU lacks it), for tests.
     pub fn run_with(&self, isa: Isa, x: &[f32], h: &mut [f32], c: &mut [f32], out: &mut [f32], gates: &mut Vec<f32>) {
-        let (hid, g4) = (self.hidden, 4 * self.hidden);
+        self.project(x, gates);
+        self.recur_with(isa, gates, h, c, out);
+    }
+
+    /// The input projection of the `n` steps of `x` (`n × input`) into `gates` (resized to
+    /// `n × 4·hidden`): the part of [`Lstm::run`] that does not depend on the state, so it can
+    /// run ahead of the recurrence (and on other threads).
+    pub fn project(&self, x: &[f32], gates: &mut Vec<f32>) {
         let n = x.len() / self.input;
-        assert!(
-            x.len() == n * self.input && out.len() >= n * hid && h.len() == hid && c.len() == hid,
-            "Lstm::run: slices of the wrong length"
-        );
+        assert!(x.len() == n * self.input, "Lstm::project: input of the wrong length");
         gates.clear();
-        gates.resize(n * g4, 0.0);
+        gates.resize(n * 4 * self.hidden, 0.0);
         self.w.apply(n, x, gates);
+    }
+
+    /// The recurrence over steps whose projections [`Lstm::project`] made: `gates` is
+    /// overwritten, `h`, `c` and `out` as in [`Lstm::run`].
+    pub fn recur(&self, gates: &mut [f32], h: &mut [f32], c: &mut [f32], out: &mut [f32]) {
+        self.recur_with(Isa::detect(), gates, h, c, out);
+    }
+
+    fn recur_with(&self, isa: Isa, gates: &mut [f32], h: &mut [f32], c: &mut [f32], out: &mut [f32]) {
+        let (hid, g4) = (self.hidden, 4 * self.hidden);
+        let n = gates.len() / g4;
+        assert!(
+            gates.len() == n * g4 && out.len() >= n * hid && h.len() == hid && c.len() == hid,
+            "Lstm::recur: slices of the wrong length"
+        );
         let isa = isa.or_below();
         for (t, g) in gates.chunks_exact_mut(g4).enumerate() {
             let out = &mut out[t * hid..(t + 1) * hid];
@@ -99,7 +118,7 @@ impl Lstm {
                 unsafe { step_avx2(&self.r_t, &self.bias, g, h, c, out) };
                 continue;
             }
-            step::<false>(&self.r_t, &self.bias, g, h, c, out);
+            step::<false, false>(&self.r_t, &self.bias, g, h, c, out);
         }
     }
 }
@@ -111,25 +130,33 @@ impl Lstm {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn step_avx2(r_t: &[f32], bias: &[f32], g: &mut [f32], h: &mut [f32], c: &mut [f32], out: &mut [f32]) {
-    step::<true>(r_t, bias, g, h, c, out);
+    step::<true, false>(r_t, bias, g, h, c, out);
 }
 
-/// [`step`] with FMA, compiled for AVX-512: the same operations per gate as the AVX2 version
-/// (wider vectors only), so the same bits.
+/// [`step`] with FMA, compiled for AVX-512: a block's 64 gates are only four registers, so
+/// the rows are summed in two halves (AVX2's eight registers keep its FMA units busy as they
+/// are).
 ///
 /// # Safety
 /// The CPU must have AVX-512F, AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn step_avx512(r_t: &[f32], bias: &[f32], g: &mut [f32], h: &mut [f32], c: &mut [f32], out: &mut [f32]) {
-    step::<true>(r_t, bias, g, h, c, out);
+    step::<true, true>(r_t, bias, g, h, c, out);
 }
 
 /// One step: `g` holds the input projection `W·x`; adds the bias and `R·h`, then updates `c`,
 /// `h` and writes `h` to `out`. `FMA` fuses the multiply-adds (only where the CPU has FMA:
 /// elsewhere `mul_add` is a libm call).
 #[inline(always)]
-fn step<const FMA: bool>(r_t: &[f32], bias: &[f32], g: &mut [f32], h: &mut [f32], c: &mut [f32], out: &mut [f32]) {
+fn step<const FMA: bool, const SPLIT: bool>(
+    r_t: &[f32],
+    bias: &[f32],
+    g: &mut [f32],
+    h: &mut [f32],
+    c: &mut [f32],
+    out: &mut [f32],
+) {
     let hid = h.len();
     for ((g, bias), r) in g
         .chunks_exact_mut(BLOCK)
@@ -140,9 +167,25 @@ fn step<const FMA: bool>(r_t: &[f32], bias: &[f32], g: &mut [f32], h: &mut [f32]
         for ((a, x), b) in acc.iter_mut().zip(g.iter()).zip(bias) {
             *a = x + b;
         }
-        for (&hk, row) in h.iter().zip(r.chunks_exact(BLOCK)) {
+        let fma = |acc: &mut [f32; BLOCK], hk: f32, row: &[f32]| {
             for (a, &r) in acc.iter_mut().zip(row) {
                 *a = if FMA { hk.mul_add(r, *a) } else { *a + hk * r };
+            }
+        };
+        if SPLIT {
+            // Even and odd rows in separate sums: twice the independent chains, so the
+            // multiply-adds do not wait on each other's latency.
+            let mut odd = [0f32; BLOCK];
+            for (hk, rows) in h.chunks_exact(2).zip(r.chunks_exact(2 * BLOCK)) {
+                fma(&mut acc, hk[0], &rows[..BLOCK]);
+                fma(&mut odd, hk[1], &rows[BLOCK..]);
+            }
+            for (a, o) in acc.iter_mut().zip(odd) {
+                *a += o;
+            }
+        } else {
+            for (&hk, row) in h.iter().zip(r.chunks_exact(BLOCK)) {
+                fma(&mut acc, hk, row);
             }
         }
         g.copy_from_slice(&acc);

@@ -38,6 +38,14 @@ impl Detector {
         }
     }
 
+    /// Runs Silero VAD on at least `chunks` chunks at a time (see [`SileroVad::set_batch`]);
+    /// the energy gate has nothing to batch.
+    pub fn set_batch(&mut self, chunks: usize) {
+        if let Detector::Silero(s) = self {
+            s.vad.set_batch(chunks);
+        }
+    }
+
     /// Back to the start of a stream (a loaded model is kept).
     pub fn reset(&mut self) {
         match self {
@@ -138,7 +146,7 @@ impl SileroFrames {
     }
 
     fn finish(&mut self) -> Result<(Vec<Speech>, Option<Speech>), VadError> {
-        if let Some(p) = self.vad.finish()? {
+        for p in self.vad.finish()? {
             self.chunks.push_back(self.gate.decide(p));
         }
         self.total_chunks = Some(self.samples_seen.div_ceil(CHUNK as u64));

@@ -77,7 +77,10 @@ pub struct AudioWindow {
 pub struct Windower {
     settings: WindowerSettings,
     detector: Detector,
+    /// Samples not yet in a window: `pending[taken..]` (windows advance `taken`; the front is
+    /// dropped when more samples come, so a whole file pushed at once is not moved per window).
     pending: Vec<f32>,
+    taken: usize,
     pending_start: u64,
     /// Speech decision of the first frames of `pending`, as far as they are final.
     speech: Vec<Speech>,
@@ -112,9 +115,15 @@ impl Windower {
         self.settings = settings;
     }
 
+    /// Runs speech detection on at least `chunks` VAD chunks at a time: what files want (see
+    /// [`SileroVad::set_batch`](vad::SileroVad::set_batch)); the windows are the same.
+    pub fn set_detection_batch(&mut self, chunks: usize) {
+        self.detector.set_batch(chunks);
+    }
+
     /// Samples waiting for the next window.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.pending.len() - self.taken
     }
 
     /// The audio pending so far as a window, if it holds speech: what a live stream decodes
@@ -122,7 +131,7 @@ impl Windower {
     pub fn pending_window(&self) -> Option<AudioWindow> {
         self.speech.iter().any(|s| s.confident).then(|| AudioWindow {
             start_sample: self.pending_start,
-            samples: self.pending.clone(),
+            samples: self.pending[self.taken..].to_vec(),
             has_speech: true,
             speech: self.speech.iter().map(|s| s.speech).collect(),
         })
@@ -130,6 +139,10 @@ impl Windower {
 
     /// Adds samples; returns every window that is complete.
     pub fn push(&mut self, samples: &[f32]) -> Result<Vec<AudioWindow>, VadError> {
+        if self.taken > 0 {
+            self.pending.drain(..self.taken);
+            self.taken = 0;
+        }
         self.pending.extend_from_slice(samples);
         let decisions = self.detector.push(samples, self.settings.silence_threshold_db)?;
         Ok(self.add_frames(decisions))
@@ -141,11 +154,13 @@ impl Windower {
         let (decisions, partial) = self.detector.finish(self.settings.silence_threshold_db)?;
         self.detector.reset();
         let mut out = self.add_frames(decisions);
-        if !self.pending.is_empty() {
+        if self.pending() > 0 {
             let mut window = self.take(self.speech.len());
             window.has_speech |= partial.is_some_and(|p| p.confident);
             window.speech.extend(partial.map(|p| p.speech));
-            window.samples.extend(std::mem::take(&mut self.pending));
+            window.samples.extend_from_slice(&self.pending[self.taken..]);
+            self.pending.clear();
+            self.taken = 0;
             self.pending_start = window.start_sample + window.samples.len() as u64;
             out.push(window);
         }
@@ -156,6 +171,7 @@ impl Windower {
     pub fn reset(&mut self) {
         self.detector.reset();
         self.pending.clear();
+        self.taken = 0;
         self.pending_start = 0;
         self.speech.clear();
         self.first_speech = None;
@@ -227,7 +243,7 @@ impl Windower {
 
     /// Centre of the quietest 100 ms in the last part of a full window; the latest on a tie.
     fn quietest_frame(&self, max_frames: usize) -> usize {
-        let energy: Vec<f32> = self.pending[..max_frames * FRAME]
+        let energy: Vec<f32> = self.pending[self.taken..self.taken + max_frames * FRAME]
             .chunks(FRAME)
             .map(|f| f.iter().map(|s| s * s).sum::<f32>())
             .collect();
@@ -248,8 +264,8 @@ impl Windower {
     /// confident of speech somewhere in it.
     fn take(&mut self, frames: usize) -> AudioWindow {
         let has_speech = self.speech[..frames].iter().any(|s| s.confident);
-        let rest = self.pending.split_off(frames * FRAME);
-        let samples = std::mem::replace(&mut self.pending, rest);
+        let samples = self.pending[self.taken..self.taken + frames * FRAME].to_vec();
+        self.taken += frames * FRAME;
         let speech = self.speech.drain(..frames).map(|s| s.speech).collect();
         self.first_speech = self.speech.iter().position(|s| s.speech);
         self.last_speech = self.speech.iter().rposition(|s| s.speech);

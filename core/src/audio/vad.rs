@@ -27,6 +27,9 @@ pub const CHUNK: usize = 512;
 /// Samples of the previous chunk given with each chunk.
 const CONTEXT: usize = 64;
 const STATE: usize = 128;
+/// Chunks run at most at once: a push of a whole file runs in parts of this many.
+const MAX_ROWS: usize = 1024;
+
 /// Chunks per ONNX Runtime call: bounds the memory of one call; results do not depend on it.
 const MAX_BATCH: usize = 2048;
 /// Level (-12 dBFS) the gain brings a quieter recent peak up to.
@@ -65,6 +68,11 @@ enum Backend {
     OnnxRuntime(Box<Session>),
 }
 
+/// Chunks that files run together ([`SileroVad::set_batch`]): about 16 s, eight blocks of the
+/// network's pipeline, so that nearly every block's recurrence overlaps the next one's front
+/// end.
+pub const FILE_BATCH: usize = 512;
+
 /// Silero VAD over a stream: speech probability per 512-sample chunk.
 pub struct SileroVad {
     backend: Backend,
@@ -78,6 +86,10 @@ pub struct SileroVad {
     peaks: VecDeque<f32>,
     dc_x: f32,
     dc_y: f32,
+    /// Chunks run together at least (see [`SileroVad::set_batch`]).
+    batch: usize,
+    /// Rows of chunks waiting for a batch.
+    rows: Vec<f32>,
 }
 
 impl SileroVad {
@@ -125,7 +137,17 @@ impl SileroVad {
             peaks: VecDeque::with_capacity(AGC_WINDOW),
             dc_x: 0.0,
             dc_y: 0.0,
+            batch: 1,
+            rows: Vec::new(),
         }
+    }
+
+    /// Holds chunks back until `chunks` of them can run together (the last ones at
+    /// [`SileroVad::finish`]): for files, where the products of many chunks at once cost less
+    /// per chunk than a buffer's few. A chunk's probability does not depend on it. 1, the
+    /// default, runs every chunk as soon as it is complete (live streams).
+    pub fn set_batch(&mut self, chunks: usize) {
+        self.batch = chunks.max(1);
     }
 
     /// Back to the start of a stream.
@@ -137,11 +159,14 @@ impl SileroVad {
         self.peaks.clear();
         self.dc_x = 0.0;
         self.dc_y = 0.0;
+        self.rows.clear();
     }
 
     /// Adds samples; returns the speech probability of every chunk completed.
     pub fn push(&mut self, samples: &[f32]) -> Result<Vec<f32>, VadError> {
-        let mut rows = Vec::with_capacity((self.pending.len() + samples.len()) / CHUNK * (CHUNK + CONTEXT));
+        let width = CHUNK + CONTEXT;
+        let mut rows = std::mem::take(&mut self.rows);
+        let mut probs = Vec::new();
         let mut rest = samples;
         while !rest.is_empty() {
             let take = (CHUNK - self.pending.len()).min(rest.len());
@@ -156,20 +181,36 @@ impl SileroVad {
             rest = &rest[take..];
             if self.pending.len() == CHUNK {
                 self.chunk_row(&mut rows);
+                // A long push (a whole file) runs in parts: the rows stay a few MB.
+                if rows.len() == MAX_ROWS * width {
+                    probs.extend(self.run(&rows)?);
+                    rows.clear();
+                }
             }
         }
-        self.run(rows)
+        if rows.len() >= self.batch * width {
+            probs.extend(self.run(&rows)?);
+            rows.clear();
+        }
+        self.rows = rows;
+        Ok(probs)
     }
 
-    /// The last partial chunk, padded with zeros: its probability, if there was one.
-    pub fn finish(&mut self) -> Result<Option<f32>, VadError> {
-        if self.pending.is_empty() {
-            return Ok(None);
+    /// The end of the stream: the probabilities of the chunks held back for a batch, then of
+    /// the last partial chunk padded with zeros, if there was one.
+    pub fn finish(&mut self) -> Result<Vec<f32>, VadError> {
+        let mut rows = std::mem::take(&mut self.rows);
+        if !self.pending.is_empty() {
+            self.pending.resize(CHUNK, 0.0);
+            self.chunk_row(&mut rows);
         }
-        self.pending.resize(CHUNK, 0.0);
-        let mut rows = Vec::new();
-        self.chunk_row(&mut rows);
-        Ok(self.run(rows)?.pop())
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let probs = self.run(&rows);
+        rows.clear();
+        self.rows = rows;
+        probs
     }
 
     /// Moves the pending chunk, scaled by the gain, with its context into `rows`.
@@ -196,9 +237,9 @@ impl SileroVad {
         self.pending.clear();
     }
 
-    fn run(&mut self, rows: Vec<f32>) -> Result<Vec<f32>, VadError> {
+    fn run(&mut self, rows: &[f32]) -> Result<Vec<f32>, VadError> {
         let session = match &mut self.backend {
-            Backend::Kernels(net) => return Ok(net.run(&rows, &mut self.h, &mut self.c)),
+            Backend::Kernels(net) => return Ok(net.run(rows, &mut self.h, &mut self.c)),
             Backend::OnnxRuntime(session) => session,
         };
         let width = CHUNK + CONTEXT;

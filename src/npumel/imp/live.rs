@@ -7,7 +7,7 @@ use gst::subclass::prelude::*;
 use super::super::timing::{self, sample_time};
 use super::{NpuMel, State, CAT};
 use crate::passes;
-use npuwhisper_core::audio::AudioWindow;
+use npuwhisper_core::audio::{vad, AudioWindow};
 
 impl NpuMel {
     /// Asks upstream whether it is live (once per stream, before the first window can be cut)
@@ -33,6 +33,9 @@ impl NpuMel {
                 settings.live_step_ms
             );
             state.windower.set_settings(windower);
+        } else {
+            // Nothing waits for a file's windows: the VAD runs its chunks in batches, cheaper.
+            state.windower.set_detection_batch(vad::FILE_BATCH);
         }
     }
 

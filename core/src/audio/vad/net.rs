@@ -56,9 +56,16 @@ pub(super) struct SileroNet {
 
 #[derive(Default)]
 struct Scratch {
+    /// Two blocks' front ends: one is being computed while the other's recurrence runs.
+    fronts: [Front; 2],
+    hs: Vec<f32>,
+}
+
+/// A block's buffers before the LSTM; `gates` ends up holding its input projections.
+#[derive(Default)]
+struct Front {
     a: Vec<f32>,
     b: Vec<f32>,
-    hs: Vec<f32>,
     gates: Vec<f32>,
 }
 
@@ -279,55 +286,91 @@ impl SileroNet {
 
     /// Speech probabilities of the chunks in `rows` (each `width` samples), from the LSTM
     /// state `h`, `c`, which are left as the state after the last chunk.
+    ///
+    /// Blocks go through in a pipeline: while one block's recurrence runs (step after step, on
+    /// one thread), the next block's front end (its STFT, convolutions and LSTM input
+    /// projection, independent of the state) runs beside it, its products split over the
+    /// threads left.
     pub(super) fn run(&mut self, rows: &[f32], h: &mut [f32], c: &mut [f32]) -> Vec<f32> {
         let n = rows.len() / self.width;
         let mut probs = Vec::with_capacity(n);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let blocks: Vec<&[f32]> = rows.chunks(BLOCK * self.width).collect();
+        let net = &*self;
         let mut all = || {
-            for block in rows.chunks(BLOCK * self.width) {
-                self.block(block, h, c, &mut probs);
+            let [mut ready, mut next] = std::mem::take(&mut scratch.fronts);
+            let hs = &mut scratch.hs;
+            if let Some(first) = blocks.first() {
+                net.front(first, &mut ready);
             }
+            for k in 0..blocks.len() {
+                let following = blocks.get(k + 1);
+                if n >= POOL_MIN_CHUNKS {
+                    rayon::join(
+                        || net.back(&mut ready.gates, h, c, hs, &mut probs),
+                        || {
+                            if let Some(b) = following {
+                                net.front(b, &mut next);
+                            }
+                        },
+                    );
+                } else {
+                    net.back(&mut ready.gates, h, c, hs, &mut probs);
+                    if let Some(b) = following {
+                        net.front(b, &mut next);
+                    }
+                }
+                std::mem::swap(&mut ready, &mut next);
+            }
+            scratch.fronts = [ready, next];
         };
         if n >= POOL_MIN_CHUNKS {
             pool::install(all);
         } else {
             all();
         }
+        self.scratch = scratch;
         probs
     }
 
-    fn block(&mut self, rows: &[f32], h: &mut [f32], c: &mut [f32], probs: &mut Vec<f32>) {
+    /// A block's chunks up to the LSTM: STFT magnitudes, the convolutions, then the LSTM's
+    /// input projection into `f.gates`.
+    fn front(&self, rows: &[f32], f: &mut Front) {
         let n = rows.len() / self.width;
-        let s = &mut self.scratch;
-        // STFT frames of every chunk, then magnitudes.
         let m = n * self.frames;
-        s.a.clear();
+        f.a.clear();
         for row in rows.chunks_exact(self.width) {
-            s.a.extend(self.gather.iter().map(|&i| row[i as usize]));
+            f.a.extend(self.gather.iter().map(|&i| row[i as usize]));
         }
-        s.b.resize(m * self.stft.bins(), 0.0);
-        self.stft.apply(&s.a, &mut s.b);
-        std::mem::swap(&mut s.a, &mut s.b);
-        s.a.truncate(m * self.stft.bins());
+        f.b.resize(m * self.stft.bins(), 0.0);
+        self.stft.apply(&f.a, &mut f.b);
+        std::mem::swap(&mut f.a, &mut f.b);
+        f.a.truncate(m * self.stft.bins());
         // Convolutions, a → b, then swapped.
         for conv in &self.convs {
             let (x_row, y_row) = (conv.t_in * conv.inp, conv.t_out * conv.out);
-            s.b.resize(n * y_row, 0.0);
+            f.b.resize(n * y_row, 0.0);
             for (to, (first, w)) in conv.frames.iter().enumerate() {
-                w.apply_strided(n, (&s.a[first * conv.inp..], x_row), (&mut s.b[to * conv.out..], y_row));
+                w.apply_strided(n, (&f.a[first * conv.inp..], x_row), (&mut f.b[to * conv.out..], y_row));
             }
-            for row in s.b[..n * y_row].chunks_exact_mut(conv.out) {
+            for row in f.b[..n * y_row].chunks_exact_mut(conv.out) {
                 for (v, b) in row.iter_mut().zip(&conv.bias) {
                     *v = (*v + b).max(0.0);
                 }
             }
-            std::mem::swap(&mut s.a, &mut s.b);
-            s.a.truncate(n * y_row);
+            std::mem::swap(&mut f.a, &mut f.b);
+            f.a.truncate(n * y_row);
         }
-        // The LSTM over the chunks, then the head on each step's output.
+        self.lstm.project(&f.a, &mut f.gates);
+    }
+
+    /// A block's recurrence from its projections, then the head on each step's output.
+    fn back(&self, gates: &mut [f32], h: &mut [f32], c: &mut [f32], hs: &mut Vec<f32>, probs: &mut Vec<f32>) {
         let hid = self.lstm.hidden();
-        s.hs.resize(n * hid, 0.0);
-        self.lstm.run(&s.a, h, c, &mut s.hs, &mut s.gates);
-        for hs in s.hs[..n * hid].chunks_exact(hid) {
+        let n = gates.len() / (4 * hid);
+        hs.resize(n * hid, 0.0);
+        self.lstm.recur(gates, h, c, hs);
+        for hs in hs[..n * hid].chunks_exact(hid) {
             let z: f32 = hs.iter().zip(&self.head_w).map(|(v, w)| v.max(0.0) * w).sum();
             probs.push(sigmoid_fast(z + self.head_b));
         }
