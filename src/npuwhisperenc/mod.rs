@@ -40,6 +40,7 @@ glib::wrapper! {
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     crate::model_property::NpuWhisperBackend::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    crate::model_property::NpuWhisperOrtStages::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "npuwhisperenc",

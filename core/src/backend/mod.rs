@@ -181,6 +181,24 @@ pub struct StepOutput {
     pub attention: Vec<Vec<f32>>,
 }
 
+/// What every backend's `decode` checks first: one input per sequence, alignment for one
+/// sequence, logits only of rows that exist.
+pub(crate) fn check_step(sequences: usize, inputs: &[StepInput<'_>], aligned: bool) -> Result<(), BackendError> {
+    if sequences != inputs.len() || (aligned && sequences != 1) {
+        return Err(BackendError::BadInput(
+            "one input per sequence, and alignment for one sequence".into(),
+        ));
+    }
+    if let Some(i) = inputs.iter().find(|i| i.logits_at.iter().any(|&r| r >= i.tokens.len())) {
+        return Err(BackendError::BadInput(format!(
+            "logits of rows {:?} of {} tokens",
+            i.logits_at,
+            i.tokens.len()
+        )));
+    }
+    Ok(())
+}
+
 /// The forward passes of one loaded model.
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
