@@ -7,8 +7,8 @@
 //! [`Model`](crate::model::Model)) so that one can be chosen at run time, by an element property.
 //!
 //! Backends: [`cpu`] (the kernels of `npuwhisper_kernels`, the default) and [`onnxruntime`]
-//! (the encoder as an ONNX graph on an ONNX Runtime execution provider, the decoder on the CPU
-//! backend). A new one is a module here implementing [`Backend`] and a [`BackendKind`] variant
+//! (the encoder, and optionally the decoder step, as ONNX graphs on an ONNX Runtime execution
+//! provider; what it does not run goes to the CPU backend). A new one is a module here implementing [`Backend`] and a [`BackendKind`] variant
 //! (see ARCHITECTURE.md).
 
 pub mod cpu;
