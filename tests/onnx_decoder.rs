@@ -31,6 +31,10 @@ struct Pair<'a> {
     worst: f32,
     scale: f32,
     vocab: usize,
+    bound: f32,
+    /// Rows whose best token differs (asserted none in float32).
+    flips: usize,
+    rows: usize,
 }
 
 impl Pair<'_> {
@@ -54,12 +58,16 @@ impl Pair<'_> {
         for (r, (rc, ro)) in lc.chunks(self.vocab).zip(lo.chunks(self.vocab)).enumerate() {
             // A near tie may flip; what matters is that the chosen token scores the same.
             let (bc, bo) = (argmax(rc), argmax(ro));
-            assert!(
-                bc == bo || (rc[bc as usize] - rc[bo as usize]).abs() < 1e-3,
-                "{what} row {r}: argmax {bo} on ONNX Runtime, {bc} on the CPU"
-            );
+            self.rows += 1;
+            if bc != bo && (rc[bc as usize] - rc[bo as usize]).abs() >= 1e-3 {
+                assert!(
+                    self.bound > BOUND,
+                    "{what} row {r}: argmax {bo} on ONNX Runtime, {bc} on the CPU"
+                );
+                self.flips += 1;
+            }
         }
-        assert!(d <= BOUND, "{what}: logits differ by {d} (bound {BOUND})");
+        assert!(d <= self.bound, "{what}: logits differ by {d} (bound {})", self.bound);
     }
 }
 
@@ -67,12 +75,14 @@ impl Pair<'_> {
 /// mask, position or cache slot moves logits by whole units.
 const BOUND: f32 = 5e-3;
 
-fn compare(model: &str) {
+/// The ONNX Runtime decoder at `precision` against the CPU backend in float32; logits within
+/// `bound`, alignment weights within `weights_bound`.
+fn compare(model: &str, precision: GraphPrecision, bound: f32, weights_bound: f32) {
     let dir = model_dir(model);
     let cpu = Model::load_with(&dir, Precision::F32).unwrap();
     let dims = DecoderDims::from(&cpu.dims);
     let opts = OrtOptions {
-        precision: GraphPrecision::F32,
+        precision,
         ..OrtOptions::default()
     };
     let ort = OrtDecoder::from_model_dir(&dir, dims, &opts).unwrap();
@@ -88,6 +98,9 @@ fn compare(model: &str) {
         worst: 0.0,
         scale: 0.0,
         vocab: dims.vocab,
+        bound,
+        flips: 0,
+        rows: 0,
     };
 
     // A previous-text prompt longer than a chunk, then the start of the transcript.
@@ -119,7 +132,7 @@ fn compare(model: &str) {
         let lc = p.step(&format!("step {i}"), &mut c, &mut o, &[next], &[0]);
         next = argmax(&lc);
     }
-    println!("{model}: greedy text {:?}", tok.decode(&text));
+    println!("{model} {precision:?}: greedy text {:?}", tok.decode(&text));
     assert_eq!(o.len(), prompt.len() + 24);
     let (mut fc, mut fo) = fork.unwrap();
     let other = tok.encode(" and so");
@@ -162,8 +175,9 @@ fn compare(model: &str) {
         other => panic!("past the context: {other:?}"),
     }
     println!(
-        "{model}: ONNX Runtime decoder logits vs CPU: largest difference {:.2e} (logits up to {:.1})",
-        p.worst, p.scale
+        "{model} {precision:?}: ONNX Runtime decoder logits vs CPU f32: largest difference {:.2e} (logits up to {:.1}), \
+         best token differs in {} of {} rows",
+        p.worst, p.scale, p.flips, p.rows
     );
 
     // Word alignment's weights over the transcript tokens: heads of two layers, 551 frames.
@@ -194,17 +208,28 @@ fn compare(model: &str) {
         assert_eq!(wc.len(), aligned.len() * 551);
         worst = worst.max(max_diff(wc, wo).0);
     }
-    println!("{model}: alignment weights: largest difference {worst:.2e}");
+    println!("{model} {precision:?}: alignment weights: largest difference {worst:.2e}");
     // Weights are in [0, 1]; a wrong head, row or frame range differs by tenths.
-    assert!(worst <= 1e-4, "alignment weights differ by {worst}");
+    assert!(worst <= weights_bound, "alignment weights differ by {worst}");
 }
 
 #[test]
 fn tiny_en_decoder_graph_matches_cpu_logits() {
-    compare("tiny.en");
+    compare("tiny.en", GraphPrecision::F32, BOUND, 1e-4);
 }
 
 #[test]
 fn base_decoder_graph_matches_cpu_logits() {
-    compare("base");
+    compare("base", GraphPrecision::F32, BOUND, 1e-4);
+}
+
+/// float16 and int8 QDQ graphs against the CPU's float32: their figures are the point (by
+/// hand, for the README); the bounds only catch a broken graph.
+#[test]
+#[ignore = "figures for the README: cargo test --release --test onnx_decoder -- --ignored --nocapture"]
+fn f16_and_int8_decoder_graphs_stay_close() {
+    for model in ["tiny.en", "base"] {
+        compare(model, GraphPrecision::F16, 2.0, 0.1);
+        compare(model, GraphPrecision::Int8Qdq, 2.0, 0.1);
+    }
 }
