@@ -89,7 +89,7 @@ pub fn build_cross(w: &dyn TensorSource, dims: DecoderDims, precision: GraphPrec
         .set_inputs([f32_outlet("states", &[1, ENCODER_FRAMES, d])])
         .map_err(ort_err("graph inputs"))?;
     l.b.graph.set_outputs(outputs).map_err(ort_err("graph outputs"))?;
-    let x = l.from_f32("states")?;
+    let x = l.cast_in("states")?;
     let split = l.b.init_i64("kv_split", &[d as i64; 2])?;
     for i in 0..dims.layers {
         // Not quantized, as on the CPU backend: it runs once per window, and its rounding would
@@ -98,8 +98,8 @@ pub fn build_cross(w: &dyn TensorSource, dims: DecoderDims, precision: GraphPrec
         let parts = l.b.node_n("Split", &[&kv, &split], vec![attr("axis", -1i64)?], 2)?;
         let k = l.split_heads(&parts[0], h, hd, vec![0, 2, 3, 1])?;
         let v = l.split_heads(&parts[1], h, hd, vec![0, 2, 1, 3])?;
-        let k = l.to_f32(&k)?;
-        let v = l.to_f32(&v)?;
+        let k = l.cast_out(&k)?;
+        let v = l.cast_out(&v)?;
         l.b.output(&k, &format!("cross_k_{i}"))?;
         l.b.output(&v, &format!("cross_v_{i}"))?;
     }
@@ -143,7 +143,7 @@ pub fn build_step(w: &dyn TensorSource, dims: DecoderDims, precision: GraphPreci
     let x_tok = l.b.node("Gather", &[&emb, "tokens"], vec![])?;
     let x_pos = l.b.node("Gather", &[&pos, "positions"], vec![])?;
     let mut x = l.b.node("Add", &[&x_tok, &x_pos], vec![])?;
-    let mask = l.from_f32("mask")?;
+    let mask = l.cast_in("mask")?;
     // Scatter indices: each row's slot, over every head and channel.
     let col = l.b.init_i64("slot_shape", &[1, 1, t as i64, 1])?;
     let full = l.b.init_i64("slot_expand", &[1, h as i64, t as i64, hd as i64])?;
@@ -162,10 +162,10 @@ pub fn build_step(w: &dyn TensorSource, dims: DecoderDims, precision: GraphPreci
         let v_new = l.split_heads(&parts[2], h, hd, vec![0, 2, 1, 3])?;
         let mut caches = Vec::new();
         for (name, new) in [("self_k", &k_new), ("self_v", &v_new)] {
-            let cache = l.from_f32(&format!("{name}_{i}"))?;
+            let cache = l.cast_in(&format!("{name}_{i}"))?;
             let cache =
                 l.b.node("ScatterElements", &[&cache, &slots, new], vec![attr("axis", 2i64)?])?;
-            let out = l.to_f32(&cache)?;
+            let out = l.cast_out(&cache)?;
             l.b.output(&out, &format!("{name}_out_{i}"))?;
             caches.push(cache);
         }
@@ -184,11 +184,11 @@ pub fn build_step(w: &dyn TensorSource, dims: DecoderDims, precision: GraphPreci
         let hn = l.layer_norm(&x, &format!("{p}/attention/layer_norm"), d)?;
         let q = l.linear(&hn, &format!("{p}/attention/linear_0"), d, d, true)?;
         let q = l.split_heads(&q, h, hd, vec![0, 2, 1, 3])?;
-        let ck = l.from_f32(&format!("cross_k_{i}"))?;
-        let cv = l.from_f32(&format!("cross_v_{i}"))?;
+        let ck = l.cast_in(&format!("cross_k_{i}"))?;
+        let cv = l.cast_in(&format!("cross_v_{i}"))?;
         let scores = l.b.node("MatMul", &[&q, &ck], vec![])?;
         let scores = l.b.node("Mul", &[&scores, &scale], vec![])?;
-        let out = l.to_f32(&scores)?;
+        let out = l.cast_out(&scores)?;
         l.b.output(&out, &format!("cross_scores_{i}"))?;
         let probs = l.b.node("Softmax", &[&scores], vec![attr("axis", -1i64)?])?;
         let ctx = l.b.node("MatMul", &[&probs, &cv], vec![])?;
@@ -207,7 +207,7 @@ pub fn build_step(w: &dyn TensorSource, dims: DecoderDims, precision: GraphPreci
     let x = l.b.node("Reshape", &[&x, &rows], vec![])?;
     // The tied embeddings, shared with the lookup (one copy of the largest matrix).
     let logits = l.b.node("Gemm", &[&x, &emb], vec![attr("transB", 1i64)?])?;
-    let logits = l.to_f32(&logits)?;
+    let logits = l.cast_out(&logits)?;
     l.b.output(&logits, "logits")?;
     finish(l)
 }

@@ -139,7 +139,7 @@ impl EncoderGraph<'_> {
             .graph
             .set_outputs([io("states", [-1, ENCODER_FRAMES as i64, d as i64])])
             .map_err(super::graph::ort_err("graph outputs"))?;
-        let mut x = self.l.from_f32("mel")?;
+        let mut x = self.l.cast_in("mel")?;
         x = self.conv(&x, "encoder/conv1", d, n_mels, 1)?;
         x = self.conv(&x, "encoder/conv2", d, d, 2)?;
         x = self
@@ -168,7 +168,7 @@ impl EncoderGraph<'_> {
             x = self.l.b.node("Add", &[&x, &h], vec![])?;
         }
         x = self.layer_norm(&x, "encoder/layer_norm")?;
-        x = self.l.to_f32(&x)?;
+        x = self.l.cast_out(&x)?;
         self.l.b.output(&x, "states")?;
         let mut model = Model::new([Opset::new(ONNX_DOMAIN, OPSET).map_err(super::graph::ort_err("opset"))?])
             .map_err(super::graph::ort_err("cannot create an ONNX model"))?;

@@ -134,7 +134,7 @@ impl<'a> Layers<'a> {
     }
 
     /// A float32 graph input in the graph's float type.
-    pub fn from_f32(&mut self, x: &str) -> GraphResult<String> {
+    pub fn cast_in(&mut self, x: &str) -> GraphResult<String> {
         match self.p {
             GraphPrecision::F16 => self.b.node("Cast", &[x], vec![attr("to", 10i64)?]),
             _ => Ok(x.to_string()),
@@ -142,7 +142,7 @@ impl<'a> Layers<'a> {
     }
 
     /// A value in the graph's float type as float32 (for a graph output).
-    pub fn to_f32(&mut self, x: &str) -> GraphResult<String> {
+    pub fn cast_out(&mut self, x: &str) -> GraphResult<String> {
         match self.p {
             GraphPrecision::F16 => self.b.node("Cast", &[x], vec![attr("to", 1i64)?]),
             _ => Ok(x.to_string()),
