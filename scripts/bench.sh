@@ -2,7 +2,7 @@
 # End-to-end benchmark of the plugin against the peer, faster-whisper, in one sitting on the
 # same eval manifests, and one table of the figures and ratios.
 #
-#   scripts/bench.sh [--model tiny.en|base|DIR[,...]] [--manifest short|long|both] [--threads N] [--isa native|avx512|avx2[,...]] [--backend cpu|onnxruntime[,...]]
+#   scripts/bench.sh [--model tiny.en|base|DIR[,...]] [--manifest short|long|both] [--threads N] [--isa native|avx512|avx2[,...]] [--backend cpu|onnxruntime|onnxruntime-decoder[,...]]
 #
 # For each manifest (short: manifest.tsv, 23 clips, 153 s; long: manifest_long.tsv, 200 s):
 #   - the plugin: examples/bench.rs in its own process (model loaded once, a 5 s warm-up, then
@@ -22,7 +22,8 @@
 #
 # --backend runs the plugin once per backend (default cpu; `cpu,onnxruntime` prints ONNX
 # Runtime's CPU provider beside the CPU kernels, same files, same run): with onnxruntime the
-# encoder runs as an ONNX graph on ONNX Runtime, the decoder stays on the CPU kernels.
+# encoder runs as an ONNX graph on ONNX Runtime, the decoder stays on the CPU kernels; with
+# onnxruntime-decoder both stages run on ONNX Runtime (onnxruntime-stages=encoder-decoder).
 #
 # Whole processes too, as a user waits for them (start, model load, transcription), on jfk.wav
 # and the long-form file: gst-launch-1.0 filesrc ! decodebin ! npuwhisper ! fakesink against a
@@ -61,7 +62,7 @@ IFS=, read -r -a isa_list <<<"$isas"
 IFS=, read -r -a model_list <<<"$models"
 IFS=, read -r -a backend_list <<<"$backends"
 for b in "${backend_list[@]}"; do
-  case $b in cpu | onnxruntime) ;; *) echo "bench: --backend takes cpu or onnxruntime" >&2; exit 2 ;; esac
+  case $b in cpu | onnxruntime | onnxruntime-decoder) ;; *) echo "bench: --backend takes cpu, onnxruntime or onnxruntime-decoder" >&2; exit 2 ;; esac
 done
 for isa in "${isa_list[@]}"; do
   case $isa in native | avx512 | avx2) ;; *) echo "bench: --isa takes native, avx512 or avx2" >&2; exit 2 ;; esac
@@ -145,7 +146,11 @@ for isa in "${isa_list[@]}"; do
       key="$isa	$model	$m"
       for backend in "${backend_list[@]}"; do
         step "$isa, $m: npuwhisper ($model, backend $backend, $threads threads) ${env:-}"
-        out=$(env $env "$bench" --model "$model" --manifest "$eval_dir/$m" --python "$python" --set "backend=$backend")
+        case $backend in
+          onnxruntime-decoder) set_props=backend=onnxruntime,onnxruntime-stages=encoder-decoder ;;
+          *) set_props=backend=$backend ;;
+        esac
+        out=$(env $env "$bench" --model "$model" --manifest "$eval_dir/$m" --python "$python" --set "$set_props")
         printf '%s\n' "$out" | sed '$d' >&2
         printf '%s\tplugin-%s\t%s\n' "$key" "$backend" "$(printf '%s\n' "$out" | tail -n 1)" >>"$results"
       done

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use gst::glib;
 use gst::prelude::*;
 
-use npuwhisper_core::backend::onnxruntime::{providers, OrtOptions};
+use npuwhisper_core::backend::onnxruntime::{providers, OrtOptions, OrtStages};
 use npuwhisper_core::backend::BackendChoice;
 use npuwhisper_core::model::{self, Model, Precision};
 
@@ -47,10 +47,37 @@ pub enum NpuWhisperBackend {
     #[enum_value(name = "CPU: npuwhisper's own kernels", nick = "cpu")]
     Cpu = 0,
     #[enum_value(
-        name = "ONNX Runtime: the encoder as an ONNX graph on the execution-provider (the decoder stays on the CPU kernels)",
+        name = "ONNX Runtime: the encoder (and with onnxruntime-stages=encoder-decoder the decoder) as ONNX graphs on the execution-provider",
         nick = "onnxruntime"
     )]
     Onnxruntime = 1,
+}
+
+/// Which stages `backend=onnxruntime` runs on ONNX Runtime.
+#[derive(Debug, Default, Eq, PartialEq, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstNpuWhisperOrtStages")]
+pub enum NpuWhisperOrtStages {
+    #[default]
+    #[enum_value(
+        name = "Encoder: the encoder graph; the decoder step on the CPU kernels",
+        nick = "encoder"
+    )]
+    Encoder = 0,
+    #[enum_value(
+        name = "Encoder and decoder: the decoder step as static-shape graphs too (as NPUs need)",
+        nick = "encoder-decoder"
+    )]
+    EncoderDecoder = 1,
+}
+
+impl From<NpuWhisperOrtStages> for OrtStages {
+    fn from(s: NpuWhisperOrtStages) -> Self {
+        match s {
+            NpuWhisperOrtStages::Encoder => OrtStages::Encoder,
+            NpuWhisperOrtStages::EncoderDecoder => OrtStages::EncoderDecoder,
+        }
+    }
 }
 
 /// Values of the model properties.
@@ -63,6 +90,7 @@ pub struct ModelSettings {
     pub backend: NpuWhisperBackend,
     /// An ONNX Runtime execution provider name (used with `backend=onnxruntime`).
     pub execution_provider: String,
+    pub onnxruntime_stages: NpuWhisperOrtStages,
 }
 
 impl Default for ModelSettings {
@@ -73,6 +101,7 @@ impl Default for ModelSettings {
             threads: 0,
             backend: NpuWhisperBackend::default(),
             execution_provider: DEFAULT_PROVIDER.to_string(),
+            onnxruntime_stages: NpuWhisperOrtStages::default(),
         }
     }
 }
@@ -98,6 +127,7 @@ impl ModelSettings {
                     .flatten()
                     .unwrap_or_else(|| DEFAULT_PROVIDER.to_string())
             }
+            "onnxruntime-stages" => self.onnxruntime_stages = value.get().expect("type checked upstream"),
             _ => return false,
         }
         true
@@ -110,6 +140,7 @@ impl ModelSettings {
             "threads" => Some(self.threads.to_value()),
             "backend" => Some(self.backend.to_value()),
             "execution-provider" => Some(self.execution_provider.to_value()),
+            "onnxruntime-stages" => Some(self.onnxruntime_stages.to_value()),
             _ => None,
         }
     }
@@ -118,9 +149,17 @@ impl ModelSettings {
 const DEFAULT_PROVIDER: &str = "cpu";
 
 /// Names of the properties [`ModelSettings`] holds (the bin forwards them to the encoder too).
-pub const NAMES: &[&str] = &["model", "precision", "threads", "backend", "execution-provider"];
+pub const NAMES: &[&str] = &[
+    "model",
+    "precision",
+    "threads",
+    "backend",
+    "execution-provider",
+    "onnxruntime-stages",
+];
 
-/// The specs of `model`, `precision`, `threads`, `backend` and `execution-provider`.
+/// The specs of `model`, `precision`, `threads`, `backend`, `execution-provider` and
+/// `onnxruntime-stages`.
 pub fn param_specs() -> Vec<glib::ParamSpec> {
     vec![
         glib::ParamSpecString::builder("model")
@@ -143,13 +182,18 @@ pub fn param_specs() -> Vec<glib::ParamSpec> {
             .build(),
         glib::ParamSpecEnum::builder_with_default("backend", NpuWhisperBackend::default())
             .nick("Backend")
-            .blurb("What runs the model: cpu (npuwhisper's kernels) or onnxruntime (the encoder as an ONNX graph on execution-provider; precision int8 gives int8 QDQ weights there)")
+            .blurb("What runs the model: cpu (npuwhisper's kernels) or onnxruntime (the stages onnxruntime-stages names as ONNX graphs on execution-provider; precision int8 gives int8 QDQ weights there)")
             .mutable_ready()
             .build(),
         glib::ParamSpecString::builder("execution-provider")
             .nick("Execution provider")
             .blurb("ONNX Runtime execution provider for backend=onnxruntime: cpu, cuda, tensorrt, openvino, vitisai, qnn, coreml, xnnpack (all but cpu need a cargo feature and an ONNX Runtime built with it; see README)")
             .default_value(Some(DEFAULT_PROVIDER))
+            .mutable_ready()
+            .build(),
+        glib::ParamSpecEnum::builder_with_default("onnxruntime-stages", NpuWhisperOrtStages::default())
+            .nick("ONNX Runtime stages")
+            .blurb("What backend=onnxruntime runs on ONNX Runtime: encoder (the decoder step on the CPU kernels) or encoder-decoder (both, the decoder as static-shape graphs)")
             .mutable_ready()
             .build(),
     ]
@@ -164,6 +208,7 @@ impl ModelSettings {
                 provider: self.execution_provider.clone(),
                 precision: Precision::from(self.precision).into(),
                 threads: self.threads as usize,
+                stages: self.onnxruntime_stages.into(),
             }),
         }
     }

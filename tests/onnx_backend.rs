@@ -1,11 +1,12 @@
 //! `backend=onnxruntime` through the elements: the errors for a missing library, an unknown
 //! provider and a provider not compiled in; and WER through the `npuwhisper` bin against
-//! `backend=cpu` on both manifests, for tiny.en and base.
+//! `backend=cpu` on both manifests, for tiny.en and base, with the encoder on ONNX Runtime and
+//! with both stages there.
 
 mod common;
 
 use common::*;
-use npuwhisper_core::backend::onnxruntime::OrtOptions;
+use npuwhisper_core::backend::onnxruntime::{OrtOptions, OrtStages};
 use npuwhisper_core::backend::BackendChoice;
 use npuwhisper_core::model::{load_shared_on, load_shared_with, Precision};
 
@@ -104,8 +105,9 @@ fn manifest_wer(model: &str, manifest_name: &str, props: &[(&str, &str)]) -> f64
     wer(&pairs)
 }
 
-/// Within 0.3 WER points of the CPU backend on each manifest, at `precision`.
-fn onnxruntime_holds_cpu_wer(model: &str, precision: &str) {
+/// Within 0.3 WER points of the CPU backend on each manifest, at `precision`, with each of
+/// `stages` (`onnxruntime-stages` values) on ONNX Runtime; the CPU runs once for all.
+fn onnxruntime_holds_cpu_wer(model: &str, precision: &str, stages: &[&str]) {
     let p = match precision {
         "f32" => Precision::F32,
         _ => Precision::Int8,
@@ -113,36 +115,51 @@ fn onnxruntime_holds_cpu_wer(model: &str, precision: &str) {
     // Held for the test, so the pipelines share one model on each backend.
     let dir = model_dir(model);
     let _cpu = load_shared_with(&dir, p).unwrap();
-    let opts = OrtOptions {
-        precision: p.into(),
-        ..OrtOptions::default()
-    };
-    let on_ort = load_shared_on(&dir, p, &BackendChoice::Onnxruntime(opts)).unwrap();
-    assert_eq!(on_ort.backend().kind().name(), "onnxruntime");
+    let _on_ort: Vec<_> = stages
+        .iter()
+        .map(|s| {
+            let opts = OrtOptions {
+                precision: p.into(),
+                stages: OrtStages::parse(s).unwrap(),
+                ..OrtOptions::default()
+            };
+            let m = load_shared_on(&dir, p, &BackendChoice::Onnxruntime(opts)).unwrap();
+            assert_eq!(m.backend().kind().name(), "onnxruntime");
+            m
+        })
+        .collect();
     for manifest_name in ["manifest.tsv", "manifest_long.tsv"] {
         let cpu = manifest_wer(model, manifest_name, &[("precision", precision), ("backend", "cpu")]);
-        let ort = manifest_wer(
-            model,
-            manifest_name,
-            &[("precision", precision), ("backend", "onnxruntime")],
-        );
-        println!("{model} {precision} {manifest_name}: WER cpu {cpu:.2} %, onnxruntime {ort:.2} %");
-        assert!(
-            (ort - cpu).abs() <= 0.3,
-            "{model} {precision} {manifest_name}: onnxruntime {ort:.2} % vs cpu {cpu:.2} %"
-        );
+        for stages in stages {
+            let ort = manifest_wer(
+                model,
+                manifest_name,
+                &[
+                    ("precision", precision),
+                    ("backend", "onnxruntime"),
+                    ("onnxruntime-stages", stages),
+                ],
+            );
+            println!("{model} {precision} {stages} {manifest_name}: WER cpu {cpu:.2} %, onnxruntime {ort:.2} %");
+            assert!(
+                (ort - cpu).abs() <= 0.3,
+                "{model} {precision} {stages} {manifest_name}: onnxruntime {ort:.2} % vs cpu {cpu:.2} %"
+            );
+        }
     }
 }
 
-/// f32: the precision whose encoder states tests/onnx_encoder.rs holds to the CPU kernels'.
+/// f32: the precision whose encoder states tests/onnx_encoder.rs and decoder logits
+/// tests/onnx_decoder.rs hold to the CPU kernels'. The encoder alone on ONNX Runtime, then both
+/// stages.
 #[test]
 fn tiny_en_onnxruntime_holds_cpu_wer() {
-    onnxruntime_holds_cpu_wer("tiny.en", "f32");
+    onnxruntime_holds_cpu_wer("tiny.en", "f32", &["encoder", "encoder-decoder"]);
 }
 
 #[test]
 fn base_onnxruntime_holds_cpu_wer() {
-    onnxruntime_holds_cpu_wer("base", "f32");
+    onnxruntime_holds_cpu_wer("base", "f32", &["encoder", "encoder-decoder"]);
 }
 
 /// int8: QDQ weights on ONNX Runtime against the kernels' own INT8 (activations per row, bf16
@@ -152,11 +169,11 @@ fn base_onnxruntime_holds_cpu_wer() {
 #[test]
 #[ignore = "two different int8 schemes; run by hand for the README's figures"]
 fn tiny_en_int8_onnxruntime_holds_cpu_wer() {
-    onnxruntime_holds_cpu_wer("tiny.en", "int8");
+    onnxruntime_holds_cpu_wer("tiny.en", "int8", &["encoder", "encoder-decoder"]);
 }
 
 #[test]
 #[ignore = "two different int8 schemes; run by hand for the README's figures"]
 fn base_int8_onnxruntime_holds_cpu_wer() {
-    onnxruntime_holds_cpu_wer("base", "int8");
+    onnxruntime_holds_cpu_wer("base", "int8", &["encoder", "encoder-decoder"]);
 }

@@ -102,6 +102,7 @@ fn main() {
                 provider: provider.to_string(),
                 precision: precision.into(),
                 threads: npuwhisper_kernels::pool::threads(),
+                ..OrtOptions::default()
             };
             let t = Instant::now();
             let enc = OrtEncoder::from_model_dir(&dir, EncoderDims::from(&model.dims), &opts).unwrap_or_else(|e| {

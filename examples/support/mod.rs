@@ -35,7 +35,7 @@ pub fn load_model(name: &str) -> Arc<Model> {
 /// ask for and keeps it, as [`load_model`] keeps the CPU one: pipelines share it instead of
 /// building their own encoder graph.
 pub fn keep_backend_model(name: &str, props: &[(String, String)]) -> Option<Arc<Model>> {
-    use npuwhisper_core::backend::onnxruntime::{GraphPrecision, OrtOptions};
+    use npuwhisper_core::backend::onnxruntime::{GraphPrecision, OrtOptions, OrtStages};
     use npuwhisper_core::backend::BackendChoice;
     let prop = |name: &str| props.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     if prop("backend") != Some("onnxruntime") {
@@ -53,6 +53,14 @@ pub fn keep_backend_model(name: &str, props: &[(String, String)]) -> Option<Arc<
         provider: prop("execution-provider").unwrap_or("cpu").to_string(),
         precision: GraphPrecision::from(precision),
         threads: prop("threads").and_then(|t| t.parse().ok()).unwrap_or(0),
+        stages: prop("onnxruntime-stages")
+            .map(|s| {
+                OrtStages::parse(s).unwrap_or_else(|| {
+                    eprintln!("onnxruntime-stages {s:?} is not encoder or encoder-decoder");
+                    std::process::exit(2);
+                })
+            })
+            .unwrap_or_default(),
     };
     let dir = model::resolve_model_path(name);
     let m = model::load_shared_on(&dir, precision, &BackendChoice::Onnxruntime(opts)).unwrap_or_else(|e| {

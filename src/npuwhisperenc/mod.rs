@@ -11,7 +11,9 @@
 //!
 //! `backend=cpu` (default) runs npuwhisper's kernels. `backend=onnxruntime` runs the encoder
 //! as an ONNX graph built from the same weights on ONNX Runtime's `execution-provider`
-//! (`precision=f32`: float32 graph; `int8`: int8 QDQ weights). A missing ONNX Runtime library,
+//! (`precision=f32`: float32 graph; `int8`: int8 QDQ weights);
+//! `onnxruntime-stages=encoder-decoder` puts the decoder step there too (on npuwhisperdec,
+//! which loads the model with the same properties). A missing ONNX Runtime library,
 //! an unknown provider, or one not compiled into npuwhisper or the library, fails going to
 //! READY with an error saying which and how to get it.
 //!
@@ -40,6 +42,7 @@ glib::wrapper! {
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     crate::model_property::NpuWhisperBackend::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    crate::model_property::NpuWhisperOrtStages::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "npuwhisperenc",

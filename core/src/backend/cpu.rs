@@ -65,18 +65,7 @@ impl Backend for CpuBackend {
         inputs: &[StepInput<'_>],
         alignment: Option<AlignmentRequest<'_>>,
     ) -> Result<StepOutput, BackendError> {
-        if seqs.len() != inputs.len() || (alignment.is_some() && seqs.len() != 1) {
-            return Err(BackendError::BadInput(
-                "one input per sequence, and alignment for one sequence".into(),
-            ));
-        }
-        if let Some(i) = inputs.iter().find(|i| i.logits_at.iter().any(|&r| r >= i.tokens.len())) {
-            return Err(BackendError::BadInput(format!(
-                "logits of rows {:?} of {} tokens",
-                i.logits_at,
-                i.tokens.len()
-            )));
-        }
+        super::check_step(seqs.len(), inputs, alignment.is_some())?;
         let tokens: Vec<&[u32]> = inputs.iter().map(|i| i.tokens).collect();
         let mut cpu: Vec<&mut CpuSequence> = seqs.iter_mut().map(|s| cpu_sequence(s)).collect::<Result<_, _>>()?;
         let mut attention = Vec::new();

@@ -7,8 +7,8 @@
 //! [`Model`](crate::model::Model)) so that one can be chosen at run time, by an element property.
 //!
 //! Backends: [`cpu`] (the kernels of `npuwhisper_kernels`, the default) and [`onnxruntime`]
-//! (the encoder as an ONNX graph on an ONNX Runtime execution provider, the decoder on the CPU
-//! backend). A new one is a module here implementing [`Backend`] and a [`BackendKind`] variant
+//! (the encoder, and optionally the decoder step, as ONNX graphs on an ONNX Runtime execution
+//! provider; what it does not run goes to the CPU backend). A new one is a module here implementing [`Backend`] and a [`BackendKind`] variant
 //! (see ARCHITECTURE.md).
 
 pub mod cpu;
@@ -179,6 +179,24 @@ pub struct StepOutput {
     pub logits: Vec<f32>,
     /// With an [`AlignmentRequest`], per head in request order, `tokens × n_frames` weights.
     pub attention: Vec<Vec<f32>>,
+}
+
+/// What every backend's `decode` checks first: one input per sequence, alignment for one
+/// sequence, logits only of rows that exist.
+pub(crate) fn check_step(sequences: usize, inputs: &[StepInput<'_>], aligned: bool) -> Result<(), BackendError> {
+    if sequences != inputs.len() || (aligned && sequences != 1) {
+        return Err(BackendError::BadInput(
+            "one input per sequence, and alignment for one sequence".into(),
+        ));
+    }
+    if let Some(i) = inputs.iter().find(|i| i.logits_at.iter().any(|&r| r >= i.tokens.len())) {
+        return Err(BackendError::BadInput(format!(
+            "logits of rows {:?} of {} tokens",
+            i.logits_at,
+            i.tokens.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The forward passes of one loaded model.

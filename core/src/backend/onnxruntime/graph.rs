@@ -6,6 +6,11 @@ use ort::memory::Allocator;
 use ort::operator::Attribute;
 use ort::value::{DynTensor, TensorElementType};
 
+use super::encoder::{GraphPrecision, TensorSource};
+
+/// Whisper's layer-norm epsilon (as `model::LN_EPS`).
+const LN_EPS: f32 = 1e-5;
+
 pub(crate) type GraphResult<T> = Result<T, String>;
 
 pub(crate) fn ort_err(what: &str) -> impl Fn(ort::Error) -> String + '_ {
@@ -41,6 +46,12 @@ impl Builder {
         let node = Node::new(op, ONNX_DOMAIN, &name, inputs, &outs, attrs).map_err(ort_err(op))?;
         self.graph.add_node(node).map_err(ort_err(op))?;
         Ok(outs)
+    }
+
+    /// A number not used before in this graph, for unique initializer names.
+    pub fn fresh(&mut self) -> usize {
+        self.n += 1;
+        self.n
     }
 
     pub fn node(&mut self, op: &str, inputs: &[&str], attrs: Vec<Attribute>) -> GraphResult<String> {
@@ -95,4 +106,123 @@ impl Builder {
 
 pub(crate) fn attr<T: ort::operator::ToAttribute>(name: &str, v: T) -> GraphResult<Attribute> {
     Attribute::new(name, v).map_err(ort_err(name))
+}
+
+/// A graph being built from CTranslate2 weights at a precision: the layers the encoder and
+/// decoder graphs share.
+pub(crate) struct Layers<'a> {
+    pub b: Builder,
+    pub w: &'a dyn TensorSource,
+    pub p: GraphPrecision,
+}
+
+impl<'a> Layers<'a> {
+    pub fn new(w: &'a dyn TensorSource, p: GraphPrecision) -> GraphResult<Layers<'a>> {
+        Ok(Layers {
+            b: Builder::new()?,
+            w,
+            p,
+        })
+    }
+
+    /// A float initializer in the graph's float type.
+    pub fn float(&mut self, name: &str, shape: &[i64], v: &[f32]) -> GraphResult<String> {
+        match self.p {
+            GraphPrecision::F16 => self.b.init_f16(name, shape, v),
+            _ => self.b.init_f32(name, shape, v),
+        }
+    }
+
+    /// A float32 graph input in the graph's float type.
+    pub fn cast_in(&mut self, x: &str) -> GraphResult<String> {
+        match self.p {
+            GraphPrecision::F16 => self.b.node("Cast", &[x], vec![attr("to", 10i64)?]),
+            _ => Ok(x.to_string()),
+        }
+    }
+
+    /// A value in the graph's float type as float32 (for a graph output).
+    pub fn cast_out(&mut self, x: &str) -> GraphResult<String> {
+        match self.p {
+            GraphPrecision::F16 => self.b.node("Cast", &[x], vec![attr("to", 1i64)?]),
+            _ => Ok(x.to_string()),
+        }
+    }
+
+    pub fn layer_norm(&mut self, x: &str, prefix: &str, d: usize) -> GraphResult<String> {
+        let g = self.w.f32(&format!("{prefix}/gamma"), &[d])?;
+        let bt = self.w.f32(&format!("{prefix}/beta"), &[d])?;
+        let g = self.float(&format!("{prefix}/gamma"), &[d as i64], &g)?;
+        let bt = self.float(&format!("{prefix}/beta"), &[d as i64], &bt)?;
+        self.b.node(
+            "LayerNormalization",
+            &[x, &g, &bt],
+            vec![attr("axis", -1i64)?, attr("epsilon", LN_EPS)?],
+        )
+    }
+
+    /// `x·Wᵀ + b` with W stored `[n_out, n_in]` as CTranslate2 has it; with `quantize` and
+    /// INT8 QDQ, W is int8 per output channel behind a `DequantizeLinear`.
+    pub fn linear(&mut self, x: &str, prefix: &str, n_out: usize, n_in: usize, quantize: bool) -> GraphResult<String> {
+        let w = self.w.f32(&format!("{prefix}/weight"), &[n_out, n_in])?;
+        // MatMul wants `[n_in, n_out]`.
+        let mut wt = vec![0f32; w.len()];
+        for o in 0..n_out {
+            for i in 0..n_in {
+                wt[i * n_out + o] = w[o * n_in + i];
+            }
+        }
+        let shape = [n_in as i64, n_out as i64];
+        let wname = format!("{prefix}/weight");
+        let w_in = match self.p {
+            GraphPrecision::Int8Qdq if quantize => {
+                // Symmetric per output channel (a column of `wt`), as the CPU INT8 path does per row.
+                let mut scale = vec![0f32; n_out];
+                for (o, s) in scale.iter_mut().enumerate() {
+                    let m = (0..n_in).map(|i| wt[i * n_out + o].abs()).fold(0f32, f32::max);
+                    *s = if m > 0.0 { m / 127.0 } else { 1.0 };
+                }
+                let q: Vec<i8> = wt
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &v)| (v / scale[k % n_out]).round().clamp(-127.0, 127.0) as i8)
+                    .collect();
+                let qn = self.b.init_i8(&format!("{wname}/q"), &shape, &q)?;
+                let sn = self.b.init_f32(&format!("{wname}/scale"), &[n_out as i64], &scale)?;
+                let zn = self
+                    .b
+                    .init_i8(&format!("{wname}/zero"), &[n_out as i64], &vec![0i8; n_out])?;
+                self.b
+                    .node("DequantizeLinear", &[&qn, &sn, &zn], vec![attr("axis", 1i64)?])?
+            }
+            _ => self.float(&wname, &shape, &wt)?,
+        };
+        let y = self.b.node("MatMul", &[x, &w_in], vec![])?;
+        let bias_name = format!("{prefix}/bias");
+        if self.w.has(&bias_name) {
+            let bias = self.w.f32(&bias_name, &[n_out])?;
+            let bn = self.float(&bias_name, &[n_out as i64], &bias)?;
+            self.b.node("Add", &[&y, &bn], vec![])
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// `[B, T, H·hd]` → `[B, H, T, hd]` (`perm` [0, 2, 1, 3]) or `[B, H, hd, T]` ([0, 2, 3, 1]).
+    pub fn split_heads(&mut self, x: &str, heads: usize, head_dim: usize, perm: Vec<i64>) -> GraphResult<String> {
+        let name = format!("heads_shape_{}", self.b.fresh());
+        let shape = self.b.init_i64(&name, &[0, 0, heads as i64, head_dim as i64])?;
+        let r = self.b.node("Reshape", &[x, &shape], vec![])?;
+        self.b.node("Transpose", &[&r], vec![attr("perm", perm)?])
+    }
+
+    /// `[B, H, T, hd]` → `[B, T, H·hd]`.
+    pub fn merge_heads(&mut self, x: &str, d: usize) -> GraphResult<String> {
+        let t = self
+            .b
+            .node("Transpose", &[x], vec![attr("perm", vec![0i64, 2, 1, 3])?])?;
+        let name = format!("merged_shape_{}", self.b.fresh());
+        let shape = self.b.init_i64(&name, &[0, 0, d as i64])?;
+        self.b.node("Reshape", &[&t, &shape], vec![])
+    }
 }

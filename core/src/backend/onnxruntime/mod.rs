@@ -1,7 +1,8 @@
-//! The ONNX Runtime backend: Whisper's encoder as an ONNX graph built in Rust from the
-//! CTranslate2 weights, run by any execution provider ONNX Runtime has. The decoder step stays
-//! on the backend it wraps (the CPU one) until a decoder graph exists.
+//! The ONNX Runtime backend: Whisper's encoder, and on request its decoder step, as ONNX graphs
+//! built in Rust from the CTranslate2 weights, run by any execution provider ONNX Runtime has.
+//! What stays off ONNX Runtime ([`OrtStages`]) runs on the backend it wraps (the CPU one).
 
+mod decoder;
 mod encoder;
 mod graph;
 pub mod providers;
@@ -9,10 +10,11 @@ pub mod providers;
 use std::path::Path;
 use std::sync::Mutex;
 
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::value::TensorRef;
 
+pub use decoder::{build_cross, build_step, DecoderDims, OrtDecoder, CHUNK};
 pub use encoder::{build_encoder, EncoderDims, GraphPrecision, TensorSource, ENCODER_FRAMES, MEL_FRAMES};
 
 use super::{AlignmentRequest, Backend, BackendError, BackendKind, CrossCache, Sequence, StepInput, StepOutput};
@@ -66,7 +68,39 @@ impl From<crate::model::Precision> for GraphPrecision {
     }
 }
 
-/// Where and how the graph runs.
+impl From<&crate::model::Dims> for DecoderDims {
+    fn from(d: &crate::model::Dims) -> Self {
+        DecoderDims {
+            d_model: d.d_model,
+            n_heads: d.n_heads,
+            layers: d.decoder_layers,
+            vocab: d.vocab_size,
+            max_positions: d.max_text_positions,
+        }
+    }
+}
+
+/// Which stages run on ONNX Runtime (the rest on the wrapped backend).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OrtStages {
+    /// The encoder only.
+    #[default]
+    Encoder,
+    /// The encoder and the decoder step (static-shape graphs, as NPUs need).
+    EncoderDecoder,
+}
+
+impl OrtStages {
+    pub fn parse(s: &str) -> Option<OrtStages> {
+        match s {
+            "encoder" => Some(OrtStages::Encoder),
+            "encoder-decoder" | "all" => Some(OrtStages::EncoderDecoder),
+            _ => None,
+        }
+    }
+}
+
+/// Where and how the graphs run.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OrtOptions {
     /// An `execution-provider` name ([`providers::PROVIDERS`]).
@@ -74,6 +108,7 @@ pub struct OrtOptions {
     pub precision: GraphPrecision,
     /// ONNX Runtime's intra-op threads; 0 lets it choose (one per core).
     pub threads: usize,
+    pub stages: OrtStages,
 }
 
 impl Default for OrtOptions {
@@ -82,7 +117,36 @@ impl Default for OrtOptions {
             provider: "cpu".into(),
             precision: GraphPrecision::F32,
             threads: 0,
+            stages: OrtStages::Encoder,
         }
+    }
+}
+
+/// A session builder on `opts.provider` with `opts.threads`; `what` names the graph in errors.
+pub fn session_builder(opts: &OrtOptions, what: &str) -> Result<SessionBuilder, String> {
+    let ep = providers::resolve(&opts.provider)?;
+    let env = crate::runtime::environment()?;
+    let err = |e: ort::Error| format!("ONNX Runtime session for the {what}: {e}");
+    let mut builder = Session::builder(env)
+        .map_err(err)?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| err(e.into()))?;
+    if opts.threads > 0 {
+        builder = builder.with_intra_threads(opts.threads).map_err(|e| err(e.into()))?;
+    }
+    if let Some(ep) = ep {
+        builder = builder
+            .with_execution_providers([ep])
+            .map_err(|e| format!("execution provider {} could not start: {e}", opts.provider))?;
+    }
+    Ok(builder)
+}
+
+impl OrtDecoder {
+    /// [`new`](Self::new) from the `model.bin` of a CTranslate2 directory, on `opts`.
+    pub fn from_model_dir(dir: &Path, dims: DecoderDims, opts: &OrtOptions) -> Result<OrtDecoder, String> {
+        let builder = session_builder(opts, "decoder")?;
+        OrtDecoder::new(&ModelBinSource::open(dir)?, dims, opts.precision, &builder)
     }
 }
 
@@ -95,23 +159,11 @@ pub struct OrtEncoder {
 impl OrtEncoder {
     /// Builds the graph from `w` and a session for it on `opts.provider`.
     pub fn new(w: &dyn TensorSource, dims: EncoderDims, opts: &OrtOptions) -> Result<OrtEncoder, String> {
-        let ep = providers::resolve(&opts.provider)?;
-        let env = crate::runtime::environment()?;
-        let err = |e: ort::Error| format!("ONNX Runtime session for the encoder: {e}");
-        let mut builder = Session::builder(env)
-            .map_err(err)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| err(e.into()))?;
-        if opts.threads > 0 {
-            builder = builder.with_intra_threads(opts.threads).map_err(|e| err(e.into()))?;
-        }
-        if let Some(ep) = ep {
-            builder = builder
-                .with_execution_providers([ep])
-                .map_err(|e| format!("execution provider {} could not start: {e}", opts.provider))?;
-        }
+        let builder = session_builder(opts, "encoder")?;
         let model = build_encoder(w, dims, opts.precision)?;
-        let session = model.into_session(&builder).map_err(err)?;
+        let session = model
+            .into_session(&builder)
+            .map_err(|e| format!("ONNX Runtime session for the encoder: {e}"))?;
         Ok(OrtEncoder {
             session: Mutex::new(session),
             dims,
@@ -158,24 +210,43 @@ impl OrtEncoder {
     }
 }
 
-/// The encoder on ONNX Runtime, the rest on the backend it wraps.
+/// The encoder on ONNX Runtime, the decoder too with [`OrtStages::EncoderDecoder`], the rest on
+/// the backend it wraps.
 pub struct OrtBackend {
     encoder: OrtEncoder,
+    decoder: Option<OrtDecoder>,
     inner: Box<dyn Backend>,
 }
 
 impl OrtBackend {
-    /// `model` with its encoder on ONNX Runtime per `opts` (the graph built from its
-    /// `model.bin`), its decoder on the backend it had.
+    /// `model` with `opts.stages` on ONNX Runtime per `opts` (the graphs built from its
+    /// `model.bin`), the rest on the backend it had.
     pub fn wrap(model: Model, opts: &OrtOptions) -> Result<Model, ModelError> {
+        let error = |stage: &str, reason: String| ModelError {
+            file: model.dir.join("model.bin"),
+            reason: format!("ONNX Runtime {stage}: {reason}"),
+        };
+        let source = ModelBinSource::open(&model.dir).map_err(|r| error("encoder", r))?;
         let encoder =
-            OrtEncoder::from_model_dir(&model.dir, EncoderDims::from(&model.dims), opts).map_err(|reason| {
-                ModelError {
-                    file: model.dir.join("model.bin"),
-                    reason: format!("ONNX Runtime encoder: {reason}"),
-                }
-            })?;
-        model.wrap_backend(|inner| Ok(Box::new(OrtBackend { encoder, inner })))
+            OrtEncoder::new(&source, EncoderDims::from(&model.dims), opts).map_err(|r| error("encoder", r))?;
+        let decoder = match opts.stages {
+            OrtStages::Encoder => None,
+            OrtStages::EncoderDecoder => {
+                let builder = session_builder(opts, "decoder").map_err(|r| error("decoder", r))?;
+                Some(
+                    OrtDecoder::new(&source, DecoderDims::from(&model.dims), opts.precision, &builder)
+                        .map_err(|r| error("decoder", r))?,
+                )
+            }
+        };
+        drop(source);
+        model.wrap_backend(|inner| {
+            Ok(Box::new(OrtBackend {
+                encoder,
+                decoder,
+                inner,
+            }))
+        })
     }
 }
 
@@ -189,11 +260,17 @@ impl Backend for OrtBackend {
     }
 
     fn cross_cache(&self, states: &[f32]) -> Result<CrossCache, BackendError> {
-        self.inner.cross_cache(states)
+        match &self.decoder {
+            Some(d) => d.cross_cache(states),
+            None => self.inner.cross_cache(states),
+        }
     }
 
     fn sequence(&self, cross: &CrossCache) -> Result<Sequence, BackendError> {
-        self.inner.sequence(cross)
+        match &self.decoder {
+            Some(d) => d.sequence(cross),
+            None => self.inner.sequence(cross),
+        }
     }
 
     fn decode(
@@ -202,6 +279,9 @@ impl Backend for OrtBackend {
         inputs: &[StepInput<'_>],
         alignment: Option<AlignmentRequest<'_>>,
     ) -> Result<StepOutput, BackendError> {
-        self.inner.decode(seqs, inputs, alignment)
+        match &self.decoder {
+            Some(d) => d.decode(seqs, inputs, alignment),
+            None => self.inner.decode(seqs, inputs, alignment),
+        }
     }
 }
