@@ -154,7 +154,15 @@ impl Model {
         self.backend.encode(mels)
     }
 
-    /// The cross-attention cache of one window's encoder states (`ENCODER_FRAMES × d_model`),
+    /// [`encode_batch`](Self::encode_batch) over the first `frames` encoder positions only
+    /// (`2 · frames` mel frames; whisper.cpp's `audio_ctx`): `frames × d_model` per window, or
+    /// the full `ENCODER_FRAMES` on a backend that cannot shorten it (the ONNX Runtime one).
+    pub fn encode_batch_frames(&self, mels: &[&[f32]], frames: usize) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.backend.encode_frames(mels, frames)
+    }
+
+    /// The cross-attention cache of one window's encoder states (`frames × d_model`, any
+    /// `frames` up to `ENCODER_FRAMES`),
     /// shared by every hypothesis decoded over it.
     pub fn cross_cache(&self, states: &[f32]) -> Result<CrossCache, BackendError> {
         self.backend.cross_cache(states)
