@@ -65,7 +65,7 @@ impl Rule {
         let audio = samples.div_ceil(SAMPLES_PER_FRAME);
         match self {
             Rule::Full => ENCODER_FRAMES,
-            Rule::Fit { step, margin } => ((audio + margin).div_ceil(step) * step).min(ENCODER_FRAMES),
+            Rule::Fit { step, margin } => model::fitted_frames(samples, step, margin),
             Rule::Fixed(n) if audio <= n => n,
             Rule::Fixed(_) => ENCODER_FRAMES,
         }
