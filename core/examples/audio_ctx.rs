@@ -4,7 +4,7 @@
 //! per rule:
 //!
 //!   cargo run --release -p npuwhisper-core --example audio_ctx -- [--model tiny.en]
-//!       [--manifest manifest.tsv] [--rules full,fit64+50,fit128+100,750,1000] [--batch 8] [--print]
+//!       [--manifest manifest.tsv] [--rules full,fit64+50,fit128+100,fit128+200,750,1000] [--batch 8] [--print]
 //!       [--no-fallback]
 //!
 //! Rules, each giving a window's encoder frames (20 ms each, at most 1500) from its audio:
@@ -104,7 +104,7 @@ fn main() {
     let batch: usize = args.parsed("--batch", 8).max(1);
     let rules: Vec<(String, Rule)> = args
         .value("--rules")
-        .unwrap_or("full,fit64+50,fit128+100,750,1000")
+        .unwrap_or("full,fit64+50,fit128+100,fit128+200,750,1000")
         .split(',')
         .map(|r| {
             let rule = Rule::parse(r).unwrap_or_else(|| {
