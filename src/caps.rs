@@ -4,7 +4,9 @@
 //!   window's log-mel spectrogram, `n_mels × 3000` f32 mel-major; PTS and duration are those of
 //!   the audio the window covers (the frames past it are padding).
 //! - `application/x-npuwhisper-states, width=(int), frames=(int)1500, format=F32LE`: one buffer is
-//!   one window's encoder states, `1500 × width` f32, with the window's PTS and duration.
+//!   one window's encoder states, `n × width` f32 with `n` up to `frames` (fewer when the window
+//!   was encoded over a shorter context, `npuwhisperenc context=fit`), with the window's PTS and
+//!   duration.
 
 use npuwhisper_core::model::{ENCODER_FRAMES, MAX_D_MODEL, MAX_N_MELS, MEL_FRAMES};
 

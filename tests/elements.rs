@@ -548,6 +548,13 @@ fn npuwhisper_bin_builds_and_cycles() {
     assert_eq!(dec.property::<String>("language"), "de");
     bin.set_property("language", "auto");
     bin.set_property_from_str("task", "transcribe");
+    // The encoder context reaches the encoder.
+    let enc = bin.downcast_ref::<gst::Bin>().unwrap().by_name("enc").unwrap();
+    assert_eq!(enc.property_value("context").serialize().unwrap(), "full");
+    bin.set_property_from_str("context", "fit");
+    assert_eq!(enc.property_value("context").serialize().unwrap(), "fit");
+    assert_eq!(bin.property_value("context").serialize().unwrap(), "fit");
+    bin.set_property_from_str("context", "full");
 
     let dir = default_model_dir();
     if !dir.is_dir() {

@@ -9,32 +9,8 @@ use npuwhisper_core::model::{load_shared_with, resolve_model_path, Model, Precis
 /// `(word errors, reference words)` of the transcripts of `pairs` (reference, hypothesis), after
 /// Whisper's English normalizer, as tests/reference/score_wer.py scores them.
 fn word_errors(pairs: &[(String, String)]) -> (usize, usize) {
-    let dir = tempfile_dir();
-    let json = dir.join("pairs.json");
-    let items: Vec<serde_json::Value> = pairs
-        .iter()
-        .map(|(r, h)| serde_json::json!({"ref": r, "hyp": h}))
-        .collect();
-    std::fs::write(&json, serde_json::to_string(&items).unwrap()).unwrap();
-    const COUNT: &str = "import json, sys, jiwer\n\
-        from whisper_normalizer.english import EnglishTextNormalizer\n\
-        n = EnglishTextNormalizer()\n\
-        p = json.load(open(sys.argv[1], encoding='utf-8'))\n\
-        o = jiwer.process_words([n(x['ref']) for x in p], [n(x['hyp']) for x in p])\n\
-        print(o.substitutions + o.deletions + o.insertions, o.substitutions + o.deletions + o.hits)\n";
-    let out = std::process::Command::new(reference_python())
-        .args(["-c", COUNT])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "word count failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    let v: Vec<usize> = text.split_whitespace().map(|v| v.parse().unwrap()).collect();
-    (v[0], v[1])
+    let s = score(pairs);
+    (s.errors, s.words)
 }
 
 fn manifest_errors(model: &str, manifest_name: &str, precision: &str) -> (usize, usize) {

@@ -4,15 +4,20 @@
 mod common;
 
 use common::*;
+use gst::prelude::*;
 use npuwhisper_core::model::{load_shared, resolve_model_path};
 
 fn manifest_wer(manifest_name: &str) -> f64 {
+    manifest_wer_with(manifest_name, &[])
+}
+
+fn manifest_wer_with(manifest_name: &str, props: &[(&str, &str)]) -> f64 {
     // Holding the model keeps it loaded across the pipelines of this test.
     let _model = load_shared(&resolve_model_path("tiny.en")).unwrap();
     let pairs: Vec<(String, String)> = manifest(manifest_name)
         .into_iter()
         .map(|(file, _, reference)| {
-            let cues = transcribe(&eval_file(&file), &[]);
+            let cues = transcribe(&eval_file(&file), props);
             let hyp = joined_text(&cues);
             println!("{file}: {hyp}");
             (reference, hyp)
@@ -42,6 +47,52 @@ fn tiny_en_long_form_wer() {
     // gets a word or so more or less wrong (README, Benchmarks); the bound allows one word
     // more than the worst path.
     assert!(wer <= 1.9, "WER {wer:.2} % > 1.9 % (7 of 377 words)");
+}
+
+/// `context=fit` (each window encoded over its audio plus 4 s) to the same bounds as the full
+/// context above, which it is measured against (`core/examples/audio_ctx.rs`, README,
+/// Benchmarks). The long-form set holds the case that looped with a 2 s margin: a 2.6 s clip
+/// after a pause, prompted with the text before it.
+#[test]
+fn tiny_en_fit_context_wer() {
+    if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
+        return;
+    }
+    let short = manifest_wer_with("manifest.tsv", &[("context", "fit")]);
+    let long = manifest_wer_with("manifest_long.tsv", &[("context", "fit")]);
+    println!("tiny.en greedy, context=fit: manifest.tsv WER {short:.2} %, manifest_long.tsv WER {long:.2} %");
+    assert!(short <= 3.5, "short clips: WER {short:.2} % > 3.5 %");
+    assert!(long <= 1.9, "long-form: WER {long:.2} % > 1.9 % (7 of 377 words)");
+}
+
+/// The encoder's states per window with `context`: jfk.wav is one 11 s window, 550 frames of
+/// audio, so `fit` gives 550 + 200 rounded up to 128 = 768 frames of tiny.en's 384 values.
+#[test]
+fn fit_context_shortens_the_encoder_states() {
+    if !common::require(&[common::Need::Models, common::Need::Shared]) {
+        return;
+    }
+    init();
+    for (context, frames) in [("full", 1500), ("fit", 768)] {
+        let desc = format!(
+            "filesrc location=\"{}\" ! decodebin ! audioconvert ! audioresample ! npumel ! \
+             npuwhisperenc model=tiny.en context={context} ! appsink name=sink sync=false",
+            eval_file("jfk.wav").display()
+        );
+        let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let mut sizes = Vec::new();
+        while let Ok(sample) = sink.pull_sample() {
+            sizes.push(sample.buffer().unwrap().size());
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        assert_eq!(sizes, vec![frames * 384 * 4], "context={context}");
+    }
 }
 
 #[test]

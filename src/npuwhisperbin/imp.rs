@@ -246,6 +246,7 @@ impl ObjectImpl for NpuWhisperBin {
                 .filter(|p| p.name() != "live-hold")
                 .collect();
             specs.extend(live::param_specs());
+            specs.push(crate::npuwhisperenc::context_param_spec());
             specs.push(
                 glib::ParamSpecEnum::builder_with_default("vad", crate::npumel::VadMode::default())
                     .nick("Voice activity detection")
@@ -317,6 +318,10 @@ impl ObjectImpl for NpuWhisperBin {
             children.mel.set_property_from_value("vad", value);
             return;
         }
+        if pspec.name() == "context" {
+            children.enc.set_property_from_value("context", value);
+            return;
+        }
         // The decoder holds every setting; the encoder needs the model ones too.
         if crate::model_property::NAMES.contains(&pspec.name()) {
             children.enc.set_property_from_value(pspec.name(), value);
@@ -334,6 +339,7 @@ impl ObjectImpl for NpuWhisperBin {
         }
         match self.children().as_ref() {
             Some(children) if pspec.name() == "vad" => children.mel.property_value("vad"),
+            Some(children) if pspec.name() == "context" => children.enc.property_value("context"),
             Some(children) => children.dec.property_value(pspec.name()),
             None => pspec.default_value().clone(),
         }

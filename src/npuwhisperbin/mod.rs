@@ -7,8 +7,8 @@
 //! Its properties are those of `npuwhisperdec` (see there: model, precision, threads,
 //! language, language-code, task, beam search, temperature fallback, initial prompt, word
 //! timestamps, batch size, messages), forwarded to it; `model`, `precision` and `threads` go
-//! to `npuwhisperenc` too. `latency` and `lateness` (see Live streams) and `passthrough` are the
-//! bin's own. The children's other properties are reachable by name, e.g.
+//! to `npuwhisperenc` too, and `context` (the encoder frames per window) to it alone. `latency`
+//! and `lateness` (see Live streams) and `passthrough` are the bin's own. The children's other properties are reachable by name, e.g.
 //! `npuwhisper mel::min-pause=300`.
 //!
 //! ## Live streams

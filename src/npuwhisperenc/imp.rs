@@ -6,14 +6,39 @@ use gst::subclass::prelude::*;
 
 use crate::model_element::{self, HeldModel};
 use crate::{caps, f32buf, model_property, passes};
-use npuwhisper_core::model::{Model, ENCODER_FRAMES, MEL_FRAMES};
+use npuwhisper_core::model::{fitted_frames, Model, ENCODER_FRAMES, FIT_MARGIN_FRAMES, FIT_STEP_FRAMES, MEL_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> =
     LazyLock::new(|| gst::DebugCategory::new("npuwhisperenc", gst::DebugColorFlags::empty(), Some("Whisper encoder")));
 
+/// How many encoder frames each window gets.
+#[derive(Debug, Default, Eq, PartialEq, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstNpuWhisperContext")]
+pub enum NpuWhisperContext {
+    #[default]
+    #[enum_value(name = "Full: every window over Whisper's 30 s (1500 frames)", nick = "full")]
+    Full = 0,
+    #[enum_value(
+        name = "Fit: each window over its audio plus 4 s, rounded up to 2.56 s (whisper.cpp's audio_ctx per window)",
+        nick = "fit"
+    )]
+    Fit = 1,
+}
+
 #[derive(Default)]
 struct Settings {
     model: model_property::ModelSettings,
+    context: NpuWhisperContext,
+}
+
+/// The `context` property's spec (the bin forwards it).
+pub fn context_param_spec() -> glib::ParamSpec {
+    glib::ParamSpecEnum::builder_with_default("context", NpuWhisperContext::default())
+        .nick("Encoder context")
+        .blurb("Encoder frames per window: full (30 s) or fit (the window's audio plus 4 s: a short window costs a fraction of the encoder time; WER within 2 words of full on the project's sets; backend=onnxruntime keeps full)")
+        .mutable_ready()
+        .build()
 }
 
 #[derive(Default)]
@@ -146,32 +171,57 @@ impl NpuWhisperEnc {
         f32buf::f32_from_bytes(&map).ok_or(gst::FlowError::Error)
     }
 
-    /// One encoder output per input window, each of the expected size.
-    fn encode(&self, model: &Model, mels: &[&[f32]]) -> Result<Vec<Vec<f32>>, gst::FlowError> {
+    /// Encoder frames for a window lasting `duration` (the audio it covers), per `context`.
+    fn frames(&self, duration: Option<gst::ClockTime>) -> usize {
+        match (self.settings().context, duration) {
+            (NpuWhisperContext::Fit, Some(d)) => {
+                let samples = d.nseconds().div_ceil(1_000_000_000 / 16_000) as usize;
+                fitted_frames(samples, FIT_STEP_FRAMES, FIT_MARGIN_FRAMES).max(1)
+            }
+            _ => ENCODER_FRAMES,
+        }
+    }
+
+    /// One encoder output per input window (`frames[i]` or, on a backend that cannot shorten
+    /// the context, all 1500 frames).
+    fn encode(&self, model: &Model, mels: &[&[f32]], frames: &[usize]) -> Result<Vec<Vec<f32>>, gst::FlowError> {
         let start = std::time::Instant::now();
-        let states = model.encode_batch(mels).map_err(|e| {
+        let failed = |e: npuwhisper_core::backend::BackendError| {
             gst::element_imp_error!(self, gst::LibraryError::Failed, ("Encoder failed: {}", e));
             gst::FlowError::Error
-        })?;
+        };
+        let states = if frames.iter().all(|&f| f == ENCODER_FRAMES) {
+            model.encode_batch(mels).map_err(failed)?
+        } else {
+            // The CPU backend encodes windows one at a time anyway.
+            let mut states = Vec::with_capacity(mels.len());
+            for (mel, &f) in mels.iter().zip(frames) {
+                states.extend(model.encode_batch_frames(&[mel], f).map_err(failed)?);
+            }
+            states
+        };
         gst::debug!(
             CAT,
             imp = self,
-            "Encoded {} windows in {:?}",
+            "Encoded {} windows of {:?} frames in {:?}",
             mels.len(),
+            frames,
             start.elapsed()
         );
 
-        let expected = ENCODER_FRAMES * model.d_model();
-        if states.len() != mels.len() || states.iter().any(|s| s.len() != expected) {
+        let d = model.d_model();
+        let fits = |(s, &f): (&Vec<f32>, &usize)| s.len() == f * d || s.len() == ENCODER_FRAMES * d;
+        if states.len() != mels.len() || !states.iter().zip(frames).all(fits) {
             gst::element_imp_error!(
                 self,
                 gst::LibraryError::Failed,
                 (
-                    "Encoder returned {} outputs of sizes {:?}, expected {} of {}",
+                    "Encoder returned {} outputs of sizes {:?}, expected {} of {:?} × {}",
                     states.len(),
                     states.iter().map(Vec::len).collect::<Vec<_>>(),
                     mels.len(),
-                    expected
+                    frames,
+                    d
                 )
             );
             return Err(gst::FlowError::Error);
@@ -210,7 +260,7 @@ impl NpuWhisperEnc {
         }
         let (model, n_mels) = self.negotiated()?;
         let mel = self.read_mel(&buffer, n_mels)?;
-        let states = self.encode(&model, &[&mel])?;
+        let states = self.encode(&model, &[&mel], &[self.frames(buffer.duration())])?;
         let out = self.states_buffer(&buffer, &states[0]);
         self.srcpad.push(out)
     }
@@ -235,7 +285,8 @@ impl NpuWhisperEnc {
             .map(|b| self.read_mel(b, n_mels))
             .collect::<Result<Vec<_>, _>>()?;
         let refs: Vec<&[f32]> = mels.iter().map(Vec::as_slice).collect();
-        let states = self.encode(&model, &refs)?;
+        let frames: Vec<usize> = list.iter().map(|b| self.frames(b.duration())).collect();
+        let states = self.encode(&model, &refs, &frames)?;
 
         let mut out = gst::BufferList::new_sized(states.len());
         {
@@ -297,7 +348,11 @@ impl ObjectSubclass for NpuWhisperEnc {
 
 impl ObjectImpl for NpuWhisperEnc {
     fn properties() -> &'static [glib::ParamSpec] {
-        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(model_property::param_specs);
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let mut specs = model_property::param_specs();
+            specs.push(context_param_spec());
+            specs
+        });
         PROPERTIES.as_ref()
     }
 
@@ -312,6 +367,11 @@ impl ObjectImpl for NpuWhisperEnc {
             return;
         }
         let mut settings = self.settings();
+        if pspec.name() == "context" {
+            settings.context = value.get().expect("type checked upstream");
+            gst::info!(CAT, imp = self, "Encoder context now {:?}", settings.context);
+            return;
+        }
         if !settings.model.set(pspec.name(), value) {
             gst::warning!(CAT, imp = self, "Unknown property {}", pspec.name());
         }
@@ -320,6 +380,9 @@ impl ObjectImpl for NpuWhisperEnc {
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         // GObject only asks for the properties declared above.
+        if pspec.name() == "context" {
+            return self.settings().context.to_value();
+        }
         self.settings()
             .model
             .get(pspec.name())

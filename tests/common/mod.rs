@@ -69,18 +69,7 @@ pub fn manifest(name: &str) -> Vec<(String, f64, String)> {
 
 /// Corpus WER in percent, after Whisper's English normalizer (tests/reference/score_wer.py).
 pub fn wer(pairs: &[(String, String)]) -> f64 {
-    let dir = tempfile_dir();
-    let json = dir.join("pairs.json");
-    let items: Vec<serde_json::Value> = pairs
-        .iter()
-        .map(|(r, h)| serde_json::json!({"ref": r, "hyp": h}))
-        .collect();
-    std::fs::write(&json, serde_json::to_string(&items).unwrap()).unwrap();
-    let out = run_reference("score_wer.py", &[&json]);
-    out.trim()
-        .strip_prefix("WER ")
-        .and_then(|v| v.trim_end_matches('%').trim().parse().ok())
-        .unwrap_or_else(|| panic!("score_wer.py said {out:?}"))
+    score(pairs).wer
 }
 
 /// One text buffer from the decoder.

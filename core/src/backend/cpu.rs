@@ -33,6 +33,15 @@ impl Backend for CpuBackend {
     }
 
     fn encode(&self, mels: &[&[f32]]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.encode_frames(mels, ENCODER_FRAMES)
+    }
+
+    fn encode_frames(&self, mels: &[&[f32]], frames: usize) -> Result<Vec<Vec<f32>>, BackendError> {
+        if !(1..=ENCODER_FRAMES).contains(&frames) {
+            return Err(BackendError::BadInput(format!(
+                "an encoder context of {frames} frames, not 1 to {ENCODER_FRAMES}"
+            )));
+        }
         if let Some(bad) = mels.iter().find(|m| m.len() != self.n_mels * MEL_FRAMES) {
             return Err(BackendError::BadInput(format!(
                 "a mel window of {} values, not {} × {MEL_FRAMES}",
@@ -40,13 +49,14 @@ impl Backend for CpuBackend {
                 self.n_mels
             )));
         }
-        Ok(self.encoder.forward_batch(mels))
+        Ok(self.encoder.forward_batch(mels, frames))
     }
 
     fn cross_cache(&self, states: &[f32]) -> Result<CrossCache, BackendError> {
-        if states.len() != ENCODER_FRAMES * self.d_model {
+        let frames = states.len() / self.d_model;
+        if states.len() % self.d_model != 0 || !(1..=ENCODER_FRAMES).contains(&frames) {
             return Err(BackendError::BadInput(format!(
-                "encoder states of {} values, not {ENCODER_FRAMES} × {}",
+                "encoder states of {} values, not 1 to {ENCODER_FRAMES} frames × {}",
                 states.len(),
                 self.d_model
             )));
@@ -70,11 +80,11 @@ impl Backend for CpuBackend {
         let mut cpu: Vec<&mut CpuSequence> = seqs.iter_mut().map(|s| cpu_sequence(s)).collect::<Result<_, _>>()?;
         let mut attention = Vec::new();
         let hidden = match alignment {
-            Some(a) => self.decoder.forward(
-                &mut cpu,
-                &tokens,
-                Some((a.heads, a.n_frames.clamp(1, ENCODER_FRAMES), &mut attention)),
-            )?,
+            Some(a) => {
+                let n_frames = a.n_frames.clamp(1, cpu[0].cross_frames());
+                self.decoder
+                    .forward(&mut cpu, &tokens, Some((a.heads, n_frames, &mut attention)))?
+            }
             None => self.decoder.forward(&mut cpu, &tokens, None)?,
         };
         let d = self.d_model;

@@ -207,7 +207,17 @@ pub trait Backend: Send + Sync {
     /// `ENCODER_FRAMES × d_model` state matrix per window.
     fn encode(&self, mels: &[&[f32]]) -> Result<Vec<Vec<f32>>, BackendError>;
 
-    /// The cross-attention cache of one window's encoder states.
+    /// [`encode`](Self::encode) over a shorter context: `frames × d_model` states per window
+    /// from the first `2 · frames` mel frames (whisper.cpp's `audio_ctx`). A backend that
+    /// cannot shorten it encodes the full window (the default); callers take the frames from
+    /// the length of what comes back.
+    fn encode_frames(&self, mels: &[&[f32]], frames: usize) -> Result<Vec<Vec<f32>>, BackendError> {
+        let _ = frames;
+        self.encode(mels)
+    }
+
+    /// The cross-attention cache of one window's encoder states (`frames × d_model`, any
+    /// `frames` up to `ENCODER_FRAMES`).
     fn cross_cache(&self, states: &[f32]) -> Result<CrossCache, BackendError>;
 
     /// An empty hypothesis over a window.

@@ -12,7 +12,7 @@ use npuwhisper_kernels::qgemm::{qlinear, QuantizedWeights};
 use npuwhisper_kernels::store::Store;
 use npuwhisper_kernels::xattn::{cross_attention, CrossQuery, HalfKv};
 
-use super::{Dims, LayerNorm, Linear, Precision, Weights, ENCODER_FRAMES};
+use super::{Dims, LayerNorm, Linear, Precision, Weights};
 use crate::backend::{BackendError, SequenceCache};
 
 pub(crate) struct DecoderLayer {
@@ -129,7 +129,7 @@ fn head_weights(q: &[f32], kv: &LayerKv, t: usize, d: usize, h: usize, head_dim:
 
 /// One layer's cross-attention keys and values.
 enum LayerKv {
-    /// `ENCODER_FRAMES × 2d`, K then V in each row (f32 models).
+    /// `frames × 2d`, K then V in each row (f32 models).
     F32(Vec<f32>),
     /// In f16, laid out for the decoder step's products (INT8 models): half the bytes to read
     /// per token, at the WER of f32 keys and values (README, Benchmarks).
@@ -140,6 +140,8 @@ enum LayerKv {
 /// every hypothesis decoded over that window.
 pub struct CrossKv {
     layers: Vec<LayerKv>,
+    /// Encoder frames of the window (fewer than `ENCODER_FRAMES` over a shorter context).
+    frames: usize,
 }
 
 /// One hypothesis being decoded: its window's cross K/V and its own self-attention cache.
@@ -151,6 +153,13 @@ pub struct Sequence {
     self_v: Vec<Vec<f32>>,
     len: usize,
     max_positions: usize,
+}
+
+impl Sequence {
+    /// Encoder frames of the window this hypothesis is decoded over.
+    pub fn cross_frames(&self) -> usize {
+        self.cross.frames
+    }
 }
 
 impl SequenceCache for Sequence {
@@ -183,8 +192,10 @@ impl SequenceCache for Sequence {
 pub(crate) type Capture<'a> = (&'a [(usize, usize)], usize, &'a mut Vec<Vec<f32>>);
 
 impl Decoder {
+    /// `states` is `frames × d` for any `frames` up to `ENCODER_FRAMES`.
     pub fn cross_kv(&self, states: &[f32]) -> Arc<CrossKv> {
         let d = self.d;
+        let frames = states.len() / d;
         let mut kv = if self.half_cross_kv {
             std::mem::take(&mut *self.kv_scratch.lock().unwrap_or_else(|e| e.into_inner()))
         } else {
@@ -194,14 +205,14 @@ impl Decoder {
             .layers
             .iter()
             .map(|l| {
-                l.cross_kv.forward(ENCODER_FRAMES, states, &mut kv);
+                l.cross_kv.forward(frames, states, &mut kv);
                 if self.half_cross_kv {
                     LayerKv::Half(HalfKv::new(
                         &kv,
                         2 * d,
                         &kv[d..],
                         2 * d,
-                        ENCODER_FRAMES,
+                        frames,
                         self.n_heads,
                         d / self.n_heads,
                     ))
@@ -213,7 +224,7 @@ impl Decoder {
         if self.half_cross_kv {
             *self.kv_scratch.lock().unwrap_or_else(|e| e.into_inner()) = kv;
         }
-        Arc::new(CrossKv { layers })
+        Arc::new(CrossKv { layers, frames })
     }
 
     pub fn sequence(&self, cross: &Arc<CrossKv>) -> Sequence {
@@ -327,7 +338,7 @@ impl Decoder {
                     LayerKv::F32(kv) => {
                         let shape = Shape {
                             tq: b - a,
-                            tk: ENCODER_FRAMES,
+                            tk: seq.cross.frames,
                             n_heads: self.n_heads,
                             head_dim,
                             q_stride: d,

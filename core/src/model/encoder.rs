@@ -74,19 +74,22 @@ impl Encoder {
         })
     }
 
-    /// Each mel is `n_mels × MEL_FRAMES`; returns `ENCODER_FRAMES × d` per window.
+    /// Each mel is `n_mels × MEL_FRAMES`; returns `frames × d` per window (`frames` ≤
+    /// `ENCODER_FRAMES`): the encoder runs over the first `2 · frames` mel frames only, with
+    /// the first `frames` positions (whisper.cpp's `audio_ctx`).
     ///
     /// The windows go through one after the other: with 1500 positions each, a window alone
     /// already reuses every weight 1500 times, so stacking windows gains no speed, while it
     /// multiplies the activations held at once (README, Benchmarks).
-    pub fn forward_batch(&self, mels: &[&[f32]]) -> Vec<Vec<f32>> {
+    pub fn forward_batch(&self, mels: &[&[f32]], frames: usize) -> Vec<Vec<f32>> {
+        debug_assert!((1..=ENCODER_FRAMES).contains(&frames));
         // On the kernels' pool as a whole: each kernel's own hand-off from another thread
         // (wake a worker, block, be woken) would otherwise come once per layer and operation.
-        npuwhisper_kernels::pool::install(|| mels.iter().map(|mel| self.forward(mel)).collect())
+        npuwhisper_kernels::pool::install(|| mels.iter().map(|mel| self.forward(mel, frames)).collect())
     }
 
-    /// One window: `n_mels × MEL_FRAMES` in, `ENCODER_FRAMES × d` out.
-    fn forward(&self, mel: &[f32]) -> Vec<f32> {
+    /// One window: `n_mels × MEL_FRAMES` in, `frames × d` out.
+    fn forward(&self, mel: &[f32], frames: usize) -> Vec<f32> {
         // The buffers of an earlier window: fresh ones would each be new pages from the
         // system (glibc's mmap threshold is 1 MiB here), a page fault per 4 KiB.
         let mut scratch = self
@@ -95,13 +98,14 @@ impl Encoder {
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_default();
-        let out = self.forward_with(mel, &mut scratch);
+        let out = self.forward_with(mel, frames, &mut scratch);
         self.scratch.lock().unwrap_or_else(|e| e.into_inner()).push(scratch);
         out
     }
 
-    fn forward_with(&self, mel: &[f32], scratch: &mut Scratch) -> Vec<f32> {
-        let (d, t) = (self.d, ENCODER_FRAMES);
+    fn forward_with(&self, mel: &[f32], frames: usize, scratch: &mut Scratch) -> Vec<f32> {
+        // The mel is cut after `mel_t` frames: conv1 pads there as at the window's end.
+        let (d, t, mel_t) = (self.d, frames, 2 * frames);
         let Scratch {
             cols,
             h1,
@@ -114,18 +118,18 @@ impl Encoder {
         // Stem: conv1 (stride 1) over the mel, conv2 (stride 2) over its output; padding 1.
         let c1 = self.n_mels * 3;
         cols.clear();
-        cols.resize(MEL_FRAMES * c1, 0.0);
+        cols.resize(mel_t * c1, 0.0);
         for (ti, row) in cols.chunks_mut(c1).enumerate() {
             for c in 0..self.n_mels {
                 for k in 0..3 {
                     let src = ti as isize + k as isize - 1;
-                    if (0..MEL_FRAMES as isize).contains(&src) {
+                    if (0..mel_t as isize).contains(&src) {
                         row[c * 3 + k] = mel[c * MEL_FRAMES + src as usize];
                     }
                 }
             }
         }
-        self.conv1.forward(MEL_FRAMES, cols, h1);
+        self.conv1.forward(mel_t, cols, h1);
         gelu(h1);
         let c2 = d * 3;
         cols.clear();
@@ -133,7 +137,7 @@ impl Encoder {
         for (ti, row) in cols.chunks_mut(c2).enumerate() {
             for k in 0..3 {
                 let src = 2 * ti as isize + k as isize - 1;
-                if (0..MEL_FRAMES as isize).contains(&src) {
+                if (0..mel_t as isize).contains(&src) {
                     let frame = &h1[src as usize * d..(src as usize + 1) * d];
                     for (c, &v) in frame.iter().enumerate() {
                         row[c * 3 + k] = v;
@@ -143,7 +147,7 @@ impl Encoder {
         }
         self.conv2.forward(t, cols, x);
         gelu(x);
-        add_in_place(x, &self.positions);
+        add_in_place(x, &self.positions[..t * d]);
 
         att.resize(t * d, 0.0);
         let head_dim = d / self.n_heads;

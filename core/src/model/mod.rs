@@ -26,6 +26,20 @@ pub const MEL_FRAMES: usize = 3000;
 pub const ENCODER_FRAMES: usize = 1500;
 /// Seconds of audio per encoder position / timestamp token step.
 pub const SECONDS_PER_TIMESTAMP: f64 = 0.02;
+/// Margin past a window's audio that a fitted encoder context keeps (4 s): with 2 s, Whisper
+/// looped on a 2.6 s clip of the long-form set when prompted with the text before it (README,
+/// Benchmarks).
+pub const FIT_MARGIN_FRAMES: usize = 200;
+/// A fitted context is a multiple of this many frames (2.56 s).
+pub const FIT_STEP_FRAMES: usize = 128;
+
+/// Encoder frames (20 ms each) for a window of `samples` audio samples at 16 kHz: its audio plus
+/// `margin` frames, rounded up to a multiple of `step`, at most `ENCODER_FRAMES`.
+pub fn fitted_frames(samples: usize, step: usize, margin: usize) -> usize {
+    // 20 ms at 16 kHz.
+    let audio = samples.div_ceil(320);
+    ((audio + margin).div_ceil(step.max(1)) * step.max(1)).min(ENCODER_FRAMES)
+}
 /// Most mel bins and widest model the elements' caps carry.
 pub const MAX_N_MELS: usize = 256;
 pub const MAX_D_MODEL: usize = 4096;
@@ -154,7 +168,15 @@ impl Model {
         self.backend.encode(mels)
     }
 
-    /// The cross-attention cache of one window's encoder states (`ENCODER_FRAMES × d_model`),
+    /// [`encode_batch`](Self::encode_batch) over the first `frames` encoder positions only
+    /// (`2 · frames` mel frames; whisper.cpp's `audio_ctx`): `frames × d_model` per window, or
+    /// the full `ENCODER_FRAMES` on a backend that cannot shorten it (the ONNX Runtime one).
+    pub fn encode_batch_frames(&self, mels: &[&[f32]], frames: usize) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.backend.encode_frames(mels, frames)
+    }
+
+    /// The cross-attention cache of one window's encoder states (`frames × d_model`, any
+    /// `frames` up to `ENCODER_FRAMES`),
     /// shared by every hypothesis decoded over it.
     pub fn cross_cache(&self, states: &[f32]) -> Result<CrossCache, BackendError> {
         self.backend.cross_cache(states)
@@ -180,5 +202,27 @@ impl Model {
     pub fn step(&self, seq: &mut Sequence, tokens: &[u32], logits_at: &[usize]) -> Result<Vec<f32>, BackendError> {
         let input = StepInput { tokens, logits_at };
         Ok(self.backend.decode(&mut [seq], &[input], None)?.logits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fitted_frames_cover_the_audio_and_the_margin() {
+        // jfk.wav, 11 s: 550 frames + 200 = 750, up to 768.
+        assert_eq!(fitted_frames(176_000, FIT_STEP_FRAMES, FIT_MARGIN_FRAMES), 768);
+        assert_eq!(fitted_frames(176_000, 128, 100), 768);
+        assert_eq!(fitted_frames(176_000, 64, 50), 640);
+        // One sample more than 20 ms is two frames.
+        assert_eq!(fitted_frames(321, 1, 0), 2);
+        assert_eq!(fitted_frames(0, 64, 0), 0);
+        // 27.5 s + 2 s does not fit under 30 s rounded to 128: capped at the full context.
+        assert_eq!(
+            fitted_frames(440_000, FIT_STEP_FRAMES, FIT_MARGIN_FRAMES),
+            ENCODER_FRAMES
+        );
+        assert_eq!(fitted_frames(480_000, 64, 50), ENCODER_FRAMES);
     }
 }

@@ -149,3 +149,44 @@ pub fn tempfile_dir() -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// A transcript set's score after Whisper's English normaliser (tests/reference/score_wer.py).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    /// Corpus WER in percent.
+    pub wer: f64,
+    pub errors: usize,
+    pub words: usize,
+}
+
+/// Scores `pairs` (reference, hypothesis) with the reference Python.
+pub fn score(pairs: &[(String, String)]) -> Score {
+    let dir = tempfile_dir();
+    let json = dir.join("pairs.json");
+    let items: Vec<serde_json::Value> = pairs
+        .iter()
+        .map(|(r, h)| serde_json::json!({"ref": r, "hyp": h}))
+        .collect();
+    std::fs::write(&json, serde_json::to_string(&items).unwrap()).unwrap();
+    let out = std::process::Command::new(reference_python())
+        .arg(repo().join("tests/reference/score_wer.py"))
+        .arg("--counts")
+        .arg(&json)
+        .output()
+        .expect("reference python runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "score_wer.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "WER 2.2785 ERRORS 9 WORDS 395"
+    match text.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["WER", wer, "ERRORS", errors, "WORDS", words] => Score {
+            wer: wer.parse().unwrap(),
+            errors: errors.parse().unwrap(),
+            words: words.parse().unwrap(),
+        },
+        _ => panic!("score_wer.py said {text:?}"),
+    }
+}
