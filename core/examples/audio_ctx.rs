@@ -87,6 +87,9 @@ fn manifest(name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// A window's log-mel, its audio samples and seconds.
+type MelWindow = (Vec<f32>, usize, f64);
+
 fn main() {
     let args = support::Args::parse(
         USAGE,
@@ -121,7 +124,7 @@ fn main() {
     });
     let mel = LogMel::new(model.n_mels());
     // Per file: its reference and its windows' (mel, audio samples, seconds).
-    let files: Vec<(String, String, Vec<(Vec<f32>, usize, f64)>)> = manifest(&manifest_name)
+    let files: Vec<(String, String, Vec<MelWindow>)> = manifest(&manifest_name)
         .into_iter()
         .map(|(file, reference)| {
             let samples = assets::read_wav(&assets::eval_file(&file));

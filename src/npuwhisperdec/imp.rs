@@ -298,7 +298,7 @@ impl NpuWhisperDec {
 
         // Up to 1500 frames: fewer when the encoder ran over a shorter context.
         let row = width * 4;
-        if buffer.size() % row != 0 || !(1..=ENCODER_FRAMES).contains(&(buffer.size() / row)) {
+        if !buffer.size().is_multiple_of(row) || !(1..=ENCODER_FRAMES).contains(&(buffer.size() / row)) {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,

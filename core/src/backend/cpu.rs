@@ -54,7 +54,7 @@ impl Backend for CpuBackend {
 
     fn cross_cache(&self, states: &[f32]) -> Result<CrossCache, BackendError> {
         let frames = states.len() / self.d_model;
-        if states.len() % self.d_model != 0 || !(1..=ENCODER_FRAMES).contains(&frames) {
+        if !states.len().is_multiple_of(self.d_model) || !(1..=ENCODER_FRAMES).contains(&frames) {
             return Err(BackendError::BadInput(format!(
                 "encoder states of {} values, not 1 to {ENCODER_FRAMES} frames × {}",
                 states.len(),
