@@ -7,6 +7,25 @@ use serde::{Deserialize, Serialize};
 
 use super::WindowResult;
 
+/// Longest phrase (words) checked for a loop.
+const LONGEST_LOOP: usize = 8;
+
+/// Where the words start to loop: the second of three copies in a row of a phrase, or of two
+/// copies of a phrase of three words or more (a repeat that long is not a speaker's stumble);
+/// `words.len()` if they do not.
+fn loop_start(words: &[StreamWord]) -> usize {
+    let keys: Vec<String> = words.iter().map(|w| key(&w.text)).collect();
+    let copies =
+        |i: usize, n: usize, k: usize| (1..k).all(|c| keys.get(i + c * n..i + (c + 1) * n) == Some(&keys[i..i + n]));
+    (0..keys.len())
+        .find_map(|i| {
+            (1..=LONGEST_LOOP.min((keys.len() - i) / 2))
+                .find(|&n| copies(i, n, if n >= 3 { 2 } else { 3 }))
+                .map(|n| i + n)
+        })
+        .unwrap_or(keys.len())
+}
+
 /// A word of a pass, timed on the stream's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamWord {
@@ -173,7 +192,11 @@ impl LocalAgreement {
     /// A pass over a window that will be sent again with more audio: returns the words the
     /// previous pass agrees on, then any later word that ends before `emit_before` (it cannot
     /// wait for another pass without coming out late).
-    pub fn provisional(&mut self, words: Vec<StreamWord>, emit_before: f64) -> Vec<StreamWord> {
+    pub fn provisional(&mut self, mut words: Vec<StreamWord>, emit_before: f64) -> Vec<StreamWord> {
+        // A pass over audio cut mid-phrase may loop ("the art of the art of the art of"); two
+        // such passes agree on the loop, and old words are forced out: neither may release it.
+        // The words from the loop on wait for a later pass, or for the complete window.
+        words.truncate(loop_start(&words));
         let mut fresh = self.fresh(words);
         let agreed = fresh
             .iter()
@@ -437,6 +460,47 @@ mod tests {
         // The next pass hears "42" and "line" over the same sound, then the next word.
         let next = pass("or 42 line Bible", 0.0);
         assert_eq!(texts(&la.finalize(next)), "Bible");
+    }
+
+    #[test]
+    fn a_pass_that_loops_releases_nothing_of_the_loop() {
+        let looping = "considered as the art of the art of the art of the art";
+        assert_eq!(
+            texts(&pass(looping, 0.0)[..loop_start(&pass(looping, 0.0))]),
+            "considered as the art of"
+        );
+        // Two passes that loop alike agree on the words before the loop only, and old words
+        // are not forced out past it.
+        let mut la = LocalAgreement::new();
+        la.provisional(pass(looping, 0.0), 0.0);
+        assert_eq!(
+            texts(&la.provisional(pass(looping, 0.0), 100.0)),
+            "considered as the art of"
+        );
+        // The complete window's words after it still come out.
+        assert_eq!(
+            texts(&la.finalize(pass("considered as the art of making books", 0.0))),
+            "making books"
+        );
+    }
+
+    #[test]
+    fn repeats_a_speaker_makes_are_not_loops() {
+        for text in [
+            "I I think",
+            "no no we",
+            "that that is it",
+            "I think I think so",
+            "very very very good",
+        ] {
+            let words = pass(text, 0.0);
+            let cut = loop_start(&words);
+            let kept = texts(&words[..cut]);
+            match text {
+                "very very very good" => assert_eq!(kept, "very", "{text}"),
+                _ => assert_eq!(cut, words.len(), "{text}: cut to {kept:?}"),
+            }
+        }
     }
 
     #[test]
