@@ -49,10 +49,11 @@ fn tiny_en_long_form_wer() {
     assert!(wer <= 1.9, "WER {wer:.2} % > 1.9 % (7 of 377 words)");
 }
 
-/// `context=fit` (each window encoded over its audio plus 4 s) to the same bounds as the full
-/// context above, which it is measured against (`core/examples/audio_ctx.rs`, README,
-/// Benchmarks). The long-form set holds the case that looped with a 2 s margin: a 2.6 s clip
-/// after a pause, prompted with the text before it.
+/// `context=fit` (each window encoded over its audio plus 4 s), opt-in. The long-form set holds
+/// the case that looped with a 2 s margin (a 2.6 s clip after a pause, prompted with the text
+/// before it): a loop costs tens of words. Short of a loop, the shorter context changes words
+/// by SIMD path (README, Benchmarks): on the long-form set 5 of 377 on AMX and AVX2 but 10 under
+/// AVX-512 (full context: 3 to 6), so the long-form bound is 11 words, the worst path plus one.
 #[test]
 fn tiny_en_fit_context_wer() {
     if !common::require(&[common::Need::Models, common::Need::Shared, common::Need::Venv]) {
@@ -62,7 +63,7 @@ fn tiny_en_fit_context_wer() {
     let long = manifest_wer_with("manifest_long.tsv", &[("context", "fit")]);
     println!("tiny.en greedy, context=fit: manifest.tsv WER {short:.2} %, manifest_long.tsv WER {long:.2} %");
     assert!(short <= 3.5, "short clips: WER {short:.2} % > 3.5 %");
-    assert!(long <= 1.9, "long-form: WER {long:.2} % > 1.9 % (7 of 377 words)");
+    assert!(long <= 2.92, "long-form: WER {long:.2} % > 2.92 % (11 of 377 words)");
 }
 
 /// The encoder's states per window with `context`: jfk.wav is one 11 s window, 550 frames of
