@@ -398,12 +398,7 @@ fn base_sends_language_tags_downstream() {
         &eval_file("multilingual_en_de.wav"),
         &[("model", "base"), ("language", "auto")],
     );
-    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (pipeline, sink) = launch_with_sink(&desc);
     let tags = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let seen = tags.clone();
     sink.static_pad("sink")

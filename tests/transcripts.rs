@@ -80,12 +80,7 @@ fn fit_context_shortens_the_encoder_states() {
              npuwhisperenc model=tiny.en context={context} ! appsink name=sink sync=false",
             eval_file("jfk.wav").display()
         );
-        let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-        let sink = pipeline
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        let (pipeline, sink) = launch_with_sink(&desc);
         pipeline.set_state(gst::State::Playing).unwrap();
         let mut sizes = Vec::new();
         while let Ok(sample) = sink.pull_sample() {

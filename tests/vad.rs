@@ -166,12 +166,7 @@ fn run_live_text(samples: &[f32]) -> Vec<Cue> {
     let desc = format!(
         "appsrc name=src is-live=true format=time caps=\"{LIVE_CAPS}\" ! npuwhisper ! appsink name=sink sync=false"
     );
-    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (pipeline, sink) = launch_with_sink(&desc);
     let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
     let pusher = {
         let (pipeline, src, samples) = (pipeline.clone(), src.clone(), samples.to_vec());

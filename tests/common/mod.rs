@@ -112,6 +112,17 @@ pub fn transcribe(path: &Path, props: &[(&str, &str)]) -> Vec<Cue> {
     transcribe_pipeline(&bin_pipeline(path, props))
 }
 
+/// Parses `desc`, a pipeline that ends in `appsink name=sink`: the pipeline and that sink.
+pub fn launch_with_sink(desc: &str) -> (gst::Pipeline, gst_app::AppSink) {
+    let pipeline = gst::parse::launch(desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    (pipeline, sink)
+}
+
 /// `filesrc ! decodebin ! npuwhisper props ! appsink name=sink` for a file.
 pub fn bin_pipeline(path: &Path, props: &[(&str, &str)]) -> String {
     let mut desc = format!(
@@ -271,12 +282,7 @@ pub fn run_live_with_jump(samples: &[f32], props: &[(&str, &str)], jump: Option<
         desc.push_str(&format!(" {k}=\"{v}\""));
     }
     desc.push_str(" ! appsink name=sink sync=false");
-    let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (pipeline, sink) = launch_with_sink(&desc);
     let src = pipeline.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
     let gaps: std::sync::Arc<std::sync::Mutex<Vec<(f64, f64)>>> = Default::default();
     {
