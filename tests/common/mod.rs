@@ -154,12 +154,7 @@ pub fn transcribe_with_messages(path: &Path, props: &[(&str, &str)]) -> (Vec<Cue
 /// and the element messages. Panics on a pipeline error.
 pub fn run_pipeline(desc: &str) -> (Vec<Cue>, Vec<gst::Structure>) {
     init();
-    let pipeline = gst::parse::launch(desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let (pipeline, sink) = launch_with_sink(desc);
     let bus = pipeline.bus().unwrap();
     pipeline.set_state(gst::State::Playing).expect("pipeline plays");
     let mut cues = Vec::new();
