@@ -3,7 +3,7 @@
 //!
 //!   cargo run --release -p npuwhisper-core --example stage_profile -- [--file ../shared/eval/public/long_lj001_1-20.wav]
 //!       [--model tiny.en] [--batch 8] [--repeat 3] [--precision int8|f32] [--vad silero|silero-onnxruntime|energy]
-//!       [--load-only] [--onnxruntime PROVIDER|none]
+//!       [--load-only] [--onnxruntime PROVIDER|none] [--onnxruntime-stages encoder|encoder-decoder]
 //!
 //! Stages: speech detection with windowing at pauses, and log-mel (npumel), the encoder
 //! (npuwhisperenc), and decoding
@@ -13,7 +13,9 @@
 //! decoded tokens per second. Set `NPUWHISPER_ISA=avx512` (or `avx2`) to see a lower SIMD path.
 //! `--onnxruntime` (default `cpu`) also runs the encoder stage on ONNX Runtime's PROVIDER (the
 //! ONNX graph of the same weights, at the same `--precision`: int8 is int8 QDQ weights there),
-//! printed as its own row beside the CPU kernels' encoder; the sum counts the CPU one.
+//! printed as its own row beside the CPU kernels' encoder; the sum counts the CPU one. With
+//! `--onnxruntime-stages encoder-decoder` the decoder stage runs on ONNX Runtime too (its
+//! static-shape step graphs, from the CPU encoder's states), as a row of its own.
 //! First it prints the model's load time and whether its weights were mapped from the weight
 //! cache or made from `model.bin`; `--load-only` stops there.
 
@@ -28,13 +30,14 @@ use npuwhisper_core::audio::vad::VadSettings;
 use npuwhisper_core::audio::{
     level_speech, Detector, SileroFrames, Windower, WindowerSettings, SAMPLE_RATE, WINDOW_SAMPLES,
 };
-use npuwhisper_core::backend::onnxruntime::{EncoderDims, OrtEncoder, OrtOptions};
+use npuwhisper_core::backend::onnxruntime::{OrtOptions, OrtStages};
+use npuwhisper_core::backend::BackendChoice;
 use npuwhisper_core::decoding::{DecodeOptions, Transcriber};
 use npuwhisper_core::model::{self, Precision};
 use npuwhisper_kernels::isa::Isa;
 use npuwhisper_kernels::mel::LogMel;
 
-const USAGE: &str = "usage: stage_profile [--file WAV] [--model NAME|DIR] [--batch N] [--repeat N] [--precision int8|f32] [--vad silero|silero-onnxruntime|energy] [--load-only] [--onnxruntime PROVIDER|none]";
+const USAGE: &str = "usage: stage_profile [--file WAV] [--model NAME|DIR] [--batch N] [--repeat N] [--precision int8|f32] [--vad silero|silero-onnxruntime|energy] [--load-only] [--onnxruntime PROVIDER|none] [--onnxruntime-stages encoder|encoder-decoder]";
 
 /// Wall and CPU seconds of `f`, and its result.
 fn timed<T>(f: impl FnOnce() -> T) -> (f64, f64, T) {
@@ -55,6 +58,7 @@ fn main() {
             "--vad",
             "--load-only",
             "--onnxruntime",
+            "--onnxruntime-stages",
         ],
     );
     // Silero on the kernels, Silero through ONNX Runtime (its reference), or the energy gate.
@@ -95,6 +99,12 @@ fn main() {
     if args.flag("--load-only") {
         return;
     }
+    let stages = args.value("--onnxruntime-stages").unwrap_or("encoder");
+    let stages = OrtStages::parse(stages).unwrap_or_else(|| {
+        eprintln!("--onnxruntime-stages is encoder or encoder-decoder, not {stages}\n{USAGE}");
+        std::process::exit(2);
+    });
+    // The same weights as ONNX graphs, behind the model interface the elements use.
     let ort = match args.value("--onnxruntime").unwrap_or("cpu") {
         "none" => None,
         provider => {
@@ -102,22 +112,25 @@ fn main() {
                 provider: provider.to_string(),
                 precision: precision.into(),
                 threads: npuwhisper_kernels::pool::threads(),
-                ..OrtOptions::default()
+                stages,
             };
             let t = Instant::now();
-            let enc = OrtEncoder::from_model_dir(&dir, EncoderDims::from(&model.dims), &opts).unwrap_or_else(|e| {
-                eprintln!("ONNX Runtime encoder: {e}");
-                std::process::exit(1);
-            });
+            let ort_model = model::load_shared_on(&dir, precision, &BackendChoice::Onnxruntime(opts.clone()))
+                .unwrap_or_else(|e| {
+                    eprintln!("ONNX Runtime: {e}");
+                    std::process::exit(1);
+                });
             println!(
-                "ONNX Runtime encoder graph ({provider}, {:?}) built and loaded in {:.1} ms",
+                "ONNX Runtime graphs ({provider}, {:?}, {stages:?}) built and loaded in {:.1} ms",
                 opts.precision,
                 1e3 * t.elapsed().as_secs_f64()
             );
-            Some(enc)
+            Some(ort_model)
         }
     };
+    let ort_decoder = ort.as_ref().filter(|_| stages == OrtStages::EncoderDecoder);
     let mut ort_best: Option<(f64, f64)> = None;
+    let mut ort_decoder_best: Option<(f64, f64, usize)> = None;
     let samples = assets::read_wav(&file);
     let audio_s = samples.len() as f64 / SAMPLE_RATE as f64;
     let threads = npuwhisper_kernels::pool::threads();
@@ -171,14 +184,14 @@ fn main() {
         if let Some(ort) = &ort {
             let (wall, cpu, _) = timed(|| {
                 for (mel, _) in &mels {
-                    ort.encode_batch(&[mel]).expect("ONNX Runtime encoder");
+                    ort.encode_batch(&[mel.as_slice()]).expect("ONNX Runtime encoder");
                 }
             });
             if ort_best.is_none_or(|(w, _)| wall < w) {
                 ort_best = Some((wall, cpu));
             }
         }
-        let (wall, cpu, results) = timed(|| {
+        let decode = |model: &std::sync::Arc<model::Model>| {
             let options = DecodeOptions {
                 language: Some("en".into()),
                 ..Default::default()
@@ -189,8 +202,21 @@ fn main() {
                 .chunks(batch)
                 .flat_map(|chunk| transcriber.transcribe_batch(chunk))
                 .collect::<Vec<_>>()
-        });
+        };
+        let (wall, cpu, results) = timed(|| decode(&model));
         keep(&mut best, 3, "decoder", wall, cpu);
+        if let Some(ort) = ort_decoder {
+            let (wall, cpu, results) = timed(|| decode(ort));
+            let text: Vec<&str> = results
+                .iter()
+                .flat_map(|r| &r.segments)
+                .map(|s| s.text.trim())
+                .collect();
+            let tokens = model.tokenizer.encode(&text.join(" ")).len();
+            if ort_decoder_best.is_none_or(|(w, _, _)| wall < w) {
+                ort_decoder_best = Some((wall, cpu, tokens));
+            }
+        }
         text = results
             .iter()
             .flat_map(|r| &r.segments)
@@ -228,6 +254,16 @@ fn main() {
             cpu / wall,
             args.value("--onnxruntime").unwrap_or("cpu"),
             wall / best[2].1
+        );
+    }
+    if let Some((wall, cpu, ort_tokens)) = ort_decoder_best {
+        println!(
+            "{:<20} {wall:8.3} {cpu:8.3} {:7.2}  (decoder on ONNX Runtime {}: {:.2}x the CPU kernels' time; {:.0} text tokens/s, {ort_tokens} tokens against {tokens})",
+            "decoder (ORT)",
+            cpu / wall,
+            args.value("--onnxruntime").unwrap_or("cpu"),
+            wall / best[3].1,
+            ort_tokens as f64 / wall
         );
     }
     println!(
