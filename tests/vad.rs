@@ -78,12 +78,14 @@ fn quiet_speech_is_heard() {
             "short set at its own level: WER {own_wer:.2} %; turned down {}: {quiet_wer:.2} %",
             &gain[1..3]
         );
-        // The acceptance asks 0.5 points, two words of the set. The SIMD paths flip a few
-        // words in quiet audio, AVX2 the most (README, Benchmarks); the bound is AVX2's
-        // count. The energy gate of earlier versions gave no word at all.
+        // The acceptance asks 0.5 points, two words of the set. With speech that is all at
+        // one level left at it, the AVX2 path gives 0 and +1 word at -40 and -50 dB (README,
+        // Speech detection); AMX and AVX-512 gave +2 before that change and were not measured
+        // after it: one word more for them. Lifting quiet windows to -6 dBFS gave +4 on AVX2,
+        // and the energy gate of earlier versions gave no word at all.
         let extra_words = (quiet_wer - own_wer) * SHORT_SET_WORDS / 100.0;
         assert!(
-            extra_words <= 4.1,
+            extra_words <= 3.05,
             "-{} dB: WER {quiet_wer:.2} % against {own_wer:.2} % at the set's own level",
             &gain[1..3]
         );

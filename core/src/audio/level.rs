@@ -1,11 +1,15 @@
-//! Bringing quiet speech up to a level the model hears well: each stretch of speech (a run of
-//! speech frames) quieter than a fixed peak is amplified to it, by at most 40 dB. Louder
-//! stretches and everything between stretches keep their level, so a quiet talker between
-//! loud ones is heard and pauses are not made into noise. Gains change over one frame.
+//! Bringing quiet speech up to the level of the loudest speech beside it: in a window, each
+//! stretch of speech (a run of speech frames) quieter than the window's loudest stretch is
+//! amplified to that stretch's peak (at most -6 dBFS), by at most 40 dB. Louder stretches and
+//! everything between stretches keep their level, so a quiet talker between loud ones is heard
+//! and pauses are not made into noise. A window whose speech is all at one level keeps it: the
+//! log-mel's own range handles a quiet recording (faster-whisper, which levels nothing, loses
+//! no word at -50 dB), while lifting it by 40 dB lifts the 16-bit noise floor with it and cost
+//! words there. Gains change over one frame.
 
 use super::FRAME;
 
-/// Peak (-6 dBFS) that quieter speech is brought up to.
+/// Highest peak (-6 dBFS) that quieter speech is brought up to.
 const TARGET_PEAK: f32 = 0.5;
 /// Most gain (40 dB).
 const MAX_GAIN: f32 = 100.0;
@@ -29,8 +33,12 @@ pub fn level_speech(samples: &mut [f32], speech: &[bool]) {
         let run = &samples[start * FRAME..(i * FRAME).min(samples.len())];
         let peak = run.iter().fold(0.0f32, |m, s| m.max(s.abs()));
         if peak > 0.0 {
-            runs.push((start, i, (TARGET_PEAK / peak).clamp(1.0, MAX_GAIN)));
+            runs.push((start, i, peak));
         }
+    }
+    let loudest = runs.iter().fold(0.0f32, |m, r| m.max(r.2)).min(TARGET_PEAK);
+    for r in &mut runs {
+        r.2 = (loudest / r.2).clamp(1.0, MAX_GAIN);
     }
     // Speech gets its stretch's gain; what lies between two stretches the lesser of theirs,
     // what lies before the first or after the last that stretch's: a quiet recording is
@@ -98,11 +106,41 @@ mod tests {
     }
 
     #[test]
-    fn gain_is_bounded_and_silence_untouched() {
-        let mut samples = tone(3200, 1e-6);
-        let speech = vec![true; 20];
+    fn quiet_speech_is_brought_up_to_its_loudest_neighbour() {
+        // Speech at -20 dB, then at -50 dB: the quiet stretch comes up to the louder one's peak,
+        // not to -6 dBFS, and the louder one keeps its level.
+        let mut samples = tone(16000, 0.1);
+        samples.extend(tone(16000, 0.003));
+        let mut speech = vec![true; 200];
+        speech[100] = false;
         level_speech(&mut samples, &speech);
-        assert!((peak(&samples) - 1e-6 * MAX_GAIN).abs() < 1e-6);
+        assert!(
+            (peak(&samples[16160..]) - 0.1).abs() < 1e-3,
+            "{}",
+            peak(&samples[16160..])
+        );
+        assert!((peak(&samples[..16000]) - 0.1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn speech_at_one_level_keeps_it() {
+        // A quiet recording (-50 dB), two stretches at one level: nothing to bring up.
+        let mut samples = tone(16000, 0.003);
+        samples.extend(vec![0.0; 1600]);
+        samples.extend(tone(16000, 0.003));
+        let speech: Vec<bool> = (0..210).map(|f| !(100..110).contains(&f)).collect();
+        let original = samples.clone();
+        level_speech(&mut samples, &speech);
+        assert_eq!(samples, original);
+    }
+
+    #[test]
+    fn gain_is_bounded_and_silence_untouched() {
+        let mut samples = tone(3200, 0.5);
+        samples.extend(tone(3200, 1e-6));
+        let speech: Vec<bool> = (0..40).map(|f| f != 20).collect();
+        level_speech(&mut samples, &speech);
+        assert!((peak(&samples[3360..]) - 1e-6 * MAX_GAIN).abs() < 1e-6);
         let mut zeros = vec![0.0; 1000];
         level_speech(&mut zeros, &[true; 7]);
         assert!(zeros.iter().all(|&s| s == 0.0));
