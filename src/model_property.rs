@@ -2,6 +2,7 @@
 //! `threads`, `backend`, `execution-provider`): their specs, their values, and loading the model
 //! they name as an element error ready to post.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use gst::glib;
@@ -91,6 +92,8 @@ pub struct ModelSettings {
     /// An ONNX Runtime execution provider name (used with `backend=onnxruntime`).
     pub execution_provider: String,
     pub onnxruntime_stages: NpuWhisperOrtStages,
+    /// 16 kHz WAV that calibrates the int8 ONNX graph's activation quantization; empty: none.
+    pub onnxruntime_calibration: Option<String>,
 }
 
 impl Default for ModelSettings {
@@ -102,6 +105,7 @@ impl Default for ModelSettings {
             backend: NpuWhisperBackend::default(),
             execution_provider: DEFAULT_PROVIDER.to_string(),
             onnxruntime_stages: NpuWhisperOrtStages::default(),
+            onnxruntime_calibration: None,
         }
     }
 }
@@ -128,6 +132,9 @@ impl ModelSettings {
                     .unwrap_or_else(|| DEFAULT_PROVIDER.to_string())
             }
             "onnxruntime-stages" => self.onnxruntime_stages = value.get().expect("type checked upstream"),
+            "onnxruntime-calibration" => {
+                self.onnxruntime_calibration = value.get::<Option<String>>().ok().flatten().filter(|p| !p.is_empty())
+            }
             _ => return false,
         }
         true
@@ -141,6 +148,7 @@ impl ModelSettings {
             "backend" => Some(self.backend.to_value()),
             "execution-provider" => Some(self.execution_provider.to_value()),
             "onnxruntime-stages" => Some(self.onnxruntime_stages.to_value()),
+            "onnxruntime-calibration" => Some(self.onnxruntime_calibration.to_value()),
             _ => None,
         }
     }
@@ -156,10 +164,11 @@ pub const NAMES: &[&str] = &[
     "backend",
     "execution-provider",
     "onnxruntime-stages",
+    "onnxruntime-calibration",
 ];
 
-/// The specs of `model`, `precision`, `threads`, `backend`, `execution-provider` and
-/// `onnxruntime-stages`.
+/// The specs of `model`, `precision`, `threads`, `backend`, `execution-provider`,
+/// `onnxruntime-stages` and `onnxruntime-calibration`.
 pub fn param_specs() -> Vec<glib::ParamSpec> {
     vec![
         glib::ParamSpecString::builder("model")
@@ -196,6 +205,11 @@ pub fn param_specs() -> Vec<glib::ParamSpec> {
             .blurb("What backend=onnxruntime runs on ONNX Runtime: encoder (the decoder step on the CPU kernels) or encoder-decoder (both, the decoder as static-shape graphs)")
             .mutable_ready()
             .build(),
+        glib::ParamSpecString::builder("onnxruntime-calibration")
+            .nick("ONNX Runtime calibration audio")
+            .blurb("16 kHz WAV of speech like what will be transcribed: with backend=onnxruntime and precision=int8, the encoder graph's activations are quantized too (uint16, static scales from this audio: the A16W8 QDQ form NPU providers run); unset: int8 weights only")
+            .mutable_ready()
+            .build(),
     ]
 }
 
@@ -209,6 +223,7 @@ impl ModelSettings {
                 precision: Precision::from(self.precision).into(),
                 threads: self.threads as usize,
                 stages: self.onnxruntime_stages.into(),
+                calibration: self.onnxruntime_calibration.as_ref().map(PathBuf::from),
             }),
         }
     }

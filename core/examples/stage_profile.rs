@@ -4,6 +4,7 @@
 //!   cargo run --release -p npuwhisper-core --example stage_profile -- [--file ../shared/eval/public/long_lj001_1-20.wav]
 //!       [--model tiny.en] [--batch 8] [--repeat 3] [--precision int8|f32] [--vad silero|silero-onnxruntime|energy]
 //!       [--load-only] [--onnxruntime PROVIDER|none] [--onnxruntime-stages encoder|encoder-decoder]
+//!       [--onnxruntime-calibration WAV]
 //!
 //! Stages: speech detection with windowing at pauses, and log-mel (npumel), the encoder
 //! (npuwhisperenc), and decoding
@@ -16,6 +17,8 @@
 //! printed as its own row beside the CPU kernels' encoder; the sum counts the CPU one. With
 //! `--onnxruntime-stages encoder-decoder` the decoder stage runs on ONNX Runtime too (its
 //! static-shape step graphs, from the CPU encoder's states), as a row of its own.
+//! `--onnxruntime-calibration` quantizes the int8 encoder graph's activations too (A16W8),
+//! calibrated on that 16 kHz WAV.
 //! First it prints the model's load time and whether its weights were mapped from the weight
 //! cache or made from `model.bin`; `--load-only` stops there.
 
@@ -37,7 +40,7 @@ use npuwhisper_core::model::{self, Precision};
 use npuwhisper_kernels::isa::Isa;
 use npuwhisper_kernels::mel::LogMel;
 
-const USAGE: &str = "usage: stage_profile [--file WAV] [--model NAME|DIR] [--batch N] [--repeat N] [--precision int8|f32] [--vad silero|silero-onnxruntime|energy] [--load-only] [--onnxruntime PROVIDER|none] [--onnxruntime-stages encoder|encoder-decoder]";
+const USAGE: &str = "usage: stage_profile [--file WAV] [--model NAME|DIR] [--batch N] [--repeat N] [--precision int8|f32] [--vad silero|silero-onnxruntime|energy] [--load-only] [--onnxruntime PROVIDER|none] [--onnxruntime-stages encoder|encoder-decoder] [--onnxruntime-calibration WAV]";
 
 /// Wall and CPU seconds of `f`, and its result.
 fn timed<T>(f: impl FnOnce() -> T) -> (f64, f64, T) {
@@ -59,6 +62,7 @@ fn main() {
             "--load-only",
             "--onnxruntime",
             "--onnxruntime-stages",
+            "--onnxruntime-calibration",
         ],
     );
     // Silero on the kernels, Silero through ONNX Runtime (its reference), or the energy gate.
@@ -113,6 +117,7 @@ fn main() {
                 precision: precision.into(),
                 threads: npuwhisper_kernels::pool::threads(),
                 stages,
+                calibration: args.value("--onnxruntime-calibration").map(PathBuf::from),
             };
             let t = Instant::now();
             let ort_model = model::load_shared_on(&dir, precision, &BackendChoice::Onnxruntime(opts.clone()))

@@ -61,6 +61,7 @@ pub fn keep_backend_model(name: &str, props: &[(String, String)]) -> Option<Arc<
                 })
             })
             .unwrap_or_default(),
+        calibration: prop("onnxruntime-calibration").map(std::path::PathBuf::from),
     };
     let dir = model::resolve_model_path(name);
     let m = model::load_shared_on(&dir, precision, &BackendChoice::Onnxruntime(opts)).unwrap_or_else(|e| {

@@ -7,7 +7,7 @@
 use ort::editor::{Model, Opset, ONNX_DOMAIN};
 use ort::value::{Outlet, Shape, SymbolicDimensions, TensorElementType, ValueType};
 
-use super::graph::{attr, GraphResult, Layers};
+use super::graph::{attr, ActivationQuant, GraphResult, Layers};
 
 /// Opset 20 is the first with `Gelu`.
 pub(crate) const OPSET: u32 = 21;
@@ -134,12 +134,8 @@ impl EncoderGraph<'_> {
             .graph
             .set_inputs([io("mel", [-1, n_mels as i64, MEL_FRAMES as i64])])
             .map_err(super::graph::ort_err("graph inputs"))?;
-        self.l
-            .b
-            .graph
-            .set_outputs([io("states", [-1, ENCODER_FRAMES as i64, d as i64])])
-            .map_err(super::graph::ort_err("graph outputs"))?;
         let mut x = self.l.cast_in("mel")?;
+        x = self.l.b.activation(&x)?;
         x = self.conv(&x, "encoder/conv1", d, n_mels, 1)?;
         x = self.conv(&x, "encoder/conv2", d, d, 2)?;
         x = self
@@ -170,6 +166,24 @@ impl EncoderGraph<'_> {
         x = self.layer_norm(&x, "encoder/layer_norm")?;
         x = self.l.cast_out(&x)?;
         self.l.b.output(&x, "states")?;
+        // The activation ranges, when recording them for calibration: float32 scalars.
+        let scalar = |name: &str| {
+            Outlet::new(
+                name,
+                ValueType::Tensor {
+                    ty: TensorElementType::Float32,
+                    shape: Shape::new([]),
+                    dimension_symbols: SymbolicDimensions::new([]),
+                },
+            )
+        };
+        let mut outputs = vec![io("states", [-1, ENCODER_FRAMES as i64, d as i64])];
+        outputs.extend(self.l.b.recorded.iter().map(|n| scalar(n)));
+        self.l
+            .b
+            .graph
+            .set_outputs(outputs)
+            .map_err(super::graph::ort_err("graph outputs"))?;
         let mut model = Model::new([Opset::new(ONNX_DOMAIN, OPSET).map_err(super::graph::ort_err("opset"))?])
             .map_err(super::graph::ort_err("cannot create an ONNX model"))?;
         model
@@ -182,12 +196,20 @@ impl EncoderGraph<'_> {
 /// The encoder graph of the weights in `w`: input `mel` `[batch, n_mels, 3000]`, output
 /// `states` `[batch, 1500, d_model]`, both float32.
 pub fn build_encoder(w: &dyn TensorSource, dims: EncoderDims, precision: GraphPrecision) -> GraphResult<Model> {
+    build_encoder_quant(w, dims, precision, ActivationQuant::None)
+}
+
+/// [`build_encoder`] with its activations recorded or quantized as `quant` says.
+pub(crate) fn build_encoder_quant(
+    w: &dyn TensorSource,
+    dims: EncoderDims,
+    precision: GraphPrecision,
+    quant: ActivationQuant,
+) -> GraphResult<Model> {
     if dims.n_heads == 0 || !dims.d_model.is_multiple_of(dims.n_heads) {
         return Err(format!("{} heads do not divide width {}", dims.n_heads, dims.d_model));
     }
-    EncoderGraph {
-        l: Layers::new(w, precision)?,
-        dims,
-    }
-    .build()
+    let mut l = Layers::new(w, precision)?;
+    l.b.quant = quant;
+    EncoderGraph { l, dims }.build()
 }

@@ -17,10 +17,36 @@ pub(crate) fn ort_err(what: &str) -> impl Fn(ort::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
+/// What the builder does with each activation (every float output of a node, and the inputs
+/// that [`Builder::activation`] is called on): nothing, record its range as graph outputs, or
+/// quantize it with a recorded range.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum ActivationQuant {
+    #[default]
+    None,
+    /// Outputs `act_min_{k}` and `act_max_{k}` (float32 scalars) for activation `k`.
+    Record,
+    /// A uint16 `QuantizeLinear` / `DequantizeLinear` pair on activation `k`, with range `k`.
+    Apply(Vec<(f32, f32)>),
+}
+
+/// The uint16 scale and zero point of the range `(lo, hi)`, widened to hold 0, as ONNX
+/// Runtime's quantization tools compute them.
+pub(crate) fn u16_scale(lo: f32, hi: f32) -> (f32, u16) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let scale = if hi > lo { (hi - lo) / 65535.0 } else { 1.0 };
+    (scale, (-lo / scale).round().clamp(0.0, 65535.0) as u16)
+}
+
 pub(crate) struct Builder {
     pub graph: Graph,
     allocator: Allocator,
     n: usize,
+    pub quant: ActivationQuant,
+    /// Activations seen so far (their index is their order).
+    activations: usize,
+    /// The graph outputs [`ActivationQuant::Record`] added.
+    pub recorded: Vec<String>,
 }
 
 impl Builder {
@@ -29,7 +55,62 @@ impl Builder {
             graph: Graph::new().map_err(ort_err("cannot create an ONNX graph"))?,
             allocator: Allocator::default(),
             n: 0,
+            quant: ActivationQuant::None,
+            activations: 0,
+            recorded: Vec::new(),
         })
+    }
+
+    /// Activation `x` as the rest of the graph should read it: itself, or (with
+    /// [`ActivationQuant::Apply`]) through its quantize-dequantize pair. With
+    /// [`ActivationQuant::Record`] its range becomes two graph outputs.
+    pub fn activation(&mut self, x: &str) -> GraphResult<String> {
+        let k = self.activations;
+        match &self.quant {
+            ActivationQuant::None => Ok(x.to_string()),
+            ActivationQuant::Record => {
+                self.activations += 1;
+                for (op, out) in [
+                    ("ReduceMin", format!("act_min_{k}")),
+                    ("ReduceMax", format!("act_max_{k}")),
+                ] {
+                    let keep = attr("keepdims", 0i64)?;
+                    let node = Node::new(op, ONNX_DOMAIN, format!("{out}_node"), [x], [out.as_str()], [keep])
+                        .map_err(ort_err(op))?;
+                    self.graph.add_node(node).map_err(ort_err(op))?;
+                    self.recorded.push(out);
+                }
+                Ok(x.to_string())
+            }
+            ActivationQuant::Apply(ranges) => {
+                let &(lo, hi) = ranges
+                    .get(k)
+                    .ok_or_else(|| format!("no calibrated range for activation {k} of {}", ranges.len()))?;
+                self.activations += 1;
+                let (scale, zero) = u16_scale(lo, hi);
+                let sn = self.init_f32(&format!("act_{k}/scale"), &[], &[scale])?;
+                let zn = self.init_bytes(
+                    &format!("act_{k}/zero"),
+                    TensorElementType::Uint16,
+                    &[],
+                    &zero.to_ne_bytes(),
+                )?;
+                let (q, dq) = (format!("act_{k}/q"), format!("act_{k}/dq"));
+                for (op, input, out) in [("QuantizeLinear", x, &q), ("DequantizeLinear", q.as_str(), &dq)] {
+                    let node = Node::new(
+                        op,
+                        ONNX_DOMAIN,
+                        format!("{out}_node"),
+                        [input, &sn, &zn],
+                        [out.as_str()],
+                        [],
+                    )
+                    .map_err(ort_err(op))?;
+                    self.graph.add_node(node).map_err(ort_err(op))?;
+                }
+                Ok(dq)
+            }
+        }
     }
 
     /// Adds `op` over `inputs`; returns its `outputs` output names (`{op}_{n}:{i}`).
@@ -45,7 +126,18 @@ impl Builder {
         let outs: Vec<String> = (0..outputs).map(|i| format!("{name}:{i}")).collect();
         let node = Node::new(op, ONNX_DOMAIN, &name, inputs, &outs, attrs).map_err(ort_err(op))?;
         self.graph.add_node(node).map_err(ort_err(op))?;
-        Ok(outs)
+        outs.iter().map(|o| self.activation(o)).collect()
+    }
+
+    /// [`node`](Self::node) for a node whose output is a weight, not an activation: never
+    /// quantized or recorded.
+    pub fn weight_node(&mut self, op: &str, inputs: &[&str], attrs: Vec<Attribute>) -> GraphResult<String> {
+        self.n += 1;
+        let name = format!("{op}_{}", self.n);
+        let out = format!("{name}:0");
+        let node = Node::new(op, ONNX_DOMAIN, &name, inputs, [out.as_str()], attrs).map_err(ort_err(op))?;
+        self.graph.add_node(node).map_err(ort_err(op))?;
+        Ok(out)
     }
 
     /// A number not used before in this graph, for unique initializer names.
@@ -193,7 +285,7 @@ impl<'a> Layers<'a> {
                     .b
                     .init_i8(&format!("{wname}/zero"), &[n_out as i64], &vec![0i8; n_out])?;
                 self.b
-                    .node("DequantizeLinear", &[&qn, &sn, &zn], vec![attr("axis", 1i64)?])?
+                    .weight_node("DequantizeLinear", &[&qn, &sn, &zn], vec![attr("axis", 1i64)?])?
             }
             _ => self.float(&wname, &shape, &wt)?,
         };

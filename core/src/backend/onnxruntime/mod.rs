@@ -2,18 +2,20 @@
 //! built in Rust from the CTranslate2 weights, run by any execution provider ONNX Runtime has.
 //! What stays off ONNX Runtime ([`OrtStages`]) runs on the backend it wraps (the CPU one).
 
+mod calibration;
 mod decoder;
 mod encoder;
 mod graph;
 pub mod providers;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 use ort::value::TensorRef;
 
+pub use calibration::{calibration_mels, encoder_activation_ranges};
 pub use decoder::{build_cross, build_step, DecoderDims, OrtDecoder, CHUNK};
 pub use encoder::{build_encoder, EncoderDims, GraphPrecision, TensorSource, ENCODER_FRAMES, MEL_FRAMES};
 
@@ -109,6 +111,10 @@ pub struct OrtOptions {
     /// ONNX Runtime's intra-op threads; 0 lets it choose (one per core).
     pub threads: usize,
     pub stages: OrtStages,
+    /// Audio (16 kHz WAV) whose encoder activations set the ranges of static uint16 activation
+    /// quantization in the int8 encoder graph (A16W8 QDQ, the form NPU providers run); none:
+    /// the int8 graph quantizes weights only.
+    pub calibration: Option<PathBuf>,
 }
 
 impl Default for OrtOptions {
@@ -118,6 +124,7 @@ impl Default for OrtOptions {
             precision: GraphPrecision::F32,
             threads: 0,
             stages: OrtStages::Encoder,
+            calibration: None,
         }
     }
 }
@@ -159,8 +166,32 @@ pub struct OrtEncoder {
 impl OrtEncoder {
     /// Builds the graph from `w` and a session for it on `opts.provider`.
     pub fn new(w: &dyn TensorSource, dims: EncoderDims, opts: &OrtOptions) -> Result<OrtEncoder, String> {
+        match (&opts.calibration, opts.precision) {
+            (None, _) => Self::with_ranges(w, dims, opts, None),
+            (Some(audio), GraphPrecision::Int8Qdq) => {
+                let mels = calibration_mels(audio, dims.n_mels)?;
+                let ranges = encoder_activation_ranges(w, dims, &mels)?;
+                Self::with_ranges(w, dims, opts, Some(ranges))
+            }
+            (Some(_), p) => Err(format!(
+                "a calibration file quantizes the activations of the int8 graph; the {p:?} graph has none to quantize (set precision=int8)"
+            )),
+        }
+    }
+
+    /// [`new`](Self::new) with the activations quantized to uint16 over the given ranges, one
+    /// per activation in [`encoder_activation_ranges`]' order (weights at `opts.precision`);
+    /// `None`: activations in float.
+    pub fn with_ranges(
+        w: &dyn TensorSource,
+        dims: EncoderDims,
+        opts: &OrtOptions,
+        ranges: Option<Vec<(f32, f32)>>,
+    ) -> Result<OrtEncoder, String> {
+        // The session builder first: it loads ONNX Runtime, which building the graph needs.
         let builder = session_builder(opts, "encoder")?;
-        let model = build_encoder(w, dims, opts.precision)?;
+        let quant = ranges.map_or(graph::ActivationQuant::None, graph::ActivationQuant::Apply);
+        let model = encoder::build_encoder_quant(w, dims, opts.precision, quant)?;
         let session = model
             .into_session(&builder)
             .map_err(|e| format!("ONNX Runtime session for the encoder: {e}"))?;
