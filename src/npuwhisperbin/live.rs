@@ -68,13 +68,15 @@ pub fn min_latency_ms(processing_ms: u32) -> u32 {
 }
 
 /// How a `latency` (ms, at least [`min_latency_ms`]) is spent: the processing time of a pass
-/// plus up to a second of slack, then the step between passes (half of the rest, 0.5-1 s) and
-/// the hold, the longest a word waits for a second pass (the rest). Returns (step, hold).
+/// plus up to a second of slack, then the hold, the longest a word waits for a second pass (up
+/// to a second first: it is what keeps a stream's first words right), then the step between
+/// passes (0.5-1 s), and the hold again (the rest). Returns (step, hold).
 pub fn step_and_hold_ms(latency_ms: u32, processing_ms: u32) -> (u32, u32) {
     let latency_ms = latency_ms.max(min_latency_ms(processing_ms));
     let processing = processing_ms.max(SLACK_PROCESSING_MS.min(latency_ms - MIN_STEP_MS - MIN_HOLD_MS));
     let rest = latency_ms - processing;
-    let step = (rest / 2).clamp(MIN_STEP_MS, MAX_STEP_MS);
+    let hold = (rest - MIN_STEP_MS).clamp(MIN_HOLD_MS, MAX_STEP_MS);
+    let step = (rest - hold).clamp(MIN_STEP_MS, MAX_STEP_MS);
     (step, rest - step)
 }
 
@@ -315,5 +317,8 @@ mod tests {
         }
         // At 3000 ms as before: passes every second, words held a second.
         assert_eq!(step_and_hold_ms(3000, 500), (1000, 1000));
+        // With slower passes (AVX2) the hold keeps its second before the step grows.
+        assert_eq!(step_and_hold_ms(3000, 1500), (500, 1000));
+        assert_eq!(step_and_hold_ms(2500, 1500), (500, 500));
     }
 }
