@@ -740,7 +740,9 @@ fn cues_are_laid_out_for_reading_and_parse_with_srt_and_webvtt_py() {
         "{german}"
     );
 
-    // Laid out, the words are the same: WER as before (tests/transcripts.rs' bound).
+    // Laid out, the words are the same: WER as before. The file is 349 words: AMX gives 3
+    // wrong (0.85 %), AVX2 6 (1.71 %, with or without the layout), so the bound is AVX2's
+    // count plus one word.
     let json: serde_json::Value = serde_json::from_str(&read(&dir.join("long_lj001_1-20.json"))).unwrap();
     let reference = read(&eval_file("manifest_long.tsv"))
         .lines()
@@ -752,7 +754,7 @@ fn cues_are_laid_out_for_reading_and_parse_with_srt_and_webvtt_py() {
         .to_string();
     let wer = wer(&[(reference, json["text"].as_str().unwrap().to_string())], &dir);
     eprintln!("long_lj001 laid out, tiny.en: WER {wer:.2} %");
-    assert!(wer <= 1.5, "WER {wer:.2} %");
+    assert!(wer <= 2.01, "WER {wer:.2} % > 2.01 % (7 of 349 words)");
     // A window starting inside a sentence does not start with a capital (issue 13).
     assert!(
         !json["text"].as_str().unwrap().contains("typography, The"),
