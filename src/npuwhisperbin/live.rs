@@ -22,6 +22,8 @@ const MAX_LATENCY_MS: u32 = 31_000;
 const MIN_STEP_MS: u32 = 500;
 const MAX_STEP_MS: u32 = 1000;
 const MIN_HOLD_MS: u32 = crate::passes::MIN_HOLD.mseconds() as u32;
+/// Hold a latency gives before the step grows past its shortest.
+const HOLD_FIRST_MS: u32 = 1000;
 /// Processing time kept per pass (spectrogram, encoder, decoder, a pass in flight) once the
 /// latency leaves room for it: slack for a loaded machine.
 const SLACK_PROCESSING_MS: u32 = 1000;
@@ -75,7 +77,7 @@ pub fn step_and_hold_ms(latency_ms: u32, processing_ms: u32) -> (u32, u32) {
     let latency_ms = latency_ms.max(min_latency_ms(processing_ms));
     let processing = processing_ms.max(SLACK_PROCESSING_MS.min(latency_ms - MIN_STEP_MS - MIN_HOLD_MS));
     let rest = latency_ms - processing;
-    let hold = (rest - MIN_STEP_MS).clamp(MIN_HOLD_MS, MAX_STEP_MS);
+    let hold = (rest - MIN_STEP_MS).clamp(MIN_HOLD_MS, HOLD_FIRST_MS);
     let step = (rest - hold).clamp(MIN_STEP_MS, MAX_STEP_MS);
     (step, rest - step)
 }

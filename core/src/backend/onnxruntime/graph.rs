@@ -113,8 +113,21 @@ impl Builder {
         }
     }
 
-    /// Adds `op` over `inputs`; returns its `outputs` output names (`{op}_{n}:{i}`).
+    /// Adds `op` over `inputs`; returns its `outputs` output names (`{op}_{n}:{i}`), each as
+    /// [`activation`](Self::activation) hands it on.
     pub fn node_n(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<Attribute>,
+        outputs: usize,
+    ) -> GraphResult<Vec<String>> {
+        let outs = self.add_node(op, inputs, attrs, outputs)?;
+        outs.iter().map(|o| self.activation(o)).collect()
+    }
+
+    /// Adds `op` over `inputs` with `outputs` generated output names, and returns them.
+    fn add_node(
         &mut self,
         op: &str,
         inputs: &[&str],
@@ -126,18 +139,13 @@ impl Builder {
         let outs: Vec<String> = (0..outputs).map(|i| format!("{name}:{i}")).collect();
         let node = Node::new(op, ONNX_DOMAIN, &name, inputs, &outs, attrs).map_err(ort_err(op))?;
         self.graph.add_node(node).map_err(ort_err(op))?;
-        outs.iter().map(|o| self.activation(o)).collect()
+        Ok(outs)
     }
 
     /// [`node`](Self::node) for a node whose output is a weight, not an activation: never
     /// quantized or recorded.
     pub fn weight_node(&mut self, op: &str, inputs: &[&str], attrs: Vec<Attribute>) -> GraphResult<String> {
-        self.n += 1;
-        let name = format!("{op}_{}", self.n);
-        let out = format!("{name}:0");
-        let node = Node::new(op, ONNX_DOMAIN, &name, inputs, [out.as_str()], attrs).map_err(ort_err(op))?;
-        self.graph.add_node(node).map_err(ort_err(op))?;
-        Ok(out)
+        Ok(self.add_node(op, inputs, attrs, 1)?.remove(0))
     }
 
     /// A number not used before in this graph, for unique initializer names.
