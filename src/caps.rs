@@ -5,8 +5,10 @@
 //!   the audio the window covers (the frames past it are padding).
 //! - `application/x-npuwhisper-states, width=(int), frames=(int)1500, format=F32LE`: one buffer is
 //!   one window's encoder states, `n × width` f32 with `n` up to `frames` (fewer when the window
-//!   was encoded over a shorter context, `npuwhisperenc context=fit`), with the window's PTS and
-//!   duration.
+//!   was encoded over a shorter context, `npuwhisperenc context=auto|fit`), with the window's PTS
+//!   and duration. A buffer of fewer than `frames` rows carries the window's log-mel
+//!   (`n_mels × 3000` f32, as the mel buffer) as a second memory, for the decoder to encode the
+//!   window again over the full context.
 
 use npuwhisper_core::model::{ENCODER_FRAMES, MAX_D_MODEL, MAX_N_MELS, MEL_FRAMES};
 

@@ -5,11 +5,15 @@
 //!
 //!   cargo run --release -p npuwhisper-core --example audio_ctx -- [--model tiny.en]
 //!       [--manifest manifest.tsv] [--rules full,fit64+50,fit128+100,fit128+200,750,1000] [--batch 8] [--print]
-//!       [--no-fallback]
+//!       [--no-fallback] [--refit]
 //!
 //! Rules, each giving a window's encoder frames (20 ms each, at most 1500) from its audio:
-//! `full` 1500 (today); `fitS+M` the audio's frames plus a margin of M, rounded up to a multiple
-//! of S; `N` (a number) N frames when the audio fits in them, else 1500. Prints per rule the
+//! `full` 1500; `fitS+M` the audio's frames plus a margin of M, rounded up to a multiple
+//! of S; `fitS+M<C` the same where that is at most C frames, else 1500 (`context=auto` is
+//! `fit128+300<1024`); `N` (a number) N frames when the audio fits in them, else 1500.
+//! `--refit` decodes a fitted window whose text fails Whisper's checks again from the full
+//! context (npuwhisperdec's safety net; that encoding counts as decoder time) and prints how
+//! many were. Prints per rule the
 //! mean frames, the encoder's milliseconds per window (mean, wall clock: on a shared machine say
 //! the load), decoder seconds, WER and word errors after Whisper's English normaliser
 //! (`tests/reference/score_wer.py`, the venv's Python). `--print` prints each file's text and decoder time,
@@ -29,7 +33,7 @@ use npuwhisper_core::model::{self, ENCODER_FRAMES};
 use npuwhisper_kernels::isa::Isa;
 use npuwhisper_kernels::mel::LogMel;
 
-const USAGE: &str = "usage: audio_ctx [--model NAME|DIR] [--manifest manifest.tsv] [--rules full,fit64+50,750,...] [--batch N] [--print] [--no-fallback]";
+const USAGE: &str = "usage: audio_ctx [--model NAME|DIR] [--manifest manifest.tsv] [--rules full,fit64+50,750,...] [--batch N] [--print] [--no-fallback] [--refit]";
 
 /// Audio samples per encoder frame (20 ms at 16 kHz).
 const SAMPLES_PER_FRAME: usize = 320;
@@ -37,7 +41,12 @@ const SAMPLES_PER_FRAME: usize = 320;
 #[derive(Debug, Clone, Copy)]
 enum Rule {
     Full,
-    Fit { step: usize, margin: usize },
+    /// Fitted, or the full context where the fit would exceed `cap` frames.
+    Fit {
+        step: usize,
+        margin: usize,
+        cap: usize,
+    },
     Fixed(usize),
 }
 
@@ -47,11 +56,16 @@ impl Rule {
             return Some(Rule::Full);
         }
         if let Some(rest) = s.strip_prefix("fit") {
+            let (rest, cap) = match rest.split_once('<') {
+                Some((r, c)) => (r, c.parse().ok()?),
+                None => (rest, ENCODER_FRAMES),
+            };
             let (step, margin) = rest.split_once('+')?;
             let step: usize = step.parse().ok().filter(|&s| s > 0)?;
             return Some(Rule::Fit {
                 step,
                 margin: margin.parse().ok()?,
+                cap,
             });
         }
         s.parse()
@@ -65,7 +79,10 @@ impl Rule {
         let audio = samples.div_ceil(SAMPLES_PER_FRAME);
         match self {
             Rule::Full => ENCODER_FRAMES,
-            Rule::Fit { step, margin } => model::fitted_frames(samples, step, margin),
+            Rule::Fit { step, margin, cap } => match model::fitted_frames(samples, step, margin) {
+                n if n <= cap => n,
+                _ => ENCODER_FRAMES,
+            },
             Rule::Fixed(n) if audio <= n => n,
             Rule::Fixed(_) => ENCODER_FRAMES,
         }
@@ -100,6 +117,7 @@ fn main() {
             "--batch",
             "--print",
             "--no-fallback",
+            "--refit",
         ],
     );
     let model_name = args.value("--model").unwrap_or(model::DEFAULT_MODEL).to_string();
@@ -158,14 +176,14 @@ fn main() {
         model.encode_batch(&[m]).expect("encoder");
     }
     println!(
-        "| rule | mean frames | encoder ms/window | encoder s | decoder s | WER | word errors |\n|---|---|---|---|---|---|---|"
+        "| rule | mean frames | encoder ms/window | encoder s | decoder s | WER | word errors | refits |\n|---|---|---|---|---|---|---|---|"
     );
     for (name, rule) in &rules {
-        let (mut enc_s, mut dec_s, mut frames_sum) = (0.0, 0.0, 0);
+        let (mut enc_s, mut dec_s, mut frames_sum, mut refits) = (0.0, 0.0, 0, 0);
         let mut pairs = Vec::new();
-        for (file, reference, windows) in &files {
+        for (file, reference, mel_windows) in &files {
             let mut states = Vec::new();
-            for (m, samples, secs) in windows {
+            for (m, samples, secs) in mel_windows {
                 let frames = rule.frames(*samples);
                 frames_sum += frames;
                 let t = Instant::now();
@@ -184,10 +202,24 @@ fn main() {
             }
             let mut transcriber = Transcriber::new(model.clone(), options);
             let windows: Vec<(&[f32], f64)> = states.iter().map(|(s, secs)| (s.as_slice(), *secs)).collect();
+            // --refit: a fitted window whose text fails Whisper's checks is encoded again over
+            // the full context (npuwhisperdec's safety net).
             let results: Vec<_> = windows
                 .chunks(batch)
-                .flat_map(|chunk| transcriber.transcribe_batch(chunk))
+                .enumerate()
+                .flat_map(|(c, chunk)| {
+                    let refit = |i: usize| {
+                        let (m, _, _) = &mel_windows[c * batch + i];
+                        model.encode_batch(&[m]).ok().and_then(|mut s| s.pop())
+                    };
+                    if args.flag("--refit") {
+                        transcriber.transcribe_batch_refit(chunk, &refit)
+                    } else {
+                        transcriber.transcribe_batch(chunk)
+                    }
+                })
                 .collect();
+            refits += transcriber.refits();
             let file_dec_s = t.elapsed().as_secs_f64();
             dec_s += file_dec_s;
             let hyp = results
@@ -203,7 +235,7 @@ fn main() {
         }
         let assets::Score { wer, errors, words } = assets::score(&pairs);
         println!(
-            "| {name} | {:.0} | {:.1} | {enc_s:.2} | {dec_s:.2} | {wer:.2} % | {errors} of {words} |",
+            "| {name} | {:.0} | {:.1} | {enc_s:.2} | {dec_s:.2} | {wer:.2} % | {errors} of {words} | {refits} |",
             frames_sum as f64 / n_windows as f64,
             1e3 * enc_s / n_windows as f64,
         );

@@ -13,7 +13,7 @@ use crate::model_element::{self, HeldModel};
 use crate::{caps, f32buf, passes};
 use npuwhisper_core::decoding::stream::{LocalAgreement, Pass, StreamWord};
 use npuwhisper_core::decoding::{choose_language, IgnoredRequest, Transcriber, WindowResult};
-use npuwhisper_core::model::{Model, ENCODER_FRAMES};
+use npuwhisper_core::model::{Model, ENCODER_FRAMES, MEL_FRAMES};
 
 static CAT: LazyLock<gst::DebugCategory> =
     LazyLock::new(|| gst::DebugCategory::new("npuwhisperdec", gst::DebugColorFlags::empty(), Some("Whisper decoder")));
@@ -70,6 +70,8 @@ impl State {
 /// A window waiting to be decoded with the next ones.
 struct Window {
     states: Vec<f32>,
+    /// The window's log-mel, when npuwhisperenc encoded it over a fitted context.
+    mel: Option<Vec<f32>>,
     pts: gst::ClockTime,
     duration: gst::ClockTime,
     discont: bool,
@@ -296,15 +298,22 @@ impl NpuWhisperDec {
             return Err(gst::FlowError::NotNegotiated);
         };
 
-        // Up to 1500 frames: fewer when the encoder ran over a shorter context.
+        // Up to 1500 frames: fewer when the encoder ran over a shorter context, and then the
+        // window's log-mel may follow as a second memory.
         let row = width * 4;
-        if !buffer.size().is_multiple_of(row) || !(1..=ENCODER_FRAMES).contains(&(buffer.size() / row)) {
+        let fitted = buffer.n_memory() == 2 && buffer.peek_memory(1).size().is_multiple_of(MEL_FRAMES * 4);
+        let states_size = if fitted {
+            buffer.peek_memory(0).size()
+        } else {
+            buffer.size()
+        };
+        if !states_size.is_multiple_of(row) || !(1..=ENCODER_FRAMES).contains(&(states_size / row)) {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
                 (
                     "Encoder states buffer of {} bytes, expected 1 to {} frames of {} F32LE ({} bytes each)",
-                    buffer.size(),
+                    states_size,
                     ENCODER_FRAMES,
                     width,
                     row
@@ -312,12 +321,21 @@ impl NpuWhisperDec {
             );
             return Err(gst::FlowError::Error);
         }
-        let states = {
+        let read = |memory: &gst::MemoryRef| {
+            let map = memory.map_readable().map_err(|_| {
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("Could not map input buffer"));
+                gst::FlowError::Error
+            })?;
+            f32buf::f32_from_bytes(&map).ok_or(gst::FlowError::Error)
+        };
+        let (states, mel) = if fitted {
+            (read(buffer.peek_memory(0))?, Some(read(buffer.peek_memory(1))?))
+        } else {
             let map = buffer.map_readable().map_err(|_| {
                 gst::element_imp_error!(self, gst::StreamError::Failed, ("Could not map input buffer"));
                 gst::FlowError::Error
             })?;
-            f32buf::f32_from_bytes(&map).ok_or(gst::FlowError::Error)?
+            (f32buf::f32_from_bytes(&map).ok_or(gst::FlowError::Error)?, None)
         };
 
         let discont = buffer.flags().contains(gst::BufferFlags::DISCONT);
@@ -332,6 +350,7 @@ impl NpuWhisperDec {
             let duration = buffer.duration().unwrap_or(MAX_WINDOW).min(MAX_WINDOW);
             let window = Window {
                 states,
+                mel,
                 pts,
                 duration,
                 discont,
@@ -387,7 +406,33 @@ impl NpuWhisperDec {
                 .iter()
                 .map(|w| (w.states.as_slice(), content_seconds(w.duration)))
                 .collect();
-            let results = transcriber.transcribe_batch(&windows);
+            // A fitted window whose text fails Whisper's checks is encoded again over the full
+            // context, from its log-mel.
+            let model = Arc::clone(transcriber.model());
+            let refit = |i: usize| {
+                let mel = pending[i]
+                    .mel
+                    .as_deref()
+                    .filter(|m| m.len() == model.dims.n_mels * MEL_FRAMES)?;
+                match model.encode_batch(&[mel]) {
+                    Ok(mut states) => states.pop(),
+                    Err(e) => {
+                        gst::warning!(CAT, imp = self, "Could not encode the window again: {e}");
+                        None
+                    }
+                }
+            };
+            let refits = transcriber.refits();
+            let results = transcriber.transcribe_batch_refit(&windows, &refit);
+            if transcriber.refits() > refits {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "{} windows from {} encoded again over the full context",
+                    transcriber.refits() - refits,
+                    pending[0].pts
+                );
+            }
             gst::debug!(
                 CAT,
                 imp = self,

@@ -6,7 +6,9 @@ use gst::subclass::prelude::*;
 
 use crate::model_element::{self, HeldModel};
 use crate::{caps, f32buf, model_property, passes};
-use npuwhisper_core::model::{fitted_frames, Model, ENCODER_FRAMES, FIT_MARGIN_FRAMES, FIT_STEP_FRAMES, MEL_FRAMES};
+use npuwhisper_core::model::{
+    auto_frames, fitted_frames, Model, ENCODER_FRAMES, FIT_MARGIN_FRAMES, FIT_STEP_FRAMES, MEL_FRAMES,
+};
 
 static CAT: LazyLock<gst::DebugCategory> =
     LazyLock::new(|| gst::DebugCategory::new("npuwhisperenc", gst::DebugColorFlags::empty(), Some("Whisper encoder")));
@@ -24,6 +26,11 @@ pub enum NpuWhisperContext {
         nick = "fit"
     )]
     Fit = 1,
+    #[enum_value(
+        name = "Auto: windows of up to 14.5 s over their audio plus 6 s, longer ones over 30 s; a window whose text fails Whisper's checks is encoded again over 30 s",
+        nick = "auto"
+    )]
+    Auto = 2,
 }
 
 #[derive(Default)]
@@ -32,11 +39,16 @@ struct Settings {
     context: NpuWhisperContext,
 }
 
+/// Samples at 16 kHz in `d`.
+fn samples(d: gst::ClockTime) -> usize {
+    d.nseconds().div_ceil(1_000_000_000 / 16_000) as usize
+}
+
 /// The `context` property's spec (the bin forwards it).
 pub fn context_param_spec() -> glib::ParamSpec {
     glib::ParamSpecEnum::builder_with_default("context", NpuWhisperContext::default())
         .nick("Encoder context")
-        .blurb("Encoder frames per window: full (30 s) or fit (the window's audio plus 4 s: a short window costs a fraction of the encoder time; WER within 2 words of full on the project's sets; backend=onnxruntime keeps full)")
+        .blurb("Encoder frames per window: auto (windows up to 14.5 s over their audio plus 6 s, with the full context again for a window whose text fails Whisper's checks), full (30 s) or fit (every window over its audio plus 4 s); a short window costs a fraction of the encoder time; backend=onnxruntime keeps full")
         .mutable_ready()
         .build()
 }
@@ -174,10 +186,8 @@ impl NpuWhisperEnc {
     /// Encoder frames for a window lasting `duration` (the audio it covers), per `context`.
     fn frames(&self, duration: Option<gst::ClockTime>) -> usize {
         match (self.settings().context, duration) {
-            (NpuWhisperContext::Fit, Some(d)) => {
-                let samples = d.nseconds().div_ceil(1_000_000_000 / 16_000) as usize;
-                fitted_frames(samples, FIT_STEP_FRAMES, FIT_MARGIN_FRAMES).max(1)
-            }
+            (NpuWhisperContext::Fit, Some(d)) => fitted_frames(samples(d), FIT_STEP_FRAMES, FIT_MARGIN_FRAMES).max(1),
+            (NpuWhisperContext::Auto, Some(d)) => auto_frames(samples(d)).max(1),
             _ => ENCODER_FRAMES,
         }
     }
@@ -229,12 +239,20 @@ impl NpuWhisperEnc {
         Ok(states)
     }
 
-    /// Encoder states as a buffer carrying the timestamps and flags of its mel buffer.
-    fn states_buffer(&self, input: &gst::BufferRef, states: &[f32]) -> gst::Buffer {
+    /// Encoder states as a buffer carrying the timestamps and flags of its mel buffer. States
+    /// over a fitted context (fewer than 1500 frames) carry the window's log-mel too, as a
+    /// second memory (shared, not copied), for npuwhisperdec to encode it again over the full
+    /// context if its text fails Whisper's checks.
+    fn states_buffer(&self, input: &gst::BufferRef, states: &[f32], d_model: usize) -> gst::Buffer {
         let mut out = f32buf::buffer_from_f32(states);
         if let Some(out) = out.get_mut() {
             if let Err(err) = input.copy_into(out, gst::BufferCopyFlags::FLAGS | gst::BufferCopyFlags::TIMESTAMPS, ..) {
                 gst::warning!(CAT, imp = self, "Could not copy buffer metadata: {err}");
+            }
+            if states.len() < ENCODER_FRAMES * d_model {
+                if let Some(mel) = input.all_memory() {
+                    out.append_memory(mel);
+                }
             }
         }
         out
@@ -261,7 +279,7 @@ impl NpuWhisperEnc {
         let (model, n_mels) = self.negotiated()?;
         let mel = self.read_mel(&buffer, n_mels)?;
         let states = self.encode(&model, &[&mel], &[self.frames(buffer.duration())])?;
-        let out = self.states_buffer(&buffer, &states[0]);
+        let out = self.states_buffer(&buffer, &states[0], model.d_model());
         self.srcpad.push(out)
     }
 
@@ -292,7 +310,7 @@ impl NpuWhisperEnc {
         {
             let out = out.get_mut().ok_or(gst::FlowError::Error)?;
             for (input, s) in list.iter().zip(&states) {
-                out.add(self.states_buffer(input, s));
+                out.add(self.states_buffer(input, s, model.d_model()));
             }
         }
         self.srcpad.push_list(out)

@@ -19,13 +19,17 @@
 //!
 //! ## Encoder context
 //!
-//! `context=full` (default) encodes every window over Whisper's 30 s (1500 frames, the
-//! padding past the audio included). `context=fit` encodes each window over its audio (the
-//! buffer's duration) plus 4 s, rounded up to 2.56 s: whisper.cpp's `audio_ctx`, chosen per
-//! window. A short window then costs a fraction of the encoder time; WER stayed within 2 words
-//! of full on the project's sets. Opt-in because the failure is a cliff, not a slope: with a 2 s
-//! margin Whisper looped on a short clip prompted with the text before it (README, Benchmarks).
-//! `backend=onnxruntime` encodes 1500 frames whatever the setting.
+//! `context=full` (default) encodes every window over Whisper's 30 s (1500 frames, the padding
+//! past the audio included). `context=auto` encodes a window of up to 14.5 s over its audio (the
+//! buffer's duration) plus 6 s, rounded up to 2.56 s (whisper.cpp's `audio_ctx`, chosen per
+//! window), and a longer one over 30 s; `context=fit` every window over its audio plus 4 s. A
+//! short window then costs a fraction of the encoder time. Both are opt-in: on clean speech WER
+//! held within a word, on speech turned down 50 dB or under noise it lost up to 4 words of 395
+//! (README, Encoder context). A fitted window's buffer carries its log-mel as a second
+//! memory: when its text fails Whisper's checks (repeats itself or is unlikely, as a context
+//! cut too close makes it: a loop, README, Encoder context), npuwhisperdec encodes it again
+//! over the full context and decodes it from there. `backend=onnxruntime` encodes 1500 frames
+//! whatever the setting.
 //!
 //! ## Caps
 //!
@@ -33,8 +37,9 @@
 //!   (see `npumel`); once the model is loaded, `n-mels` is fixed to the model's.
 //! - src: `application/x-npuwhisper-states, width=(int)[1,4096], frames=(int)1500, format=F32LE`:
 //!   one buffer is `n × width` F32LE values, position-major, where `width` is the model's
-//!   `d_model` and `n` is 1500 (fewer with `context=fit`). A media type of this project,
-//!   consumed by `npuwhisperdec`.
+//!   `d_model` and `n` is 1500 (fewer with `context=auto` or `fit`, and then the window's
+//!   log-mel follows as a second memory). A media type of this project, consumed by
+//!   `npuwhisperdec`.
 //!
 //! ## Example
 //!

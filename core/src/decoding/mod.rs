@@ -18,7 +18,7 @@ pub use options::{
     choose_language, DecodeOptions, IgnoredRequest, LanguageChoice, Task, UnknownLanguage, FALLBACK_TEMPERATURES,
 };
 pub use segments::compression_ratio;
-pub use transcriber::Transcriber;
+pub use transcriber::{Refit, Transcriber};
 
 /// One timed piece of text; times are seconds from the start of its window.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use super::segments::{
 };
 use super::{alignment, DecodeError, DecodeOptions, WindowResult};
 use crate::backend::CrossCache;
-use crate::model::{Model, SECONDS_PER_TIMESTAMP};
+use crate::model::{Model, ENCODER_FRAMES, SECONDS_PER_TIMESTAMP};
 
 /// Text ending this long before the window does is taken to have left speech out.
 pub(super) const UNCOVERED_TAIL_SECONDS: f64 = 1.5;
@@ -31,7 +31,13 @@ pub struct Transcriber {
     pub(super) tokens_per_second: Option<f32>,
     /// Most tokens the searches of the window being decoded sample.
     pub(super) sample_len: usize,
+    /// Windows encoded again over the full context (`transcribe_batch_refit`).
+    pub(super) refits: usize,
 }
+
+/// Window `i`'s encoder states over the full context, for [`Transcriber::transcribe_batch_refit`];
+/// `None` when they cannot be had.
+pub type Refit<'a> = &'a (dyn Fn(usize) -> Option<Vec<f32>> + Sync);
 
 /// Tokens a window may always sample, however short, when they are bounded per second.
 const TOKENS_BASE: usize = 16;
@@ -71,6 +77,7 @@ impl Transcriber {
             rng: fastrand::Rng::with_seed(0x5eed),
             tokens_per_second: None,
             sample_len: SAMPLE_LEN,
+            refits: 0,
         }
     }
 
@@ -91,12 +98,30 @@ impl Transcriber {
     /// text before the batch (its predecessor in the batch is not decoded yet), then fallback,
     /// tail and alignment run per window.
     pub fn transcribe_batch(&mut self, windows: &[(&[f32], f64)]) -> Vec<WindowResult> {
-        // On the kernels' pool as a whole: a token step calls some 50 kernels, and each one's
-        // hand-off from another thread (wake a worker, block, be woken) cost the decoder 15 %.
-        npuwhisper_kernels::pool::install(|| self.transcribe_batch_on_pool(windows))
+        self.transcribe_batch_refit(windows, &|_| None)
     }
 
-    pub(super) fn transcribe_batch_on_pool(&mut self, windows: &[(&[f32], f64)]) -> Vec<WindowResult> {
+    /// [`transcribe_batch`](Self::transcribe_batch) for windows some of which were encoded over
+    /// a fitted context (fewer than 1500 frames): when such a window's first greedy pass fails
+    /// Whisper's checks (it repeats itself or is unlikely, the sign that the context cut too
+    /// close: README, Encoder context), `refit(i)` gives window `i`'s states over the full
+    /// context and the window is decoded again from them before any hotter pass.
+    pub fn transcribe_batch_refit(&mut self, windows: &[(&[f32], f64)], refit: Refit<'_>) -> Vec<WindowResult> {
+        // On the kernels' pool as a whole: a token step calls some 50 kernels, and each one's
+        // hand-off from another thread (wake a worker, block, be woken) cost the decoder 15 %.
+        npuwhisper_kernels::pool::install(|| self.transcribe_batch_on_pool(windows, refit))
+    }
+
+    /// How many windows of the batches so far were encoded again over the full context.
+    pub fn refits(&self) -> usize {
+        self.refits
+    }
+
+    pub(super) fn transcribe_batch_on_pool(
+        &mut self,
+        windows: &[(&[f32], f64)],
+        refit: Refit<'_>,
+    ) -> Vec<WindowResult> {
         let model = Arc::clone(&self.model);
         let crosses: Vec<Result<CrossCache, DecodeError>> = windows
             .iter()
@@ -139,10 +164,26 @@ impl Transcriber {
         let mut results = Vec::with_capacity(windows.len());
         let mut carried: Vec<u32> = Vec::new();
         let mut reset_prompt = false;
-        for (((cross, language), first), &(_, content_seconds)) in crosses.iter().zip(languages).zip(first).zip(windows)
+        let full_len = ENCODER_FRAMES * model.dims.d_model;
+        for (i, (((cross, language), first), &(states, content_seconds))) in
+            crosses.iter().zip(languages).zip(first).zip(windows).enumerate()
         {
             self.sample_len = self.token_budget(content_seconds);
-            let decoded = cross.as_ref().map_err(Clone::clone).and_then(|cross| {
+            let mut first = first;
+            let refitted = match (cross, &first) {
+                (Ok(_), Ok(f)) if states.len() < full_len && !self.judge(&model, f).0 => {
+                    refit(i).and_then(|full| model.cross_cache(&full).ok()).inspect(|c| {
+                        first = self.search(&model, c, language.as_deref(), &prompt, &[], 0.0);
+                        self.refits += 1;
+                    })
+                }
+                _ => None,
+            };
+            let cross = match &refitted {
+                Some(c) => Ok(c),
+                None => cross.as_ref(),
+            };
+            let decoded = cross.map_err(Clone::clone).and_then(|cross| {
                 let d = self.decode_with_fallback(&model, cross, language.as_deref(), &prompt, first?)?;
                 Ok((cross, d))
             });
@@ -288,6 +329,17 @@ impl Transcriber {
         Some(self.finish_window(model, cross, language, &[], decoded, content_seconds))
     }
 
+    /// Whisper's checks on a decoded window: whether it passes (silence, or text that neither
+    /// repeats itself nor is unlikely), and whether it repeats itself.
+    pub(super) fn judge(&self, model: &Model, d: &Decoded) -> (bool, bool) {
+        let o = &self.options;
+        let avg = d.avg_logprob();
+        let repeats =
+            compression_ratio(&model.tokenizer.decode(&text_only(model, &d.tokens))) > o.compression_ratio_threshold;
+        let silence = o.is_silence(d.no_speech_prob, avg);
+        (silence || (!repeats && avg >= o.logprob_threshold), repeats)
+    }
+
     /// Decodes a window that will be sent again with more audio (a live pass): prompted with
     /// the recent text only, its text does not become the prompt, and it is not decoded
     /// again hotter (the next pass is the retry).
@@ -343,21 +395,14 @@ impl Transcriber {
         first: Decoded,
     ) -> Result<Decoded, DecodeError> {
         let o = self.options.clone();
-        let judge = |d: &Decoded| {
-            let avg = d.avg_logprob();
-            let repeats = compression_ratio(&model.tokenizer.decode(&text_only(model, &d.tokens)))
-                > o.compression_ratio_threshold;
-            let silence = o.is_silence(d.no_speech_prob, avg);
-            (silence || (!repeats && avg >= o.logprob_threshold), repeats)
-        };
-        let (good, repeats) = judge(&first);
+        let (good, repeats) = self.judge(model, &first);
         if good {
             return Ok(first);
         }
         let mut tried = vec![(first, repeats)];
         for &temperature in o.temperatures.iter().skip(1) {
             let decoded = self.search(model, cross, language, prompt, &[], temperature)?;
-            let (good, repeats) = judge(&decoded);
+            let (good, repeats) = self.judge(model, &decoded);
             if good {
                 return Ok(decoded);
             }
