@@ -2,7 +2,7 @@
 # End-to-end benchmark of the plugin against the peer, faster-whisper, in one sitting on the
 # same eval manifests, and one table of the figures and ratios.
 #
-#   scripts/bench.sh [--model tiny.en|base|DIR[,...]] [--manifest short|long|both] [--threads N] [--isa native|avx512|avx2[,...]] [--backend cpu|onnxruntime|onnxruntime-decoder[,...]]
+#   scripts/bench.sh [--model tiny.en|base|DIR[,...]] [--manifest short|long|both] [--threads N] [--isa native|avx512|avx2[,...]] [--backend cpu|onnxruntime|onnxruntime-decoder[,...]] [--context full|auto|fit[,...]]
 #
 # For each manifest (short: manifest.tsv, 23 clips, 153 s; long: manifest_long.tsv, 200 s):
 #   - the plugin: examples/bench.rs in its own process (model loaded once, a 5 s warm-up, then
@@ -24,6 +24,8 @@
 # Runtime's CPU provider beside the CPU kernels, same files, same run): with onnxruntime the
 # encoder runs as an ONNX graph on ONNX Runtime, the decoder stays on the CPU kernels; with
 # onnxruntime-decoder both stages run on ONNX Runtime (onnxruntime-stages=encoder-decoder).
+# --context runs it once per encoder context too (default full; `full,auto` prints the opt-in
+# shorter context beside the full one, with its speed against full).
 #
 # Whole processes too, as a user waits for them (start, model load, transcription), on jfk.wav
 # and the long-form file: gst-launch-1.0 filesrc ! decodebin ! npuwhisper ! fakesink against a
@@ -39,7 +41,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 usage() { sed -n '4p' "$0" | sed 's/^#   /usage: /' >&2; exit 2; }
-models=tiny.en which=both threads=2 isas=native backends=cpu
+models=tiny.en which=both threads=2 isas=native backends=cpu contexts=full
 while [ $# -gt 0 ]; do
   case $1 in
     --model) models=${2:?}; shift 2 ;;
@@ -47,6 +49,7 @@ while [ $# -gt 0 ]; do
     --manifest) which=${2:?}; shift 2 ;;
     --threads) threads=${2:?}; shift 2 ;;
     --backend) backends=${2:?}; shift 2 ;;
+    --context) contexts=${2:?}; shift 2 ;;
     -h | --help) usage ;;
     *) echo "bench: unknown argument '$1'" >&2; usage ;;
   esac
@@ -61,6 +64,10 @@ case $threads in '' | *[!0-9]* | 0) echo "bench: --threads takes a positive numb
 IFS=, read -r -a isa_list <<<"$isas"
 IFS=, read -r -a model_list <<<"$models"
 IFS=, read -r -a backend_list <<<"$backends"
+IFS=, read -r -a context_list <<<"$contexts"
+for c in "${context_list[@]}"; do
+  case $c in full | auto | fit) ;; *) echo "bench: --context takes full, auto or fit" >&2; exit 2 ;; esac
+done
 for b in "${backend_list[@]}"; do
   case $b in cpu | onnxruntime | onnxruntime-decoder) ;; *) echo "bench: --backend takes cpu, onnxruntime or onnxruntime-decoder" >&2; exit 2 ;; esac
 done
@@ -145,14 +152,21 @@ for isa in "${isa_list[@]}"; do
     for m in "${manifests[@]}"; do
       key="$isa	$model	$m"
       for backend in "${backend_list[@]}"; do
-        step "$isa, $m: npuwhisper ($model, backend $backend, $threads threads) ${env:-}"
-        case $backend in
-          onnxruntime-decoder) set_props=backend=onnxruntime,onnxruntime-stages=encoder-decoder ;;
-          *) set_props=backend=$backend ;;
-        esac
-        out=$(env $env "$bench" --model "$model" --manifest "$eval_dir/$m" --python "$python" --set "$set_props")
-        printf '%s\n' "$out" | sed '$d' >&2
-        printf '%s\tplugin-%s\t%s\n' "$key" "$backend" "$(printf '%s\n' "$out" | tail -n 1)" >>"$results"
+        for context in "${context_list[@]}"; do
+          step "$isa, $m: npuwhisper ($model, backend $backend, context $context, $threads threads) ${env:-}"
+          case $backend in
+            onnxruntime-decoder) set_props=backend=onnxruntime,onnxruntime-stages=encoder-decoder ;;
+            *) set_props=backend=$backend ;;
+          esac
+          label=$backend
+          if [ "$context" != full ]; then
+            set_props+=,context=$context
+            label+=" context=$context"
+          fi
+          out=$(env $env "$bench" --model "$model" --manifest "$eval_dir/$m" --python "$python" --set "$set_props")
+          printf '%s\n' "$out" | sed '$d' >&2
+          printf '%s\tplugin-%s\t%s\n' "$key" "$label" "$(printf '%s\n' "$out" | tail -n 1)" >>"$results"
+        done
       done
       step "$isa, $m: faster-whisper ($model, int8 and float32, $threads threads) ${env:-}"
       out=$(env $env "$python" "$peer" --model "$model_dir" --manifest "$eval_dir/$m" --threads "$threads" \
