@@ -236,6 +236,14 @@ fn text(tok: &Tokenizer, t: &str) -> u32 {
     tok.token_id(t).expect("a scripted token")
 }
 
+/// Greedy text that repeats itself (compression ratio far over 2.4), over 1.9 s.
+fn looping(tok: &Tokenizer) -> Vec<u32> {
+    let mut t = vec![ts(tok, 0.0)];
+    t.extend(std::iter::repeat_n(text(tok, "Ġa"), 60));
+    t.extend([ts(tok, 1.9), tok.eot]);
+    t
+}
+
 fn options() -> DecodeOptions {
     DecodeOptions {
         word_timestamps: false,
@@ -268,9 +276,7 @@ fn greedy_text_becomes_timed_segments() {
 #[test]
 fn repeated_text_falls_back_to_a_higher_temperature() {
     let tok = tokenizer();
-    let mut loop_text = vec![ts(&tok, 0.0)];
-    loop_text.extend(std::iter::repeat_n(text(&tok, "Ġa"), 60));
-    loop_text.extend([ts(&tok, 1.9), tok.eot]);
+    let loop_text = looping(&tok);
     let good = vec![
         ts(&tok, 0.0),
         text(&tok, "Ġhello"),
@@ -458,4 +464,71 @@ fn languages_are_checked_against_the_model() {
         vec![IgnoredRequest::Language("de".into()), IgnoredRequest::Translate]
     );
     assert!(chosen(&english, "en", Task::Transcribe).unwrap().ignored.is_empty());
+}
+
+/// Window `window`'s states over a fitted context: fewer than the full 1500 frames.
+fn fitted_states(window: u32, frames: usize) -> Vec<f32> {
+    let mut s = vec![0f32; frames * D];
+    s[0] = window as f32;
+    s
+}
+
+/// A fitted window whose greedy pass repeats itself is decoded from the full-context states
+/// `refit` gives, before any hotter pass; one that decodes cleanly, and a full-context window
+/// that loops, are not refitted (the latter falls back to a higher temperature as before).
+#[test]
+fn a_fitted_window_that_loops_is_decoded_again_from_the_full_context() {
+    let tok = tokenizer();
+    let loop_text = looping(&tok);
+    let good = |word: &str| vec![ts(&tok, 0.0), text(&tok, word), ts(&tok, 1.9), tok.eot];
+    let script = Script {
+        windows: HashMap::from([
+            // 5 fitted loops; 6 is its full context; 8 fitted is clean; 9 full loops, then not.
+            (5, vec![Attempt::confident(loop_text.clone())]),
+            (6, vec![Attempt::confident(good("Ġhello"))]),
+            (8, vec![Attempt::confident(good("Ġworld"))]),
+            (
+                9,
+                vec![Attempt::confident(loop_text), Attempt::confident(good("Ġthere"))],
+            ),
+        ]),
+        failing: vec![],
+    };
+    let mut s = setup(script, options());
+    let (w5, w8, w9) = (fitted_states(5, 640), fitted_states(8, 640), states(9));
+    let asked = Mutex::new(Vec::new());
+    let refit = |i: usize| {
+        asked.lock().unwrap().push(i);
+        Some(states(6))
+    };
+    let windows = [(w5.as_slice(), 2.0), (w8.as_slice(), 2.0), (w9.as_slice(), 2.0)];
+    let results = s.transcriber.transcribe_batch_refit(&windows, &refit);
+    let texts: Vec<Vec<&str>> = results
+        .iter()
+        .map(|r| r.segments.iter().map(|g| g.text.as_str()).collect())
+        .collect();
+    assert_eq!(texts, vec![vec![" hello"], vec![" world"], vec![" there"]]);
+    assert_eq!(*asked.lock().unwrap(), vec![0], "only the fitted window that failed");
+    assert_eq!(s.transcriber.refits(), 1);
+    assert_eq!(
+        (s.searches(5), s.searches(6), s.searches(8), s.searches(9)),
+        (1, 1, 1, 2),
+        "no hotter pass over the fitted states; the full-context loop falls back"
+    );
+}
+
+/// Without full-context states to be had (`refit` gives none), the fitted window falls back to
+/// a higher temperature as any other.
+#[test]
+fn a_fitted_window_without_full_states_falls_back_as_before() {
+    let tok = tokenizer();
+    let loop_text = looping(&tok);
+    let good = vec![ts(&tok, 0.0), text(&tok, "Ġhi"), ts(&tok, 1.9), tok.eot];
+    let script = Script::window(4, vec![Attempt::confident(loop_text), Attempt::confident(good)]);
+    let mut s = setup(script, options());
+    let w = fitted_states(4, 640);
+    let results = s.transcriber.transcribe_batch_refit(&[(w.as_slice(), 2.0)], &|_| None);
+    let texts: Vec<&str> = results[0].segments.iter().map(|g| g.text.as_str()).collect();
+    assert_eq!(texts, vec![" hi"]);
+    assert_eq!((s.transcriber.refits(), s.searches(4)), (0, 2));
 }
