@@ -79,10 +79,7 @@ impl Rule {
         let audio = samples.div_ceil(SAMPLES_PER_FRAME);
         match self {
             Rule::Full => ENCODER_FRAMES,
-            Rule::Fit { step, margin, cap } => match model::fitted_frames(samples, step, margin) {
-                n if n <= cap => n,
-                _ => ENCODER_FRAMES,
-            },
+            Rule::Fit { step, margin, cap } => model::fitted_frames_within(samples, step, margin, cap),
             Rule::Fixed(n) if audio <= n => n,
             Rule::Fixed(_) => ENCODER_FRAMES,
         }

@@ -331,11 +331,9 @@ impl NpuWhisperDec {
         let (states, mel) = if fitted {
             (read(buffer.peek_memory(0))?, Some(read(buffer.peek_memory(1))?))
         } else {
-            let map = buffer.map_readable().map_err(|_| {
-                gst::element_imp_error!(self, gst::StreamError::Failed, ("Could not map input buffer"));
-                gst::FlowError::Error
-            })?;
-            (f32buf::f32_from_bytes(&map).ok_or(gst::FlowError::Error)?, None)
+            // One memory as it is; several (from an upstream that split the buffer) merged.
+            let all = buffer.all_memory().ok_or(gst::FlowError::Error)?;
+            (read(&all)?, None)
         };
 
         let discont = buffer.flags().contains(gst::BufferFlags::DISCONT);

@@ -165,11 +165,10 @@ impl Transcriber {
         let mut carried: Vec<u32> = Vec::new();
         let mut reset_prompt = false;
         let full_len = ENCODER_FRAMES * model.dims.d_model;
-        for (i, (((cross, language), first), &(states, content_seconds))) in
+        for (i, (((cross, language), mut first), &(states, content_seconds))) in
             crosses.iter().zip(languages).zip(first).zip(windows).enumerate()
         {
             self.sample_len = self.token_budget(content_seconds);
-            let mut first = first;
             let refitted = match (cross, &first) {
                 (Ok(_), Ok(f)) if states.len() < full_len && !self.judge(&model, f).0 => {
                     refit(i).and_then(|full| model.cross_cache(&full).ok()).inspect(|c| {

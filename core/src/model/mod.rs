@@ -42,8 +42,13 @@ pub const AUTO_CAP_FRAMES: usize = 1024;
 /// Encoder frames for a window of `samples` under `context=auto`: fitted with a 6 s margin
 /// when that stays within [`AUTO_CAP_FRAMES`], else the full context.
 pub fn auto_frames(samples: usize) -> usize {
-    match fitted_frames(samples, FIT_STEP_FRAMES, AUTO_MARGIN_FRAMES) {
-        n if n <= AUTO_CAP_FRAMES => n,
+    fitted_frames_within(samples, FIT_STEP_FRAMES, AUTO_MARGIN_FRAMES, AUTO_CAP_FRAMES)
+}
+
+/// [`fitted_frames`] where that is at most `cap` frames, else the full context.
+pub fn fitted_frames_within(samples: usize, step: usize, margin: usize, cap: usize) -> usize {
+    match fitted_frames(samples, step, margin) {
+        n if n <= cap => n,
         _ => ENCODER_FRAMES,
     }
 }
