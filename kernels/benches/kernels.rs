@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput};
-use npuwhisper_kernels::attention::{attention_few_rows, attention_fused, attention_rows, attention_unfused, Shape};
+use npuwhisper_kernels::attention::{
+    attention_bf16, attention_few_rows, attention_fused, attention_rows, attention_unfused, Shape,
+};
 use npuwhisper_kernels::gemm::{gemm_strided_with, linear};
 use npuwhisper_kernels::isa::Isa;
 use npuwhisper_kernels::mel::LogMel;
@@ -278,6 +280,12 @@ fn attention_bench(c: &mut Criterion<Clock>) {
         g.bench_function(format!("fused/{label} {tq}x{tk}"), |bench| {
             bench.iter(|| attention_fused(Isa::detect(), s, &q, &kv, &kv[d..], black_box(&mut out)))
         });
+        if tq > 2 {
+            // bf16 operands (AMX or AVX-512 BF16 where the CPU has them; f32 elsewhere).
+            g.bench_function(format!("bf16/{label} {tq}x{tk}"), |bench| {
+                bench.iter(|| attention_bf16(s, &q, &kv, &kv[d..], black_box(&mut out)))
+            });
+        }
         if tq <= 2 {
             g.bench_function(format!("rows/{label} {tq}x{tk}"), |bench| {
                 bench.iter(|| attention_rows(Isa::detect(), s, &q, &kv, &kv[d..], black_box(&mut out)))

@@ -53,15 +53,28 @@ pub fn attention(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
 }
 
 /// [`attention`] with Q·Kᵀ and P·V in bf16 operands with f32 sums, on the AMX tiles of CPUs
-/// that have them (for Whisper's head width, 64, and at least 32 query rows); elsewhere it is
-/// [`attention`], in f32. The softmax stays f32. The encoder of INT8 models uses it: these two
-/// products are 40 % of the encoder's arithmetic and are not weights, so INT8 has no scale for
-/// them computed in advance; bf16 keeps each value's exponent.
+/// that have them or with AVX-512 BF16's `vdpbf16ps` on those that have that instead (for
+/// Whisper's head width, 64, and at least 32 query rows); elsewhere it is [`attention`], in
+/// f32. The softmax stays f32. The encoder of INT8 models uses it: these two products are 40 %
+/// of the encoder's arithmetic and are not weights, so INT8 has no scale for them computed in
+/// advance; bf16 keeps each value's exponent.
 pub fn attention_bf16(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    attention_bf16_on(bf16_tiles::Engine::detect(), s, q, k, v, out)
+}
+
+/// [`attention_bf16`] on a chosen engine (`None`: f32), for tests that compare them.
+pub(crate) fn attention_bf16_on(
+    engine: Option<bf16_tiles::Engine>,
+    s: Shape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
-    if Isa::detect() == Isa::Amx && s.head_dim == amx_tiles::HEAD_DIM && s.tq >= amx_tiles::ROWS {
+    if let Some(engine) = engine.filter(|_| s.head_dim == bf16_tiles::HEAD_DIM && s.tq >= bf16_tiles::ROWS) {
         check(s, q, k, v, out);
-        return crate::pool::install(|| amx_tiles::attention(s, q, k, v, out));
+        return crate::pool::install(|| bf16_tiles::attention(engine, s, q, k, v, out));
     }
     attention(s, q, k, v, out)
 }
@@ -357,19 +370,56 @@ pub fn attention_few_rows(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [
     }
 }
 
-/// Attention on the AMX bf16 tiles: per head, K and V are converted to bf16 once, in the tile
-/// layouts; tasks of (head, 32 query rows) then compute their scores tile by tile into an
+/// Attention in bf16: per head, K and V are converted to bf16 once, in the AMX tile layouts;
+/// tasks of (head, 32 query rows) then compute their scores 32 keys at a time into an
 /// L2-resident block, take the f32 softmax, round the probabilities to bf16 and multiply them
-/// by V, as [`attention_fused`] does in f32.
+/// by V, as [`attention_fused`] does in f32. The products run on the AMX tiles or, where the
+/// CPU has no AMX, on AVX-512 BF16 ([`avx512_bf16`]) from the same layouts.
 #[cfg(target_arch = "x86_64")]
-mod amx_tiles {
+pub(crate) mod bf16_tiles {
     use std::cell::RefCell;
 
     use rayon::prelude::*;
 
-    use super::Shape;
+    use super::{avx512_bf16, Shape};
     use crate::amx::{self, bf16, BF16_TILE};
+    use crate::isa::Isa;
     use crate::sgemm::Shared;
+
+    /// What multiplies the bf16 operands.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Engine {
+        /// The AMX tiles (`tdpbf16ps`).
+        Amx,
+        /// AVX-512 BF16's `vdpbf16ps`.
+        Avx512Bf16,
+    }
+
+    impl Engine {
+        /// The engine of the chosen SIMD path: AMX on its path; AVX-512 BF16 on the AVX-512
+        /// path (or AMX's) when the CPU has it; none below.
+        pub(crate) fn detect() -> Option<Engine> {
+            static CHOSEN: std::sync::OnceLock<Option<Engine>> = std::sync::OnceLock::new();
+            *CHOSEN.get_or_init(|| match Isa::detect() {
+                Isa::Amx => Some(Engine::Amx),
+                Isa::Avx512Vnni if avx512_bf16::available() => Some(Engine::Avx512Bf16),
+                _ => None,
+            })
+        }
+
+        /// Every engine this CPU has, for tests.
+        #[cfg(test)]
+        pub(crate) fn all_available() -> Vec<Engine> {
+            let mut all = Vec::new();
+            if Isa::Amx.available() {
+                all.push(Engine::Amx);
+            }
+            if Isa::Avx512Vnni.available() && avx512_bf16::available() {
+                all.push(Engine::Avx512Bf16);
+            }
+            all
+        }
+    }
 
     /// The head width the tiles are laid out for (every Whisper model's).
     pub(super) const HEAD_DIM: usize = 64;
@@ -394,12 +444,16 @@ mod amx_tiles {
     fn pack_keys(s: &Shape, k: &[f32], h: usize) -> Vec<u16> {
         let tk = s.tk.next_multiple_of(KEYS);
         let mut packed = vec![0u16; tk * HEAD_DIM];
-        for j in 0..s.tk {
-            let row = &k[j * s.k_stride + h * HEAD_DIM..][..HEAD_DIM];
-            let (block, c) = (j / 16, j % 16);
-            for (p, &x) in row.iter().enumerate() {
-                let (chunk, r, e) = (p / 32, (p % 32) / 2, p % 2);
-                packed[(block * 2 + chunk) * BF16_TILE + r * 32 + c * 2 + e] = bf16(x);
+        // A 16-key block's two tiles are back to back: pair p of key c at `p · 32 + c · 2`.
+        for (j0, block) in (0..s.tk).step_by(16).zip(packed.chunks_exact_mut(16 * HEAD_DIM)) {
+            for (c, j) in (j0..s.tk.min(j0 + 16)).enumerate() {
+                let row: &[f32; HEAD_DIM] = k[j * s.k_stride + h * HEAD_DIM..][..HEAD_DIM]
+                    .try_into()
+                    .expect("a head");
+                for (p, pair) in row.chunks_exact(2).enumerate() {
+                    let dst: &mut [u16; 2] = (&mut block[p * 32 + c * 2..][..2]).try_into().expect("a pair");
+                    *dst = [bf16(pair[0]), bf16(pair[1])];
+                }
             }
         }
         packed
@@ -410,19 +464,25 @@ mod amx_tiles {
     fn pack_values(s: &Shape, v: &[f32], h: usize) -> Vec<u16> {
         let tk = s.tk.next_multiple_of(KEYS);
         let mut packed = vec![0u16; tk * HEAD_DIM];
-        for j in 0..s.tk {
-            let row = &v[j * s.v_stride + h * HEAD_DIM..][..HEAD_DIM];
-            let (chunk, r, e) = (j / 32, (j % 32) / 2, j % 2);
-            for (p, &x) in row.iter().enumerate() {
-                let (block, c) = (p / 16, p % 16);
-                packed[(chunk * 4 + block) * BF16_TILE + r * 32 + c * 2 + e] = bf16(x);
+        let row = |j: usize| -> &[f32] { &v[j * s.v_stride + h * HEAD_DIM..][..HEAD_DIM] };
+        // Keys 2r and 2r + 1 of a chunk interleave into tile row r of each column block.
+        for (j, chunk) in (0..s.tk).step_by(KEYS).zip(packed.chunks_exact_mut(KEYS * HEAD_DIM)) {
+            for (r, j) in (j..s.tk.min(j + KEYS)).step_by(2).enumerate() {
+                let (even, odd) = (row(j), (j + 1 < s.tk).then(|| row(j + 1)));
+                for (block, tile) in chunk.chunks_exact_mut(BF16_TILE).enumerate() {
+                    let dst: &mut [u16; 32] = (&mut tile[r * 32..][..32]).try_into().expect("a tile row");
+                    for c in 0..16 {
+                        dst[2 * c] = bf16(even[block * 16 + c]);
+                        dst[2 * c + 1] = odd.map_or(0, |o| bf16(o[block * 16 + c]));
+                    }
+                }
             }
         }
         packed
     }
 
-    /// Called on the pool, with `check` passed and AMX available.
-    pub(super) fn attention(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
+    /// Called on the pool, with `check` passed and the engine available.
+    pub(super) fn attention(engine: Engine, s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
         let d = s.n_heads * HEAD_DIM;
         let scale = 1.0 / (HEAD_DIM as f32).sqrt();
         let packs: Vec<(Vec<u16>, Vec<u16>)> = (0..s.n_heads)
@@ -452,25 +512,30 @@ mod amx_tiles {
                 }
                 b.scores.resize(ROWS * width, 0.0);
                 b.probs.resize(ROWS * width, 0);
-                // SAFETY: AMX is available (the caller's check); the guard releases the tiles at
-                // the end of the task.
-                let _tiles = unsafe { amx::Tiles::configure() };
+                // SAFETY: the engine is available (the caller's check); the guard releases the
+                // tiles at the end of the task.
+                let _tiles = (engine == Engine::Amx).then(|| unsafe { amx::Tiles::configure() });
                 for j0 in (0..width).step_by(KEYS) {
-                    // SAFETY: the tiles are configured; Q is 32 rows of 64 bf16 (128 bytes apart),
-                    // the two 16-key blocks at `j0` lie inside the key pack (`tk` rounded up to
-                    // 32 keys ≥ `width` keys of 64), and the 32 × 32 scores at column `j0` inside
-                    // the 32 × `width` score block.
+                    // SAFETY: the tiles are configured for AMX, and AVX-512 BF16 available
+                    // otherwise; Q is 32 rows of 64 bf16 (128 bytes apart), the two 16-key
+                    // blocks at `j0` lie inside the key pack (`tk` rounded up to 32 keys ≥
+                    // `width` keys of 64), and the 32 × 32 scores at column `j0` inside the
+                    // 32 × `width` score block.
                     unsafe {
                         let k0 = kp.as_ptr().add(j0 * HEAD_DIM);
-                        amx::scores_bf16(
-                            2,
-                            b.q.as_ptr(),
-                            HEAD_DIM * 2,
-                            k0,
-                            k0.add(16 * HEAD_DIM),
-                            b.scores.as_mut_ptr().add(j0),
-                            width * 4,
-                        );
+                        let out = b.scores.as_mut_ptr().add(j0);
+                        match engine {
+                            Engine::Amx => amx::scores_bf16(
+                                2,
+                                b.q.as_ptr(),
+                                HEAD_DIM * 2,
+                                k0,
+                                k0.add(16 * HEAD_DIM),
+                                out,
+                                width * 4,
+                            ),
+                            Engine::Avx512Bf16 => avx512_bf16::scores(b.q.as_ptr(), k0, out, width),
+                        }
                     }
                 }
                 let mut sums = [0f32; ROWS];
@@ -488,18 +553,18 @@ mod amx_tiles {
                 }
                 let mut o = [0f32; 16 * HEAD_DIM];
                 for half in 0..rows.div_ceil(16) {
-                    // SAFETY: the tiles are configured; the probabilities are 32 × width (16 rows
-                    // read from row `half · 16`), the value pack covers `width` keys of 64 columns;
+                    // SAFETY: the engine is ready (as for the scores); the probabilities are
+                    // 32 × width (16 rows read from row `half · 16`), the value pack covers `width` keys of 64 columns;
                     // output rows `r0 + i < tq` (`check`) of head h's 64 columns belong to this
                     // task alone.
                     unsafe {
-                        amx::weighted_sum_bf16(
-                            width / KEYS,
-                            b.probs.as_ptr().add(half * 16 * width),
-                            width * 2,
-                            vp.as_ptr(),
-                            &mut o,
-                        );
+                        let p = b.probs.as_ptr().add(half * 16 * width);
+                        match engine {
+                            Engine::Amx => amx::weighted_sum_bf16(width / KEYS, p, width * 2, vp.as_ptr(), &mut o),
+                            Engine::Avx512Bf16 => {
+                                avx512_bf16::weighted_sum(width / KEYS, p, width, vp.as_ptr(), &mut o)
+                            }
+                        }
                         for i in half * 16..rows.min(half * 16 + 16) {
                             let inv = if sums[i] > 0.0 { 1.0 / sums[i] } else { 0.0 };
                             let dst =
@@ -581,6 +646,27 @@ mod amx_tiles {
                 _mm256_mask_storeu_epi16(out.add(i) as *mut i16, mask, round(e));
             }
             _mm512_reduce_add_ps(vsum)
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512_bf16;
+
+/// Elsewhere there is no bf16 engine.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) mod bf16_tiles {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Engine {}
+
+    impl Engine {
+        pub(crate) fn detect() -> Option<Engine> {
+            None
+        }
+
+        #[cfg(test)]
+        pub(crate) fn all_available() -> Vec<Engine> {
+            Vec::new()
         }
     }
 }

@@ -113,15 +113,13 @@ fn bf16_attention_matches_a_bf16_reference_and_stays_close_to_f32() {
     let bf16 = |x: f32| crate::amx::f32_of_bf16(crate::amx::bf16(x));
     #[cfg(not(target_arch = "x86_64"))]
     let bf16 = |x: f32| x;
-    let on_tiles = cfg!(target_arch = "x86_64") && Isa::detect() == Isa::Amx;
-    eprintln!(
-        "bf16 attention on {}",
-        if on_tiles {
-            "the AMX tiles"
-        } else {
-            "the f32 path (no AMX here)"
-        }
-    );
+    // Every bf16 engine this CPU has, then the f32 path that CPUs without one take.
+    let engines: Vec<Option<bf16_tiles::Engine>> = bf16_tiles::Engine::all_available()
+        .into_iter()
+        .map(Some)
+        .chain([None])
+        .collect();
+    eprintln!("bf16 attention on {engines:?} (None: the f32 path)");
     // Rows and keys around the 16/32 tiles, causal blocks, Whisper's 1500 frames.
     for &(tq, tk, heads, causal) in &[
         (32, 32, 1, false),
@@ -145,28 +143,30 @@ fn bf16_attention_matches_a_bf16_reference_and_stays_close_to_f32() {
             causal,
         };
         let q = &qkv[(tk - tq) * 3 * d..];
-        let mut out = vec![f32::NAN; tq * d];
-        attention_bf16(s, q, &qkv[d..], &qkv[2 * d..], &mut out);
         let exact = naive(s, q, &qkv[d..], &qkv[2 * d..]);
-        if on_tiles {
-            // The same roundings in f64: only the f32 sums and exp differ.
-            let want = naive_rounding(s, q, &qkv[d..], &qkv[2 * d..], bf16);
-            for (a, b) in out.iter().zip(&want) {
-                assert!(
-                    (*a as f64 - b).abs() < 2e-3,
-                    "{tq}x{tk} causal {causal}: {a} vs bf16 reference {b}"
-                );
+        for &engine in &engines {
+            let mut out = vec![f32::NAN; tq * d];
+            attention_bf16_on(engine, s, q, &qkv[d..], &qkv[2 * d..], &mut out);
+            if engine.is_some() {
+                // The same roundings in f64: only the f32 sums and exp differ.
+                let want = naive_rounding(s, q, &qkv[d..], &qkv[2 * d..], bf16);
+                for (a, b) in out.iter().zip(&want) {
+                    assert!(
+                        (*a as f64 - b).abs() < 2e-3,
+                        "{engine:?} {tq}x{tk} causal {causal}: {a} vs bf16 reference {b}"
+                    );
+                }
             }
+            let rms = |v: &mut dyn Iterator<Item = f64>| {
+                let (s, n) = v.fold((0.0, 0), |(s, n), x| (s + x * x, n + 1));
+                (s / n as f64).sqrt()
+            };
+            let err = rms(&mut out.iter().zip(&exact).map(|(&a, &b)| a as f64 - b)) / rms(&mut exact.iter().copied());
+            eprintln!(
+                "{engine:?} {tq}x{tk} causal {causal}: error vs f64 {:.3} % of the output RMS",
+                err * 100.0
+            );
+            assert!(err < 0.01, "{engine:?} {tq}x{tk}: {:.3} %", err * 100.0);
         }
-        let rms = |v: &mut dyn Iterator<Item = f64>| {
-            let (s, n) = v.fold((0.0, 0), |(s, n), x| (s + x * x, n + 1));
-            (s / n as f64).sqrt()
-        };
-        let err = rms(&mut out.iter().zip(&exact).map(|(&a, &b)| a as f64 - b)) / rms(&mut exact.iter().copied());
-        eprintln!(
-            "{tq}x{tk} causal {causal}: error vs f64 {:.3} % of the output RMS",
-            err * 100.0
-        );
-        assert!(err < 0.01, "{tq}x{tk}: {:.3} %", err * 100.0);
     }
 }
