@@ -2,7 +2,7 @@
 # End-to-end benchmark of the plugin against the peer, faster-whisper, in one sitting on the
 # same eval manifests, and one table of the figures and ratios.
 #
-#   scripts/bench.sh [--model tiny.en|base|DIR[,...]] [--manifest short|long|both] [--threads N] [--isa native|avx512|avx2[,...]] [--backend cpu|onnxruntime|onnxruntime-decoder[,...]] [--context full|auto|fit[,...]]
+#   scripts/bench.sh [--model tiny.en|base|DIR[,...]] [--manifest short|long|both] [--threads N] [--isa native|avx512|avx2-vnni|avx2[,...]] [--backend cpu|onnxruntime|onnxruntime-decoder[,...]] [--context full|auto|fit[,...]]
 #
 # For each manifest (short: manifest.tsv, 23 clips, 153 s; long: manifest_long.tsv, 200 s):
 #   - the plugin: examples/bench.rs in its own process (model loaded once, a 5 s warm-up, then
@@ -17,7 +17,9 @@
 # --isa holds both sides to one SIMD level (several, comma-separated, run one after the other;
 # default native, the best the CPU has): the plugin through NPUWHISPER_ISA, the peer through
 # CTranslate2's, oneMKL's and oneDNN's own switches (avx2: CT2_FORCE_CPU_ISA=AVX2
-# MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2; avx512: CT2_FORCE_CPU_ISA=AVX512
+# MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2; avx2-vnni, AVX2 with AVX-VNNI as Intel's
+# client CPUs since Alder Lake have it: CT2_FORCE_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2_E1
+# ONEDNN_MAX_CPU_ISA=AVX2_VNNI; avx512: CT2_FORCE_CPU_ISA=AVX512
 # ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI). --model also takes a comma-separated list.
 #
 # --backend runs the plugin once per backend (default cpu; `cpu,onnxruntime` prints ONNX
@@ -72,7 +74,7 @@ for b in "${backend_list[@]}"; do
   case $b in cpu | onnxruntime | onnxruntime-decoder) ;; *) echo "bench: --backend takes cpu, onnxruntime or onnxruntime-decoder" >&2; exit 2 ;; esac
 done
 for isa in "${isa_list[@]}"; do
-  case $isa in native | avx512 | avx2) ;; *) echo "bench: --isa takes native, avx512 or avx2" >&2; exit 2 ;; esac
+  case $isa in native | avx512 | avx2-vnni | avx2) ;; *) echo "bench: --isa takes native, avx512, avx2-vnni or avx2" >&2; exit 2 ;; esac
 done
 
 # isa_env ISA: the environment holding the plugin and the peer to that SIMD level.
@@ -80,6 +82,7 @@ isa_env() {
   case $1 in
     native) ;;
     avx512) echo NPUWHISPER_ISA=avx512 CT2_FORCE_CPU_ISA=AVX512 ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI ;;
+    avx2-vnni) echo NPUWHISPER_ISA=avx2-vnni CT2_FORCE_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2_E1 ONEDNN_MAX_CPU_ISA=AVX2_VNNI ;;
     avx2) echo NPUWHISPER_ISA=avx2 CT2_FORCE_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 ;;
   esac
 }

@@ -37,7 +37,6 @@ use npuwhisper_core::backend::onnxruntime::{OrtOptions, OrtStages};
 use npuwhisper_core::backend::BackendChoice;
 use npuwhisper_core::decoding::{DecodeOptions, Transcriber};
 use npuwhisper_core::model::{self, Precision};
-use npuwhisper_kernels::isa::Isa;
 use npuwhisper_kernels::mel::LogMel;
 
 const USAGE: &str = "usage: stage_profile [--file WAV] [--model NAME|DIR] [--batch N] [--repeat N] [--precision int8|f32] [--vad silero|silero-onnxruntime|energy] [--load-only] [--onnxruntime PROVIDER|none] [--onnxruntime-stages encoder|encoder-decoder] [--onnxruntime-calibration WAV]";
@@ -238,7 +237,7 @@ fn main() {
         );
     }
 
-    println!("{} ({audio_s:.1} s), model {model_name} {precision:?}, {threads} threads, SIMD path {:?}, decoder batch {batch}, best of {repeat}", file.display(), Isa::detect());
+    println!("{} ({audio_s:.1} s), model {model_name} {precision:?}, {threads} threads, SIMD path {}, decoder batch {batch}, best of {repeat}", file.display(), npuwhisper_kernels::isa::describe());
     println!(
         "{:<20} {:>8} {:>8} {:>7} {:>8}",
         "stage", "wall s", "CPU s", "cores", "share"

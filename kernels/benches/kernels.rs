@@ -122,10 +122,10 @@ fn print_peak() {
     let ghz = clock_ghz();
     println!(
         "peak f32: {cores} cores x 32 FLOP/cycle (2 FMA units x 8 lanes x 2) x {ghz:.2} GHz = {:.0} GFLOP/s \
-         (AVX2; one core: {:.0}); SIMD path: {:?}; time: {}",
+         (AVX2; one core: {:.0}); SIMD path: {}; time: {}",
         cores as f64 * 32.0 * ghz,
         32.0 * ghz,
-        Isa::detect(),
+        npuwhisper_kernels::isa::describe(),
         if std::env::var("BENCH_TIME").as_deref() == Ok("cpu") {
             "CPU time / threads"
         } else {

@@ -10,7 +10,9 @@
 pub enum Isa {
     /// Plain Rust, no target features beyond the build's baseline.
     Portable,
-    /// AVX2 + FMA + F16C (Haswell, Zen 1 and later).
+    /// AVX2 + FMA + F16C (Haswell, Zen 1 and later). Where the CPU also has AVX-VNNI (Intel's
+    /// client CPUs from Alder Lake on, which have no AVX-512), the INT8 GEMM's tile takes its
+    /// `vpdpbusd` ([`avx_vnni`]), with the same results.
     Avx2,
     /// AVX2 + FMA + AVX-512 (F, VL, BW, VNNI): `vpdpbusd` for the INT8 GEMM, and 512-bit tiles of
     /// two 16-column panels in the f32 and INT8 GEMMs. Where the CPU also has AVX-512 BF16
@@ -23,7 +25,8 @@ pub enum Isa {
 
 impl Isa {
     /// The best path this CPU supports, or a lower one named by `NPUWHISPER_ISA` (`portable`,
-    /// `avx2`, `avx512`): to reproduce on a newer CPU the numbers of an older machine.
+    /// `avx2`, `avx2-vnni`, `avx512`): to reproduce on a newer CPU the numbers of an older
+    /// machine. `avx2` is plain AVX2 (Zen 3, Haswell); `avx2-vnni` the AVX2 path with AVX-VNNI.
     pub fn detect() -> Isa {
         static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *CHOSEN.get_or_init(|| {
@@ -33,7 +36,7 @@ impl Isa {
                 .unwrap_or(Isa::Portable);
             match std::env::var("NPUWHISPER_ISA").as_deref() {
                 Ok("portable") => Isa::Portable,
-                Ok("avx2") => best.min(Isa::Avx2),
+                Ok("avx2" | "avx2-vnni") => best.min(Isa::Avx2),
                 Ok("avx512") => best.min(Isa::Avx512Vnni),
                 _ => best,
             }
@@ -84,5 +87,34 @@ impl Isa {
         } else {
             Isa::detect().min(self)
         }
+    }
+}
+
+/// Whether the AVX2 path's INT8 GEMM tile uses AVX-VNNI (`vpdpbusd` in its VEX form): the CPU
+/// has it and `NPUWHISPER_ISA` does not ask for plain AVX2. Its sums are the AVX2 tile's, bit
+/// for bit (the 7-bit activations make `vpmaddubsw` exact), in one instruction instead of three.
+pub fn avx_vnni() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| avx_vnni_available() && std::env::var("NPUWHISPER_ISA").as_deref() != Ok("avx2"))
+}
+
+/// The chosen path for a report: [`Isa::detect`]'s name, with AVX-VNNI where the AVX2 path
+/// takes it.
+pub fn describe() -> String {
+    match Isa::detect() {
+        Isa::Avx2 if avx_vnni() => "Avx2 + AVX-VNNI".to_string(),
+        isa => format!("{isa:?}"),
+    }
+}
+
+/// Whether the CPU has AVX-VNNI.
+pub(crate) fn avx_vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        Isa::Avx2.available() && std::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }

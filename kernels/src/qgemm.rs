@@ -235,6 +235,27 @@ pub fn qlinear_with(
     act: Activation,
     out: &mut [f32],
 ) {
+    qlinear_on(isa, crate::isa::avx_vnni(), x, m, k, w, bias, act, out)
+}
+
+/// [`qlinear_with`] with the AVX2 tile's AVX-VNNI form chosen (`avx_vnni` only where the CPU
+/// has it), for the test that compares the two.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn qlinear_on(
+    isa: Isa,
+    avx_vnni: bool,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &QuantizedWeights,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [f32],
+) {
+    assert!(
+        !avx_vnni || crate::isa::avx_vnni_available(),
+        "qlinear: no AVX-VNNI on this CPU"
+    );
     let n = w.n;
     assert_eq!(k, w.k, "qlinear: x has {k} features, the weight {}", w.k);
     assert!(x.len() >= m * k && out.len() >= m * n, "qlinear: slices too short");
@@ -281,7 +302,7 @@ pub fn qlinear_with(
                         if pair {
                             tile.run_pair()
                         } else {
-                            tile.run(isa)
+                            tile.run(isa, avx_vnni)
                         }
                     };
                 }
@@ -347,6 +368,18 @@ fn qlinear_amx(
     unsafe { amx::par_blocks(m, w.n, dot, store) }
 }
 
+/// `tile::<R>(t, groups, a, b)` for the tile's row count `R` (1 to MR).
+macro_rules! by_rows {
+    ($tile:ident, $t:expr, $groups:expr, $a:expr, $b:expr) => {
+        match $t.rows {
+            1 => $tile::<1>($t, $groups, $a, $b),
+            2 => $tile::<2>($t, $groups, $a, $b),
+            3 => $tile::<3>($t, $groups, $a, $b),
+            _ => $tile::<4>($t, $groups, $a, $b),
+        }
+    };
+}
+
 /// One MR×NR register tile of the output and everything needed to produce it.
 #[derive(Clone, Copy)]
 struct OutTile<'a> {
@@ -363,10 +396,12 @@ struct OutTile<'a> {
 
 impl OutTile<'_> {
     /// # Safety
-    /// The tile's part of `out` must be valid and written by no other thread; `isa` must be one the CPU has.
-    unsafe fn run(&self, isa: Isa) {
+    /// The tile's part of `out` must be valid and written by no other thread; `isa` must be one the CPU has,
+    /// and AVX-VNNI too if `avx_vnni`.
+    unsafe fn run(&self, isa: Isa, avx_vnni: bool) {
         // SAFETY: `isa` came from `or_below`, so the CPU has the features of the arm taken (AVX2 + FMA,
-        // or AVX-512 VNNI + VL for `Avx512Vnni` and `Amx`); `a` is this tile's packed rows (`rows × kp`
+        // and AVX-VNNI when `avx_vnni`, checked by `qlinear_on`; or AVX-512 VNNI + VL for
+        // `Avx512Vnni` and `Amx`); `a` is this tile's packed rows (`rows × kp`
         // bytes at `i0 · kp`, `i0` a multiple of MR and `rows` the tile's own count), `b` the panel of
         // channel `j0` (`16 × kp` bytes), which `groups = kp / 4` steps read exactly; `out` as the caller's.
         unsafe {
@@ -375,19 +410,11 @@ impl OutTile<'_> {
             let groups = self.w.kp / 4;
             match isa {
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => match self.rows {
-                    1 => tile_avx2::<1>(self, groups, a, b),
-                    2 => tile_avx2::<2>(self, groups, a, b),
-                    3 => tile_avx2::<3>(self, groups, a, b),
-                    _ => tile_avx2::<4>(self, groups, a, b),
-                },
+                Isa::Avx2 if avx_vnni => by_rows!(tile_avx_vnni, self, groups, a, b),
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512Vnni | Isa::Amx => match self.rows {
-                    1 => tile_vnni::<1>(self, groups, a, b),
-                    2 => tile_vnni::<2>(self, groups, a, b),
-                    3 => tile_vnni::<3>(self, groups, a, b),
-                    _ => tile_vnni::<4>(self, groups, a, b),
-                },
+                Isa::Avx2 => by_rows!(tile_avx2, self, groups, a, b),
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512Vnni | Isa::Amx => by_rows!(tile_vnni, self, groups, a, b),
                 _ => {
                     let mut acc = [0i32; MR * NR];
                     dot_tile_portable(self.rows, groups, a, b, &mut acc);
@@ -409,12 +436,7 @@ impl OutTile<'_> {
             let a = self.xq.tile(self.i0);
             let b = self.w.packed[(self.j0 / NR) * NR * self.w.kp..].as_ptr();
             let groups = self.w.kp / 4;
-            match self.rows {
-                1 => tile_vnni_pair::<1>(self, groups, a, b),
-                2 => tile_vnni_pair::<2>(self, groups, a, b),
-                3 => tile_vnni_pair::<3>(self, groups, a, b),
-                _ => tile_vnni_pair::<4>(self, groups, a, b),
-            }
+            by_rows!(tile_vnni_pair, self, groups, a, b)
         }
     }
 
@@ -522,6 +544,23 @@ unsafe fn tile_avx2<const R: usize>(tile: &OutTile, groups: usize, a: *const u8,
         let ones = _mm256_set1_epi16(1);
         tile_simd::<R>(tile, groups, a, b, |acc, a, b| {
             _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones))
+        });
+    }
+}
+
+/// AVX-VNNI tile: [`tile_avx2`]'s sums (its 7-bit activations) by the VEX form of `vpdpbusd`,
+/// one instruction for the four products and their sum into int32.
+///
+/// # Safety
+/// As [`tile_avx2`], and the CPU must have AVX-VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avxvnni")]
+unsafe fn tile_avx_vnni<const R: usize>(tile: &OutTile, groups: usize, a: *const u8, b: *const i8) {
+    // SAFETY: the CPU has AVX-VNNI (this function's precondition) for `vpdpbusd` and AVX2 + FMA
+    // for `tile_simd`; operands passed on.
+    unsafe {
+        tile_simd::<R>(tile, groups, a, b, |acc, a, b| {
+            std::arch::x86_64::_mm256_dpbusd_avx_epi32(acc, a, b)
         });
     }
 }

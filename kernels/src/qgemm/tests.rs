@@ -189,6 +189,45 @@ fn avx2_and_portable_paths_agree() {
 }
 
 #[test]
+fn avx_vnni_and_avx2_tiles_agree_bit_for_bit() {
+    if !crate::isa::avx_vnni_available() {
+        eprintln!("no AVX-VNNI here: nothing to compare");
+        return;
+    }
+    let mut seed = 43;
+    for (m, k, n) in [
+        (1, 384, 51864),
+        (7, 130, 45),
+        (17, 64, 33),
+        (70, 512, 130),
+        (1500, 384, 1536),
+    ] {
+        let x = data(m * k, &mut seed, 0.2);
+        let w = data(n * k, &mut seed, 0.0);
+        let bias: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
+        let qw = QuantizedWeights::quantize(&w, n, k);
+        let run = |avx_vnni: bool| {
+            let mut y = vec![f32::NAN; m * n];
+            qlinear_on(
+                Isa::Avx2,
+                avx_vnni,
+                &x,
+                m,
+                k,
+                &qw,
+                Some(&bias),
+                Activation::None,
+                &mut y,
+            );
+            y
+        };
+        let (plain, vnni) = (run(false), run(true));
+        let same = plain.iter().zip(&vnni).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{m}x{k}x{n}: the AVX-VNNI tile differs from the AVX2 one");
+    }
+}
+
+#[test]
 fn amx_and_vnni_paths_agree_bit_for_bit() {
     if !Isa::Amx.available() {
         eprintln!("no AMX here: nothing to compare");
