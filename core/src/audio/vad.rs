@@ -18,6 +18,7 @@ mod onnx_proto;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use ort::session::Session;
 use ort::value::TensorRef;
@@ -64,7 +65,9 @@ impl std::error::Error for VadError {}
 
 /// What computes the network.
 enum Backend {
-    Kernels(Box<net::SileroNet>),
+    /// The network (shared by every stream of the process that loaded the same file) and this
+    /// stream's buffers.
+    Kernels(Arc<net::SileroNet>, Box<net::Scratch>),
     OnnxRuntime(Box<Session>),
 }
 
@@ -96,18 +99,8 @@ impl SileroVad {
     /// Loads the model from `path`, to run on the kernels crate.
     pub fn load(path: &Path) -> Result<Self, VadError> {
         check_exists(path)?;
-        let bytes = std::fs::read(path)
-            .map_err(|e| VadError(format!("Could not read the VAD model {}: {e}", path.display())))?;
-        let net = net::SileroNet::from_onnx(&bytes, CHUNK + CONTEXT)
-            .map_err(|e| VadError(format!("Could not load the VAD model {}: {e}", path.display())))?;
-        if net.state_len() != STATE {
-            return Err(VadError(format!(
-                "The VAD model {} has an LSTM of {} units, not Silero VAD's {STATE}",
-                path.display(),
-                net.state_len()
-            )));
-        }
-        Ok(Self::with_backend(Backend::Kernels(Box::new(net))))
+        let net = shared_net(path)?;
+        Ok(Self::with_backend(Backend::Kernels(net, Box::default())))
     }
 
     /// Loads the model from `path` to run through ONNX Runtime (one thread: the chunks of a
@@ -241,7 +234,7 @@ impl SileroVad {
 
     fn run(&mut self, rows: &[f32]) -> Result<Vec<f32>, VadError> {
         let session = match &mut self.backend {
-            Backend::Kernels(net) => return Ok(net.run(rows, &mut self.h, &mut self.c)),
+            Backend::Kernels(net, scratch) => return Ok(net.run(scratch, rows, &mut self.h, &mut self.c)),
             Backend::OnnxRuntime(session) => session,
         };
         let width = CHUNK + CONTEXT;
@@ -342,6 +335,35 @@ impl ChunkGate {
     }
 }
 
+/// The network in the file at `path`, read once per process: every pipeline of a process (the
+/// command's files one after another, a benchmark's) shares it instead of parsing and packing
+/// it again. A file that changed (size or modification time) is read again.
+fn shared_net(path: &Path) -> Result<Arc<net::SileroNet>, VadError> {
+    type Stamp = (u64, Option<std::time::SystemTime>);
+    static NETS: Mutex<Vec<(PathBuf, Stamp, Arc<net::SileroNet>)>> = Mutex::new(Vec::new());
+    let read_err = |e: std::io::Error| VadError(format!("Could not read the VAD model {}: {e}", path.display()));
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    let stamp = (meta.len(), meta.modified().ok());
+    let mut nets = NETS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, net)) = nets.iter().find(|(p, s, _)| p == path && *s == stamp) {
+        return Ok(net.clone());
+    }
+    let bytes = std::fs::read(path).map_err(read_err)?;
+    let net = net::SileroNet::from_onnx(&bytes, CHUNK + CONTEXT)
+        .map_err(|e| VadError(format!("Could not load the VAD model {}: {e}", path.display())))?;
+    if net.state_len() != STATE {
+        return Err(VadError(format!(
+            "The VAD model {} has an LSTM of {} units, not Silero VAD's {STATE}",
+            path.display(),
+            net.state_len()
+        )));
+    }
+    let net = Arc::new(net);
+    nets.retain(|(p, _, _)| p != path);
+    nets.push((path.to_path_buf(), stamp, net.clone()));
+    Ok(net)
+}
+
 /// The DC blocker `y[n] = x[n] − x[n−1] + R·y[n−1]` on `s`, in place, carrying the last input
 /// and output in `x` and `y`. Run on whole chunks (and the stream's last part), so its blocks
 /// fall at the same samples whatever the upstream buffers. Eight outputs at a time: each is a
@@ -383,6 +405,71 @@ fn dc_block(s: &mut [f32], x: &mut f32, y: &mut f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn kernels_net(vad: &SileroVad) -> &Arc<net::SileroNet> {
+        match &vad.backend {
+            Backend::Kernels(net, _) => net,
+            Backend::OnnxRuntime(_) => unreachable!("loaded for the kernels"),
+        }
+    }
+
+    #[test]
+    fn streams_share_one_network_and_keep_their_own_state() {
+        let path = default_model_path();
+        if !path.exists() {
+            eprintln!("skipped: no VAD model at {} (scripts/fetch-models.sh)", path.display());
+            return;
+        }
+        let (mut a, mut b) = (SileroVad::load(&path).unwrap(), SileroVad::load(&path).unwrap());
+        assert!(Arc::ptr_eq(kernels_net(&a), kernels_net(&b)), "read twice");
+        // Two different signals pushed in turn through the shared network give what each gives
+        // alone.
+        let tone: Vec<f32> = (0..40 * CHUNK)
+            .map(|n| 0.3 * (n as f32 * 0.05).sin() * ((n / 4000) % 2) as f32)
+            .collect();
+        let buzz: Vec<f32> = (0..40 * CHUNK)
+            .map(|n| 0.2 * (((n * 7919) % 613) as f32 / 306.0 - 1.0))
+            .collect();
+        let alone = |x: &[f32]| {
+            let mut v = SileroVad::load(&path).unwrap();
+            let mut p = v.push(x).unwrap();
+            p.extend(v.finish().unwrap());
+            p
+        };
+        let (mut pa, mut pb) = (Vec::new(), Vec::new());
+        for (xa, xb) in tone.chunks(3000).zip(buzz.chunks(3000)) {
+            pa.extend(a.push(xa).unwrap());
+            pb.extend(b.push(xb).unwrap());
+        }
+        pa.extend(a.finish().unwrap());
+        pb.extend(b.finish().unwrap());
+        assert_eq!(pa, alone(&tone));
+        assert_eq!(pb, alone(&buzz));
+        assert_ne!(pa, pb);
+        // A file that changed is read again.
+        let dir = std::env::temp_dir().join(format!("npuwhisper-vad-share-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let copy = dir.join(MODEL_FILE);
+        std::fs::copy(&path, &copy).unwrap();
+        let first = SileroVad::load(&copy).unwrap();
+        assert!(Arc::ptr_eq(
+            kernels_net(&first),
+            kernels_net(&SileroVad::load(&copy).unwrap())
+        ));
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&copy)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        let again = SileroVad::load(&copy).unwrap();
+        assert!(
+            !Arc::ptr_eq(kernels_net(&first), kernels_net(&again)),
+            "a changed file was not read again"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
 
     #[test]
     fn dc_block_is_the_recurrence() {

@@ -51,11 +51,12 @@ pub(super) struct SileroNet {
     lstm: Lstm,
     head_w: Vec<f32>,
     head_b: f32,
-    scratch: Scratch,
 }
 
+/// A stream's buffers for [`SileroNet::run`]: the network itself is read-only, so one can
+/// serve every stream of a process.
 #[derive(Default)]
-struct Scratch {
+pub(super) struct Scratch {
     /// Two blocks' front ends: one is being computed while the other's recurrence runs.
     fronts: [Front; 2],
     hs: Vec<f32>,
@@ -276,7 +277,6 @@ impl SileroNet {
             lstm,
             head_w,
             head_b,
-            scratch: Scratch::default(),
         })
     }
 
@@ -291,12 +291,11 @@ impl SileroNet {
     /// one thread), the next block's front end (its STFT, convolutions and LSTM input
     /// projection, independent of the state) runs beside it, its products split over the
     /// threads left.
-    pub(super) fn run(&mut self, rows: &[f32], h: &mut [f32], c: &mut [f32]) -> Vec<f32> {
+    pub(super) fn run(&self, scratch: &mut Scratch, rows: &[f32], h: &mut [f32], c: &mut [f32]) -> Vec<f32> {
         let n = rows.len() / self.width;
         let mut probs = Vec::with_capacity(n);
-        let mut scratch = std::mem::take(&mut self.scratch);
         let blocks: Vec<&[f32]> = rows.chunks(BLOCK * self.width).collect();
-        let net = &*self;
+        let net = self;
         let mut all = || {
             let [mut ready, mut next] = std::mem::take(&mut scratch.fronts);
             let hs = &mut scratch.hs;
@@ -329,7 +328,6 @@ impl SileroNet {
         } else {
             all();
         }
-        self.scratch = scratch;
         probs
     }
 
