@@ -53,9 +53,9 @@ pub fn attention(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
 }
 
 /// [`attention`] with Q·Kᵀ and P·V in bf16 operands with f32 sums, on the AMX tiles of CPUs
-/// that have them or with AVX-512 BF16's `vdpbf16ps` on those that have that instead (for
-/// Whisper's head width, 64, and at least 32 query rows); elsewhere it is [`attention`], in
-/// f32. The softmax stays f32. The encoder of INT8 models uses it: these two products are 40 %
+/// that have them or, when asked for, with AVX-512 BF16's `vdpbf16ps` on those that have that
+/// instead (for Whisper's head width, 64, and at least 32 query rows; [`bf16_tiles::Engine`]);
+/// elsewhere it is [`attention`], in f32. The softmax stays f32. The encoder of INT8 models uses it: these two products are 40 %
 /// of the encoder's arithmetic and are not weights, so INT8 has no scale for them computed in
 /// advance; bf16 keeps each value's exponent.
 pub fn attention_bf16(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
@@ -396,14 +396,19 @@ pub(crate) mod bf16_tiles {
     }
 
     impl Engine {
-        /// The engine of the chosen SIMD path: AMX on its path; AVX-512 BF16 on the AVX-512
-        /// path (or AMX's) when the CPU has it; none below.
+        /// The engine of the chosen SIMD path: AMX on its path; on the AVX-512 path, AVX-512
+        /// BF16 only when asked for (`NPUWHISPER_BF16_ATTENTION=1`) and the CPU has it; none
+        /// below. Not by default: on Zen 5 its bf16 Q·Kᵀ took the hour of long-form from
+        /// 1.96 % to 2.06 % WER, past that test's 2 % (README, Benchmarks).
         pub(crate) fn detect() -> Option<Engine> {
             static CHOSEN: std::sync::OnceLock<Option<Engine>> = std::sync::OnceLock::new();
-            *CHOSEN.get_or_init(|| match Isa::detect() {
-                Isa::Amx => Some(Engine::Amx),
-                Isa::Avx512Vnni if avx512_bf16::available() => Some(Engine::Avx512Bf16),
-                _ => None,
+            *CHOSEN.get_or_init(|| {
+                let asked = std::env::var("NPUWHISPER_BF16_ATTENTION").is_ok_and(|v| v == "1");
+                match Isa::detect() {
+                    Isa::Amx => Some(Engine::Amx),
+                    Isa::Avx512Vnni if asked && avx512_bf16::available() => Some(Engine::Avx512Bf16),
+                    _ => None,
+                }
             })
         }
 

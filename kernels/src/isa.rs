@@ -16,7 +16,8 @@ pub enum Isa {
     Avx2,
     /// AVX2 + FMA + AVX-512 (F, VL, BW, VNNI): `vpdpbusd` for the INT8 GEMM, and 512-bit tiles of
     /// two 16-column panels in the f32 and INT8 GEMMs. Where the CPU also has AVX-512 BF16
-    /// (Zen 4 and later, Cooper Lake), the encoder's attention products take `vdpbf16ps`.
+    /// (Zen 4 and later, Cooper Lake), `NPUWHISPER_BF16_ATTENTION=1` takes the encoder's
+    /// attention products to `vdpbf16ps`.
     Avx512Vnni,
     /// AVX-512 VNNI + AMX (tiles, INT8, BF16; Sapphire Rapids and later Xeons): the INT8 GEMM
     /// on the matrix unit.
