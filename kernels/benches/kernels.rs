@@ -281,7 +281,8 @@ fn attention_bench(c: &mut Criterion<Clock>) {
             bench.iter(|| attention_fused(Isa::detect(), s, &q, &kv, &kv[d..], black_box(&mut out)))
         });
         if tq > 2 {
-            // bf16 operands (AMX or AVX-512 BF16 where the CPU has them; f32 elsewhere).
+            // bf16 operands on AMX, and on AVX-512 BF16 with NPUWHISPER_BF16_ATTENTION=1; f32
+            // elsewhere.
             g.bench_function(format!("bf16/{label} {tq}x{tk}"), |bench| {
                 bench.iter(|| attention_bf16(s, &q, &kv, &kv[d..], black_box(&mut out)))
             });

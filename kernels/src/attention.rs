@@ -55,9 +55,9 @@ pub fn attention(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
 /// [`attention`] with Q·Kᵀ and P·V in bf16 operands with f32 sums, on the AMX tiles of CPUs
 /// that have them or, when asked for, with AVX-512 BF16's `vdpbf16ps` on those that have that
 /// instead (for Whisper's head width, 64, and at least 32 query rows; [`bf16_tiles::Engine`]);
-/// elsewhere it is [`attention`], in f32. The softmax stays f32. The encoder of INT8 models uses it: these two products are 40 %
-/// of the encoder's arithmetic and are not weights, so INT8 has no scale for them computed in
-/// advance; bf16 keeps each value's exponent.
+/// elsewhere it is [`attention`], in f32. The softmax stays f32. The encoder of INT8 models
+/// uses it: these two products are 40 % of the encoder's arithmetic and are not weights, so
+/// INT8 has no scale for them computed in advance; bf16 keeps each value's exponent.
 pub fn attention_bf16(s: Shape, q: &[f32], k: &[f32], v: &[f32], out: &mut [f32]) {
     attention_bf16_on(bf16_tiles::Engine::detect(), s, q, k, v, out)
 }
@@ -559,9 +559,9 @@ pub(crate) mod bf16_tiles {
                 let mut o = [0f32; 16 * HEAD_DIM];
                 for half in 0..rows.div_ceil(16) {
                     // SAFETY: the engine is ready (as for the scores); the probabilities are
-                    // 32 × width (16 rows read from row `half · 16`), the value pack covers `width` keys of 64 columns;
-                    // output rows `r0 + i < tq` (`check`) of head h's 64 columns belong to this
-                    // task alone.
+                    // 32 × width (16 rows read from row `half · 16`), the value pack covers
+                    // `width` keys of 64 columns; output rows `r0 + i < tq` (`check`) of head
+                    // h's 64 columns belong to this task alone.
                     unsafe {
                         let p = b.probs.as_ptr().add(half * 16 * width);
                         match engine {
